@@ -1,0 +1,794 @@
+//! Kafka's RecordBatch v2: building, decoding, validating and stamping batches.
+//!
+//! Layout (big-endian), as in Kafka's `DefaultRecordBatch`:
+//!
+//! ```text
+//! 0  base_offset            i64   ┐ not covered by the CRC: the broker
+//! 8  batch_length           i32   │ rewrites base offset and leader epoch
+//! 12 partition_leader_epoch i32   ┘ in place when it appends
+//! 16 magic                  i8    (= 2)
+//! 17 crc                    u32   CRC-32C of bytes 21..end
+//! 21 attributes             i16   compression:3 | timestamp type:1 | transactional:1 | control:1
+//! 23 last_offset_delta      i32
+//! 27 base_timestamp         i64
+//! 35 max_timestamp          i64
+//! 43 producer_id            i64
+//! 51 producer_epoch         i16
+//! 53 base_sequence          i32
+//! 57 record_count           i32
+//! 61 records…               each: varint length, i8 attributes, varlong timestamp
+//!                           delta, varint offset delta, key, value, headers
+//! ```
+
+use bytes::Bytes;
+
+use super::varint::{get_varint, get_varlong, put_varint, put_varlong, varint_len, varlong_len};
+use super::{Compression, Header, Record, TimestampType};
+use crate::error::{Error, Result};
+
+const BASE_OFFSET: usize = 0;
+const BATCH_LENGTH: usize = 8;
+const PARTITION_LEADER_EPOCH: usize = 12;
+const MAGIC: usize = 16;
+const CRC: usize = 17;
+const ATTRIBUTES: usize = 21;
+const LAST_OFFSET_DELTA: usize = 23;
+const BASE_TIMESTAMP: usize = 27;
+const MAX_TIMESTAMP: usize = 35;
+const PRODUCER_ID: usize = 43;
+const PRODUCER_EPOCH: usize = 51;
+const BASE_SEQUENCE: usize = 53;
+const RECORD_COUNT: usize = 57;
+
+/// Bytes before `batch_length` counts: base offset (8) and the length itself (4).
+pub const LOG_OVERHEAD: usize = 12;
+/// Size of the v2 batch header; records start here.
+pub const BATCH_HEADER_LEN: usize = 61;
+/// The only batch format ferrolog reads and writes.
+pub const MAGIC_V2: i8 = 2;
+/// Producer id, epoch and sequence of a batch written without idempotence.
+pub const NO_PRODUCER_ID: i64 = -1;
+/// See [`NO_PRODUCER_ID`].
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// See [`NO_PRODUCER_ID`].
+pub const NO_SEQUENCE: i32 = -1;
+/// The partition leader epoch of a batch no leader has stamped yet.
+pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
+
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
+const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+const ATTR_CONTROL: i16 = 0x20;
+
+#[inline]
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+#[inline]
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+#[inline]
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Reads the total size of the batch that starts `buf`, from its `batch_length`
+/// field, without validating anything else. `None` if fewer than
+/// [`LOG_OVERHEAD`] bytes are given or the length field is negative.
+pub fn batch_size_at(buf: &[u8]) -> Option<usize> {
+    if buf.len() < LOG_OVERHEAD {
+        return None;
+    }
+    let len = be_i32(buf, BATCH_LENGTH);
+    usize::try_from(len).ok().map(|l| l + LOG_OVERHEAD)
+}
+
+/// Writes a base offset and partition leader epoch into the header at the start
+/// of `header` (at least 16 bytes). The CRC does not cover these fields, so the
+/// batch stays valid.
+pub fn stamp_header(header: &mut [u8], base_offset: u64, partition_leader_epoch: i32) {
+    header[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+    header[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&partition_leader_epoch.to_be_bytes());
+}
+
+/// One v2 record batch over a shared, immutable buffer.
+///
+/// Construction ([`RecordBatch::from_bytes`]) checks only the framing: enough
+/// bytes, a length that matches, magic 2. [`RecordBatch::validate`] checks the
+/// CRC and the record framing; storage runs it on every append. Decoding records
+/// ([`RecordBatch::records`]) hands out keys and values as slices of the same
+/// buffer: nothing is copied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    bytes: Bytes,
+}
+
+impl std::fmt::Debug for RecordBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordBatch")
+            .field("base_offset", &self.base_offset())
+            .field("record_count", &self.record_count())
+            .field("size", &self.size())
+            .field("partition_leader_epoch", &self.partition_leader_epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordBatch {
+    /// Wraps `bytes`, which must hold exactly one v2 batch.
+    pub fn from_bytes(bytes: Bytes) -> Result<Self> {
+        let size = batch_size_at(&bytes)
+            .ok_or_else(|| Error::corrupt("batch shorter than its 12-byte log overhead"))?;
+        if size < BATCH_HEADER_LEN {
+            return Err(Error::corrupt(format!(
+                "batch length {size} is shorter than the 61-byte v2 header"
+            )));
+        }
+        if size != bytes.len() {
+            return Err(Error::corrupt(format!(
+                "batch length field says {size} bytes but {} were given",
+                bytes.len()
+            )));
+        }
+        let magic = bytes[MAGIC] as i8;
+        if magic != MAGIC_V2 {
+            return Err(Error::corrupt(format!(
+                "magic byte {magic}; only v2 batches are supported"
+            )));
+        }
+        Ok(Self { bytes })
+    }
+
+    /// The whole batch as bytes (header and records).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Gives back the buffer.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// Total size in bytes, header included.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Offset of the first record.
+    pub fn base_offset(&self) -> u64 {
+        be_i64(&self.bytes, BASE_OFFSET) as u64
+    }
+
+    /// Offset of the last record: `base_offset + last_offset_delta`.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset()
+            .wrapping_add(self.last_offset_delta().max(0) as u64)
+    }
+
+    /// The offset after this batch's last record.
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset().wrapping_add(1)
+    }
+
+    /// The `batch_length` field: size minus [`LOG_OVERHEAD`].
+    pub fn batch_length(&self) -> i32 {
+        be_i32(&self.bytes, BATCH_LENGTH)
+    }
+
+    /// Epoch of the leader that appended the batch.
+    pub fn partition_leader_epoch(&self) -> i32 {
+        be_i32(&self.bytes, PARTITION_LEADER_EPOCH)
+    }
+
+    /// Format version; always 2.
+    pub fn magic(&self) -> i8 {
+        self.bytes[MAGIC] as i8
+    }
+
+    /// The stored CRC-32C.
+    pub fn crc(&self) -> u32 {
+        be_i32(&self.bytes, CRC) as u32
+    }
+
+    /// The CRC-32C computed over attributes..end.
+    pub fn compute_crc(&self) -> u32 {
+        crc32c::crc32c(&self.bytes[ATTRIBUTES..])
+    }
+
+    /// The raw attributes field.
+    pub fn attributes(&self) -> i16 {
+        be_i16(&self.bytes, ATTRIBUTES)
+    }
+
+    /// The compression codec named by the attributes (`None` for unknown bits).
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_id((self.attributes() & ATTR_COMPRESSION_MASK) as u8)
+    }
+
+    /// Whether timestamps are the producer's create time or the log's append time.
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes() & ATTR_TIMESTAMP_TYPE != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes() & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// Whether the batch holds a control record (transaction marker).
+    pub fn is_control(&self) -> bool {
+        self.attributes() & ATTR_CONTROL != 0
+    }
+
+    /// Offset delta of the last record.
+    pub fn last_offset_delta(&self) -> i32 {
+        be_i32(&self.bytes, LAST_OFFSET_DELTA)
+    }
+
+    /// Timestamp of the first record; others are deltas from it.
+    pub fn first_timestamp(&self) -> i64 {
+        be_i64(&self.bytes, BASE_TIMESTAMP)
+    }
+
+    /// Largest timestamp in the batch.
+    pub fn max_timestamp(&self) -> i64 {
+        be_i64(&self.bytes, MAX_TIMESTAMP)
+    }
+
+    /// Idempotent producer id, or [`NO_PRODUCER_ID`].
+    pub fn producer_id(&self) -> i64 {
+        be_i64(&self.bytes, PRODUCER_ID)
+    }
+
+    /// Idempotent producer epoch, or [`NO_PRODUCER_EPOCH`].
+    pub fn producer_epoch(&self) -> i16 {
+        be_i16(&self.bytes, PRODUCER_EPOCH)
+    }
+
+    /// Sequence number of the first record, or [`NO_SEQUENCE`].
+    pub fn base_sequence(&self) -> i32 {
+        be_i32(&self.bytes, BASE_SEQUENCE)
+    }
+
+    /// Number of records in the batch, as the header says.
+    pub fn record_count(&self) -> i32 {
+        be_i32(&self.bytes, RECORD_COUNT)
+    }
+
+    /// Checks the CRC and, for uncompressed batches, that the records region
+    /// holds exactly `record_count` length-framed records whose lengths add up.
+    /// Compressed batches are stored as they come; their records are checked
+    /// when decoded.
+    pub fn validate(&self) -> Result<()> {
+        let stored = self.crc();
+        let computed = self.compute_crc();
+        if stored != computed {
+            return Err(Error::corrupt(format!(
+                "CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            )));
+        }
+        let count = self.record_count();
+        if count < 0 || self.last_offset_delta() < 0 {
+            return Err(Error::corrupt(format!(
+                "record count {count}, last offset delta {}",
+                self.last_offset_delta()
+            )));
+        }
+        match self.compression() {
+            Some(Compression::None) => {}
+            Some(_) => return Ok(()),
+            None => {
+                return Err(Error::corrupt(format!(
+                    "unknown compression id {}",
+                    self.attributes() & ATTR_COMPRESSION_MASK
+                )));
+            }
+        }
+        let body = &self.bytes[BATCH_HEADER_LEN..];
+        let mut pos = 0;
+        for _ in 0..count {
+            let len = get_varint(body, &mut pos)?;
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l > 0)
+                .ok_or_else(|| Error::corrupt(format!("record length {len}")))?;
+            pos = pos
+                .checked_add(len)
+                .filter(|&p| p <= body.len())
+                .ok_or_else(|| Error::corrupt("record runs past the end of the batch"))?;
+        }
+        if pos != body.len() {
+            return Err(Error::corrupt(format!(
+                "{} bytes after the last of {count} records",
+                body.len() - pos
+            )));
+        }
+        Ok(())
+    }
+
+    /// This batch with `base_offset` and `partition_leader_epoch` written into
+    /// its header. The CRC is untouched. In place when this is the only handle
+    /// to the buffer; otherwise the batch is copied once.
+    pub fn stamped(self, base_offset: u64, partition_leader_epoch: i32) -> RecordBatch {
+        let bytes = match self.bytes.try_into_mut() {
+            Ok(mut unique) => {
+                stamp_header(&mut unique, base_offset, partition_leader_epoch);
+                unique.freeze()
+            }
+            Err(shared) => {
+                let mut copy = shared.to_vec();
+                stamp_header(&mut copy, base_offset, partition_leader_epoch);
+                Bytes::from(copy)
+            }
+        };
+        RecordBatch { bytes }
+    }
+
+    /// Decodes the records one by one. Keys, values and header values are
+    /// slices of this batch's buffer. Compressed batches yield
+    /// [`Error::UnsupportedCompression`] until the codec features exist.
+    pub fn records(&self) -> RecordIter {
+        let remaining = match self.compression() {
+            Some(Compression::None) => self.record_count().max(0) as usize,
+            _ => usize::MAX,
+        };
+        RecordIter {
+            body: self.bytes.slice(BATCH_HEADER_LEN..),
+            pos: 0,
+            remaining,
+            base_offset: self.base_offset(),
+            first_timestamp: self.first_timestamp(),
+            log_append_time: (self.timestamp_type() == TimestampType::LogAppendTime)
+                .then(|| self.max_timestamp()),
+            compression: self.compression(),
+        }
+    }
+}
+
+/// Iterator over the records of one batch; see [`RecordBatch::records`].
+#[derive(Debug)]
+pub struct RecordIter {
+    body: Bytes,
+    pos: usize,
+    remaining: usize,
+    base_offset: u64,
+    first_timestamp: i64,
+    log_append_time: Option<i64>,
+    compression: Option<Compression>,
+}
+
+impl RecordIter {
+    fn decode_one(&mut self) -> Result<Record> {
+        let buf = &self.body[..];
+        let len = get_varint(buf, &mut self.pos)?;
+        let len = usize::try_from(len)
+            .map_err(|_| Error::corrupt(format!("negative record length {len}")))?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= buf.len())
+            .ok_or_else(|| Error::corrupt("record runs past the end of the batch"))?;
+        let rec = &buf[..end];
+        let mut pos = self.pos;
+        if rec.get(pos).is_none() {
+            return Err(Error::corrupt("empty record"));
+        }
+        pos += 1; // record attributes: unused in v2
+        let ts_delta = get_varlong(rec, &mut pos)?;
+        let offset_delta = get_varint(rec, &mut pos)?;
+        if offset_delta < 0 {
+            return Err(Error::corrupt(format!("offset delta {offset_delta}")));
+        }
+        let key = self.nullable_bytes(rec, &mut pos)?;
+        let value = self.nullable_bytes(rec, &mut pos)?;
+        let header_count = get_varint(rec, &mut pos)?;
+        let header_count = usize::try_from(header_count)
+            .map_err(|_| Error::corrupt(format!("header count {header_count}")))?;
+        // Each header takes at least two bytes, which bounds the allocation.
+        if header_count > (end - pos) / 2 {
+            return Err(Error::corrupt(format!(
+                "header count {header_count} exceeds the record"
+            )));
+        }
+        let mut headers = Vec::with_capacity(header_count);
+        for _ in 0..header_count {
+            let name = self
+                .nullable_bytes(rec, &mut pos)?
+                .ok_or_else(|| Error::corrupt("null header key"))?;
+            let name = std::str::from_utf8(&name)
+                .map_err(|_| Error::corrupt("header key is not UTF-8"))?
+                .to_string();
+            let value = self.nullable_bytes(rec, &mut pos)?;
+            headers.push(Header { key: name, value });
+        }
+        if pos != end {
+            return Err(Error::corrupt(format!(
+                "record length {len} does not match its fields"
+            )));
+        }
+        self.pos = end;
+        let timestamp = self
+            .log_append_time
+            .unwrap_or(self.first_timestamp.wrapping_add(ts_delta));
+        Ok(Record {
+            offset: self.base_offset.wrapping_add(offset_delta as u64),
+            timestamp,
+            key,
+            value,
+            headers,
+        })
+    }
+
+    fn nullable_bytes(&self, rec: &[u8], pos: &mut usize) -> Result<Option<Bytes>> {
+        let len = get_varint(rec, pos)?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let start = *pos;
+        let end = start
+            .checked_add(len as usize)
+            .filter(|&e| e <= rec.len())
+            .ok_or_else(|| Error::corrupt("field runs past the end of the record"))?;
+        *pos = end;
+        Ok(Some(self.body.slice(start..end)))
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match self.compression {
+            Some(Compression::None) => {}
+            other => {
+                self.remaining = 0;
+                return Some(Err(Error::UnsupportedCompression {
+                    codec: other.map_or("unknown", Compression::name),
+                }));
+            }
+        }
+        self.remaining -= 1;
+        let item = self.decode_one();
+        if item.is_err() {
+            self.remaining = 0;
+        } else if self.remaining == 0 && self.pos != self.body.len() {
+            return Some(Err(Error::corrupt("bytes after the last record")));
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+/// Builds one uncompressed v2 batch, record by record.
+///
+/// Offsets are deltas from 0 (the log assigns the base offset when it appends),
+/// timestamps are deltas from the first record's.
+///
+/// ```
+/// use ferrolog::record::RecordBatchBuilder;
+/// let mut builder = RecordBatchBuilder::new();
+/// builder.append(1_700_000_000_000, Some(b"key"), Some(b"value"), &[]);
+/// let batch = builder.build();
+/// batch.validate()?;
+/// let record = batch.records().next().unwrap()?;
+/// assert_eq!(record.value.as_deref(), Some(&b"value"[..]));
+/// # Ok::<(), ferrolog::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RecordBatchBuilder {
+    buf: Vec<u8>,
+    count: i32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    attributes: i16,
+}
+
+impl Default for RecordBatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordBatchBuilder {
+    /// An empty builder for a batch without producer id (not idempotent).
+    pub fn new() -> Self {
+        Self::with_capacity(1024)
+    }
+
+    /// An empty builder whose buffer starts with `bytes` of capacity.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes.max(BATCH_HEADER_LEN));
+        buf.resize(BATCH_HEADER_LEN, 0);
+        Self {
+            buf,
+            count: 0,
+            first_timestamp: -1,
+            max_timestamp: -1,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            base_sequence: NO_SEQUENCE,
+            attributes: 0,
+        }
+    }
+
+    /// Marks the batch as written by an idempotent producer.
+    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Marks the batch as part of a transaction.
+    pub fn transactional(mut self, yes: bool) -> Self {
+        if yes {
+            self.attributes |= ATTR_TRANSACTIONAL;
+        } else {
+            self.attributes &= !ATTR_TRANSACTIONAL;
+        }
+        self
+    }
+
+    /// Number of records appended so far.
+    pub fn record_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no record was appended yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The batch's size in bytes if it were built now.
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// What appending a record with these fields would add to [`Self::size`].
+    pub fn record_size(
+        &self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> usize {
+        let body = self.body_len(timestamp, key, value, headers);
+        varint_len(body as i32) + body
+    }
+
+    fn body_len(
+        &self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> usize {
+        let first = if self.count == 0 {
+            timestamp
+        } else {
+            self.first_timestamp
+        };
+        let field = |f: Option<&[u8]>| match f {
+            None => 1,
+            Some(b) => varint_len(b.len() as i32) + b.len(),
+        };
+        let mut n = 1
+            + varlong_len(timestamp.wrapping_sub(first))
+            + varint_len(self.count)
+            + field(key)
+            + field(value)
+            + varint_len(headers.len() as i32);
+        for h in headers {
+            n += field(Some(h.key.as_bytes())) + field(h.value.as_deref());
+        }
+        n
+    }
+
+    /// Appends one record with the next offset delta.
+    pub fn append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) {
+        if self.count == 0 {
+            self.first_timestamp = timestamp;
+            self.max_timestamp = timestamp;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let body = self.body_len(timestamp, key, value, headers);
+        let buf = &mut self.buf;
+        buf.reserve(body + 5);
+        put_varint(buf, body as i32);
+        buf.push(0);
+        put_varlong(buf, timestamp.wrapping_sub(self.first_timestamp));
+        put_varint(buf, self.count);
+        put_nullable(buf, key);
+        put_nullable(buf, value);
+        put_varint(buf, headers.len() as i32);
+        for h in headers {
+            put_nullable(buf, Some(h.key.as_bytes()));
+            put_nullable(buf, h.value.as_deref());
+        }
+        self.count += 1;
+    }
+
+    /// Appends a [`Record`]'s timestamp, key, value and headers (its offset is
+    /// ignored: the builder assigns the next delta).
+    pub fn push(&mut self, record: &Record) {
+        self.append(
+            record.timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        )
+    }
+
+    /// Writes the header and CRC. Base offset is 0 and the partition leader
+    /// epoch is [`NO_PARTITION_LEADER_EPOCH`] until a log stamps them.
+    pub fn build(self) -> RecordBatch {
+        let mut buf = self.buf;
+        let len = (buf.len() - LOG_OVERHEAD) as i32;
+        buf[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&0i64.to_be_bytes());
+        buf[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+        buf[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+            .copy_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
+        buf[MAGIC] = MAGIC_V2 as u8;
+        buf[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&self.attributes.to_be_bytes());
+        buf[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&(self.count - 1).max(0).to_be_bytes());
+        buf[BASE_TIMESTAMP..BASE_TIMESTAMP + 8]
+            .copy_from_slice(&self.first_timestamp.to_be_bytes());
+        buf[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        buf[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&self.producer_id.to_be_bytes());
+        buf[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&self.producer_epoch.to_be_bytes());
+        buf[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&self.base_sequence.to_be_bytes());
+        buf[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&self.count.to_be_bytes());
+        let crc = crc32c::crc32c(&buf[ATTRIBUTES..]);
+        buf[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        RecordBatch {
+            bytes: Bytes::from(buf),
+        }
+    }
+}
+
+fn put_nullable(buf: &mut Vec<u8>, field: Option<&[u8]>) {
+    match field {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            put_varint(buf, b.len() as i32);
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> RecordBatch {
+        let mut b = RecordBatchBuilder::new().producer(7, 1, 42);
+        b.append(1000, Some(b"k1"), Some(b"v1"), &[]);
+        b.append(
+            990,
+            None,
+            None,
+            &[Header {
+                key: "h".into(),
+                value: None,
+            }],
+        );
+        b.build()
+    }
+
+    #[test]
+    fn builder_output_validates_and_decodes() {
+        let batch = sample();
+        batch.validate().unwrap();
+        assert_eq!(batch.record_count(), 2);
+        assert_eq!(batch.max_timestamp(), 1000);
+        assert_eq!(batch.producer_id(), 7);
+        let recs: Vec<_> = batch.records().collect::<Result<_>>().unwrap();
+        assert_eq!(recs[1].timestamp, 990);
+        assert_eq!(recs[1].offset, 1);
+        assert_eq!(recs[1].key, None);
+        assert_eq!(recs[1].headers[0].key, "h");
+    }
+
+    #[test]
+    fn stamping_keeps_the_crc_valid() {
+        let batch = sample().stamped(1 << 40, 9);
+        batch.validate().unwrap();
+        assert_eq!(batch.base_offset(), 1 << 40);
+        assert_eq!(batch.partition_leader_epoch(), 9);
+        assert_eq!(batch.records().next().unwrap().unwrap().offset, 1 << 40);
+    }
+
+    #[test]
+    fn stamping_a_shared_buffer_copies_and_leaves_the_other_alone() {
+        let batch = sample();
+        let other = batch.clone();
+        let stamped = batch.stamped(5, 1);
+        assert_eq!(other.base_offset(), 0);
+        assert_eq!(stamped.base_offset(), 5);
+    }
+
+    #[test]
+    fn flipped_byte_fails_crc() {
+        let mut bytes = sample().into_bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let batch = RecordBatch::from_bytes(Bytes::from(bytes)).unwrap();
+        assert!(matches!(batch.validate(), Err(Error::CorruptRecord { .. })));
+    }
+
+    #[test]
+    fn wrong_length_or_magic_is_refused() {
+        let bytes = sample().into_bytes();
+        assert!(RecordBatch::from_bytes(bytes.slice(..bytes.len() - 1)).is_err());
+        let mut v = bytes.to_vec();
+        v[MAGIC] = 1;
+        assert!(RecordBatch::from_bytes(Bytes::from(v)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if bytes.len() >= LOG_OVERHEAD {
+                let len = (bytes.len() - LOG_OVERHEAD) as i32;
+                bytes[8..12].copy_from_slice(&len.to_be_bytes());
+            }
+            if bytes.len() > MAGIC { bytes[MAGIC] = 2; }
+            if let Ok(batch) = RecordBatch::from_bytes(Bytes::from(bytes)) {
+                let _ = batch.validate();
+                for r in batch.records().take(1000) { let _ = r; }
+            }
+        }
+
+        #[test]
+        fn records_round_trip(recs in proptest::collection::vec(
+            (any::<i64>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)),
+             proptest::collection::vec(("[a-z]{0,5}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..5))), 0..3)),
+            1..20)) {
+            let mut b = RecordBatchBuilder::new();
+            let base_ts = 1_700_000_000_000i64;
+            for (ts, k, v, hs) in &recs {
+                let headers: Vec<Header> = hs.iter().map(|(k, v)| Header { key: k.clone(), value: v.clone().map(Bytes::from) }).collect();
+                let ts = base_ts + ts % 1_000_000;
+                let before = b.size();
+                let expect = b.record_size(ts, k.as_deref(), v.as_deref(), &headers);
+                b.append(ts, k.as_deref(), v.as_deref(), &headers);
+                prop_assert_eq!(b.size() - before, expect);
+            }
+            let batch = b.build();
+            batch.validate().unwrap();
+            let out: Vec<Record> = batch.records().collect::<Result<_>>().unwrap();
+            prop_assert_eq!(out.len(), recs.len());
+            for (i, ((ts, k, v, hs), r)) in recs.iter().zip(&out).enumerate() {
+                prop_assert_eq!(r.offset, i as u64);
+                prop_assert_eq!(r.timestamp, base_ts + ts % 1_000_000);
+                prop_assert_eq!(r.key.as_deref(), k.as_deref());
+                prop_assert_eq!(r.value.as_deref(), v.as_deref());
+                prop_assert_eq!(r.headers.len(), hs.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Per-log settings, with Kafka's names and defaults.
+
+use crate::error::{Error, Result};
+use crate::time::Millis;
+
+/// Settings of one partition log. Names and defaults follow Kafka's topic
+/// configs (`segment.bytes` → `segment_bytes`, …). Build one with struct update
+/// syntax and let [`LogConfig::validate`] (called by every `Storage::open`)
+/// reject bad values:
+///
+/// ```
+/// use ferrolog::storage::LogConfig;
+/// let config = LogConfig { segment_bytes: 64 << 20, ..LogConfig::default() };
+/// config.validate()?;
+/// assert!(LogConfig { index_interval_bytes: 0, ..config }.validate().is_err());
+/// # Ok::<(), ferrolog::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment once the active one holds this many bytes.
+    /// Default 1 GiB; at most `i32::MAX` (index positions are 32-bit).
+    pub segment_bytes: u64,
+    /// Roll to a new segment once the active one's first batch is this old
+    /// (by the clock), even if it is small. Default 7 days.
+    pub segment_ms: Millis,
+    /// Bytes between two entries of the sparse offset and time indexes.
+    /// Default 4096. A read scans at most this much past the index entry.
+    pub index_interval_bytes: u64,
+    /// Delete whole segments whose newest record is older than this. `None`
+    /// keeps data forever (Kafka's -1). Default 7 days.
+    pub retention_ms: Option<Millis>,
+    /// Delete the oldest whole segments while the log is larger than this.
+    /// `None` (default) sets no size limit.
+    pub retention_bytes: Option<u64>,
+    /// fsync after this many records. `None` (default) leaves flushing to the
+    /// operating system, as Kafka does.
+    pub flush_messages: Option<u64>,
+    /// fsync when this much time has passed since the last flush (checked on
+    /// append and by [`PartitionLog::maintain`](super::PartitionLog::maintain)).
+    /// `None` (default) leaves flushing to the operating system.
+    pub flush_ms: Option<Millis>,
+    /// Largest batch the log accepts, in bytes (Kafka's `max.message.bytes`,
+    /// default 1,048,588).
+    pub max_message_bytes: usize,
+}
+
+/// Seven days in milliseconds, Kafka's default for `segment.ms` and `retention.ms`.
+pub const SEVEN_DAYS_MS: Millis = 7 * 24 * 60 * 60 * 1000;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: SEVEN_DAYS_MS,
+            index_interval_bytes: 4096,
+            retention_ms: Some(SEVEN_DAYS_MS),
+            retention_bytes: None,
+            flush_messages: None,
+            flush_ms: None,
+            max_message_bytes: 1_048_588,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every value; the error names the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {
+            return Err(Error::config(
+                "segment_bytes",
+                format!(
+                    "{} is outside 1024..={} bytes",
+                    self.segment_bytes,
+                    i32::MAX
+                ),
+            ));
+        }
+        if self.segment_ms <= 0 {
+            return Err(Error::config("segment_ms", "must be positive"));
+        }
+        if self.index_interval_bytes == 0 || self.index_interval_bytes > self.segment_bytes {
+            return Err(Error::config(
+                "index_interval_bytes",
+                format!(
+                    "{} is outside 1..=segment_bytes ({})",
+                    self.index_interval_bytes, self.segment_bytes
+                ),
+            ));
+        }
+        if matches!(self.retention_ms, Some(ms) if ms <= 0) {
+            return Err(Error::config(
+                "retention_ms",
+                "must be positive (None keeps data forever)",
+            ));
+        }
+        if self.retention_bytes == Some(0) {
+            return Err(Error::config(
+                "retention_bytes",
+                "must be positive (None sets no limit)",
+            ));
+        }
+        if self.flush_messages == Some(0) {
+            return Err(Error::config(
+                "flush_messages",
+                "must be positive (None leaves flushing to the OS)",
+            ));
+        }
+        if matches!(self.flush_ms, Some(ms) if ms <= 0) {
+            return Err(Error::config(
+                "flush_ms",
+                "must be positive (None leaves flushing to the OS)",
+            ));
+        }
+        if self.max_message_bytes < crate::record::BATCH_HEADER_LEN
+            || self.max_message_bytes as u64 > self.segment_bytes
+        {
+            return Err(Error::config(
+                "max_message_bytes",
+                format!(
+                    "{} is outside 61..=segment_bytes ({})",
+                    self.max_message_bytes, self.segment_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

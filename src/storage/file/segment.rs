@@ -1,0 +1,662 @@
+//! One on-disk segment: `<base>.log` with its `.index` and `.timeindex`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use super::index::{MmapIndex, OffsetEntry, TimeEntry};
+use crate::error::{Error, Result};
+use crate::record::{BATCH_HEADER_LEN, RecordBatch, Records, batch_size_at, stamp_header};
+use crate::storage::LogConfig;
+use crate::time::Millis;
+
+/// Bytes of a batch header needed to walk the log: base offset, length,
+/// leader epoch, magic, CRC, attributes, last offset delta, first and max
+/// timestamp.
+const WALK_HEADER: usize = 43;
+/// Kafka's default `segment.index.bytes`: the most an index file may take.
+const MAX_INDEX_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The file names of the segment starting at `base`.
+pub(crate) fn segment_paths(dir: &Path, base: u64) -> [PathBuf; 3] {
+    let stem = format!("{base:020}");
+    [
+        dir.join(format!("{stem}.log")),
+        dir.join(format!("{stem}.index")),
+        dir.join(format!("{stem}.timeindex")),
+    ]
+}
+
+/// Index capacity in entries for a config: enough for a full segment.
+fn index_capacity(config: &LogConfig, entry_size: usize) -> usize {
+    let wanted = config.segment_bytes / config.index_interval_bytes + 2;
+    wanted.min(MAX_INDEX_BYTES / entry_size as u64) as usize
+}
+
+/// The header fields a walk over the log needs.
+#[derive(Debug, Clone, Copy)]
+struct BatchHead {
+    base_offset: u64,
+    size: usize,
+    last_offset: u64,
+    max_timestamp: i64,
+}
+
+impl BatchHead {
+    /// Parses the first [`WALK_HEADER`] bytes of a batch; `None` if they cannot
+    /// be a v2 batch.
+    fn parse(buf: &[u8]) -> Option<Self> {
+        if buf.len() < WALK_HEADER || buf[16] != 2 {
+            return None;
+        }
+        let size = batch_size_at(buf)?;
+        let base = i64::from_be_bytes(buf[..8].try_into().ok()?);
+        let delta = i32::from_be_bytes(buf[23..27].try_into().ok()?);
+        if size < BATCH_HEADER_LEN || base < 0 || delta < 0 {
+            return None;
+        }
+        Some(BatchHead {
+            base_offset: base as u64,
+            size,
+            last_offset: base as u64 + delta as u64,
+            max_timestamp: i64::from_be_bytes(buf[35..43].try_into().ok()?),
+        })
+    }
+}
+
+/// How a segment is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    /// Below the recovery point: trust the data, check the indexes.
+    Trusted,
+    /// At or above the recovery point: validate every batch and truncate at
+    /// the first bad byte.
+    Recover,
+}
+
+/// What opening a segment found.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) segment: FileSegment,
+    /// (epoch, base offset) of each batch read during recovery.
+    pub(crate) epochs: Vec<(i32, u64)>,
+    /// Whether recovery cut bytes off the end.
+    pub(crate) truncated: bool,
+}
+
+/// A segment of the file storage.
+#[derive(Debug)]
+pub(crate) struct FileSegment {
+    base_offset: u64,
+    log_path: PathBuf,
+    file: File,
+    size: u64,
+    next_offset: u64,
+    max_timestamp: i64,
+    created_ms: Millis,
+    offset_index: MmapIndex<OffsetEntry>,
+    time_index: MmapIndex<TimeEntry>,
+    bytes_since_index: u64,
+    index_interval: u64,
+    segment_bytes: u64,
+    offset_capacity: usize,
+    time_capacity: usize,
+    /// The whole log file, memory-mapped, once the segment is sealed.
+    sealed: Option<Bytes>,
+}
+
+impl FileSegment {
+    /// A new, empty, active segment (old files with the same name are replaced).
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        now: Millis,
+    ) -> Result<Self> {
+        let [log, index, timeindex] = segment_paths(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log)
+            .map_err(|e| Error::io(log.display(), e))?;
+        let offset_capacity = index_capacity(config, 8);
+        let time_capacity = index_capacity(config, 12);
+        Ok(Self {
+            base_offset,
+            log_path: log,
+            file,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            created_ms: now,
+            offset_index: MmapIndex::create(&index, base_offset, offset_capacity)?,
+            time_index: MmapIndex::create(&timeindex, base_offset, time_capacity)?,
+            bytes_since_index: 0,
+            index_interval: config.index_interval_bytes,
+            segment_bytes: config.segment_bytes,
+            offset_capacity,
+            time_capacity,
+            sealed: None,
+        })
+    }
+
+    /// Opens an existing segment. `min_offset` is where the previous segment
+    /// ended: no batch here may start below it.
+    pub(crate) fn open(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        now: Millis,
+        mode: OpenMode,
+        min_offset: u64,
+    ) -> Result<Opened> {
+        let [log, index_path, time_path] = segment_paths(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&log)
+            .map_err(|e| Error::io(log.display(), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(log.display(), e))?
+            .len();
+        let data = map_file(&file, len, &log)?;
+        let offset_capacity = index_capacity(config, 8);
+        let time_capacity = index_capacity(config, 12);
+        let checked_indexes = match mode {
+            OpenMode::Trusted => check_indexes(&index_path, &time_path, base_offset, &data)?,
+            OpenMode::Recover => None,
+        };
+        let (offset_index, time_index, rebuild) = match checked_indexes {
+            Some((offsets, times)) => (
+                MmapIndex::open(&index_path, base_offset, offsets, offsets)?,
+                MmapIndex::open(&time_path, base_offset, times, times)?,
+                false,
+            ),
+            None => (
+                MmapIndex::create(&index_path, base_offset, offset_capacity)?,
+                MmapIndex::create(&time_path, base_offset, time_capacity)?,
+                true,
+            ),
+        };
+        let mut segment = FileSegment {
+            base_offset,
+            log_path: log.clone(),
+            file,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            created_ms: now,
+            offset_index,
+            time_index,
+            bytes_since_index: 0,
+            index_interval: config.index_interval_bytes,
+            segment_bytes: config.segment_bytes,
+            offset_capacity,
+            time_capacity,
+            sealed: None,
+        };
+        let mut epochs = Vec::new();
+        let mut cut_at = None;
+        if rebuild {
+            // Walk every batch, rebuilding both indexes; in recovery also check
+            // each batch's CRC and framing.
+            let mut pos = 0usize;
+            let mut expected = min_offset.max(base_offset);
+            while pos < data.len() {
+                let step = walk_one(&data, pos, expected, base_offset).and_then(|head| {
+                    if mode == OpenMode::Recover {
+                        let batch = RecordBatch::from_bytes(data.slice(pos..pos + head.size))
+                            .and_then(|b| b.validate().map(|()| b))
+                            .map_err(|e| format!("batch at byte {pos}: {e}"))?;
+                        epochs.push((batch.partition_leader_epoch(), head.base_offset));
+                    }
+                    Ok(head)
+                });
+                match step {
+                    Ok(head) => {
+                        segment.track(head, pos as u64);
+                        expected = head.last_offset + 1;
+                        pos += head.size;
+                    }
+                    Err(_) if mode == OpenMode::Recover => {
+                        cut_at = Some(pos as u64);
+                        break;
+                    }
+                    Err(reason) => {
+                        return Err(Error::CorruptLog {
+                            path: log,
+                            offset: expected,
+                            reason,
+                        });
+                    }
+                }
+            }
+            segment.size = pos as u64;
+        } else {
+            // Indexes are sound: walk only the tail after the last entry.
+            let (mut pos, mut max_ts) = (0usize, i64::MIN);
+            if let Some(last) = segment.offset_index.last() {
+                pos = last.position as usize;
+            }
+            if let Some(last) = segment.time_index.last() {
+                max_ts = last.timestamp;
+            }
+            let mut expected = min_offset.max(base_offset);
+            if let Some(last) = segment.offset_index.last() {
+                expected = expected.max(last.offset);
+            }
+            let tail_start = pos;
+            while pos < data.len() {
+                let head = walk_one(&data, pos, expected, base_offset).map_err(|reason| {
+                    Error::CorruptLog {
+                        path: log.clone(),
+                        offset: expected,
+                        reason,
+                    }
+                })?;
+                max_ts = max_ts.max(head.max_timestamp);
+                segment.next_offset = head.last_offset + 1;
+                expected = head.last_offset + 1;
+                pos += head.size;
+            }
+            segment.size = pos as u64;
+            segment.max_timestamp = max_ts;
+            segment.bytes_since_index = (pos - tail_start) as u64;
+        }
+        drop(data);
+        let io = |e| Error::io(log.display(), e);
+        if let Some(cut) = cut_at {
+            // Only after the mapping is gone: a mapped file is never shrunk.
+            segment.file.set_len(cut).map_err(io)?;
+        }
+        segment
+            .file
+            .seek(SeekFrom::Start(segment.size))
+            .map_err(io)?;
+        Ok(Opened {
+            segment,
+            epochs,
+            truncated: cut_at.is_some(),
+        })
+    }
+
+    /// Updates index entries and counters for a batch written at `position`.
+    fn track(&mut self, head: BatchHead, position: u64) {
+        let at_index_point = self.bytes_since_index >= self.index_interval && position > 0;
+        if at_index_point {
+            self.offset_index.append(OffsetEntry {
+                offset: head.base_offset,
+                position: position as u32,
+            });
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += head.size as u64;
+        self.max_timestamp = self.max_timestamp.max(head.max_timestamp);
+        self.next_offset = head.last_offset + 1;
+        if at_index_point
+            && self
+                .time_index
+                .last()
+                .is_none_or(|e| self.max_timestamp > e.timestamp)
+        {
+            self.time_index.append(TimeEntry {
+                timestamp: self.max_timestamp,
+                offset: head.base_offset,
+            });
+        }
+    }
+
+    /// `len` bytes at `pos`: a slice of the mapping when sealed, else read.
+    fn bytes_at(&self, pos: u64, len: usize) -> Result<Bytes> {
+        if let Some(map) = &self.sealed {
+            let start = pos as usize;
+            return Ok(map.slice(start..start + len));
+        }
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .map_err(|e| Error::io(self.log_path.display(), e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn head_at(&self, pos: u64) -> Result<BatchHead> {
+        let corrupt = |reason: &str| Error::CorruptLog {
+            path: self.log_path.clone(),
+            offset: self.base_offset,
+            reason: format!("{reason} at byte {pos}"),
+        };
+        if pos + WALK_HEADER as u64 > self.size {
+            return Err(corrupt("batch header runs past the end of the segment"));
+        }
+        let bytes = self.bytes_at(pos, WALK_HEADER)?;
+        let head = BatchHead::parse(&bytes).ok_or_else(|| corrupt("bad batch header"))?;
+        if pos + head.size as u64 > self.size {
+            return Err(corrupt("batch runs past the end of the segment"));
+        }
+        Ok(head)
+    }
+
+    /// Position and header of the first batch whose last offset is ≥ `offset`.
+    fn find(&self, offset: u64) -> Result<Option<(u64, BatchHead)>> {
+        let mut pos = self
+            .offset_index
+            .last_where(|e| e.offset <= offset)
+            .map_or(0, |e| u64::from(e.position));
+        while pos < self.size {
+            let head = self.head_at(pos)?;
+            if head.last_offset >= offset {
+                return Ok(Some((pos, head)));
+            }
+            pos += head.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Maps the log file so reads become zero-copy.
+    fn map_sealed(&mut self) -> Result<()> {
+        if self.size > 0 {
+            let map = map_file(&self.file, self.size, &self.log_path)?;
+            self.sealed = Some(map);
+        }
+        Ok(())
+    }
+
+    /// Turns a sealed segment back into the writable active one.
+    fn unseal(&mut self) -> Result<()> {
+        if self.sealed.take().is_some() {
+            self.offset_index.reopen_for_append(self.offset_capacity)?;
+            self.time_index.reopen_for_append(self.time_capacity)?;
+        }
+        Ok(())
+    }
+
+    /// Marks an opened segment as the active one or as sealed.
+    pub(crate) fn set_active(&mut self, active: bool) -> Result<()> {
+        if active {
+            self.offset_index.reopen_for_append(self.offset_capacity)?;
+            self.time_index.reopen_for_append(self.time_capacity)?;
+            self.sealed = None;
+            Ok(())
+        } else {
+            self.offset_index.resize(true)?;
+            self.time_index.resize(true)?;
+            self.map_sealed()
+        }
+    }
+}
+
+/// Reads a file whole as `Bytes` backed by a read-only mapping.
+fn map_file(file: &File, len: u64, path: &Path) -> Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the mapping is read-only and the file is never shrunk while a
+    // mapping of it lives: truncating a sealed segment writes a new file and
+    // renames it over this one, leaving this inode intact for existing readers.
+    let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io(path.display(), e))?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// Reads the batch header at `pos` and checks its framing against the data and
+/// the expected offsets. Errors are reasons (the caller decides what they mean).
+fn walk_one(
+    data: &[u8],
+    pos: usize,
+    expected: u64,
+    base_offset: u64,
+) -> std::result::Result<BatchHead, String> {
+    let head = BatchHead::parse(&data[pos..])
+        .ok_or_else(|| format!("no valid batch header at byte {pos}"))?;
+    if pos + head.size > data.len() {
+        return Err(format!("batch at byte {pos} runs past the end of the file"));
+    }
+    if head.base_offset < expected {
+        return Err(format!(
+            "batch at byte {pos} starts at offset {}, below {expected}",
+            head.base_offset
+        ));
+    }
+    if head.last_offset - base_offset > u64::from(u32::MAX) {
+        return Err(format!(
+            "batch at byte {pos} is out of the segment's offset range"
+        ));
+    }
+    Ok(head)
+}
+
+/// Validates existing index files of a trusted segment. Returns their entry
+/// counts, or `None` if either must be rebuilt (missing, torn, unordered, or
+/// pointing outside the log).
+fn check_indexes(
+    index_path: &Path,
+    time_path: &Path,
+    base_offset: u64,
+    data: &[u8],
+) -> Result<Option<(usize, usize)>> {
+    let Some(offsets) = MmapIndex::<OffsetEntry>::read_entries(index_path, base_offset)? else {
+        return Ok(None);
+    };
+    let Some(times) = MmapIndex::<TimeEntry>::read_entries(time_path, base_offset)? else {
+        return Ok(None);
+    };
+    let ordered = offsets
+        .windows(2)
+        .all(|w| w[0].offset < w[1].offset && w[0].position < w[1].position)
+        && times
+            .windows(2)
+            .all(|w| w[0].timestamp < w[1].timestamp && w[0].offset <= w[1].offset);
+    let in_file = offsets
+        .iter()
+        .all(|e| (e.position as usize) < data.len() && e.position > 0);
+    let last_matches = offsets.last().is_none_or(|e| {
+        BatchHead::parse(&data[e.position as usize..]).is_some_and(|h| h.base_offset == e.offset)
+    });
+    let times_in_range = times.last().is_none_or(|t| {
+        offsets
+            .last()
+            .is_some_and(|o| t.offset <= o.offset && t.offset >= base_offset)
+    });
+    if ordered && in_file && last_matches && times_in_range {
+        Ok(Some((offsets.len(), times.len())))
+    } else {
+        Ok(None)
+    }
+}
+
+impl crate::storage::log::Segment for FileSegment {
+    fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    fn created_ms(&self) -> Millis {
+        self.created_ms
+    }
+
+    fn has_room(&self, size: usize, last_offset: u64) -> bool {
+        self.size + size as u64 <= self.segment_bytes
+            && last_offset - self.base_offset <= u64::from(u32::MAX)
+            && !self.offset_index.is_full()
+            && !self.time_index.is_full()
+    }
+
+    fn append(&mut self, batch: RecordBatch, base_offset: u64, epoch: Option<i32>) -> Result<()> {
+        let bytes = batch.as_bytes();
+        let mut head = [0u8; BATCH_HEADER_LEN];
+        head.copy_from_slice(&bytes[..BATCH_HEADER_LEN]);
+        if let Some(epoch) = epoch {
+            stamp_header(&mut head, base_offset, epoch);
+        }
+        let mut slices = [
+            IoSlice::new(&head),
+            IoSlice::new(&bytes[BATCH_HEADER_LEN..]),
+        ];
+        let mut slices = &mut slices[..];
+        let io = |e| Error::io(self.log_path.display(), e);
+        while !slices.is_empty() {
+            let n = (&self.file).write_vectored(slices).map_err(io)?;
+            if n == 0 {
+                return Err(io(std::io::ErrorKind::WriteZero.into()));
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        let position = self.size;
+        self.size += bytes.len() as u64;
+        self.track(
+            BatchHead {
+                base_offset,
+                size: bytes.len(),
+                last_offset: base_offset + batch.last_offset_delta() as u64,
+                max_timestamp: batch.max_timestamp(),
+            },
+            position,
+        );
+        Ok(())
+    }
+
+    fn read(&self, offset: u64, max_bytes: usize, out: &mut Records) -> Result<bool> {
+        let Some((pos, head)) = self.find(offset)? else {
+            return Ok(false);
+        };
+        let want = (self.size - pos).min(max_bytes.max(head.size) as u64) as usize;
+        let chunk = self.bytes_at(pos, want)?;
+        // Cut at the last whole batch and refuse to serve a corrupt one.
+        let mut cut = 0;
+        while cut < chunk.len() {
+            let Some(size) = batch_size_at(&chunk[cut..]).filter(|&s| cut + s <= chunk.len())
+            else {
+                break;
+            };
+            let batch = RecordBatch::from_bytes(chunk.slice(cut..cut + size));
+            if let Err(e) = batch.and_then(|b| b.validate()) {
+                if cut == 0 {
+                    return Err(Error::CorruptLog {
+                        path: self.log_path.clone(),
+                        offset: head.base_offset,
+                        reason: e.to_string(),
+                    });
+                }
+                break;
+            }
+            cut += size;
+        }
+        if cut == 0 {
+            return Err(Error::CorruptLog {
+                path: self.log_path.clone(),
+                offset: head.base_offset,
+                reason: "batch framing is broken".into(),
+            });
+        }
+        out.push_chunk(chunk.slice(..cut));
+        Ok(true)
+    }
+
+    fn time_hint(&self, timestamp: i64) -> u64 {
+        self.time_index
+            .last_where(|e| e.timestamp < timestamp)
+            .map_or(self.base_offset, |e| e.offset)
+    }
+
+    fn truncate_to(&mut self, offset: u64) -> Result<()> {
+        let Some((pos, head)) = self.find(offset)? else {
+            return Ok(());
+        };
+        let path = self.log_path.clone();
+        let io = |e| Error::io(path.display(), e);
+        if self.sealed.is_some() {
+            // Readers may hold slices of the mapping: never shrink a mapped
+            // file. Write the kept prefix to a new file and rename it over.
+            let tmp = self.log_path.with_extension("log.tmp");
+            let prefix = self.bytes_at(0, pos as usize)?;
+            std::fs::write(&tmp, &prefix).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            self.file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io)?;
+            self.unseal()?;
+        } else {
+            self.file.set_len(pos).map_err(io)?;
+        }
+        self.file.seek(SeekFrom::Start(pos)).map_err(io)?;
+        self.size = pos;
+        self.next_offset = if pos == 0 {
+            self.base_offset
+        } else {
+            head.base_offset
+        };
+        self.offset_index
+            .truncate_where(|e| u64::from(e.position) < pos);
+        let next = self.next_offset;
+        self.time_index.truncate_where(|e| e.offset < next);
+        // Recompute the largest timestamp from the last time entry on.
+        let (mut scan, mut max_ts) = (0u64, i64::MIN);
+        if let Some(t) = self.time_index.last() {
+            max_ts = t.timestamp;
+            if let Some(o) = self.offset_index.last_where(|e| e.offset <= t.offset) {
+                scan = u64::from(o.position);
+            }
+        }
+        while scan < pos {
+            let h = self.head_at(scan)?;
+            max_ts = max_ts.max(h.max_timestamp);
+            scan += h.size as u64;
+        }
+        self.max_timestamp = max_ts;
+        self.bytes_since_index = pos
+            - self
+                .offset_index
+                .last()
+                .map_or(0, |e| u64::from(e.position));
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        if self.sealed.is_none() {
+            self.set_active(false)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(self.log_path.display(), e))?;
+        self.offset_index.flush()?;
+        self.time_index.flush()
+    }
+
+    fn delete(self) -> Result<()> {
+        let FileSegment {
+            log_path,
+            file,
+            offset_index,
+            time_index,
+            sealed,
+            ..
+        } = self;
+        drop((file, sealed));
+        offset_index.delete()?;
+        time_index.delete()?;
+        std::fs::remove_file(&log_path).map_err(|e| Error::io(log_path.display(), e))
+    }
+}

@@ -1,0 +1,499 @@
+//! The segmented log shared by every built-in storage.
+//!
+//! [`SegmentedLog`] owns what does not depend on where bytes live: the list of
+//! segments, offsets, rolling, retention, truncation, the leader-epoch cache,
+//! the flush policy and checkpoints. A backend ([`LogDir`]) supplies segments
+//! ([`Segment`]) that store and find batches, in memory or in files.
+
+use std::sync::Arc;
+
+use super::checkpoint::Checkpoint;
+use super::epoch::LeaderEpochCache;
+use super::{AppendInfo, LogConfig, MaintenanceReport, PartitionLog, TimestampOffset};
+use crate::error::{Error, Result};
+use crate::record::{RecordBatch, Records};
+use crate::time::{Clock, Millis};
+
+/// How many bytes [`SegmentedLog::offset_for_timestamp`] reads per step.
+const TIMESTAMP_SCAN_BYTES: usize = 256 * 1024;
+
+/// One segment: a run of batches starting at `base_offset`.
+pub(crate) trait Segment: Send + std::fmt::Debug {
+    /// Offset the segment is named by; no batch in it starts below.
+    fn base_offset(&self) -> u64;
+    /// Offset after its last batch (`base_offset` when empty).
+    fn next_offset(&self) -> u64;
+    /// Bytes of batches held.
+    fn size(&self) -> u64;
+    /// Largest record timestamp, `i64::MIN` when empty.
+    fn max_timestamp(&self) -> i64;
+    /// When the segment was created or reopened (for `segment_ms`).
+    fn created_ms(&self) -> Millis;
+    /// Whether a batch of `size` bytes whose last offset is `last_offset` fits.
+    fn has_room(&self, size: usize, last_offset: u64) -> bool;
+    /// Appends a validated batch, stamping `base_offset` and, if given, the epoch.
+    fn append(&mut self, batch: RecordBatch, base_offset: u64, epoch: Option<i32>) -> Result<()>;
+    /// Pushes whole batches, from the one holding `offset`, up to `max_bytes`
+    /// (at least one) onto `out`. False if no batch here reaches `offset`.
+    fn read(&self, offset: u64, max_bytes: usize, out: &mut Records) -> Result<bool>;
+    /// An offset at or below the first record with timestamp ≥ `timestamp`.
+    fn time_hint(&self, timestamp: i64) -> u64;
+    /// Removes batches whose last offset is ≥ `offset`; the segment becomes
+    /// writable again if it was sealed.
+    fn truncate_to(&mut self, offset: u64) -> Result<()>;
+    /// The segment stops being the active one.
+    fn seal(&mut self) -> Result<()>;
+    /// Writes the segment to stable storage.
+    fn flush(&mut self) -> Result<()>;
+    /// Deletes the segment's data.
+    fn delete(self) -> Result<()>
+    where
+        Self: Sized;
+}
+
+/// Where a log's segments and checkpoint live.
+pub(crate) trait LogDir: Send + std::fmt::Debug {
+    /// The segment type.
+    type Seg: Segment;
+    /// A new, empty, writable segment.
+    fn create_segment(&mut self, base_offset: u64, now: Millis) -> Result<Self::Seg>;
+    /// Persists the checkpoint.
+    fn store_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+    /// Called once when the log is dropped, with what it held.
+    fn release(&mut self, segments: Vec<Self::Seg>, checkpoint: Checkpoint);
+    /// Records that the log was flushed and closed cleanly.
+    fn mark_clean(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A partition log made of segments from a [`LogDir`].
+#[derive(Debug)]
+pub(crate) struct SegmentedLog<D: LogDir> {
+    dir: D,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    /// In base-offset order; the last is the active segment; never empty.
+    segments: Vec<D::Seg>,
+    start: u64,
+    end: u64,
+    high_watermark: u64,
+    recovery_point: u64,
+    epochs: LeaderEpochCache,
+    unflushed_records: u64,
+    last_flush_ms: Millis,
+}
+
+impl<D: LogDir> SegmentedLog<D> {
+    /// Assembles a log from recovered segments (base-offset order) and the
+    /// checkpoint that goes with them.
+    pub(crate) fn new(
+        mut dir: D,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        mut segments: Vec<D::Seg>,
+        checkpoint: Checkpoint,
+    ) -> Result<Self> {
+        let now = clock.now_ms();
+        if segments.is_empty() {
+            segments.push(dir.create_segment(checkpoint.log_start_offset, now)?);
+        }
+        let end = segments.last().map_or(0, |s| s.next_offset());
+        let first_base = segments[0].base_offset();
+        let start = checkpoint.log_start_offset.max(first_base).min(end);
+        let mut epochs = checkpoint.epochs;
+        epochs.truncate_from_end(end);
+        epochs.truncate_from_start(start);
+        Ok(Self {
+            dir,
+            config,
+            clock,
+            segments,
+            start,
+            end,
+            high_watermark: checkpoint.high_watermark.clamp(start, end),
+            recovery_point: checkpoint.recovery_point.min(end),
+            epochs,
+            unflushed_records: 0,
+            last_flush_ms: now,
+        })
+    }
+
+    fn active(&mut self) -> &mut D::Seg {
+        self.segments
+            .last_mut()
+            .expect("a log always has a segment")
+    }
+
+    /// A log whose segments could not be recreated after an I/O error (see
+    /// `truncate_fully_and_start_at`) refuses every operation, like Kafka's
+    /// offline log directory.
+    fn online(&self) -> Result<()> {
+        if self.segments.is_empty() {
+            return Err(Error::io(
+                "partition log",
+                std::io::Error::other("the log is offline after an earlier I/O error"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            log_start_offset: self.start,
+            recovery_point: self.recovery_point,
+            high_watermark: self.high_watermark,
+            epochs: self.epochs.clone(),
+        }
+    }
+
+    fn store_checkpoint(&mut self) -> Result<()> {
+        let cp = self.checkpoint();
+        self.dir.store_checkpoint(&cp)
+    }
+
+    fn check_batch(&self, batch: &RecordBatch) -> Result<()> {
+        if batch.size() > self.config.max_message_bytes {
+            return Err(Error::RecordTooLarge {
+                size: batch.size(),
+                max: self.config.max_message_bytes,
+            });
+        }
+        batch.validate()
+    }
+
+    /// Index of the segment that holds `offset` (the last with base ≤ offset).
+    fn segment_index(&self, offset: u64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1)
+    }
+
+    fn roll_at(&mut self, base_offset: u64) -> Result<()> {
+        let now = self.clock.now_ms();
+        self.active().seal()?;
+        let segment = self.dir.create_segment(base_offset, now)?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    fn append_at(
+        &mut self,
+        batch: RecordBatch,
+        base_offset: u64,
+        epoch: Option<i32>,
+    ) -> Result<AppendInfo> {
+        let last_offset = base_offset + batch.last_offset_delta() as u64;
+        let now = self.clock.now_ms();
+        let active = self.segments.last().expect("a log always has a segment");
+        let expired = now.saturating_sub(active.created_ms()) >= self.config.segment_ms;
+        if active.size() > 0 && (expired || !active.has_room(batch.size(), last_offset)) {
+            self.roll_at(base_offset)?;
+        }
+        let info = AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp: batch.max_timestamp(),
+            size: batch.size(),
+        };
+        let stamped_epoch = epoch.unwrap_or_else(|| batch.partition_leader_epoch());
+        let records = batch.record_count().max(0) as u64;
+        self.active().append(batch, base_offset, epoch)?;
+        self.epochs.assign(stamped_epoch, base_offset);
+        self.end = last_offset + 1;
+        self.unflushed_records += records;
+        let by_count = matches!(self.config.flush_messages, Some(n) if self.unflushed_records >= n);
+        let by_time = matches!(self.config.flush_ms, Some(ms) if now - self.last_flush_ms >= ms);
+        if by_count || by_time {
+            self.flush()?;
+        }
+        Ok(info)
+    }
+
+    /// Deletes the oldest segment, rolling first if it is the active one.
+    fn delete_oldest(&mut self) -> Result<u64> {
+        if self.segments.len() == 1 {
+            let end = self.end;
+            self.roll_at(end)?;
+        }
+        let oldest = self.segments.remove(0);
+        let size = oldest.size();
+        oldest.delete()?;
+        Ok(size)
+    }
+
+    fn move_start(&mut self, offset: u64) {
+        if offset > self.start {
+            self.start = offset;
+            self.epochs.truncate_from_start(offset);
+            self.high_watermark = self.high_watermark.max(offset);
+            self.recovery_point = self.recovery_point.max(offset);
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+}
+
+impl<D: LogDir> Drop for SegmentedLog<D> {
+    fn drop(&mut self) {
+        let segments = std::mem::take(&mut self.segments);
+        let checkpoint = self.checkpoint();
+        self.dir.release(segments, checkpoint);
+    }
+}
+
+impl<D: LogDir> PartitionLog for SegmentedLog<D> {
+    fn append(&mut self, batch: RecordBatch, leader_epoch: i32) -> Result<AppendInfo> {
+        self.online()?;
+        self.check_batch(&batch)?;
+        let count = batch.record_count();
+        if count == 0 || batch.last_offset_delta() != count - 1 {
+            return Err(Error::corrupt(format!(
+                "a produced batch needs offset deltas 0..{count}, but its last is {}",
+                batch.last_offset_delta()
+            )));
+        }
+        let base = self.end;
+        self.append_at(batch, base, Some(leader_epoch))
+    }
+
+    fn append_replicated(&mut self, batch: RecordBatch) -> Result<AppendInfo> {
+        self.online()?;
+        self.check_batch(&batch)?;
+        let base = batch.base_offset();
+        if base < self.end || base.checked_add(batch.last_offset_delta() as u64).is_none() {
+            return Err(Error::UnexpectedAppendOffset {
+                expected: self.end,
+                got: base,
+            });
+        }
+        self.append_at(batch, base, None)
+    }
+
+    fn read(&self, offset: u64, max_bytes: usize) -> Result<Records> {
+        self.online()?;
+        if offset < self.start || offset > self.end {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.start,
+                log_end_offset: self.end,
+            });
+        }
+        let mut out = Records::empty();
+        if offset == self.end {
+            return Ok(out);
+        }
+        for segment in &self.segments[self.segment_index(offset)..] {
+            if segment.read(offset, max_bytes, &mut out)? {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn log_start_offset(&self) -> u64 {
+        self.start
+    }
+
+    fn log_end_offset(&self) -> u64 {
+        self.end
+    }
+
+    fn high_watermark(&self) -> u64 {
+        self.high_watermark
+    }
+
+    fn set_high_watermark(&mut self, offset: u64) {
+        self.high_watermark = offset.clamp(self.start, self.end);
+    }
+
+    fn recovery_point(&self) -> u64 {
+        self.recovery_point
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size()).sum()
+    }
+
+    fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn truncate_to(&mut self, offset: u64) -> Result<u64> {
+        self.online()?;
+        if offset >= self.end {
+            return Ok(self.end);
+        }
+        if offset <= self.start {
+            self.truncate_fully_and_start_at(offset)?;
+            return Ok(self.end);
+        }
+        while self.segments.len() > 1
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.base_offset() >= offset)
+        {
+            let segment = self.segments.pop().expect("checked above");
+            segment.delete()?;
+        }
+        self.active().truncate_to(offset)?;
+        let new_end = self.active().next_offset();
+        if new_end < self.start {
+            // The batch holding the log start went: nothing readable is left.
+            let start = self.start;
+            self.truncate_fully_and_start_at(start)?;
+            return Ok(self.end);
+        }
+        self.end = new_end;
+        self.epochs.truncate_from_end(new_end);
+        self.high_watermark = self.high_watermark.min(new_end);
+        self.recovery_point = self.recovery_point.min(new_end);
+        self.store_checkpoint()?;
+        Ok(new_end)
+    }
+
+    fn truncate_fully_and_start_at(&mut self, offset: u64) -> Result<()> {
+        let now = self.now();
+        // Delete first: the fresh segment may reuse an old one's base offset.
+        let mut deleted = Ok(());
+        for old in std::mem::take(&mut self.segments) {
+            deleted = deleted.and(old.delete());
+        }
+        // If this fails the log has no segment left and stays offline.
+        let fresh = self.dir.create_segment(offset, now)?;
+        self.segments.push(fresh);
+        deleted?;
+        self.start = offset;
+        self.end = offset;
+        self.high_watermark = offset;
+        self.recovery_point = offset;
+        self.epochs.clear();
+        self.store_checkpoint()
+    }
+
+    fn delete_records_before(&mut self, offset: u64) -> Result<u64> {
+        self.online()?;
+        let offset = offset.min(self.end);
+        if offset <= self.start {
+            return Ok(self.start);
+        }
+        while self.segments[0].size() > 0 && self.segments[0].next_offset() <= offset {
+            self.delete_oldest()?;
+        }
+        self.move_start(offset);
+        self.store_checkpoint()?;
+        Ok(self.start)
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        self.online()?;
+        if self.segments.last().is_some_and(|s| s.size() > 0) {
+            let end = self.end;
+            self.roll_at(end)?;
+        }
+        Ok(())
+    }
+
+    fn maintain(&mut self) -> Result<MaintenanceReport> {
+        self.online()?;
+        let now = self.now();
+        let mut report = MaintenanceReport::default();
+        if let Some(ms) = self.config.retention_ms {
+            let cutoff = now.saturating_sub(ms);
+            while self.segments[0].size() > 0 && self.segments[0].max_timestamp() < cutoff {
+                report.bytes_deleted += self.delete_oldest()?;
+                report.segments_deleted += 1;
+            }
+        }
+        if let Some(limit) = self.config.retention_bytes {
+            let mut excess = self.size_bytes().saturating_sub(limit);
+            while self.segments[0].size() > 0 && self.segments[0].size() <= excess {
+                let size = self.delete_oldest()?;
+                excess -= size;
+                report.bytes_deleted += size;
+                report.segments_deleted += 1;
+            }
+        }
+        if report.segments_deleted > 0 {
+            let first = self.segments[0].base_offset();
+            self.move_start(first.min(self.end));
+        }
+        let active = self.segments.last().expect("a log always has a segment");
+        if active.size() > 0 && now.saturating_sub(active.created_ms()) >= self.config.segment_ms {
+            self.roll()?;
+        }
+        if let Some(ms) = self.config.flush_ms {
+            if self.recovery_point < self.end && now - self.last_flush_ms >= ms {
+                self.flush()?;
+                report.flushed = true;
+            }
+        }
+        if report.segments_deleted > 0 && !report.flushed {
+            self.store_checkpoint()?;
+        }
+        Ok(report)
+    }
+
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        self.online()?;
+        for segment in &self.segments {
+            if segment.size() == 0 || segment.max_timestamp() < timestamp {
+                continue;
+            }
+            let mut offset = segment.time_hint(timestamp).max(self.start);
+            while offset < segment.next_offset() {
+                let mut chunk = Records::empty();
+                if !segment.read(offset, TIMESTAMP_SCAN_BYTES, &mut chunk)? {
+                    break;
+                }
+                for batch in chunk.batches() {
+                    let batch = batch?;
+                    offset = batch.next_offset();
+                    if batch.max_timestamp() < timestamp {
+                        continue;
+                    }
+                    for record in batch.records() {
+                        let record = record?;
+                        if record.offset >= self.start && record.timestamp >= timestamp {
+                            return Ok(Some(TimestampOffset {
+                                offset: record.offset,
+                                timestamp: record.timestamp,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, u64)> {
+        self.epochs.end_offset_for(epoch, self.end)
+    }
+
+    fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.online()?;
+        let first = self.segment_index(self.recovery_point);
+        for segment in &mut self.segments[first..] {
+            segment.flush()?;
+        }
+        self.recovery_point = self.end;
+        self.unflushed_records = 0;
+        self.last_flush_ms = self.now();
+        self.store_checkpoint()
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        self.online()?;
+        self.flush()?;
+        self.active().seal()?;
+        self.dir.mark_clean()
+    }
+}
