@@ -42,7 +42,8 @@ impl LeaderEpochCache {
 
     /// Records that `epoch` starts at `start_offset`. Negative epochs (unstamped
     /// batches), an epoch already known, or one older than the latest are
-    /// ignored. Returns whether the cache changed.
+    /// ignored; a previous epoch that starts at the same offset (it wrote
+    /// nothing) is replaced. Returns whether the cache changed.
     pub fn assign(&mut self, epoch: i32, start_offset: u64) -> bool {
         if epoch < 0 {
             return false;
@@ -50,6 +51,10 @@ impl LeaderEpochCache {
         if let Some(last) = self.entries.last() {
             if epoch <= last.epoch || start_offset < last.start_offset {
                 return false;
+            }
+            if start_offset == last.start_offset {
+                // The previous epoch wrote nothing: it no longer marks a range.
+                self.entries.pop();
             }
         }
         self.entries.push(EpochEntry {

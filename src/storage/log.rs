@@ -102,7 +102,9 @@ impl<D: LogDir> SegmentedLog<D> {
         let first_base = segments[0].base_offset();
         let start = checkpoint.log_start_offset.max(first_base).min(end);
         let mut epochs = checkpoint.epochs;
-        epochs.truncate_from_end(end);
+        // A stale checkpoint may know epochs past the end; an epoch starting
+        // exactly at the end (a log emptied by DeleteRecords) is still in force.
+        epochs.truncate_from_end(end.saturating_add(1));
         epochs.truncate_from_start(start);
         Ok(Self {
             dir,
@@ -348,7 +350,9 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
             return Ok(self.end);
         }
         self.end = new_end;
-        self.epochs.truncate_from_end(new_end);
+        // The epoch in force at the log start stays, even with nothing above it.
+        self.epochs
+            .truncate_from_end(new_end.max(self.start.saturating_add(1)));
         self.high_watermark = self.high_watermark.min(new_end);
         self.recovery_point = self.recovery_point.min(new_end);
         self.store_checkpoint()?;

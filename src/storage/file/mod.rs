@@ -246,7 +246,11 @@ fn load_segments(
             OpenMode::Trusted
         };
         if i == first_recovered {
-            checkpoint.epochs.truncate_from_end(base);
+            // Recovery re-derives epochs from the batches it reads, except
+            // the one DeleteRecords moved to the log start, which no batch at
+            // that offset may carry.
+            let keep_below = base.max(checkpoint.log_start_offset.saturating_add(1));
+            checkpoint.epochs.truncate_from_end(keep_below);
             checkpoint.recovery_point = checkpoint.recovery_point.min(base);
         }
         if base < min_offset {
