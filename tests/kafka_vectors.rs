@@ -42,8 +42,14 @@ fn every_kafka_batch_decodes_with_every_field() {
     for (i, v) in batches.iter().enumerate() {
         let batch = RecordBatch::from_bytes(Bytes::from(unhex(v["hex"].as_str().unwrap())))
             .unwrap_or_else(|e| panic!("batch {i}: {e}"));
-        batch.validate().unwrap_or_else(|e| panic!("batch {i}: {e}"));
-        assert_eq!(batch.base_offset() as i64, int(v, "base_offset"), "batch {i}");
+        batch
+            .validate()
+            .unwrap_or_else(|e| panic!("batch {i}: {e}"));
+        assert_eq!(
+            batch.base_offset() as i64,
+            int(v, "base_offset"),
+            "batch {i}"
+        );
         assert_eq!(
             batch.partition_leader_epoch() as i64,
             int(v, "partition_leader_epoch")
@@ -52,7 +58,10 @@ fn every_kafka_batch_decodes_with_every_field() {
         assert_eq!(batch.crc() as i64, int(v, "crc"));
         assert_eq!(batch.compute_crc() as i64, int(v, "crc"));
         assert_eq!(batch.attributes() as i64, int(v, "attributes"));
-        assert_eq!(batch.last_offset_delta() as i64, int(v, "last_offset_delta"));
+        assert_eq!(
+            batch.last_offset_delta() as i64,
+            int(v, "last_offset_delta")
+        );
         assert_eq!(batch.first_timestamp(), int(v, "first_timestamp"));
         assert_eq!(batch.max_timestamp(), int(v, "max_timestamp"));
         assert_eq!(batch.producer_id(), int(v, "producer_id"));

@@ -10,10 +10,13 @@ use ferrolog::storage::{FileStorage, LogConfig, MemoryStorage, PartitionLog, Sto
 use ferrolog::{Error, ManualClock, TopicPartition};
 use proptest::prelude::*;
 
+/// (timestamp jitter, key, value) of one record to append.
+type RecordSpec = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
 #[derive(Debug, Clone)]
 enum Op {
     Append {
-        records: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>,
+        records: Vec<RecordSpec>,
         new_epoch: bool,
     },
     Read {
@@ -275,7 +278,10 @@ fn run(ops: Vec<Op>, config: LogConfig, storage: &dyn Storage, clock: &ManualClo
                 l.maintain().unwrap();
                 let new_start = l.log_start_offset();
                 assert!(new_start >= old_start && new_start <= model.end);
-                if let Some(retention) = config.retention_ms.filter(|_| config.retention_bytes.is_none()) {
+                if let Some(retention) = config
+                    .retention_ms
+                    .filter(|_| config.retention_bytes.is_none())
+                {
                     let cutoff = clock_now(clock) - retention;
                     for r in model.visible().filter(|r| r.offset < new_start) {
                         assert!(r.timestamp < cutoff, "retention deleted a live record");

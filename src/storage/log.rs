@@ -265,7 +265,7 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
         self.online()?;
         self.check_batch(&batch)?;
         let base = batch.base_offset();
-        if base < self.end || base.checked_add(batch.last_offset_delta() as u64).is_none() {
+        if base != self.end || base.checked_add(batch.last_offset_delta() as u64).is_none() {
             return Err(Error::UnexpectedAppendOffset {
                 expected: self.end,
                 got: base,

@@ -38,7 +38,7 @@
 //!         self.append_replicated(batch)
 //!     }
 //!     fn append_replicated(&mut self, batch: RecordBatch) -> Result<AppendInfo> {
-//!         if batch.base_offset() < self.end {
+//!         if batch.base_offset() != self.end {
 //!             return Err(Error::UnexpectedAppendOffset { expected: self.end, got: batch.base_offset() });
 //!         }
 //!         let info = AppendInfo::of(&batch);
@@ -228,8 +228,8 @@ pub trait PartitionLog: Send + std::fmt::Debug {
     fn append(&mut self, batch: RecordBatch, leader_epoch: i32) -> Result<AppendInfo>;
 
     /// Appends a batch as a follower: offsets and epoch are kept as the leader
-    /// stamped them. The batch must start at or after LEO
-    /// ([`crate::Error::UnexpectedAppendOffset`]).
+    /// stamped them. The batch must start exactly at LEO
+    /// ([`crate::Error::UnexpectedAppendOffset`]): offsets stay dense.
     fn append_replicated(&mut self, batch: RecordBatch) -> Result<AppendInfo>;
 
     /// Whole batches starting with the one that holds `offset`, up to

@@ -253,12 +253,15 @@ fn load_segments(
             checkpoint.epochs.truncate_from_end(keep_below);
             checkpoint.recovery_point = checkpoint.recovery_point.min(base);
         }
-        if base < min_offset {
+        if i > 0 && base != min_offset {
             let path = segment_paths(dir, base)[0].clone();
             return Err(Error::CorruptLog {
                 path,
                 offset: base,
-                reason: format!("segment overlaps the previous one, which ends at {min_offset}"),
+                reason: format!(
+                    "segment does not continue the previous one, which ends at {min_offset} \
+                     (a segment file is missing or overlaps)"
+                ),
             });
         }
         let opened = FileSegment::open(dir, base, config, now, mode, min_offset)?;

@@ -345,10 +345,18 @@ impl FileSegment {
 
     /// Position and header of the first batch whose last offset is ≥ `offset`.
     fn find(&self, offset: u64) -> Result<Option<(u64, BatchHead)>> {
-        let mut pos = self
-            .offset_index
-            .last_where(|e| e.offset <= offset)
-            .map_or(0, |e| u64::from(e.position));
+        let mut pos = 0;
+        if let Some(entry) = self.offset_index.last_where(|e| e.offset <= offset) {
+            // Trust an entry only if a batch with its offset starts there: a
+            // damaged index costs a longer scan, never a wrong answer.
+            let at = u64::from(entry.position);
+            if self
+                .head_at(at)
+                .is_ok_and(|h| h.base_offset == entry.offset)
+            {
+                pos = at;
+            }
+        }
         while pos < self.size {
             let head = self.head_at(pos)?;
             if head.last_offset >= offset {
@@ -417,9 +425,11 @@ fn walk_one(
     if pos + head.size > data.len() {
         return Err(format!("batch at byte {pos} runs past the end of the file"));
     }
-    if head.base_offset < expected {
+    if head.base_offset != expected {
+        // Offsets are dense; the base offset is not under the CRC, so this is
+        // the check that catches a damaged one.
         return Err(format!(
-            "batch at byte {pos} starts at offset {}, below {expected}",
+            "batch at byte {pos} starts at offset {}, expected {expected}",
             head.base_offset
         ));
     }
