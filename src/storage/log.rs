@@ -82,6 +82,8 @@ pub(crate) struct SegmentedLog<D: LogDir> {
     epochs: LeaderEpochCache,
     unflushed_records: u64,
     last_flush_ms: Millis,
+    /// What the dir holds, to skip rewriting an unchanged checkpoint.
+    last_checkpoint: Checkpoint,
 }
 
 impl<D: LogDir> SegmentedLog<D> {
@@ -101,6 +103,7 @@ impl<D: LogDir> SegmentedLog<D> {
         let end = segments.last().map_or(0, |s| s.next_offset());
         let first_base = segments[0].base_offset();
         let start = checkpoint.log_start_offset.max(first_base).min(end);
+        let last_checkpoint = checkpoint.clone();
         let mut epochs = checkpoint.epochs;
         // A stale checkpoint may know epochs past the end; an epoch starting
         // exactly at the end (a log emptied by DeleteRecords) is still in force.
@@ -118,7 +121,14 @@ impl<D: LogDir> SegmentedLog<D> {
             epochs,
             unflushed_records: 0,
             last_flush_ms: now,
+            last_checkpoint,
         })
+    }
+
+    /// Flushes and writes the checkpoint (after recovery at open).
+    pub(crate) fn flush_and_checkpoint(&mut self) -> Result<()> {
+        PartitionLog::flush(self)?;
+        self.store_checkpoint()
     }
 
     fn active(&mut self) -> &mut D::Seg {
@@ -151,7 +161,9 @@ impl<D: LogDir> SegmentedLog<D> {
 
     fn store_checkpoint(&mut self) -> Result<()> {
         let cp = self.checkpoint();
-        self.dir.store_checkpoint(&cp)
+        self.dir.store_checkpoint(&cp)?;
+        self.last_checkpoint = cp;
+        Ok(())
     }
 
     fn check_batch(&self, batch: &RecordBatch) -> Result<()> {
@@ -435,7 +447,7 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
                 report.flushed = true;
             }
         }
-        if report.segments_deleted > 0 && !report.flushed {
+        if self.checkpoint() != self.last_checkpoint {
             self.store_checkpoint()?;
         }
         Ok(report)
@@ -491,12 +503,17 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
         self.recovery_point = self.end;
         self.unflushed_records = 0;
         self.last_flush_ms = self.now();
-        self.store_checkpoint()
+        // The checkpoint is not rewritten here: a stale recovery point only
+        // means more validation at the next open (Kafka checkpoints it
+        // periodically too), and it keeps `flush_messages = 1` at one fsync of
+        // the segment per append instead of four.
+        Ok(())
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
         self.online()?;
         self.flush()?;
+        self.store_checkpoint()?;
         self.active().seal()?;
         self.dir.mark_clean()
     }

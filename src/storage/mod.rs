@@ -280,7 +280,8 @@ pub trait PartitionLog: Send + std::fmt::Debug {
     fn roll(&mut self) -> Result<()>;
 
     /// Periodic work a runtime calls now and then: retention by `retention_ms`
-    /// and `retention_bytes` (whole segments), time-based rolling and flushing.
+    /// and `retention_bytes` (whole segments), time-based rolling and flushing,
+    /// and writing the checkpoint if it changed.
     fn maintain(&mut self) -> Result<MaintenanceReport>;
 
     /// The first record whose timestamp is at or after `timestamp` (ListOffsets
@@ -295,8 +296,10 @@ pub trait PartitionLog: Send + std::fmt::Debug {
     /// The newest leader epoch in the log.
     fn latest_epoch(&self) -> Option<i32>;
 
-    /// Writes everything appended so far to stable storage and checkpoints the
-    /// recovery point, high watermark and epochs.
+    /// Writes everything appended so far to stable storage and moves the
+    /// recovery point to LEO. The checkpoint (recovery point, high watermark,
+    /// epochs) is written by [`maintain`](Self::maintain) when it changed, and
+    /// by [`close`](Self::close).
     fn flush(&mut self) -> Result<()>;
 
     /// Flushes and closes cleanly, so the next open needs no recovery.

@@ -16,9 +16,11 @@
 //! - An append returns once the batch is in the operating system's page cache.
 //!   It survives the process being killed (`kill -9`), not a power loss or
 //!   kernel crash, until it is flushed.
-//! - [`PartitionLog::flush`] fsyncs every segment written since the last flush
-//!   and then the checkpoint: whatever was appended before it returned survives
-//!   power loss.
+//! - [`PartitionLog::flush`] fsyncs every segment written since the last flush:
+//!   whatever was appended before it returned survives power loss. The
+//!   checkpoint (recovery point, high watermark, epochs) is written by
+//!   [`PartitionLog::maintain`] and [`PartitionLog::close`]; a stale one only
+//!   makes the next recovery validate more.
 //! - `flush_messages = Some(n)` flushes after every `n` records, `flush_ms =
 //!   Some(t)` when an append or [`PartitionLog::maintain`] finds that `t` ms
 //!   passed since the last flush. Both `None` (the default) leave flushing to the
@@ -171,7 +173,7 @@ impl Storage for FileStorage {
         if recovered {
             // What recovery kept came from the page cache: make it durable
             // before the recovery point moves past it.
-            log.flush()?;
+            log.flush_and_checkpoint()?;
         }
         Ok(Box::new(log))
     }
