@@ -20,7 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..10 {
         let key = format!("customer-{}", i % 3);
         let value = format!("order #{i}");
-        batch.append(1_700_000_000_000 + i, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+        batch.append(
+            1_700_000_000_000 + i,
+            Some(key.as_bytes()),
+            Some(value.as_bytes()),
+            &[],
+        );
     }
     let appended = log.append(batch.build(), 0)?;
     println!(
