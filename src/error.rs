@@ -97,6 +97,25 @@ pub enum Error {
         got: u64,
     },
 
+    /// A leader tried to append with an epoch older than one the log already
+    /// holds, or a negative one (Kafka: `FENCED_LEADER_EPOCH`).
+    #[error("leader epoch {epoch} is fenced: the log already holds epoch {latest}")]
+    FencedLeaderEpoch {
+        /// The epoch the append carried.
+        epoch: i32,
+        /// The newest epoch in the log (-1 if none).
+        latest: i32,
+    },
+
+    /// An I/O error in the middle of a change left the log inconsistent with
+    /// its files; it refuses every operation until reopened, which recovers it
+    /// (Kafka: `KAFKA_STORAGE_ERROR`, an offline log directory).
+    #[error("the log is offline: {reason}")]
+    LogOffline {
+        /// The error that took it offline.
+        reason: String,
+    },
+
     /// A log was opened while another handle to it is still open.
     #[error("the log of {partition} is already open")]
     LogInUse {
@@ -122,7 +141,10 @@ impl Error {
     /// a storage I/O error are retriable (the next attempt may carry or find good
     /// bytes); bad config, oversized records and out-of-range offsets are not.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Error::CorruptRecord { .. } | Error::Io { .. })
+        matches!(
+            self,
+            Error::CorruptRecord { .. } | Error::Io { .. } | Error::LogOffline { .. }
+        )
     }
 
     pub(crate) fn corrupt(reason: impl Into<String>) -> Self {

@@ -133,6 +133,10 @@ fn retention_by_time_deletes_whole_expired_segments_and_moves_the_start() {
         }
         let old_segments = log.segment_count() - 1;
         clock.set(T0 + 100_000); // the first 20 records are now past retention
+        // Nothing is committed yet: retention never deletes above the high
+        // watermark, where followers may still need the records.
+        assert_eq!(log.maintain().unwrap().segments_deleted, 0);
+        log.set_high_watermark(26);
         let report = log.maintain().unwrap();
         assert_eq!(report.segments_deleted, old_segments);
         assert_eq!(log.log_start_offset(), 20);
@@ -158,6 +162,13 @@ fn retention_by_size_keeps_the_newest_segments_within_the_limit() {
         for _ in 0..40 {
             log.append(batch(1, 300, T0), 0).unwrap();
         }
+        // Only committed segments go: with the high watermark at 10, the log
+        // start cannot pass 10 however far over the limit the log is.
+        log.set_high_watermark(10);
+        let report = log.maintain().unwrap();
+        assert!(report.segments_deleted > 0);
+        assert!(log.log_start_offset() <= 10);
+        log.set_high_watermark(40);
         let before = log.size_bytes();
         let report = log.maintain().unwrap();
         assert!(report.segments_deleted > 0);
@@ -268,6 +279,28 @@ fn truncation_removes_whole_batches_and_forgets_later_epochs() {
 }
 
 #[test]
+fn a_stale_leader_epoch_is_fenced_and_appends_nothing() {
+    on_both(|storage, _| {
+        let mut log = storage.open(&tp(), 0, &small_segments()).unwrap();
+        log.append(batch(1, 10, T0), 4).unwrap();
+        assert!(matches!(
+            log.append(batch(1, 10, T0), 3),
+            Err(Error::FencedLeaderEpoch {
+                epoch: 3,
+                latest: 4
+            })
+        ));
+        assert!(matches!(
+            log.append(batch(1, 10, T0), -1),
+            Err(Error::FencedLeaderEpoch { .. })
+        ));
+        assert_eq!(log.log_end_offset(), 1);
+        log.append(batch(1, 10, T0), 4).unwrap();
+        assert_eq!(log.log_end_offset(), 2);
+    });
+}
+
+#[test]
 fn replicated_appends_keep_the_leaders_offsets_and_epochs() {
     on_both(|storage, _| {
         let leader_tp = TopicPartition::new("leader", 0).unwrap();
@@ -305,6 +338,14 @@ fn delete_records_before_moves_the_start_inside_a_segment() {
         for _ in 0..10 {
             log.append(batch(2, 300, T0), 0).unwrap();
         }
+        assert!(
+            matches!(
+                log.delete_records_before(7),
+                Err(Error::OffsetOutOfRange { .. })
+            ),
+            "only committed records can be deleted"
+        );
+        log.set_high_watermark(20);
         assert_eq!(log.delete_records_before(7).unwrap(), 7);
         assert!(matches!(
             log.read(6, 10),
@@ -321,11 +362,11 @@ fn delete_records_before_moves_the_start_inside_a_segment() {
             7,
             "the start never moves back"
         );
-        assert_eq!(
-            log.delete_records_before(1000).unwrap(),
-            20,
-            "capped at the end"
-        );
+        assert!(matches!(
+            log.delete_records_before(21),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.delete_records_before(20).unwrap(), 20);
         log.append(batch(1, 10, T0), 0).unwrap();
         assert_eq!(log.read(20, 100).unwrap().records().count(), 1);
     });

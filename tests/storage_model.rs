@@ -18,6 +18,9 @@ enum Op {
     Append {
         records: Vec<RecordSpec>,
         new_epoch: bool,
+        /// Also move the high watermark to the new end (the records are
+        /// committed, as on a leader whose followers caught up).
+        commit: bool,
     },
     Read {
         at: f64,
@@ -51,8 +54,12 @@ fn op() -> impl Strategy<Value = Op> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..120)),
     );
     prop_oneof![
-        6 => (proptest::collection::vec(record, 1..6), proptest::bool::weighted(0.1))
-            .prop_map(|(records, new_epoch)| Op::Append { records, new_epoch }),
+        6 => (
+            proptest::collection::vec(record, 1..6),
+            proptest::bool::weighted(0.1),
+            proptest::bool::weighted(0.5),
+        )
+            .prop_map(|(records, new_epoch, commit)| Op::Append { records, new_epoch, commit }),
         3 => (0.0..1.2f64, 1usize..2000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => (0.0..1.1f64).prop_map(|at| Op::Truncate { at }),
         1 => Just(Op::Roll),
@@ -97,6 +104,7 @@ struct Model {
     batches: Vec<Vec<ModelRecord>>,
     start: u64,
     end: u64,
+    high_watermark: u64,
 }
 
 impl Model {
@@ -116,10 +124,11 @@ impl Model {
         if offset >= self.end {
             return;
         }
-        if offset <= self.start {
+        if offset < self.start {
             self.batches.clear();
             self.start = offset;
             self.end = offset;
+            self.high_watermark = offset;
             return;
         }
         self.batches
@@ -131,8 +140,10 @@ impl Model {
         if new_end < self.start {
             self.batches.clear();
             self.end = self.start;
+            self.high_watermark = self.start;
         } else {
             self.end = new_end;
+            self.high_watermark = self.high_watermark.min(new_end);
         }
     }
 
@@ -184,7 +195,8 @@ fn check(log: &dyn PartitionLog, model: &Model) {
     assert_eq!(log.log_end_offset(), model.end, "log end");
     let expected: Vec<_> = model.visible().cloned().collect();
     assert_eq!(scan(log, model.start, 700), expected);
-    assert!(log.high_watermark() <= model.end && log.high_watermark() >= model.start);
+    assert_eq!(log.high_watermark(), model.high_watermark, "high watermark");
+    assert!(model.high_watermark <= model.end && model.high_watermark >= model.start);
     assert!(matches!(
         log.read(model.end + 1, 100),
         Err(Error::OffsetOutOfRange { .. })
@@ -205,7 +217,11 @@ fn run(ops: Vec<Op>, config: LogConfig, storage: &dyn Storage, clock: &ManualClo
     for op in ops {
         let l = log.as_mut().unwrap();
         match op {
-            Op::Append { records, new_epoch } => {
+            Op::Append {
+                records,
+                new_epoch,
+                commit,
+            } => {
                 epoch += new_epoch as i32;
                 let mut builder = RecordBatchBuilder::new();
                 let base = model.end;
@@ -229,6 +245,10 @@ fn run(ops: Vec<Op>, config: LogConfig, storage: &dyn Storage, clock: &ManualClo
                         model.end = base + batch.len() as u64;
                         assert_eq!(info.last_offset, model.end - 1);
                         model.batches.push(batch);
+                        if commit {
+                            l.set_high_watermark(model.end);
+                            model.high_watermark = model.end;
+                        }
                     }
                     Err(Error::RecordTooLarge { .. }) => {
                         assert!(size > config.max_message_bytes)
@@ -267,10 +287,21 @@ fn run(ops: Vec<Op>, config: LogConfig, storage: &dyn Storage, clock: &ManualClo
             }
             Op::Roll => l.roll().unwrap(),
             Op::DeleteBefore { at } => {
-                let offset = model.offset_at(at).min(model.end);
-                let start = l.delete_records_before(offset).unwrap();
-                model.start = model.start.max(offset);
-                assert_eq!(start, model.start);
+                let offset = model.offset_at(at);
+                match l.delete_records_before(offset) {
+                    Ok(start) => {
+                        assert!(offset <= model.high_watermark);
+                        model.start = model.start.max(offset);
+                        assert_eq!(start, model.start);
+                    }
+                    Err(Error::OffsetOutOfRange { .. }) => {
+                        assert!(
+                            offset > model.high_watermark,
+                            "only above the HW is refused"
+                        )
+                    }
+                    Err(e) => panic!("delete_records_before failed: {e}"),
+                }
             }
             Op::AdvanceClockAndMaintain { ms } => {
                 clock.advance(ms);
@@ -278,6 +309,7 @@ fn run(ops: Vec<Op>, config: LogConfig, storage: &dyn Storage, clock: &ManualClo
                 l.maintain().unwrap();
                 let new_start = l.log_start_offset();
                 assert!(new_start >= old_start && new_start <= model.end);
+                assert!(new_start <= model.high_watermark, "retention passed the HW");
                 if let Some(retention) = config
                     .retention_ms
                     .filter(|_| config.retention_bytes.is_none())
@@ -292,7 +324,7 @@ fn run(ops: Vec<Op>, config: LogConfig, storage: &dyn Storage, clock: &ManualClo
             Op::SetHighWatermark { at } => {
                 let offset = model.offset_at(at);
                 l.set_high_watermark(offset);
-                assert_eq!(l.high_watermark(), offset.clamp(model.start, model.end));
+                model.high_watermark = offset.clamp(model.start, model.end);
             }
             Op::OffsetForTimestamp { back_ms } => {
                 let ts = clock_now(clock) - back_ms;
@@ -321,6 +353,9 @@ fn run(ops: Vec<Op>, config: LogConfig, storage: &dyn Storage, clock: &ManualClo
                 assert_eq!(now, epochs, "leader epochs after reopen");
                 if clean {
                     assert_eq!(reopened.high_watermark(), hw);
+                } else {
+                    // Unclean: the last checkpointed value, within the log.
+                    model.high_watermark = reopened.high_watermark();
                 }
                 log = Some(reopened);
             }

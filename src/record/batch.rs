@@ -264,8 +264,21 @@ impl RecordBatch {
     /// Checks the CRC and, for uncompressed batches, that the records region
     /// holds exactly `record_count` length-framed records whose lengths add up.
     /// Compressed batches are stored as they come; their records are checked
-    /// when decoded.
+    /// when decoded. This is the check for batches a log already assigned
+    /// offsets to (replication, recovery, reads).
     pub fn validate(&self) -> Result<()> {
+        self.check(false)
+    }
+
+    /// [`validate`](Self::validate), plus what a leader must check before it
+    /// assigns offsets to a producer's batch: at least one record, offset
+    /// deltas exactly `0..record_count`, and first and max timestamps in the
+    /// header that match the records (retention and time lookups trust them).
+    pub fn validate_produced(&self) -> Result<()> {
+        self.check(true)
+    }
+
+    fn check(&self, produced: bool) -> Result<()> {
         let stored = self.crc();
         let computed = self.compute_crc();
         if stored != computed {
@@ -274,10 +287,15 @@ impl RecordBatch {
             )));
         }
         let count = self.record_count();
-        if count < 0 || self.last_offset_delta() < 0 {
+        let last_delta = self.last_offset_delta();
+        if count < 0 || last_delta < 0 {
             return Err(Error::corrupt(format!(
-                "record count {count}, last offset delta {}",
-                self.last_offset_delta()
+                "record count {count}, last offset delta {last_delta}"
+            )));
+        }
+        if produced && (count == 0 || last_delta != count - 1) {
+            return Err(Error::corrupt(format!(
+                "a produced batch needs offset deltas 0..{count}, but its last is {last_delta}"
             )));
         }
         match self.compression() {
@@ -291,22 +309,50 @@ impl RecordBatch {
             }
         }
         let body = &self.bytes[BATCH_HEADER_LEN..];
+        let first_ts = self.first_timestamp();
+        let mut max_ts = i64::MIN;
         let mut pos = 0;
-        for _ in 0..count {
+        for index in 0..count {
             let len = get_varint(body, &mut pos)?;
             let len = usize::try_from(len)
                 .ok()
                 .filter(|&l| l > 0)
                 .ok_or_else(|| Error::corrupt(format!("record length {len}")))?;
-            pos = pos
+            let end = pos
                 .checked_add(len)
                 .filter(|&p| p <= body.len())
                 .ok_or_else(|| Error::corrupt("record runs past the end of the batch"))?;
+            if produced {
+                let record = &body[..end];
+                let mut at = pos + 1; // skip the record attributes
+                let ts_delta = get_varlong(record, &mut at)?;
+                let offset_delta = get_varint(record, &mut at)?;
+                if offset_delta != index {
+                    return Err(Error::corrupt(format!(
+                        "record {index} has offset delta {offset_delta}"
+                    )));
+                }
+                let ts = first_ts.wrapping_add(ts_delta);
+                if index == 0 && ts != first_ts {
+                    return Err(Error::corrupt("first record's timestamp delta is not 0"));
+                }
+                max_ts = max_ts.max(ts);
+            }
+            pos = end;
         }
         if pos != body.len() {
             return Err(Error::corrupt(format!(
                 "{} bytes after the last of {count} records",
                 body.len() - pos
+            )));
+        }
+        if produced
+            && self.timestamp_type() == TimestampType::CreateTime
+            && max_ts != self.max_timestamp()
+        {
+            return Err(Error::corrupt(format!(
+                "header max timestamp {} but the records' largest is {max_ts}",
+                self.max_timestamp()
             )));
         }
         Ok(())
@@ -737,6 +783,27 @@ mod tests {
         bytes[last] ^= 1;
         let batch = RecordBatch::from_bytes(Bytes::from(bytes)).unwrap();
         assert!(matches!(batch.validate(), Err(Error::CorruptRecord { .. })));
+    }
+
+    #[test]
+    fn produced_batches_must_have_dense_deltas_and_true_timestamps() {
+        let batch = sample();
+        batch.validate_produced().unwrap();
+        // Rewrite the header's max timestamp (and fix the CRC): framing and CRC
+        // pass, the producer check does not.
+        let mut bytes = batch.into_bytes().to_vec();
+        bytes[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&5i64.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[ATTRIBUTES..]);
+        bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        let lying = RecordBatch::from_bytes(Bytes::from(bytes)).unwrap();
+        lying.validate().unwrap();
+        assert!(matches!(
+            lying.validate_produced(),
+            Err(Error::CorruptRecord { .. })
+        ));
+        let empty = RecordBatchBuilder::new().build();
+        assert!(empty.validate().is_ok());
+        assert!(empty.validate_produced().is_err());
     }
 
     #[test]

@@ -71,11 +71,11 @@ pub(crate) fn get_varlong(buf: &[u8], pos: &mut usize) -> Result<i64> {
 #[inline]
 pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<i32> {
     // Fast path: one byte covers -64..=63, the common case for lengths and deltas.
-    if let Some(&b) = buf.get(*pos) {
-        if b < 0x80 {
-            *pos += 1;
-            return Ok(((b >> 1) as i32) ^ -((b & 1) as i32));
-        }
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(((b >> 1) as i32) ^ -((b & 1) as i32));
     }
     let v = get_varlong(buf, pos)?;
     i32::try_from(v).map_err(|_| Error::corrupt("varint does not fit in 32 bits"))

@@ -39,8 +39,9 @@ pub struct LogConfig {
     /// append and by [`PartitionLog::maintain`](super::PartitionLog::maintain)).
     /// `None` (default) leaves flushing to the operating system.
     pub flush_ms: Option<Millis>,
-    /// Largest batch the log accepts, in bytes (Kafka's `max.message.bytes`,
-    /// default 1,048,588).
+    /// Largest batch the log accepts from a producer, in bytes (Kafka's
+    /// `max.message.bytes`, default 1,048,588). A batch must also fit in a
+    /// segment (`segment_bytes`).
     pub max_message_bytes: usize,
 }
 
@@ -111,14 +112,12 @@ impl LogConfig {
                 "must be positive (None leaves flushing to the OS)",
             ));
         }
-        if self.max_message_bytes < crate::record::BATCH_HEADER_LEN
-            || self.max_message_bytes as u64 > self.segment_bytes
-        {
+        if self.max_message_bytes < crate::record::BATCH_HEADER_LEN {
             return Err(Error::config(
                 "max_message_bytes",
                 format!(
-                    "{} is outside 61..=segment_bytes ({})",
-                    self.max_message_bytes, self.segment_bytes
+                    "{} is smaller than a batch header (61 bytes)",
+                    self.max_message_bytes
                 ),
             ));
         }

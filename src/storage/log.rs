@@ -16,6 +16,11 @@ use crate::time::{Clock, Millis};
 
 /// How many bytes [`SegmentedLog::offset_for_timestamp`] reads per step.
 const TIMESTAMP_SCAN_BYTES: usize = 256 * 1024;
+/// How often [`PartitionLog::maintain`] rewrites a checkpoint whose only
+/// change is the high watermark or recovery point (Kafka: 5 s).
+const CHECKPOINT_INTERVAL_MS: Millis = 5_000;
+/// Kafka's offsets are signed 64-bit: nothing may go beyond this.
+const MAX_OFFSET: u64 = i64::MAX as u64;
 
 /// One segment: a run of batches starting at `base_offset`.
 pub(crate) trait Segment: Send + std::fmt::Debug {
@@ -65,6 +70,10 @@ pub(crate) trait LogDir: Send + std::fmt::Debug {
     fn mark_clean(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Makes the creation and removal of segment files durable.
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A partition log made of segments from a [`LogDir`].
@@ -73,7 +82,8 @@ pub(crate) struct SegmentedLog<D: LogDir> {
     dir: D,
     config: LogConfig,
     clock: Arc<dyn Clock>,
-    /// In base-offset order; the last is the active segment; never empty.
+    /// In base-offset order; the last is the active segment; never empty
+    /// while the log is online.
     segments: Vec<D::Seg>,
     start: u64,
     end: u64,
@@ -82,8 +92,15 @@ pub(crate) struct SegmentedLog<D: LogDir> {
     epochs: LeaderEpochCache,
     unflushed_records: u64,
     last_flush_ms: Millis,
+    /// Segments were created or deleted since the last flush.
+    dir_changed: bool,
     /// What the dir holds, to skip rewriting an unchanged checkpoint.
     last_checkpoint: Checkpoint,
+    last_checkpoint_ms: Millis,
+    /// Set by an I/O error in the middle of a change: the in-memory state may
+    /// no longer match the segments, so the log refuses everything until it is
+    /// reopened (and recovered), like Kafka's offline log directory.
+    offline: Option<String>,
 }
 
 impl<D: LogDir> SegmentedLog<D> {
@@ -97,14 +114,20 @@ impl<D: LogDir> SegmentedLog<D> {
         checkpoint: Checkpoint,
     ) -> Result<Self> {
         let now = clock.now_ms();
-        if segments.is_empty() {
+        let recovered_end = segments.last().map(|s| s.next_offset());
+        if recovered_end.is_none_or(|end| end < checkpoint.log_start_offset) {
+            // Nothing, or less than the checkpointed log start, survived (a torn
+            // tail below a DeleteRecords point): start empty at the log start
+            // so no offset below it is handed out twice.
+            for old in segments.drain(..) {
+                old.delete()?;
+            }
             segments.push(dir.create_segment(checkpoint.log_start_offset, now)?);
         }
         let end = segments.last().map_or(0, |s| s.next_offset());
         let first_base = segments[0].base_offset();
         let start = checkpoint.log_start_offset.max(first_base).min(end);
-        let last_checkpoint = checkpoint.clone();
-        let mut epochs = checkpoint.epochs;
+        let mut epochs = checkpoint.epochs.clone();
         // A stale checkpoint may know epochs past the end; an epoch starting
         // exactly at the end (a log emptied by DeleteRecords) is still in force.
         epochs.truncate_from_end(end.saturating_add(1));
@@ -121,33 +144,55 @@ impl<D: LogDir> SegmentedLog<D> {
             epochs,
             unflushed_records: 0,
             last_flush_ms: now,
-            last_checkpoint,
+            dir_changed: false,
+            last_checkpoint: checkpoint,
+            last_checkpoint_ms: now,
+            offline: None,
         })
     }
 
     /// Flushes and writes the checkpoint (after recovery at open).
     pub(crate) fn flush_and_checkpoint(&mut self) -> Result<()> {
-        PartitionLog::flush(self)?;
-        self.store_checkpoint()
+        self.guarded(|log| {
+            log.flush_segments()?;
+            log.store_checkpoint()
+        })
     }
 
-    fn active(&mut self) -> &mut D::Seg {
+    fn active(&self) -> &D::Seg {
+        self.segments.last().expect("an online log has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut D::Seg {
         self.segments
             .last_mut()
-            .expect("a log always has a segment")
+            .expect("an online log has a segment")
     }
 
-    /// A log whose segments could not be recreated after an I/O error (see
-    /// `truncate_fully_and_start_at`) refuses every operation, like Kafka's
-    /// offline log directory.
     fn online(&self) -> Result<()> {
-        if self.segments.is_empty() {
-            return Err(Error::io(
-                "partition log",
-                std::io::Error::other("the log is offline after an earlier I/O error"),
-            ));
+        match &self.offline {
+            Some(reason) => Err(Error::LogOffline {
+                reason: reason.clone(),
+            }),
+            None if self.segments.is_empty() => Err(Error::LogOffline {
+                reason: "no segment".into(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Runs a change; an I/O error or corrupt data met half-way takes the log
+    /// offline. Validation errors are raised before anything changes.
+    fn guarded<T>(&mut self, change: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.online()?;
+        let result = change(self);
+        if let Err(e @ (Error::Io { .. } | Error::CorruptLog { .. })) = &result {
+            self.offline = Some(e.to_string());
+        }
+        if self.segments.is_empty() && self.offline.is_none() {
+            self.offline = Some("a change left the log without a segment".into());
+        }
+        result
     }
 
     fn checkpoint(&self) -> Checkpoint {
@@ -163,17 +208,31 @@ impl<D: LogDir> SegmentedLog<D> {
         let cp = self.checkpoint();
         self.dir.store_checkpoint(&cp)?;
         self.last_checkpoint = cp;
+        self.last_checkpoint_ms = self.now();
         Ok(())
     }
 
-    fn check_batch(&self, batch: &RecordBatch) -> Result<()> {
-        if batch.size() > self.config.max_message_bytes {
+    /// Size and integrity checks shared by leader and follower appends.
+    fn check_size(&self, batch: &RecordBatch, limit: usize) -> Result<()> {
+        if batch.size() > limit {
             return Err(Error::RecordTooLarge {
                 size: batch.size(),
-                max: self.config.max_message_bytes,
+                max: limit,
             });
         }
-        batch.validate()
+        Ok(())
+    }
+
+    fn check_offsets(&self, base: u64, batch: &RecordBatch) -> Result<()> {
+        let last = base.checked_add(batch.last_offset_delta() as u64);
+        if last.is_none_or(|l| l >= MAX_OFFSET) {
+            return Err(Error::OffsetOutOfRange {
+                offset: base,
+                log_start_offset: self.start,
+                log_end_offset: MAX_OFFSET,
+            });
+        }
+        Ok(())
     }
 
     /// Index of the segment that holds `offset` (the last with base ≤ offset).
@@ -184,10 +243,11 @@ impl<D: LogDir> SegmentedLog<D> {
     }
 
     fn roll_at(&mut self, base_offset: u64) -> Result<()> {
-        let now = self.clock.now_ms();
-        self.active().seal()?;
+        let now = self.now();
+        self.active_mut().seal()?;
         let segment = self.dir.create_segment(base_offset, now)?;
         self.segments.push(segment);
+        self.dir_changed = true;
         Ok(())
     }
 
@@ -198,8 +258,8 @@ impl<D: LogDir> SegmentedLog<D> {
         epoch: Option<i32>,
     ) -> Result<AppendInfo> {
         let last_offset = base_offset + batch.last_offset_delta() as u64;
-        let now = self.clock.now_ms();
-        let active = self.segments.last().expect("a log always has a segment");
+        let now = self.now();
+        let active = self.active();
         let expired = now.saturating_sub(active.created_ms()) >= self.config.segment_ms;
         if active.size() > 0 && (expired || !active.has_room(batch.size(), last_offset)) {
             self.roll_at(base_offset)?;
@@ -212,16 +272,33 @@ impl<D: LogDir> SegmentedLog<D> {
         };
         let stamped_epoch = epoch.unwrap_or_else(|| batch.partition_leader_epoch());
         let records = batch.record_count().max(0) as u64;
-        self.active().append(batch, base_offset, epoch)?;
+        self.active_mut().append(batch, base_offset, epoch)?;
         self.epochs.assign(stamped_epoch, base_offset);
         self.end = last_offset + 1;
         self.unflushed_records += records;
         let by_count = matches!(self.config.flush_messages, Some(n) if self.unflushed_records >= n);
         let by_time = matches!(self.config.flush_ms, Some(ms) if now - self.last_flush_ms >= ms);
         if by_count || by_time {
-            self.flush()?;
+            self.flush_segments()?;
         }
         Ok(info)
+    }
+
+    /// Whether retention may delete the oldest segment: it holds data, and
+    /// every record in it is below the high watermark (committed), as Kafka
+    /// requires, so retention never takes records followers still need.
+    fn oldest_is_deletable(&self) -> bool {
+        let oldest = &self.segments[0];
+        oldest.size() > 0 && oldest.next_offset() <= self.high_watermark
+    }
+
+    /// The time retention judges a segment by: its newest record's timestamp,
+    /// or, for records without one (≤ 0), when the segment was created.
+    fn segment_time(segment: &D::Seg) -> Millis {
+        match segment.max_timestamp() {
+            ts if ts > 0 => ts,
+            _ => segment.created_ms(),
+        }
     }
 
     /// Deletes the oldest segment, rolling first if it is the active one.
@@ -232,6 +309,7 @@ impl<D: LogDir> SegmentedLog<D> {
         }
         let oldest = self.segments.remove(0);
         let size = oldest.size();
+        self.dir_changed = true;
         oldest.delete()?;
         Ok(size)
     }
@@ -243,6 +321,46 @@ impl<D: LogDir> SegmentedLog<D> {
             self.high_watermark = self.high_watermark.max(offset);
             self.recovery_point = self.recovery_point.max(offset);
         }
+    }
+
+    fn flush_segments(&mut self) -> Result<()> {
+        let first = self.segment_index(self.recovery_point);
+        for segment in &mut self.segments[first..] {
+            segment.flush()?;
+        }
+        if self.dir_changed {
+            self.dir.sync()?;
+            self.dir_changed = false;
+        }
+        self.recovery_point = self.end;
+        self.unflushed_records = 0;
+        self.last_flush_ms = self.now();
+        Ok(())
+    }
+
+    fn truncate_fully(&mut self, offset: u64) -> Result<()> {
+        if offset >= MAX_OFFSET {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.start,
+                log_end_offset: MAX_OFFSET,
+            });
+        }
+        let now = self.now();
+        // Delete first: the fresh segment may reuse an old one's base offset.
+        // On error the log has lost segments and `guarded` takes it offline.
+        for old in std::mem::take(&mut self.segments) {
+            old.delete()?;
+        }
+        self.dir_changed = true;
+        let fresh = self.dir.create_segment(offset, now)?;
+        self.segments.push(fresh);
+        self.start = offset;
+        self.end = offset;
+        self.high_watermark = offset;
+        self.recovery_point = offset;
+        self.epochs.clear();
+        self.store_checkpoint()
     }
 
     fn now(&self) -> Millis {
@@ -261,29 +379,39 @@ impl<D: LogDir> Drop for SegmentedLog<D> {
 impl<D: LogDir> PartitionLog for SegmentedLog<D> {
     fn append(&mut self, batch: RecordBatch, leader_epoch: i32) -> Result<AppendInfo> {
         self.online()?;
-        self.check_batch(&batch)?;
-        let count = batch.record_count();
-        if count == 0 || batch.last_offset_delta() != count - 1 {
-            return Err(Error::corrupt(format!(
-                "a produced batch needs offset deltas 0..{count}, but its last is {}",
-                batch.last_offset_delta()
-            )));
+        let limit = self
+            .config
+            .max_message_bytes
+            .min(self.config.segment_bytes as usize);
+        self.check_size(&batch, limit)?;
+        batch.validate_produced()?;
+        let latest = self.epochs.latest_epoch();
+        if leader_epoch < 0 || latest.is_some_and(|l| leader_epoch < l) {
+            return Err(Error::FencedLeaderEpoch {
+                epoch: leader_epoch,
+                latest: latest.unwrap_or(-1),
+            });
         }
         let base = self.end;
-        self.append_at(batch, base, Some(leader_epoch))
+        self.check_offsets(base, &batch)?;
+        self.guarded(|log| log.append_at(batch, base, Some(leader_epoch)))
     }
 
     fn append_replicated(&mut self, batch: RecordBatch) -> Result<AppendInfo> {
         self.online()?;
-        self.check_batch(&batch)?;
+        // Like Kafka, a follower takes what the leader accepted whatever its
+        // own `max_message_bytes`; only a segment must be able to hold it.
+        self.check_size(&batch, self.config.segment_bytes as usize)?;
+        batch.validate()?;
         let base = batch.base_offset();
-        if base != self.end || base.checked_add(batch.last_offset_delta() as u64).is_none() {
+        if base != self.end {
             return Err(Error::UnexpectedAppendOffset {
                 expected: self.end,
                 got: base,
             });
         }
-        self.append_at(batch, base, None)
+        self.check_offsets(base, &batch)?;
+        self.guarded(|log| log.append_at(batch, base, None))
     }
 
     fn read(&self, offset: u64, max_bytes: usize) -> Result<Records> {
@@ -336,121 +464,127 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
     }
 
     fn truncate_to(&mut self, offset: u64) -> Result<u64> {
-        self.online()?;
-        if offset >= self.end {
-            return Ok(self.end);
-        }
-        if offset <= self.start {
-            self.truncate_fully_and_start_at(offset)?;
-            return Ok(self.end);
-        }
-        while self.segments.len() > 1
-            && self
-                .segments
-                .last()
-                .is_some_and(|s| s.base_offset() >= offset)
-        {
-            let segment = self.segments.pop().expect("checked above");
-            segment.delete()?;
-        }
-        self.active().truncate_to(offset)?;
-        let new_end = self.active().next_offset();
-        if new_end < self.start {
-            // The batch holding the log start went: nothing readable is left.
-            let start = self.start;
-            self.truncate_fully_and_start_at(start)?;
-            return Ok(self.end);
-        }
-        self.end = new_end;
-        // The epoch in force at the log start stays, even with nothing above it.
-        self.epochs
-            .truncate_from_end(new_end.max(self.start.saturating_add(1)));
-        self.high_watermark = self.high_watermark.min(new_end);
-        self.recovery_point = self.recovery_point.min(new_end);
-        self.store_checkpoint()?;
-        Ok(new_end)
+        self.guarded(|log| {
+            if offset >= log.end {
+                return Ok(log.end);
+            }
+            if offset < log.start {
+                log.truncate_fully(offset)?;
+                return Ok(log.end);
+            }
+            while log.segments.len() > 1
+                && log
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.base_offset() >= offset)
+            {
+                let segment = log.segments.pop().expect("checked above");
+                log.dir_changed = true;
+                segment.delete()?;
+            }
+            log.active_mut().truncate_to(offset)?;
+            let new_end = log.active().next_offset();
+            if new_end < log.start {
+                // The batch holding the log start went: nothing readable is left.
+                let start = log.start;
+                log.truncate_fully(start)?;
+                return Ok(log.end);
+            }
+            log.end = new_end;
+            // The epoch in force at the log start stays, even with nothing above it.
+            log.epochs
+                .truncate_from_end(new_end.max(log.start.saturating_add(1)));
+            log.high_watermark = log.high_watermark.min(new_end);
+            log.recovery_point = log.recovery_point.min(new_end);
+            log.store_checkpoint()?;
+            Ok(new_end)
+        })
     }
 
     fn truncate_fully_and_start_at(&mut self, offset: u64) -> Result<()> {
-        let now = self.now();
-        // Delete first: the fresh segment may reuse an old one's base offset.
-        let mut deleted = Ok(());
-        for old in std::mem::take(&mut self.segments) {
-            deleted = deleted.and(old.delete());
-        }
-        // If this fails the log has no segment left and stays offline.
-        let fresh = self.dir.create_segment(offset, now)?;
-        self.segments.push(fresh);
-        deleted?;
-        self.start = offset;
-        self.end = offset;
-        self.high_watermark = offset;
-        self.recovery_point = offset;
-        self.epochs.clear();
-        self.store_checkpoint()
+        self.guarded(|log| log.truncate_fully(offset))
     }
 
     fn delete_records_before(&mut self, offset: u64) -> Result<u64> {
         self.online()?;
-        let offset = offset.min(self.end);
+        if offset > self.high_watermark {
+            // Kafka's DeleteRecords: only committed records can be deleted.
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.start,
+                log_end_offset: self.high_watermark,
+            });
+        }
         if offset <= self.start {
             return Ok(self.start);
         }
-        while self.segments[0].size() > 0 && self.segments[0].next_offset() <= offset {
-            self.delete_oldest()?;
-        }
-        self.move_start(offset);
-        self.store_checkpoint()?;
-        Ok(self.start)
+        self.guarded(|log| {
+            while log.segments[0].size() > 0 && log.segments[0].next_offset() <= offset {
+                log.delete_oldest()?;
+            }
+            log.move_start(offset);
+            log.store_checkpoint()?;
+            Ok(log.start)
+        })
     }
 
     fn roll(&mut self) -> Result<()> {
-        self.online()?;
-        if self.segments.last().is_some_and(|s| s.size() > 0) {
-            let end = self.end;
-            self.roll_at(end)?;
-        }
-        Ok(())
+        self.guarded(|log| {
+            if log.active().size() > 0 {
+                let end = log.end;
+                log.roll_at(end)?;
+            }
+            Ok(())
+        })
     }
 
     fn maintain(&mut self) -> Result<MaintenanceReport> {
-        self.online()?;
-        let now = self.now();
-        let mut report = MaintenanceReport::default();
-        if let Some(ms) = self.config.retention_ms {
-            let cutoff = now.saturating_sub(ms);
-            while self.segments[0].size() > 0 && self.segments[0].max_timestamp() < cutoff {
-                report.bytes_deleted += self.delete_oldest()?;
-                report.segments_deleted += 1;
+        self.guarded(|log| {
+            let now = log.now();
+            let mut report = MaintenanceReport::default();
+            if let Some(ms) = log.config.retention_ms {
+                let cutoff = now.saturating_sub(ms);
+                while log.oldest_is_deletable() && Self::segment_time(&log.segments[0]) < cutoff {
+                    report.bytes_deleted += log.delete_oldest()?;
+                    report.segments_deleted += 1;
+                }
             }
-        }
-        if let Some(limit) = self.config.retention_bytes {
-            let mut excess = self.size_bytes().saturating_sub(limit);
-            while self.segments[0].size() > 0 && self.segments[0].size() <= excess {
-                let size = self.delete_oldest()?;
-                excess -= size;
-                report.bytes_deleted += size;
-                report.segments_deleted += 1;
+            if let Some(limit) = log.config.retention_bytes {
+                let mut excess = log.size_bytes().saturating_sub(limit);
+                while log.oldest_is_deletable() && log.segments[0].size() <= excess {
+                    let size = log.delete_oldest()?;
+                    excess -= size;
+                    report.bytes_deleted += size;
+                    report.segments_deleted += 1;
+                }
             }
-        }
-        if report.segments_deleted > 0 {
-            let first = self.segments[0].base_offset();
-            self.move_start(first.min(self.end));
-        }
-        let active = self.segments.last().expect("a log always has a segment");
-        if active.size() > 0 && now.saturating_sub(active.created_ms()) >= self.config.segment_ms {
-            self.roll()?;
-        }
-        if let Some(ms) = self.config.flush_ms {
-            if self.recovery_point < self.end && now - self.last_flush_ms >= ms {
-                self.flush()?;
+            if report.segments_deleted > 0 {
+                let first = log.segments[0].base_offset();
+                log.move_start(first.min(log.end));
+            }
+            let active = log.active();
+            if active.size() > 0 && now.saturating_sub(active.created_ms()) >= log.config.segment_ms
+            {
+                let end = log.end;
+                log.roll_at(end)?;
+            }
+            if let Some(ms) = log.config.flush_ms
+                && log.recovery_point < log.end
+                && now - log.last_flush_ms >= ms
+            {
+                log.flush_segments()?;
                 report.flushed = true;
             }
-        }
-        if self.checkpoint() != self.last_checkpoint {
-            self.store_checkpoint()?;
-        }
-        Ok(report)
+            let current = log.checkpoint();
+            let structural = current.log_start_offset != log.last_checkpoint.log_start_offset
+                || current.epochs != log.last_checkpoint.epochs;
+            let periodic = current != log.last_checkpoint
+                && now - log.last_checkpoint_ms >= CHECKPOINT_INTERVAL_MS;
+            if structural || periodic {
+                log.store_checkpoint()?;
+            }
+            Ok(report)
+        })
     }
 
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
@@ -495,26 +629,19 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.online()?;
-        let first = self.segment_index(self.recovery_point);
-        for segment in &mut self.segments[first..] {
-            segment.flush()?;
-        }
-        self.recovery_point = self.end;
-        self.unflushed_records = 0;
-        self.last_flush_ms = self.now();
         // The checkpoint is not rewritten here: a stale recovery point only
         // means more validation at the next open (Kafka checkpoints it
         // periodically too), and it keeps `flush_messages = 1` at one fsync of
         // the segment per append instead of four.
-        Ok(())
+        self.guarded(|log| log.flush_segments())
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
-        self.online()?;
-        self.flush()?;
-        self.store_checkpoint()?;
-        self.active().seal()?;
-        self.dir.mark_clean()
+        self.guarded(|log| {
+            log.flush_segments()?;
+            log.store_checkpoint()?;
+            log.active_mut().seal()?;
+            log.dir.mark_clean()
+        })
     }
 }

@@ -156,16 +156,19 @@ impl<E: IndexEntry> MmapIndex<E> {
         self.entries >= self.capacity
     }
 
-    pub(crate) fn entry(&self, i: usize) -> E {
-        let mmap = self
-            .mmap
-            .as_ref()
-            .expect("entries exist only in a mapped index");
-        E::decode(self.base_offset, &mmap[i * E::SIZE..(i + 1) * E::SIZE])
+    /// Entry `i`, or `None` past the end or when the index lost its mapping
+    /// (a failed resize): a missing entry only makes lookups scan further.
+    fn entry(&self, i: usize) -> Option<E> {
+        if i >= self.entries {
+            return None;
+        }
+        let mmap = self.mmap.as_ref()?;
+        mmap.get(i * E::SIZE..(i + 1) * E::SIZE)
+            .map(|buf| E::decode(self.base_offset, buf))
     }
 
     pub(crate) fn last(&self) -> Option<E> {
-        self.entries.checked_sub(1).map(|i| self.entry(i))
+        self.entries.checked_sub(1).and_then(|i| self.entry(i))
     }
 
     /// Appends an entry; false (nothing written) when the index is full.
@@ -188,19 +191,19 @@ impl<E: IndexEntry> MmapIndex<E> {
         let (mut lo, mut hi) = (0, self.entries);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if before(&self.entry(mid)) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
+            match self.entry(mid) {
+                Some(e) if before(&e) => lo = mid + 1,
+                Some(_) => hi = mid,
+                None => return None,
             }
         }
-        lo.checked_sub(1).map(|i| self.entry(i))
+        lo.checked_sub(1).and_then(|i| self.entry(i))
     }
 
     /// Keeps only the entries for which `keep` holds (a prefix).
     pub(crate) fn truncate_where(&mut self, keep: impl Fn(&E) -> bool) {
         let mut n = self.entries;
-        while n > 0 && !keep(&self.entry(n - 1)) {
+        while n > 0 && !self.entry(n - 1).is_some_and(|e| keep(&e)) {
             n -= 1;
         }
         self.entries = n;
@@ -210,21 +213,21 @@ impl<E: IndexEntry> MmapIndex<E> {
     /// (when a sealed segment becomes active again).
     pub(crate) fn resize(&mut self, trimmed: bool) -> Result<()> {
         let io = |e| Error::io(self.path.display(), e);
+        // Until the new mapping exists the index counts as empty, so an error
+        // part-way leaves a usable (if slower) index, never a dangling one.
+        let kept = std::mem::take(&mut self.entries);
         if let Some(mmap) = self.mmap.take() {
             mmap.flush().map_err(io)?;
         }
-        let entries = if trimmed {
-            self.entries
-        } else {
-            self.capacity.max(1)
-        };
-        self.file.set_len((entries * E::SIZE) as u64).map_err(io)?;
-        if entries > 0 {
+        let len = if trimmed { kept } else { self.capacity.max(1) };
+        self.file.set_len((len * E::SIZE) as u64).map_err(io)?;
+        if len > 0 {
             // SAFETY: see `map`.
             self.mmap = Some(unsafe { MmapMut::map_mut(&self.file) }.map_err(io)?);
         }
+        self.entries = kept;
         if trimmed {
-            self.capacity = self.entries;
+            self.capacity = kept;
         }
         Ok(())
     }

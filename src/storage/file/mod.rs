@@ -8,6 +8,7 @@
 //!     00000000000000052311.log …      the next segment, named by its base offset
 //!     partition.checkpoint            log start, recovery point, high watermark, epochs
 //!     clean-shutdown                  present only while the log is closed cleanly
+//!     lock                            flock-ed while a handle has the log open
 //! ```
 //!
 //! # Durability
@@ -47,11 +48,9 @@
 mod index;
 mod segment;
 
-use std::collections::HashSet;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 use self::segment::{FileSegment, OpenMode, segment_paths};
 use super::checkpoint::{Checkpoint, sync_dir};
@@ -62,6 +61,7 @@ use crate::time::{Clock, Millis, SystemClock};
 use crate::topic::TopicPartition;
 
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+const LOCK_FILE: &str = "lock";
 
 /// Partition logs in files under one root directory; see the
 /// [module docs](self) for the layout, durability and recovery.
@@ -89,7 +89,6 @@ const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub struct FileStorage {
     root: PathBuf,
     clock: Arc<dyn Clock>,
-    open_logs: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl FileStorage {
@@ -102,11 +101,7 @@ impl FileStorage {
     pub fn with_clock(root: impl Into<PathBuf>, clock: Arc<dyn Clock>) -> Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|e| Error::io(root.display(), e))?;
-        Ok(Self {
-            root,
-            clock,
-            open_logs: Arc::default(),
-        })
+        Ok(Self { root, clock })
     }
 
     /// The root directory.
@@ -124,16 +119,31 @@ impl FileStorage {
     }
 }
 
-/// Marks a directory as having an open log until dropped.
+/// An exclusive advisory lock (`flock`) on a partition directory's `lock`
+/// file, held while its log is open: a second handle, in this process or
+/// another, gets [`Error::LogInUse`] instead of writing the same files (and
+/// shrinking a file another handle has mapped).
 #[derive(Debug)]
-struct OpenGuard {
-    open_logs: Arc<Mutex<HashSet<PathBuf>>>,
-    dir: PathBuf,
+struct DirLock {
+    _file: File,
 }
 
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.open_logs.lock().remove(&self.dir);
+impl DirLock {
+    fn acquire(dir: &Path, partition: &TopicPartition, replica: ReplicaId) -> Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::LogInUse {
+                partition: format!("{partition} (replica {replica})"),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path.display(), e)),
+        }
     }
 }
 
@@ -146,22 +156,14 @@ impl Storage for FileStorage {
     ) -> Result<Box<dyn PartitionLog>> {
         config.validate()?;
         let dir = self.partition_dir(partition, replica);
-        if !self.open_logs.lock().insert(dir.clone()) {
-            return Err(Error::LogInUse {
-                partition: format!("{partition} (replica {replica})"),
-            });
-        }
-        let guard = OpenGuard {
-            open_logs: Arc::clone(&self.open_logs),
-            dir: dir.clone(),
-        };
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        let lock = DirLock::acquire(&dir, partition, replica)?;
         let now = self.clock.now_ms();
         let (segments, checkpoint, recovered) = load_segments(&dir, config, now)?;
         let file_dir = FileDir {
             dir,
             config: config.clone(),
-            _guard: guard,
+            _lock: lock,
         };
         let mut log = SegmentedLog::new(
             file_dir,
@@ -180,11 +182,10 @@ impl Storage for FileStorage {
 
     fn remove(&self, partition: &TopicPartition, replica: ReplicaId) -> Result<()> {
         let dir = self.partition_dir(partition, replica);
-        if self.open_logs.lock().contains(&dir) {
-            return Err(Error::LogInUse {
-                partition: format!("{partition} (replica {replica})"),
-            });
+        if !dir.exists() {
+            return Ok(());
         }
+        let _lock = DirLock::acquire(&dir, partition, replica)?;
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir.display(), e)),
             _ => Ok(()),
@@ -309,12 +310,14 @@ fn list_segment_bases(dir: &Path) -> Result<Vec<u64>> {
         let Some((stem, ext)) = name.split_once('.') else {
             continue;
         };
-        let Ok(base) = stem.parse::<u64>() else {
+        // Kafka's names: 20 digits, at most i64::MAX; anything else is not ours.
+        let Some(base) = stem
+            .parse::<u64>()
+            .ok()
+            .filter(|&b| stem.len() == 20 && b <= i64::MAX as u64)
+        else {
             continue;
         };
-        if stem.len() != 20 {
-            continue;
-        }
         match ext {
             "log" => logs.push(base),
             "index" | "timeindex" => others.push((base, path)),
@@ -341,7 +344,7 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 struct FileDir {
     dir: PathBuf,
     config: LogConfig,
-    _guard: OpenGuard,
+    _lock: DirLock,
 }
 
 impl LogDir for FileDir {
@@ -357,6 +360,10 @@ impl LogDir for FileDir {
 
     fn release(&mut self, segments: Vec<FileSegment>, _checkpoint: Checkpoint) {
         drop(segments);
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        sync_dir(&self.dir)
     }
 
     fn mark_clean(&mut self) -> Result<()> {

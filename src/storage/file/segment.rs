@@ -1,7 +1,7 @@
 //! One on-disk segment: `<base>.log` with its `.index` and `.timeindex`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -118,11 +118,12 @@ impl FileSegment {
         now: Millis,
     ) -> Result<Self> {
         let [log, index, timeindex] = segment_paths(dir, base_offset);
+        // A leftover file is unlinked, never truncated: readers may still map it.
+        remove_if_exists(&log)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&log)
             .map_err(|e| Error::io(log.display(), e))?;
         let offset_capacity = index_capacity(config, 8);
@@ -270,16 +271,12 @@ impl FileSegment {
             segment.max_timestamp = max_ts;
             segment.bytes_since_index = (pos - tail_start) as u64;
         }
-        drop(data);
-        let io = |e| Error::io(log.display(), e);
         if let Some(cut) = cut_at {
-            // Only after the mapping is gone: a mapped file is never shrunk.
-            segment.file.set_len(cut).map_err(io)?;
+            // A mapping of this file may live on in a reader of an earlier
+            // handle: keep the old inode intact and swap in a shorter copy.
+            segment.file = replace_with_prefix(&log, &data[..cut as usize])?;
         }
-        segment
-            .file
-            .seek(SeekFrom::Start(segment.size))
-            .map_err(io)?;
+        drop(data);
         Ok(Opened {
             segment,
             epochs,
@@ -400,6 +397,34 @@ impl FileSegment {
     }
 }
 
+/// Atomically replaces `path` with a file holding `prefix`: written to a
+/// temporary file, fsynced, renamed over, and the directory fsynced. The old
+/// inode lives on for any reader that still maps it. Returns the new file.
+fn replace_with_prefix(path: &Path, prefix: &[u8]) -> Result<File> {
+    let tmp = path.with_extension("log.tmp");
+    let io = |e| Error::io(path.display(), e);
+    let mut file = File::create(&tmp).map_err(io)?;
+    file.write_all(prefix).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        crate::storage::checkpoint::sync_dir(dir)?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path.display(), e)),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a file whole as `Bytes` backed by a read-only mapping.
 fn map_file(file: &File, len: u64, path: &Path) -> Result<Bytes> {
     if len == 0 {
@@ -466,7 +491,9 @@ fn check_indexes(
         .iter()
         .all(|e| (e.position as usize) < data.len() && e.position > 0);
     let last_matches = offsets.last().is_none_or(|e| {
-        BatchHead::parse(&data[e.position as usize..]).is_some_and(|h| h.base_offset == e.offset)
+        data.get(e.position as usize..)
+            .and_then(BatchHead::parse)
+            .is_some_and(|h| h.base_offset == e.offset)
     });
     let times_in_range = times.last().is_none_or(|t| {
         offsets
@@ -517,9 +544,12 @@ impl crate::storage::log::Segment for FileSegment {
             None => batch,
         };
         let bytes = batch.as_bytes();
-        (&self.file)
-            .write_all(bytes)
-            .map_err(|e| Error::io(self.log_path.display(), e))?;
+        if let Err(e) = self.file.write_all_at(bytes, self.size) {
+            // Drop whatever part was written so the next append lands where
+            // `size` says; if even that fails the log goes offline.
+            let _ = self.file.set_len(self.size);
+            return Err(Error::io(self.log_path.display(), e));
+        }
         let position = self.size;
         self.size += bytes.len() as u64;
         self.track(
@@ -542,21 +572,36 @@ impl crate::storage::log::Segment for FileSegment {
         let chunk = self.bytes_at(pos, want)?;
         // Cut at the last whole batch and refuse to serve a corrupt one.
         let mut cut = 0;
+        let mut expected = head.base_offset;
         while cut < chunk.len() {
             let Some(size) = batch_size_at(&chunk[cut..]).filter(|&s| cut + s <= chunk.len())
             else {
                 break;
             };
-            let batch = RecordBatch::from_bytes(chunk.slice(cut..cut + size));
-            if let Err(e) = batch.and_then(|b| b.validate()) {
-                if cut == 0 {
+            // The CRC covers neither base offset nor length: check that each
+            // batch continues the previous one, too.
+            let batch = RecordBatch::from_bytes(chunk.slice(cut..cut + size))
+                .and_then(|b| b.validate().map(|()| b))
+                .and_then(|b| {
+                    if b.base_offset() == expected {
+                        Ok(b)
+                    } else {
+                        Err(Error::corrupt(format!(
+                            "batch at offset {} where {expected} was expected",
+                            b.base_offset()
+                        )))
+                    }
+                });
+            match batch {
+                Ok(b) => expected = b.next_offset(),
+                Err(e) if cut == 0 => {
                     return Err(Error::CorruptLog {
                         path: self.log_path.clone(),
                         offset: head.base_offset,
                         reason: e.to_string(),
                     });
                 }
-                break;
+                Err(_) => break,
             }
             cut += size;
         }
@@ -586,20 +631,12 @@ impl crate::storage::log::Segment for FileSegment {
         if self.sealed.is_some() {
             // Readers may hold slices of the mapping: never shrink a mapped
             // file. Write the kept prefix to a new file and rename it over.
-            let tmp = self.log_path.with_extension("log.tmp");
             let prefix = self.bytes_at(0, pos as usize)?;
-            std::fs::write(&tmp, &prefix).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            self.file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io)?;
+            self.file = replace_with_prefix(&path, &prefix)?;
             self.unseal()?;
         } else {
             self.file.set_len(pos).map_err(io)?;
         }
-        self.file.seek(SeekFrom::Start(pos)).map_err(io)?;
         self.size = pos;
         self.next_offset = if pos == 0 {
             self.base_offset
