@@ -116,9 +116,7 @@ impl<E: IndexEntry> MmapIndex<E> {
 
     /// A new, empty index at `path` (an old file there is discarded).
     pub(crate) fn create(path: &Path, base_offset: u64, capacity: usize) -> Result<Self> {
-        if path.exists() {
-            std::fs::remove_file(path).map_err(|e| Error::io(path.display(), e))?;
-        }
+        super::remove_if_exists(path)?;
         Self::map(path, base_offset, capacity, 0)
     }
 
@@ -249,10 +247,7 @@ impl<E: IndexEntry> MmapIndex<E> {
     pub(crate) fn delete(self) -> Result<()> {
         let path = self.path.clone();
         drop(self);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path.display(), e)),
-            _ => Ok(()),
-        }
+        super::remove_if_exists(&path)
     }
 }
 

@@ -333,7 +333,8 @@ fn list_segment_bases(dir: &Path) -> Result<Vec<u64>> {
     Ok(logs)
 }
 
-fn remove_if_exists(path: &Path) -> Result<()> {
+/// Deletes a file; one that is already gone is not an error.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path.display(), e)),
         _ => Ok(()),

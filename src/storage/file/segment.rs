@@ -9,6 +9,7 @@ use bytes::Bytes;
 use memmap2::Mmap;
 
 use super::index::{MmapIndex, OffsetEntry, TimeEntry};
+use super::remove_if_exists;
 use crate::error::{Error, Result};
 use crate::record::{BATCH_HEADER_LEN, RecordBatch, Records, batch_size_at};
 use crate::storage::LogConfig;
@@ -416,13 +417,6 @@ fn replace_with_prefix(path: &Path, prefix: &[u8]) -> Result<File> {
         .write(true)
         .open(path)
         .map_err(io)
-}
-
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path.display(), e)),
-        _ => Ok(()),
-    }
 }
 
 /// Reads a file whole as `Bytes` backed by a read-only mapping.
