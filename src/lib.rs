@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 #![cfg(unix)]
 
+pub mod client;
 mod error;
 pub mod record;
 pub mod storage;

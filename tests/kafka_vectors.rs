@@ -155,3 +155,26 @@ fn keys_and_values_are_slices_of_the_batch_buffer() {
         }
     }
 }
+
+#[test]
+fn murmur2_and_partitions_match_kafka_for_every_vector_key() {
+    use ferrolog::client::partitioner::{murmur2, partition_for_key};
+    let vectors = vectors();
+    let entries = vectors["murmur2"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    let mut checked = 0;
+    for e in entries {
+        let key = unhex(e["key_hex"].as_str().unwrap());
+        assert_eq!(murmur2(&key) as i64, int(e, "murmur2"), "key {key:?}");
+        for (partitions, expected) in e["partition"].as_object().unwrap() {
+            let n: u32 = partitions.parse().unwrap();
+            assert_eq!(
+                partition_for_key(&key, n) as i64,
+                expected.as_i64().unwrap(),
+                "key {key:?} over {n} partitions"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, entries.len() * 5);
+}
