@@ -212,7 +212,7 @@ impl<D: LogDir> SegmentedLog<D> {
         Ok(())
     }
 
-    /// Size and integrity checks shared by leader and follower appends.
+    /// Refuses a batch larger than `limit` bytes.
     fn check_size(&self, batch: &RecordBatch, limit: usize) -> Result<()> {
         if batch.size() > limit {
             return Err(Error::RecordTooLarge {
@@ -316,9 +316,11 @@ impl<D: LogDir> SegmentedLog<D> {
 
     fn move_start(&mut self, offset: u64) {
         if offset > self.start {
+            // Callers only move the start up to committed data (retention and
+            // DeleteRecords stop at the high watermark), so start ≤ HW holds.
+            debug_assert!(offset <= self.high_watermark);
             self.start = offset;
             self.epochs.truncate_from_start(offset);
-            self.high_watermark = self.high_watermark.max(offset);
             self.recovery_point = self.recovery_point.max(offset);
         }
     }

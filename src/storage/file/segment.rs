@@ -374,15 +374,6 @@ impl FileSegment {
         Ok(())
     }
 
-    /// Turns a sealed segment back into the writable active one.
-    fn unseal(&mut self) -> Result<()> {
-        if self.sealed.take().is_some() {
-            self.offset_index.reopen_for_append(self.offset_capacity)?;
-            self.time_index.reopen_for_append(self.time_capacity)?;
-        }
-        Ok(())
-    }
-
     /// Marks an opened segment as the active one or as sealed.
     pub(crate) fn set_active(&mut self, active: bool) -> Result<()> {
         if active {
@@ -627,7 +618,7 @@ impl crate::storage::log::Segment for FileSegment {
             // file. Write the kept prefix to a new file and rename it over.
             let prefix = self.bytes_at(0, pos as usize)?;
             self.file = replace_with_prefix(&path, &prefix)?;
-            self.unseal()?;
+            self.set_active(true)?;
         } else {
             self.file.set_len(pos).map_err(io)?;
         }
