@@ -1,52 +1,53 @@
-//! Quickstart: a durable partition log in a temporary directory.
-//!
-//! Appends a batch of keyed records to a `FileStorage` log, closes it, reopens
-//! it (as after a restart) and reads every record back with its offset.
+//! An embedded cluster in a few lines: create a topic with three partitions,
+//! produce ten keyed records, and read them all back with their partition and
+//! offset.
 //!
 //! Run with `cargo run --example quickstart`.
 
-use ferrolog::TopicPartition;
-use ferrolog::record::RecordBatchBuilder;
-use ferrolog::storage::{FileStorage, LogConfig, Storage};
+use std::time::Duration;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let storage = FileStorage::new(dir.path())?;
-    let orders = TopicPartition::new("orders", 0)?;
+use ferrolog::client::{AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig};
+use ferrolog::{Admin, Cluster, NewTopic, ProducerRecord, TopicPartition};
 
-    // Append: one batch of ten keyed records, as a producer would send it.
-    let mut log = storage.open(&orders, 0, &LogConfig::default())?;
-    let mut batch = RecordBatchBuilder::new();
+fn main() -> ferrolog::Result<()> {
+    // One broker, in memory, in this process.
+    let cluster = Cluster::builder().build()?;
+    Admin::new(&cluster)?.create_topic(NewTopic::new("greetings", 3))?;
+
+    // Records with the same key always land in the same partition (Kafka's murmur2).
+    let producer: Producer<String, String> = Producer::new(&cluster, ProducerConfig::default())?;
+    let mut deliveries = Vec::new();
     for i in 0..10 {
-        let key = format!("customer-{}", i % 3);
-        let value = format!("order #{i}");
-        batch.append(
-            1_700_000_000_000 + i,
-            Some(key.as_bytes()),
-            Some(value.as_bytes()),
-            &[],
-        );
+        let record = ProducerRecord::new("greetings", format!("hello #{i}"))
+            .with_key(format!("user-{}", i % 4));
+        deliveries.push(producer.send(record)?); // batched, sent in the background
     }
-    let appended = log.append(batch.build(), 0)?;
-    println!(
-        "appended offsets {}..={} to {orders}",
-        appended.base_offset, appended.last_offset
-    );
-    log.close()?;
+    for delivery in deliveries {
+        delivery.wait()?; // acknowledged by the broker (acks=all)
+    }
 
-    // Reopen, as after a restart, and read everything back.
-    let log = storage.open(&orders, 0, &LogConfig::default())?;
-    println!(
-        "reopened {orders}: offsets {}..{} in {}",
-        log.log_start_offset(),
-        log.log_end_offset(),
-        storage.partition_dir(&orders, 0).display()
-    );
-    for record in log.read(0, 1 << 20)?.records() {
-        let record = record?;
-        let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default());
-        let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
-        println!("offset {:>2}  key {key:<12} value {value}", record.offset);
+    let config = ConsumerConfig::builder()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .build()?;
+    let mut consumer: Consumer<String, String> = Consumer::new(&cluster, config)?;
+    let partitions = (0..3)
+        .map(|p| TopicPartition::new("greetings", p))
+        .collect::<ferrolog::Result<Vec<_>>>()?;
+    consumer.assign(partitions)?;
+
+    let mut received = 0;
+    while received < 10 {
+        for record in consumer.poll(Duration::from_secs(5))? {
+            println!(
+                "partition {} offset {}: {} = {}",
+                record.partition(),
+                record.offset,
+                record.key.as_deref().unwrap_or("-"),
+                record.value.as_deref().unwrap_or("-"),
+            );
+            received += 1;
+        }
     }
-    Ok(())
+    println!("consumed {received} records");
+    cluster.shutdown()
 }

@@ -6,12 +6,18 @@
 //! ([`Error::is_retriable`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::topic::TopicPartition;
 
 /// Shorthand for `std::result::Result<T, ferrolog::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in ferrolog.
-#[derive(Debug, thiserror::Error)]
+///
+/// Errors are `Clone` (an I/O error is shared behind an `Arc`), so one failure
+/// can be handed to every record of a batch.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A configuration value is out of range or inconsistent with another one.
@@ -130,20 +136,211 @@ pub enum Error {
         context: String,
         /// The underlying error.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
+    },
+
+    /// The topic does not exist, or this broker does not know it yet (Kafka:
+    /// `UNKNOWN_TOPIC_OR_PARTITION`). Retriable: metadata may be catching up.
+    #[error("unknown topic {topic:?}")]
+    UnknownTopicOrPartition {
+        /// The topic asked for.
+        topic: String,
+    },
+
+    /// The topic exists but has no partition with this number.
+    #[error(
+        "topic {topic:?} has {partition_count} partitions; partition {partition} does not exist"
+    )]
+    InvalidPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partition_count: u32,
+    },
+
+    /// A topic with this name already exists (Kafka: `TOPIC_ALREADY_EXISTS`).
+    #[error("topic {topic:?} already exists")]
+    TopicAlreadyExists {
+        /// The topic.
+        topic: String,
+    },
+
+    /// A partition count that cannot be used: zero, or not more than the topic
+    /// has when adding partitions (Kafka: `INVALID_PARTITIONS`).
+    #[error("invalid partition count: {reason}")]
+    InvalidPartitions {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A replication factor that cannot be met (Kafka: `INVALID_REPLICATION_FACTOR`).
+    #[error("invalid replication factor: {reason}")]
+    InvalidReplicationFactor {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The broker asked is not the leader of the partition (Kafka:
+    /// `NOT_LEADER_OR_FOLLOWER`). Retriable after a metadata refresh.
+    #[error("broker {broker} is not the leader of {partition}")]
+    NotLeaderOrFollower {
+        /// The broker that refused.
+        broker: u32,
+        /// The partition.
+        partition: TopicPartition,
+    },
+
+    /// An admin request reached a broker that is not the controller (Kafka:
+    /// `NOT_CONTROLLER`). Retriable after a metadata refresh.
+    #[error("broker {broker} is not the controller")]
+    NotController {
+        /// The broker that refused.
+        broker: u32,
+    },
+
+    /// A batch is well-formed but not acceptable from a client, e.g. a control
+    /// batch or offsets that are not dense (Kafka: `INVALID_RECORD`).
+    #[error("invalid record: {reason}")]
+    InvalidRecord {
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A request (or a protocol message) is malformed or inconsistent (Kafka:
+    /// `INVALID_REQUEST`).
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No response arrived within the request timeout (Kafka:
+    /// `REQUEST_TIMED_OUT`). Retriable.
+    #[error("{operation} timed out after {timeout_ms} ms")]
+    RequestTimedOut {
+        /// What was waited for.
+        operation: &'static str,
+        /// How long.
+        timeout_ms: u64,
+    },
+
+    /// A record could not be delivered within `delivery_timeout_ms` of being
+    /// sent (Kafka's `TimeoutException: Expiring N record(s)`). Final: the
+    /// producer has given up on it.
+    #[error(
+        "expired {records} record(s) for {partition}: {elapsed_ms} ms passed since the batch was created{}",
+        last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+    )]
+    DeliveryTimeout {
+        /// The partition the records were for.
+        partition: TopicPartition,
+        /// How many records the expired batch held.
+        records: usize,
+        /// Time since the batch was created.
+        elapsed_ms: u64,
+        /// The last error an attempt got, if any attempt was made.
+        last_error: Option<String>,
+    },
+
+    /// `send` waited `max_block_ms` for room in `buffer_memory` and found none
+    /// (Kafka: `BufferExhaustedException`). Retriable once the producer has
+    /// delivered some of what it holds.
+    #[error(
+        "no room for {requested} bytes in buffer_memory ({buffer_memory} bytes) within max_block_ms ({max_block_ms} ms)"
+    )]
+    BufferExhausted {
+        /// Bytes the record needed.
+        requested: usize,
+        /// The configured buffer size.
+        buffer_memory: usize,
+        /// How long `send` waited.
+        max_block_ms: u64,
+    },
+
+    /// A node could not be reached, or a request was lost without a response
+    /// (Kafka: `NetworkException`). Retriable.
+    #[error("network error talking to node {node}: {reason}")]
+    Network {
+        /// The node the request was for.
+        node: u32,
+        /// What happened.
+        reason: String,
+    },
+
+    /// A key or value could not be serialized (Kafka: `SerializationException`).
+    #[error("serialization failed: {reason}")]
+    Serialization {
+        /// What failed.
+        reason: String,
+    },
+
+    /// A fetched record's key or value could not be deserialized (Kafka:
+    /// `RecordDeserializationException`). The consumer's position stays at the
+    /// record; `seek` past it to skip it.
+    #[error("cannot deserialize the record at {partition} offset {offset}: {reason}")]
+    RecordDeserialization {
+        /// The partition.
+        partition: TopicPartition,
+        /// The record's offset.
+        offset: u64,
+        /// What failed.
+        reason: String,
+    },
+
+    /// A producer interceptor's `on_send` dropped the record; it was not sent.
+    #[error("the record was dropped by a producer interceptor")]
+    DroppedByInterceptor,
+
+    /// The client was closed; it accepts no more work.
+    #[error("the {client} is closed")]
+    ClientClosed {
+        /// Which client (`"producer"`, `"consumer"`, …).
+        client: &'static str,
+    },
+
+    /// A consumer has no position for a partition and `auto_offset_reset` is
+    /// `None`, or the position fell out of the log's range (Kafka:
+    /// `NoOffsetForPartitionException`).
+    #[error("no valid offset for {partition} and auto_offset_reset is none")]
+    NoOffsetForPartition {
+        /// The partition.
+        partition: TopicPartition,
+    },
+
+    /// `poll` was called on a consumer that is assigned nothing.
+    #[error("the consumer is not assigned any partitions")]
+    NotAssigned,
+
+    /// A per-partition operation named a partition the consumer is not assigned.
+    #[error("partition {partition} is not assigned to this consumer")]
+    PartitionNotAssigned {
+        /// The partition.
+        partition: TopicPartition,
     },
 }
 
 impl Error {
     /// Whether the same operation may succeed if it is tried again later.
     ///
-    /// Mirrors Kafka's `RetriableException` split: a corrupt batch on the wire and
-    /// a storage I/O error are retriable (the next attempt may carry or find good
-    /// bytes); bad config, oversized records and out-of-range offsets are not.
+    /// Mirrors Kafka's `RetriableException` split: a corrupt batch on the wire,
+    /// a storage I/O error, a leader that moved, an unknown topic (metadata may
+    /// lag), a timeout and a lost connection are retriable; bad config, oversized
+    /// records, out-of-range offsets and anything the producer already gave up
+    /// on are not. The producer retries exactly the retriable ones.
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            Error::CorruptRecord { .. } | Error::Io { .. } | Error::LogOffline { .. }
+            Error::CorruptRecord { .. }
+                | Error::Io { .. }
+                | Error::LogOffline { .. }
+                | Error::UnknownTopicOrPartition { .. }
+                | Error::NotLeaderOrFollower { .. }
+                | Error::NotController { .. }
+                | Error::RequestTimedOut { .. }
+                | Error::BufferExhausted { .. }
+                | Error::Network { .. }
         )
     }
 
@@ -163,7 +360,7 @@ impl Error {
     pub(crate) fn io(context: impl std::fmt::Display, source: std::io::Error) -> Self {
         Error::Io {
             context: context.to_string(),
-            source,
+            source: Arc::new(source),
         }
     }
 }

@@ -39,13 +39,26 @@
 #![warn(missing_docs)]
 #![cfg(unix)]
 
+pub mod broker;
 pub mod client;
+pub mod cluster;
+mod controller;
 mod error;
+pub mod protocol;
 pub mod record;
 pub mod storage;
 mod time;
 mod topic;
+pub mod transport;
 
+pub use client::{
+    Acks, Admin, AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, Producer,
+    ProducerConfig, ProducerRecord,
+};
+pub use cluster::{Cluster, ClusterBuilder};
 pub use error::{Error, Result};
 pub use time::{Clock, ManualClock, Millis, SystemClock};
-pub use topic::{MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name};
+pub use topic::{
+    INTERNAL_TOPIC_PREFIX, MAX_TOPIC_NAME_LEN, NewTopic, TopicConfig, TopicPartition,
+    validate_topic_name,
+};

@@ -1,6 +1,7 @@
 //! Names of topics and partitions.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -15,9 +16,11 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// assert_eq!(tp.to_string(), "orders-3");
 /// # Ok::<(), ferrolog::Error>(())
 /// ```
+///
+/// Cloning is cheap: the topic name is shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
-    topic: String,
+    topic: Arc<str>,
     partition: u32,
 }
 
@@ -26,7 +29,15 @@ impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: u32) -> Result<Self> {
         let topic = topic.into();
         validate_topic_name(&topic)?;
-        Ok(Self { topic, partition })
+        Ok(Self {
+            topic: topic.into(),
+            partition,
+        })
+    }
+
+    /// A partition of a topic whose name is already shared (and valid).
+    pub(crate) fn from_shared(topic: Arc<str>, partition: u32) -> Self {
+        Self { topic, partition }
     }
 
     /// The topic's name.
@@ -56,6 +67,61 @@ impl fmt::Display for TopicPartition {
         write!(f, "{}-{}", self.topic, self.partition)
     }
 }
+
+/// A topic's settings: retention, segment size, flush policy, largest batch.
+/// Kafka keeps a topic's configs in its log config; so does ferrolog.
+pub type TopicConfig = crate::storage::LogConfig;
+
+/// A topic to create: name, partition count, replication factor and settings.
+///
+/// ```
+/// use ferrolog::{NewTopic, TopicConfig};
+/// let topic = NewTopic::new("orders", 3).config(TopicConfig {
+///     retention_ms: Some(60 * 60 * 1000),
+///     ..TopicConfig::default()
+/// });
+/// assert_eq!(topic.partitions, 3);
+/// assert_eq!(topic.replication_factor, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// The topic's name ([`validate_topic_name`] rules).
+    pub name: String,
+    /// Number of partitions, at least 1.
+    pub partitions: u32,
+    /// Replicas per partition, at least 1 and at most the number of brokers.
+    pub replication_factor: u16,
+    /// Per-topic settings.
+    pub config: TopicConfig,
+}
+
+impl NewTopic {
+    /// A topic with `partitions` partitions, replication factor 1 and default settings.
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            config: TopicConfig::default(),
+        }
+    }
+
+    /// Sets the replication factor.
+    pub fn replication_factor(mut self, replication_factor: u16) -> Self {
+        self.replication_factor = replication_factor;
+        self
+    }
+
+    /// Sets the topic's settings.
+    pub fn config(mut self, config: TopicConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+/// Topics whose names start with this are internal (`__cluster_metadata`,
+/// later `__consumer_offsets`); clients cannot create or delete them.
+pub const INTERNAL_TOPIC_PREFIX: &str = "__";
 
 /// Checks a topic name against Kafka's rules: 1 to 249 characters from
 /// `[a-zA-Z0-9._-]`, and neither `.` nor `..`.

@@ -128,6 +128,40 @@ impl Records {
         &self.chunks
     }
 
+    /// Drops every batch whose base offset is `end_offset` or more (a read
+    /// trimmed to the high watermark). Batches are not split; a buffer that
+    /// does not parse as batches is kept as it is up to the first bad header.
+    pub fn truncate_at_offset(&mut self, end_offset: u64) {
+        let mut kept = 0;
+        for i in 0..self.chunks.len() {
+            let chunk = &self.chunks[i];
+            let mut pos = 0;
+            while pos + 8 <= chunk.len() {
+                let base = u64::from_be_bytes(chunk[pos..pos + 8].try_into().unwrap_or_default());
+                if base >= end_offset {
+                    break;
+                }
+                match batch_size_at(&chunk[pos..]) {
+                    Some(size) if pos + size <= chunk.len() => pos += size,
+                    _ => {
+                        pos = chunk.len();
+                        break;
+                    }
+                }
+            }
+            if pos < chunk.len() {
+                let cut = self.chunks[i].slice(..pos);
+                self.chunks.truncate(i);
+                if !cut.is_empty() {
+                    self.chunks.push(cut);
+                }
+                self.size = kept + pos;
+                return;
+            }
+            kept += chunk.len();
+        }
+    }
+
     /// The batches, split by their length fields. A buffer that does not split
     /// into whole batches yields [`Error::CorruptRecord`].
     pub fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {

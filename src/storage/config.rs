@@ -3,7 +3,9 @@
 use crate::error::{Error, Result};
 use crate::time::Millis;
 
-/// Settings of one partition log. Names and defaults follow Kafka's topic
+/// Settings of one partition log, which are a topic's settings
+/// ([`TopicConfig`](crate::TopicConfig) is this type, as in Kafka, where a
+/// topic's configs are its log's). Names and defaults follow Kafka's topic
 /// configs (`segment.bytes` → `segment_bytes`, …). Build one with struct update
 /// syntax and let [`LogConfig::validate`] (called by every `Storage::open`)
 /// reject bad values:
@@ -15,7 +17,7 @@ use crate::time::Millis;
 /// assert!(LogConfig { index_interval_bytes: 0, ..config }.validate().is_err());
 /// # Ok::<(), ferrolog::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogConfig {
     /// Roll to a new segment once the active one holds this many bytes.
     /// Default 1 GiB; at most `i32::MAX` (index positions are 32-bit).

@@ -1,0 +1,312 @@
+//! Client configs: Kafka's names and defaults, validated at construction.
+//!
+//! Each config is a struct with public fields and a `Default` matching
+//! Kafka's documented defaults, plus a builder whose `build()` validates:
+//!
+//! ```
+//! use ferrolog::client::{Acks, ProducerConfig};
+//! let config = ProducerConfig::builder().acks(Acks::Leader).linger_ms(10u64).build()?;
+//! assert_eq!(config.batch_size, 16_384);
+//! let bad = ProducerConfig::builder().request_timeout_ms(0u64).build();
+//! assert!(matches!(bad, Err(ferrolog::Error::InvalidConfig { field: "request_timeout_ms", .. })));
+//! # Ok::<(), ferrolog::Error>(())
+//! ```
+//!
+//! A config built with struct syntax is validated when the client is created.
+
+use crate::error::{Error, Result};
+use crate::protocol::Acks;
+use crate::record::BATCH_HEADER_LEN;
+
+/// Generates `<Config>Builder` with one setter per field and a validating
+/// `build()`, and `<Config>::builder()`.
+macro_rules! config_builder {
+    ($config:ident, $builder:ident { $($field:ident: $ty:ty),* $(,)? }) => {
+        #[doc = concat!("Builds a [`", stringify!($config), "`] from its defaults; `build()` validates it.")]
+        #[derive(Debug, Clone, Default)]
+        pub struct $builder {
+            config: $config,
+        }
+
+        impl $builder {
+            $(
+                #[doc = concat!("Sets [`", stringify!($config), "::", stringify!($field), "`].")]
+                pub fn $field(mut self, value: impl Into<$ty>) -> Self {
+                    self.config.$field = value.into();
+                    self
+                }
+            )*
+
+            /// Validates the config; a bad value is [`Error::InvalidConfig`]
+            /// naming the field.
+            pub fn build(self) -> Result<$config> {
+                self.config.validate()?;
+                Ok(self.config)
+            }
+        }
+
+        impl $config {
+            /// A builder starting from the defaults.
+            pub fn builder() -> $builder {
+                $builder::default()
+            }
+        }
+    };
+}
+
+fn positive(field: &'static str, value: u64) -> Result<()> {
+    if value == 0 {
+        return Err(Error::config(field, "must be positive"));
+    }
+    Ok(())
+}
+
+/// Settings of a [`Producer`](super::Producer), with Kafka's names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// A name for the producer in errors and logs (default: empty).
+    pub client_id: String,
+    /// What a send waits for (default [`Acks::All`], as in Kafka 3.0+).
+    pub acks: Acks,
+    /// Bytes of records collected per partition before a batch is sent
+    /// (default 16,384). A larger record gets a batch of its own.
+    pub batch_size: usize,
+    /// How long a batch waits for more records before it is sent, in ms
+    /// (default 5, as in Kafka 4.0). 0 sends as soon as the sender is free.
+    pub linger_ms: u64,
+    /// Bytes of records the producer may hold before `send` blocks
+    /// (default 33,554,432 = 32 MiB).
+    pub buffer_memory: usize,
+    /// Longest `send` blocks for metadata or buffer space, in ms
+    /// (default 60,000); then it fails.
+    pub max_block_ms: u64,
+    /// How often a batch is retried after a retriable error (default
+    /// 2,147,483,647: bounded in practice by `delivery_timeout_ms`).
+    pub retries: u32,
+    /// Wait before the first retry of a batch, in ms (default 100); doubles per
+    /// attempt up to `retry_backoff_max_ms`.
+    pub retry_backoff_ms: u64,
+    /// Longest wait between retries, in ms (default 1,000).
+    pub retry_backoff_max_ms: u64,
+    /// Upper bound on the time from `send` to success or failure, in ms
+    /// (default 120,000). At least `linger_ms + request_timeout_ms`.
+    pub delivery_timeout_ms: u64,
+    /// How long to wait for a broker's response, in ms (default 30,000).
+    pub request_timeout_ms: u64,
+    /// Largest request, hence largest record, in bytes (default 1,048,576).
+    pub max_request_size: usize,
+    /// Metadata older than this is refreshed before use, in ms (default 300,000).
+    pub metadata_max_age_ms: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            acks: Acks::All,
+            batch_size: 16_384,
+            linger_ms: 5,
+            buffer_memory: 32 << 20,
+            max_block_ms: 60_000,
+            retries: i32::MAX as u32,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1_000,
+            delivery_timeout_ms: 120_000,
+            request_timeout_ms: 30_000,
+            max_request_size: 1 << 20,
+            metadata_max_age_ms: 300_000,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Checks every value; the error names the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size > i32::MAX as usize {
+            return Err(Error::config("batch_size", "must fit in a batch (< 2 GiB)"));
+        }
+        if self.max_request_size <= BATCH_HEADER_LEN || self.max_request_size > i32::MAX as usize {
+            return Err(Error::config(
+                "max_request_size",
+                format!(
+                    "must be more than a batch header ({BATCH_HEADER_LEN} bytes) and below 2 GiB"
+                ),
+            ));
+        }
+        positive("buffer_memory", self.buffer_memory as u64)?;
+        positive("request_timeout_ms", self.request_timeout_ms)?;
+        positive("metadata_max_age_ms", self.metadata_max_age_ms)?;
+        if self.retry_backoff_max_ms < self.retry_backoff_ms {
+            return Err(Error::config(
+                "retry_backoff_max_ms",
+                format!(
+                    "must be at least retry_backoff_ms ({})",
+                    self.retry_backoff_ms
+                ),
+            ));
+        }
+        let floor = self.linger_ms.saturating_add(self.request_timeout_ms);
+        if self.delivery_timeout_ms < floor {
+            return Err(Error::config(
+                "delivery_timeout_ms",
+                format!(
+                    "{} is less than linger_ms + request_timeout_ms ({floor})",
+                    self.delivery_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+config_builder!(
+    ProducerConfig,
+    ProducerConfigBuilder {
+        client_id: String,
+        acks: Acks,
+        batch_size: usize,
+        linger_ms: u64,
+        buffer_memory: usize,
+        max_block_ms: u64,
+        retries: u32,
+        retry_backoff_ms: u64,
+        retry_backoff_max_ms: u64,
+        delivery_timeout_ms: u64,
+        request_timeout_ms: u64,
+        max_request_size: usize,
+        metadata_max_age_ms: u64,
+    }
+);
+
+/// Where a consumer starts when it has no valid position (Kafka's
+/// `auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AutoOffsetReset {
+    /// The first offset still in the log.
+    Earliest,
+    /// The high watermark: only records produced from now on (Kafka's default).
+    Latest,
+    /// No reset: `poll` fails with [`Error::NoOffsetForPartition`].
+    None,
+}
+
+/// Settings of a [`Consumer`](super::Consumer), with Kafka's names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// A name for the consumer in errors and logs (default: empty).
+    pub client_id: String,
+    /// Where to start without a valid position (default `Latest`).
+    pub auto_offset_reset: AutoOffsetReset,
+    /// A fetch is answered once this many bytes are available (default 1).
+    pub fetch_min_bytes: u32,
+    /// Most bytes a fetch returns across partitions (default 52,428,800).
+    pub fetch_max_bytes: u32,
+    /// Longest a broker holds a fetch waiting for `fetch_min_bytes`, in ms
+    /// (default 500).
+    pub fetch_max_wait_ms: u32,
+    /// Most bytes a fetch returns per partition (default 1,048,576).
+    pub max_partition_fetch_bytes: u32,
+    /// Most records one `poll` returns (default 500).
+    pub max_poll_records: usize,
+    /// Verify each fetched batch's CRC (default true).
+    pub check_crcs: bool,
+    /// How long to wait for a broker's response, in ms (default 30,000).
+    pub request_timeout_ms: u64,
+    /// Bound on blocking calls other than `poll` (`position`,
+    /// `offsets_for_times`, …), in ms (default 60,000).
+    pub default_api_timeout_ms: u64,
+    /// Metadata older than this is refreshed before use, in ms (default 300,000).
+    pub metadata_max_age_ms: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            auto_offset_reset: AutoOffsetReset::Latest,
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 52_428_800,
+            fetch_max_wait_ms: 500,
+            max_partition_fetch_bytes: 1 << 20,
+            max_poll_records: 500,
+            check_crcs: true,
+            request_timeout_ms: 30_000,
+            default_api_timeout_ms: 60_000,
+            metadata_max_age_ms: 300_000,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Checks every value; the error names the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        positive("fetch_max_bytes", self.fetch_max_bytes.into())?;
+        positive(
+            "max_partition_fetch_bytes",
+            self.max_partition_fetch_bytes.into(),
+        )?;
+        positive("max_poll_records", self.max_poll_records as u64)?;
+        positive("request_timeout_ms", self.request_timeout_ms)?;
+        positive("default_api_timeout_ms", self.default_api_timeout_ms)?;
+        positive("metadata_max_age_ms", self.metadata_max_age_ms)?;
+        if self.fetch_min_bytes > self.fetch_max_bytes {
+            return Err(Error::config(
+                "fetch_min_bytes",
+                format!("must not exceed fetch_max_bytes ({})", self.fetch_max_bytes),
+            ));
+        }
+        if u64::from(self.fetch_max_wait_ms) >= self.request_timeout_ms {
+            return Err(Error::config(
+                "fetch_max_wait_ms",
+                format!(
+                    "must be less than request_timeout_ms ({})",
+                    self.request_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+config_builder!(
+    ConsumerConfig,
+    ConsumerConfigBuilder {
+        client_id: String,
+        auto_offset_reset: AutoOffsetReset,
+        fetch_min_bytes: u32,
+        fetch_max_bytes: u32,
+        fetch_max_wait_ms: u32,
+        max_partition_fetch_bytes: u32,
+        max_poll_records: usize,
+        check_crcs: bool,
+        request_timeout_ms: u64,
+        default_api_timeout_ms: u64,
+        metadata_max_age_ms: u64,
+    }
+);
+
+/// Settings of an [`Admin`](super::Admin) client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Bound on each admin call, retries included, in ms (Kafka's
+    /// `default.api.timeout.ms`, default 60,000).
+    pub default_api_timeout_ms: u64,
+    /// Wait between retries of a retriable failure, in ms (default 100).
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            default_api_timeout_ms: 60_000,
+            retry_backoff_ms: 100,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Checks every value; the error names the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        positive("default_api_timeout_ms", self.default_api_timeout_ms)
+    }
+}

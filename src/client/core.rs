@@ -1,0 +1,187 @@
+//! What every client shares: an identity, a transport, and cached metadata.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::Bootstrap;
+use crate::error::{Error, Result};
+use crate::protocol::{MetadataRequest, NodeId, Request, Response, TopicMetadata};
+use crate::topic::TopicPartition;
+use crate::transport::{self, Peer, Reply, Transport};
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The cluster as a client last saw it.
+#[derive(Debug, Default)]
+pub(crate) struct MetadataSnapshot {
+    pub(crate) version: u64,
+    pub(crate) controller: Option<NodeId>,
+    pub(crate) brokers: Vec<NodeId>,
+    pub(crate) topics: HashMap<Arc<str>, Arc<TopicMetadata>>,
+    pub(crate) fetched_at: Option<Instant>,
+}
+
+impl MetadataSnapshot {
+    /// The leader of `tp`, if known.
+    pub(crate) fn leader(&self, tp: &TopicPartition) -> Option<NodeId> {
+        self.topics
+            .get(tp.topic())?
+            .partitions
+            .get(tp.partition() as usize)?
+            .leader
+    }
+}
+
+/// A client's connection to the cluster.
+#[derive(Debug)]
+pub(crate) struct ClientCore {
+    pub(crate) peer: Peer,
+    transport: Arc<dyn Transport>,
+    bootstrap: Vec<NodeId>,
+    metadata: RwLock<Arc<MetadataSnapshot>>,
+    refresh: Mutex<()>,
+}
+
+impl ClientCore {
+    pub(crate) fn new(bootstrap: Bootstrap) -> Result<Arc<Self>> {
+        if bootstrap.nodes.is_empty() {
+            return Err(Error::config("bootstrap", "names no broker"));
+        }
+        Ok(Arc::new(Self {
+            peer: Peer::Client(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed)),
+            transport: bootstrap.transport,
+            bootstrap: bootstrap.nodes,
+            metadata: RwLock::new(Arc::new(MetadataSnapshot::default())),
+            refresh: Mutex::new(()),
+        }))
+    }
+
+    /// Sends without waiting; the outcome goes to `reply`.
+    pub(crate) fn send(&self, node: NodeId, request: Request, reply: Reply) {
+        self.transport.send(self.peer, node, request, reply);
+    }
+
+    /// Sends and waits for the outcome, at most `timeout`.
+    pub(crate) fn call(
+        &self,
+        node: NodeId,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response> {
+        transport::call(&*self.transport, self.peer, node, request, timeout)
+    }
+
+    /// The cached metadata.
+    pub(crate) fn metadata(&self) -> Arc<MetadataSnapshot> {
+        self.metadata.read().clone()
+    }
+
+    /// Asks the known brokers, then the bootstrap ones, for fresh metadata of
+    /// every topic, and caches the answer.
+    pub(crate) fn refresh_metadata(&self, timeout: Duration) -> Result<Arc<MetadataSnapshot>> {
+        let _one_at_a_time = self.refresh.lock();
+        let deadline = Instant::now() + timeout;
+        let current = self.metadata();
+        let mut candidates = current.brokers.clone();
+        candidates.extend(
+            self.bootstrap
+                .iter()
+                .filter(|n| !current.brokers.contains(n)),
+        );
+        let mut last_error = None;
+        for node in candidates {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.call(node, Request::Metadata(MetadataRequest::default()), left) {
+                Ok(Response::Metadata(m)) => {
+                    let snapshot = Arc::new(MetadataSnapshot {
+                        version: m.version,
+                        controller: m.controller,
+                        brokers: m.brokers.iter().map(|b| b.id).collect(),
+                        topics: m
+                            .topics
+                            .into_iter()
+                            .map(|t| (t.name.clone(), Arc::new(t)))
+                            .collect(),
+                        fetched_at: Some(Instant::now()),
+                    });
+                    let mut cached = self.metadata.write();
+                    if snapshot.version >= cached.version {
+                        *cached = snapshot;
+                    }
+                    return Ok(cached.clone());
+                }
+                Ok(other) => last_error = Some(unexpected("Metadata", &other)),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or(Error::RequestTimedOut {
+            operation: "Metadata",
+            timeout_ms: timeout.as_millis() as u64,
+        }))
+    }
+
+    /// Refreshes the metadata if it is older than `max_age`.
+    pub(crate) fn metadata_at_most(
+        &self,
+        max_age: Duration,
+        timeout: Duration,
+    ) -> Result<Arc<MetadataSnapshot>> {
+        let cached = self.metadata();
+        match cached.fetched_at {
+            Some(at) if at.elapsed() < max_age => Ok(cached),
+            _ => self.refresh_metadata(timeout),
+        }
+    }
+
+    /// The topic's metadata: from the cache, else after one refresh.
+    pub(crate) fn topic(&self, name: &str, timeout: Duration) -> Result<Arc<TopicMetadata>> {
+        if let Some(topic) = self.metadata.read().topics.get(name) {
+            return Ok(topic.clone());
+        }
+        self.refresh_metadata(timeout)?
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+            })
+    }
+
+    /// Checks that `tp` exists, refreshing once if the cache does not say so.
+    pub(crate) fn check_partition(&self, tp: &TopicPartition, timeout: Duration) -> Result<()> {
+        let mut topic = self.topic(tp.topic(), timeout)?;
+        if tp.partition() as usize >= topic.partitions.len() {
+            topic = self
+                .refresh_metadata(timeout)?
+                .topics
+                .get(tp.topic())
+                .cloned()
+                .ok_or_else(|| Error::UnknownTopicOrPartition {
+                    topic: tp.topic().to_string(),
+                })?;
+        }
+        let count = topic.partitions.len() as u32;
+        if tp.partition() >= count {
+            return Err(Error::InvalidPartition {
+                topic: tp.topic().to_string(),
+                partition: tp.partition(),
+                partition_count: count,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The error for a response of the wrong kind.
+pub(crate) fn unexpected(expected: &str, got: &Response) -> Error {
+    Error::InvalidRequest {
+        reason: format!("expected a {expected} response, got {}", got.api_name()),
+    }
+}

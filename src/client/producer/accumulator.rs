@@ -1,0 +1,285 @@
+//! Per-partition batches waiting to be sent (Kafka's `RecordAccumulator`).
+//!
+//! `send` appends records to the open batch at the back of their partition's
+//! queue; the sender drains the front batch of each partition once it is full,
+//! has lingered `linger_ms`, or a flush or close asks for it. A partition has
+//! at most one batch in flight, and a batch that is retried goes back to the
+//! front of its queue, so records reach the log in send order. The accumulator
+//! is plain data behind the producer's lock: it never blocks, sends or calls
+//! back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::delivery::{BatchResult, DeliveryFuture, RecordMetadata};
+use crate::client::ProducerConfig;
+use crate::error::{Error, Result};
+use crate::protocol::{NodeId, Response};
+use crate::record::{BATCH_HEADER_LEN, Header, RecordBatch, RecordBatchBuilder};
+use crate::time::Millis;
+use crate::topic::TopicPartition;
+
+/// A completion callback given to `send_with_callback`.
+pub(crate) type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
+
+/// Records bound for one partition, sent together.
+pub(crate) struct ProducerBatch {
+    pub(crate) id: u64,
+    pub(crate) partition: TopicPartition,
+    builder: Option<RecordBatchBuilder>,
+    built: Option<RecordBatch>,
+    pub(crate) result: Arc<BatchResult>,
+    pub(crate) created_ms: Millis,
+    pub(crate) attempts: u32,
+    pub(crate) last_error: Option<Error>,
+    pub(crate) timestamps: Vec<i64>,
+    pub(crate) callbacks: Vec<(u32, Callback)>,
+    pub(crate) reserved: usize,
+    size: usize,
+}
+
+impl ProducerBatch {
+    /// The batch's bytes, built once on first send and reused by retries.
+    pub(crate) fn bytes(&mut self) -> RecordBatch {
+        if let Some(builder) = self.builder.take() {
+            self.built = Some(builder.build());
+        }
+        self.built
+            .clone()
+            .unwrap_or_else(|| RecordBatchBuilder::new().build())
+    }
+
+    /// Records in the batch.
+    pub(crate) fn record_count(&self) -> usize {
+        self.timestamps.len()
+    }
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    batches: VecDeque<ProducerBatch>,
+    in_flight: bool,
+    retry_at: Millis,
+}
+
+/// What [`Accumulator::append`] did.
+pub(crate) struct Appended {
+    pub(crate) future: DeliveryFuture,
+    /// The sender should look now (new first batch, full batch, no linger).
+    pub(crate) wake_sender: bool,
+    /// A batch was opened; the producer tracks it until it completes.
+    pub(crate) opened: Option<(u64, Arc<BatchResult>)>,
+}
+
+/// What [`Accumulator::drain`] found.
+#[derive(Default)]
+pub(crate) struct Drained {
+    /// Batches to send now, with their leader.
+    pub(crate) ready: Vec<(NodeId, ProducerBatch)>,
+    /// Batches that waited longer than `delivery_timeout_ms`.
+    pub(crate) expired: Vec<ProducerBatch>,
+    /// When something next becomes due.
+    pub(crate) next_wake: Millis,
+    /// Some ready batch's leader is unknown: metadata should be refreshed.
+    pub(crate) leader_unknown: bool,
+}
+
+/// The producer's batches; see the [module docs](self).
+pub(crate) struct Accumulator {
+    queues: HashMap<TopicPartition, PartitionQueue>,
+    sticky: HashMap<Arc<str>, (u32, usize)>,
+    seed: u32,
+    next_batch_id: u64,
+    /// Responses to in-flight requests, for the sender.
+    pub(crate) inbox: Vec<(u64, Result<Response>)>,
+    /// Flushes in progress: while non-zero every batch is ready.
+    pub(crate) flushing: usize,
+    /// The producer is closing: every batch is ready, `send` is refused.
+    pub(crate) closed: bool,
+}
+
+impl Accumulator {
+    pub(crate) fn new(seed: u32) -> Self {
+        Self {
+            queues: HashMap::new(),
+            sticky: HashMap::new(),
+            seed,
+            next_batch_id: 0,
+            inbox: Vec::new(),
+            flushing: 0,
+            closed: false,
+        }
+    }
+
+    /// The partition for a record without key or explicit partition: the same
+    /// one until `batch_size` bytes went to it, then the next (Kafka's
+    /// uniform sticky partitioning, KIP-794).
+    pub(crate) fn sticky_partition(
+        &mut self,
+        topic: &Arc<str>,
+        count: u32,
+        size: usize,
+        batch_size: usize,
+    ) -> u32 {
+        let seed = self.seed;
+        let entry = match self.sticky.get_mut(topic) {
+            Some(entry) => entry,
+            None => self.sticky.entry(topic.clone()).or_insert((seed, 0)),
+        };
+        let partition = entry.0 % count;
+        entry.1 += size;
+        if entry.1 >= batch_size.max(1) {
+            *entry = (partition + 1, 0);
+        } else {
+            entry.0 = partition;
+        }
+        partition
+    }
+
+    /// Appends one record to `tp`'s open batch, opening one if needed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append(
+        &mut self,
+        tp: &TopicPartition,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+        reserved: usize,
+        callback: Option<Callback>,
+        now: Millis,
+        config: &ProducerConfig,
+    ) -> Appended {
+        let queue = match self.queues.get_mut(tp) {
+            Some(queue) => queue,
+            None => self.queues.entry(tp.clone()).or_default(),
+        };
+        let fits = queue.batches.back().is_some_and(|batch| {
+            batch.builder.as_ref().is_some_and(|builder| {
+                batch.size + builder.record_size(timestamp, key, value, headers)
+                    <= config.batch_size
+            })
+        });
+        let mut opened = None;
+        if !fits {
+            let id = self.next_batch_id;
+            self.next_batch_id += 1;
+            let result = BatchResult::new(tp.clone());
+            let needed = BATCH_HEADER_LEN + reserved;
+            queue.batches.push_back(ProducerBatch {
+                id,
+                partition: tp.clone(),
+                builder: Some(RecordBatchBuilder::with_capacity(
+                    config.batch_size.max(needed),
+                )),
+                built: None,
+                result: result.clone(),
+                created_ms: now,
+                attempts: 0,
+                last_error: None,
+                timestamps: Vec::new(),
+                callbacks: Vec::new(),
+                reserved: 0,
+                size: BATCH_HEADER_LEN,
+            });
+            opened = Some((id, result));
+        }
+        let only_batch = queue.batches.len() == 1;
+        let Some(batch) = queue.batches.back_mut() else {
+            unreachable!("a batch was just pushed or found");
+        };
+        let Some(builder) = batch.builder.as_mut() else {
+            unreachable!("the back batch is open");
+        };
+        builder.append(timestamp, key, value, headers);
+        batch.size = builder.size();
+        let index = batch.timestamps.len() as u32;
+        batch.timestamps.push(timestamp);
+        batch.reserved += reserved;
+        if let Some(callback) = callback {
+            batch.callbacks.push((index, callback));
+        }
+        let full = batch.size >= config.batch_size;
+        Appended {
+            future: DeliveryFuture::new(batch.result.clone(), index, timestamp),
+            wake_sender: (opened.is_some() && only_batch) || full || config.linger_ms == 0,
+            opened,
+        }
+    }
+
+    /// Takes the batches that are due, with their leaders; expires those that
+    /// waited longer than `delivery_timeout_ms`.
+    pub(crate) fn drain(
+        &mut self,
+        now: Millis,
+        config: &ProducerConfig,
+        leader: impl Fn(&TopicPartition) -> Option<NodeId>,
+    ) -> Drained {
+        let linger = config.linger_ms as Millis;
+        let delivery_timeout = config.delivery_timeout_ms as Millis;
+        let hurry = self.closed || self.flushing > 0;
+        let mut out = Drained {
+            next_wake: Millis::MAX,
+            ..Drained::default()
+        };
+        for (tp, queue) in &mut self.queues {
+            while queue
+                .batches
+                .front()
+                .is_some_and(|b| now.saturating_sub(b.created_ms) >= delivery_timeout)
+            {
+                out.expired.extend(queue.batches.pop_front());
+            }
+            let Some(front) = queue.batches.front() else {
+                continue;
+            };
+            out.next_wake = out.next_wake.min(front.created_ms + delivery_timeout);
+            if queue.in_flight {
+                continue;
+            }
+            if queue.retry_at > now {
+                out.next_wake = out.next_wake.min(queue.retry_at);
+                continue;
+            }
+            let ready = hurry
+                || queue.batches.len() > 1
+                || front.builder.is_none()
+                || front.size >= config.batch_size
+                || now >= front.created_ms + linger;
+            if !ready {
+                out.next_wake = out.next_wake.min(front.created_ms + linger);
+                continue;
+            }
+            let Some(node) = leader(tp) else {
+                out.leader_unknown = true;
+                out.next_wake = out.next_wake.min(now + config.retry_backoff_ms as Millis);
+                continue;
+            };
+            if let Some(batch) = queue.batches.pop_front() {
+                queue.in_flight = true;
+                out.ready.push((node, batch));
+            }
+        }
+        out
+    }
+
+    /// Puts a batch that will be retried back at the front of its queue.
+    pub(crate) fn requeue(&mut self, batch: ProducerBatch, retry_at: Millis) {
+        let queue = self.queues.entry(batch.partition.clone()).or_default();
+        queue.in_flight = false;
+        queue.retry_at = retry_at;
+        queue.batches.push_front(batch);
+    }
+
+    /// The partition's in-flight batch is done; the next may go.
+    pub(crate) fn release(&mut self, tp: &TopicPartition) {
+        if let Some(queue) = self.queues.get_mut(tp) {
+            queue.in_flight = false;
+        }
+    }
+
+    /// Whether no batch waits in any queue.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queues.values().all(|q| q.batches.is_empty())
+    }
+}

@@ -1,0 +1,452 @@
+//! The controller: the one owner of the cluster's metadata.
+//!
+//! This module owns the truth about topics, partitions and where their
+//! replicas live. The [`Controller`] is a state machine over a metadata log:
+//! every change (topic created, partitions added, topic deleted) is first
+//! appended as a record to the internal partition `__cluster_metadata-0` and
+//! flushed, then applied to the in-memory [`ClusterMetadata`]; at start-up the
+//! log is replayed. That is KRaft's shape, with the log kept by the
+//! controller's own storage; a replicated (Raft) metadata log can replace it
+//! behind the same calls.
+//!
+//! The controller decides; it does not talk to brokers. Its caller (the broker
+//! hosting it) publishes each new [`ClusterMetadata`] to every broker.
+//!
+//! Placement follows Kafka's round-robin assignment (R2): partition `p`'s first
+//! replica is broker `(start + p) mod n`, followers follow with a shift that
+//! grows every `n` partitions, and no broker holds two replicas of one
+//! partition.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::partitioner::murmur2;
+use crate::error::{Error, Result};
+use crate::protocol::{BrokerInfo, ClusterMetadata, NodeId, PartitionMetadata, TopicMetadata};
+use crate::record::RecordBatchBuilder;
+use crate::storage::{LogConfig, PartitionLog, Storage};
+use crate::time::Millis;
+use crate::topic::{
+    INTERNAL_TOPIC_PREFIX, NewTopic, TopicConfig, TopicPartition, validate_topic_name,
+};
+
+/// The internal topic holding the metadata log.
+pub(crate) const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// Most replicas a partition can have in this version: replication (followers
+/// that copy the leader) is not implemented yet, so a topic is refused rather
+/// than given followers that would silently hold nothing.
+pub(crate) const MAX_REPLICATION_FACTOR: u16 = 1;
+
+/// One change to the metadata, as stored in the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum MetadataRecord {
+    TopicCreated {
+        name: String,
+        config: TopicConfig,
+        assignments: Vec<Vec<NodeId>>,
+    },
+    PartitionsCreated {
+        name: String,
+        assignments: Vec<Vec<NodeId>>,
+    },
+    TopicDeleted {
+        name: String,
+    },
+}
+
+/// The controller's state machine; see the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Controller {
+    log: Box<dyn PartitionLog>,
+    metadata: Arc<ClusterMetadata>,
+}
+
+impl Controller {
+    /// Opens (or creates) the metadata log of broker `id` in `storage` and
+    /// replays it.
+    pub(crate) fn load(
+        storage: &dyn Storage,
+        id: NodeId,
+        brokers: Vec<BrokerInfo>,
+    ) -> Result<Self> {
+        let tp = TopicPartition::new(METADATA_TOPIC, 0)?;
+        let config = LogConfig {
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let mut log = storage.open(&tp, id, &config)?;
+        let mut metadata = ClusterMetadata {
+            version: 1,
+            controller: Some(id),
+            brokers,
+            ..ClusterMetadata::default()
+        };
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let records = log.read(offset, 1 << 20)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records.records() {
+                let record = record?;
+                if record.offset < offset {
+                    continue;
+                }
+                offset = record.offset + 1;
+                let value = record.value.unwrap_or_default();
+                let change: MetadataRecord = postcard::from_bytes(&value).map_err(|e| {
+                    Error::corrupt(format!("metadata record at offset {}: {e}", record.offset))
+                })?;
+                apply(&mut metadata, &change);
+                metadata.version += 1;
+            }
+        }
+        let end = log.log_end_offset();
+        log.set_high_watermark(end);
+        Ok(Self {
+            log,
+            metadata: Arc::new(metadata),
+        })
+    }
+
+    /// The current metadata.
+    pub(crate) fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.metadata.clone()
+    }
+
+    /// Creates topics; per-topic results, and whether anything changed.
+    pub(crate) fn create_topics(
+        &mut self,
+        topics: Vec<NewTopic>,
+        now: Millis,
+    ) -> Vec<(String, Result<()>)> {
+        topics
+            .into_iter()
+            .map(|topic| {
+                let result = self.check_new_topic(&topic).and_then(|()| {
+                    let brokers = self.broker_ids();
+                    let assignments = assign_replicas(
+                        &topic.name,
+                        &brokers,
+                        0,
+                        topic.partitions,
+                        topic.replication_factor,
+                    );
+                    self.commit(
+                        MetadataRecord::TopicCreated {
+                            name: topic.name.clone(),
+                            config: topic.config,
+                            assignments,
+                        },
+                        now,
+                    )
+                });
+                (topic.name, result)
+            })
+            .collect()
+    }
+
+    /// Deletes topics.
+    pub(crate) fn delete_topics(
+        &mut self,
+        names: Vec<String>,
+        now: Millis,
+    ) -> Vec<(String, Result<()>)> {
+        names
+            .into_iter()
+            .map(|name| {
+                let result = check_user_topic(&name)
+                    .and_then(|()| self.existing(&name).map(|_| ()))
+                    .and_then(|()| {
+                        self.commit(MetadataRecord::TopicDeleted { name: name.clone() }, now)
+                    });
+                (name, result)
+            })
+            .collect()
+    }
+
+    /// Grows topics to the given partition counts.
+    pub(crate) fn create_partitions(
+        &mut self,
+        topics: Vec<(String, u32)>,
+        now: Millis,
+    ) -> Vec<(String, Result<()>)> {
+        topics
+            .into_iter()
+            .map(|(name, total)| {
+                let result = check_user_topic(&name)
+                    .and_then(|()| self.existing(&name))
+                    .and_then(|topic| {
+                        let current = topic.partitions.len() as u32;
+                        if total <= current {
+                            return Err(Error::InvalidPartitions {
+                                reason: format!(
+                                    "topic {name:?} has {current} partitions; the new count {total} must be larger"
+                                ),
+                            });
+                        }
+                        let replication_factor = topic
+                            .partitions
+                            .first()
+                            .map_or(1, |p| p.replicas.len() as u16);
+                        let brokers = self.broker_ids();
+                        let assignments = assign_replicas(
+                            &name,
+                            &brokers,
+                            current,
+                            total - current,
+                            replication_factor,
+                        );
+                        self.commit(
+                            MetadataRecord::PartitionsCreated {
+                                name: name.clone(),
+                                assignments,
+                            },
+                            now,
+                        )
+                    });
+                (name, result)
+            })
+            .collect()
+    }
+
+    /// Flushes and closes the metadata log.
+    pub(crate) fn close(self) -> Result<()> {
+        self.log.close()
+    }
+
+    fn broker_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.metadata.brokers.iter().map(|b| b.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn existing(&self, name: &str) -> Result<Arc<TopicMetadata>> {
+        self.metadata
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+            })
+    }
+
+    fn check_new_topic(&self, topic: &NewTopic) -> Result<()> {
+        check_user_topic(&topic.name)?;
+        if self.metadata.topics.contains_key(topic.name.as_str()) {
+            return Err(Error::TopicAlreadyExists {
+                topic: topic.name.clone(),
+            });
+        }
+        if topic.partitions == 0 {
+            return Err(Error::InvalidPartitions {
+                reason: "a topic needs at least one partition".into(),
+            });
+        }
+        let brokers = self.metadata.brokers.len();
+        if topic.replication_factor == 0 || topic.replication_factor as usize > brokers {
+            return Err(Error::InvalidReplicationFactor {
+                reason: format!(
+                    "replication factor {} is outside 1..={brokers} (the number of brokers)",
+                    topic.replication_factor
+                ),
+            });
+        }
+        if topic.replication_factor > MAX_REPLICATION_FACTOR {
+            return Err(Error::InvalidReplicationFactor {
+                reason: format!(
+                    "replication factor {} is not supported: this version keeps one replica per partition",
+                    topic.replication_factor
+                ),
+            });
+        }
+        topic.config.validate()
+    }
+
+    /// Appends `change` to the metadata log, flushes it, then applies it.
+    fn commit(&mut self, change: MetadataRecord, now: Millis) -> Result<()> {
+        let value = postcard::to_allocvec(&change).map_err(|e| Error::Serialization {
+            reason: format!("metadata record: {e}"),
+        })?;
+        let mut batch = RecordBatchBuilder::with_capacity(value.len() + 128);
+        batch.append(now, None, Some(&value), &[]);
+        self.log.append(batch.build(), 0)?;
+        self.log.flush()?;
+        let end = self.log.log_end_offset();
+        self.log.set_high_watermark(end);
+        let metadata = Arc::make_mut(&mut self.metadata);
+        apply(metadata, &change);
+        metadata.version += 1;
+        Ok(())
+    }
+}
+
+fn check_user_topic(name: &str) -> Result<()> {
+    validate_topic_name(name)?;
+    if name.starts_with(INTERNAL_TOPIC_PREFIX) {
+        return Err(Error::InvalidTopic {
+            name: name.to_string(),
+            reason: "names starting with `__` are reserved for internal topics",
+        });
+    }
+    Ok(())
+}
+
+fn partitions_from(
+    first: u32,
+    assignments: &[Vec<NodeId>],
+) -> impl Iterator<Item = PartitionMetadata> + '_ {
+    assignments
+        .iter()
+        .enumerate()
+        .map(move |(i, replicas)| PartitionMetadata {
+            partition: first + i as u32,
+            leader: replicas.first().copied(),
+            leader_epoch: 0,
+            replicas: replicas.clone(),
+            isr: replicas.clone(),
+        })
+}
+
+fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord) {
+    match change {
+        MetadataRecord::TopicCreated {
+            name,
+            config,
+            assignments,
+        } => {
+            let name: Arc<str> = name.as_str().into();
+            let topic = TopicMetadata {
+                name: name.clone(),
+                partitions: partitions_from(0, assignments).collect(),
+                config: config.clone(),
+            };
+            metadata.topics.insert(name, Arc::new(topic));
+        }
+        MetadataRecord::PartitionsCreated { name, assignments } => {
+            if let Some(topic) = metadata.topics.get_mut(name.as_str()) {
+                let topic = Arc::make_mut(topic);
+                let first = topic.partitions.len() as u32;
+                topic.partitions.extend(partitions_from(first, assignments));
+            }
+        }
+        MetadataRecord::TopicDeleted { name } => {
+            metadata.topics.remove(name.as_str());
+        }
+    }
+}
+
+/// Kafka's replica placement without racks: `count` partitions numbered from
+/// `first_partition`, each with `replication_factor` distinct brokers of
+/// `brokers` (sorted ids). The start index and the initial shift come from the
+/// topic name's hash, so placement is deterministic yet spread across topics.
+pub(crate) fn assign_replicas(
+    topic: &str,
+    brokers: &[NodeId],
+    first_partition: u32,
+    count: u32,
+    replication_factor: u16,
+) -> Vec<Vec<NodeId>> {
+    let n = brokers.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let seed = (murmur2(topic.as_bytes()) & 0x7fff_ffff) as usize;
+    let start = seed % n;
+    let mut shift = (seed / n) % n;
+    let rf = (replication_factor as usize).min(n);
+    (0..count)
+        .map(|i| {
+            let p = (first_partition + i) as usize;
+            if p > 0 && p.is_multiple_of(n) {
+                shift += 1;
+            }
+            let first = (p + start) % n;
+            let mut replicas = Vec::with_capacity(rf);
+            replicas.push(brokers[first]);
+            for j in 0..rf.saturating_sub(1) {
+                let index = (first + 1 + (shift + j) % (n - 1)) % n;
+                replicas.push(brokers[index]);
+            }
+            replicas
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    fn brokers(n: u32) -> Vec<BrokerInfo> {
+        (0..n).map(|id| BrokerInfo { id, rack: None }).collect()
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_never_repeats_a_broker() {
+        let ids = [0, 1, 2, 3, 4];
+        for rf in 1..=5u16 {
+            let a = assign_replicas("orders", &ids, 0, 20, rf);
+            let mut leaders = [0usize; 5];
+            for replicas in &a {
+                assert_eq!(replicas.len(), rf as usize);
+                let mut sorted = replicas.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                assert_eq!(sorted.len(), rf as usize, "{replicas:?}");
+                leaders[replicas[0] as usize] += 1;
+            }
+            assert!(leaders.iter().all(|&l| l == 4), "{leaders:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_survives_a_reload_from_the_log() {
+        let storage = MemoryStorage::new();
+        let mut c = Controller::load(&storage, 0, brokers(1)).unwrap();
+        let created = c.create_topics(vec![NewTopic::new("a", 2), NewTopic::new("b", 1)], 1);
+        assert!(created.iter().all(|(_, r)| r.is_ok()));
+        assert!(c.create_partitions(vec![("a".into(), 5)], 2)[0].1.is_ok());
+        assert!(c.delete_topics(vec!["b".into()], 3)[0].1.is_ok());
+        let before = c.metadata();
+        c.close().unwrap();
+        let reloaded = Controller::load(&storage, 0, brokers(1))
+            .unwrap()
+            .metadata();
+        assert_eq!(reloaded, before);
+        assert_eq!(reloaded.topics["a"].partitions.len(), 5);
+        assert!(!reloaded.topics.contains_key("b"));
+    }
+
+    #[test]
+    fn bad_topics_get_their_own_errors() {
+        let mut c = Controller::load(&MemoryStorage::new(), 0, brokers(1)).unwrap();
+        assert!(c.create_topics(vec![NewTopic::new("t", 1)], 0)[0].1.is_ok());
+        let results = c.create_topics(
+            vec![
+                NewTopic::new("t", 1),
+                NewTopic::new("z", 0),
+                NewTopic::new("r", 1).replication_factor(2),
+                NewTopic::new("__x", 1),
+                NewTopic::new("bad name", 1),
+            ],
+            0,
+        );
+        let errs: Vec<_> = results.into_iter().map(|(_, r)| r.unwrap_err()).collect();
+        assert!(matches!(errs[0], Error::TopicAlreadyExists { .. }));
+        assert!(matches!(errs[1], Error::InvalidPartitions { .. }));
+        assert!(matches!(errs[2], Error::InvalidReplicationFactor { .. }));
+        assert!(matches!(errs[3], Error::InvalidTopic { .. }));
+        assert!(matches!(errs[4], Error::InvalidTopic { .. }));
+        assert!(matches!(
+            c.create_partitions(vec![("t".into(), 1)], 0)[0].1,
+            Err(Error::InvalidPartitions { .. })
+        ));
+        assert!(matches!(
+            c.delete_topics(vec!["nope".into()], 0)[0].1,
+            Err(Error::UnknownTopicOrPartition { .. })
+        ));
+    }
+}

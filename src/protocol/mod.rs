@@ -1,0 +1,358 @@
+//! The messages brokers and clients exchange.
+//!
+//! This module owns the request and response types that travel over a
+//! [`Transport`](crate::transport::Transport): one [`Request`] variant per API
+//! (named after Kafka's: Produce, Fetch, ListOffsets, Metadata, CreateTopics,
+//! DeleteTopics, CreatePartitions, and the controller's UpdateMetadata), each
+//! answered by the [`Response`] variant of the same name. Record data travels as
+//! [`RecordBatch`]es and [`Records`], i.e. `Bytes` in Kafka's own format, so an
+//! in-process transport passes it through without copying or encoding.
+//!
+//! Per-partition outcomes are `Result`s inside a response: one partition can
+//! fail (unknown, not the leader, record too large) while the others succeed.
+//! The `Err` of a whole exchange (the node is unreachable, the request was
+//! lost) is the transport's, not the broker's.
+//!
+//! The module holds data only; it must not know brokers, storage or clients.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::record::{RecordBatch, Records};
+use crate::topic::{NewTopic, TopicConfig, TopicPartition};
+
+/// A broker's id within its cluster.
+pub type NodeId = u32;
+
+/// How many replicas must have a record before the producer is told it is
+/// written (Kafka's `acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// `acks=0`: do not wait for the broker; the offset is unknown and a lost
+    /// request is a lost record.
+    None,
+    /// `acks=1`: the leader has appended it to its log.
+    Leader,
+    /// `acks=all`: every in-sync replica has it, i.e. it is below the high
+    /// watermark. With a single replica this is the same as `Leader`.
+    All,
+}
+
+/// A request to a broker.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Request {
+    /// Append batches to partition leaders.
+    Produce(ProduceRequest),
+    /// Read batches from partition leaders, possibly waiting for data.
+    Fetch(FetchRequest),
+    /// Look up offsets: earliest, latest, or the first at a timestamp.
+    ListOffsets(ListOffsetsRequest),
+    /// Ask what topics, partitions, leaders and brokers there are.
+    Metadata(MetadataRequest),
+    /// Create topics (answered by the controller).
+    CreateTopics(CreateTopicsRequest),
+    /// Delete topics (answered by the controller).
+    DeleteTopics(DeleteTopicsRequest),
+    /// Add partitions to topics (answered by the controller).
+    CreatePartitions(CreatePartitionsRequest),
+    /// The controller telling a broker the current cluster metadata.
+    UpdateMetadata(UpdateMetadataRequest),
+}
+
+impl Request {
+    /// The API's name, as Kafka spells it (`"Produce"`, `"Fetch"`, …).
+    pub fn api_name(&self) -> &'static str {
+        match self {
+            Request::Produce(_) => "Produce",
+            Request::Fetch(_) => "Fetch",
+            Request::ListOffsets(_) => "ListOffsets",
+            Request::Metadata(_) => "Metadata",
+            Request::CreateTopics(_) => "CreateTopics",
+            Request::DeleteTopics(_) => "DeleteTopics",
+            Request::CreatePartitions(_) => "CreatePartitions",
+            Request::UpdateMetadata(_) => "UpdateMetadata",
+        }
+    }
+}
+
+/// A broker's answer, the variant of the same name as the request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Response {
+    /// Answer to [`Request::Produce`].
+    Produce(ProduceResponse),
+    /// Answer to [`Request::Fetch`].
+    Fetch(FetchResponse),
+    /// Answer to [`Request::ListOffsets`].
+    ListOffsets(ListOffsetsResponse),
+    /// Answer to [`Request::Metadata`].
+    Metadata(MetadataResponse),
+    /// Answer to [`Request::CreateTopics`].
+    CreateTopics(TopicResults),
+    /// Answer to [`Request::DeleteTopics`].
+    DeleteTopics(TopicResults),
+    /// Answer to [`Request::CreatePartitions`].
+    CreatePartitions(TopicResults),
+    /// Answer to [`Request::UpdateMetadata`]: the broker applied it.
+    UpdateMetadata,
+}
+
+impl Response {
+    /// The API's name, as Kafka spells it.
+    pub fn api_name(&self) -> &'static str {
+        match self {
+            Response::Produce(_) => "Produce",
+            Response::Fetch(_) => "Fetch",
+            Response::ListOffsets(_) => "ListOffsets",
+            Response::Metadata(_) => "Metadata",
+            Response::CreateTopics(_) => "CreateTopics",
+            Response::DeleteTopics(_) => "DeleteTopics",
+            Response::CreatePartitions(_) => "CreatePartitions",
+            Response::UpdateMetadata => "UpdateMetadata",
+        }
+    }
+}
+
+/// Batches to append, at most one per partition.
+#[derive(Debug, Clone)]
+pub struct ProduceRequest {
+    /// What the producer waits for.
+    pub acks: Acks,
+    /// How long the broker may wait for replicas before answering.
+    pub timeout_ms: u32,
+    /// The batches.
+    pub partitions: Vec<ProducePartition>,
+}
+
+/// One partition's batch in a [`ProduceRequest`].
+#[derive(Debug, Clone)]
+pub struct ProducePartition {
+    /// Where to append.
+    pub partition: TopicPartition,
+    /// What to append (offsets are assigned by the leader).
+    pub batch: RecordBatch,
+}
+
+/// Per-partition outcomes of a [`ProduceRequest`].
+#[derive(Debug, Clone)]
+pub struct ProduceResponse {
+    /// One entry per partition of the request, in its order.
+    pub partitions: Vec<ProducedPartition>,
+}
+
+/// One partition's outcome in a [`ProduceResponse`].
+#[derive(Debug, Clone)]
+pub struct ProducedPartition {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Where the batch went, or why it was refused.
+    pub result: Result<ProduceAck>,
+}
+
+/// Where an appended batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceAck {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// The log's start offset after the append.
+    pub log_start_offset: u64,
+}
+
+/// A read of one or more partitions, possibly waiting for data (long poll).
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// Longest the broker may wait for `min_bytes` to be available.
+    pub max_wait_ms: u32,
+    /// Answer as soon as this many bytes are available (1: any data).
+    pub min_bytes: u32,
+    /// Most bytes in the whole response (at least one batch is returned).
+    pub max_bytes: u32,
+    /// The partitions and where to read them from.
+    pub partitions: Vec<FetchPartition>,
+}
+
+/// One partition of a [`FetchRequest`].
+#[derive(Debug, Clone)]
+pub struct FetchPartition {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The first offset wanted.
+    pub fetch_offset: u64,
+    /// Most bytes for this partition (at least one batch is returned).
+    pub max_bytes: u32,
+}
+
+/// What a [`FetchRequest`] read.
+#[derive(Debug, Clone)]
+pub struct FetchResponse {
+    /// One entry per partition of the request, in its order.
+    pub partitions: Vec<FetchedPartition>,
+}
+
+/// One partition's outcome in a [`FetchResponse`].
+#[derive(Debug, Clone)]
+pub struct FetchedPartition {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The data, or why it could not be read.
+    pub result: Result<FetchedData>,
+}
+
+/// Data read from one partition.
+#[derive(Debug, Clone)]
+pub struct FetchedData {
+    /// The partition's high watermark: records below it are committed.
+    pub high_watermark: u64,
+    /// The first offset still in the log.
+    pub log_start_offset: u64,
+    /// Whole batches from the one holding the fetch offset, all below the
+    /// high watermark. The first batch may start before the fetch offset.
+    pub records: Records,
+}
+
+/// Which offset [`ListOffsetsRequest`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (the next offset a consumer will see).
+    Latest,
+    /// The first offset whose timestamp is at or after this one (ms).
+    Timestamp(i64),
+}
+
+/// Offset look-ups.
+#[derive(Debug, Clone)]
+pub struct ListOffsetsRequest {
+    /// The partitions and what to look up for each.
+    pub partitions: Vec<(TopicPartition, OffsetSpec)>,
+}
+
+/// Answers to a [`ListOffsetsRequest`].
+#[derive(Debug, Clone)]
+pub struct ListOffsetsResponse {
+    /// One entry per partition of the request, in its order.
+    pub partitions: Vec<ListedOffset>,
+}
+
+/// One partition's answer in a [`ListOffsetsResponse`].
+#[derive(Debug, Clone)]
+pub struct ListedOffset {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The offset found (`None`: no record at or after the timestamp).
+    pub result: Result<Option<OffsetAndTimestamp>>,
+}
+
+/// An offset and, for timestamp look-ups, the timestamp of the record there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAndTimestamp {
+    /// The offset.
+    pub offset: u64,
+    /// The record's timestamp, for [`OffsetSpec::Timestamp`] look-ups.
+    pub timestamp: Option<i64>,
+}
+
+/// Which topics' metadata to return.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataRequest {
+    /// `None`: every topic.
+    pub topics: Option<Vec<String>>,
+}
+
+/// Cluster metadata as a broker knows it.
+#[derive(Debug, Clone)]
+pub struct MetadataResponse {
+    /// The metadata version this answer was taken from.
+    pub version: u64,
+    /// The controller's id, if there is one.
+    pub controller: Option<NodeId>,
+    /// The brokers.
+    pub brokers: Vec<BrokerInfo>,
+    /// The topics asked for that exist (a missing name is unknown).
+    pub topics: Vec<TopicMetadata>,
+}
+
+/// A broker in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BrokerInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its rack, if racks are configured.
+    pub rack: Option<String>,
+}
+
+/// A topic: its partitions and settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// The name.
+    pub name: Arc<str>,
+    /// Per-partition placement, indexed by partition number.
+    pub partitions: Vec<PartitionMetadata>,
+    /// The topic's settings.
+    pub config: TopicConfig,
+}
+
+/// A partition's placement: replicas, leader, in-sync replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    /// The partition number.
+    pub partition: u32,
+    /// The broker that leads it, if one does.
+    pub leader: Option<NodeId>,
+    /// The current leader epoch.
+    pub leader_epoch: i32,
+    /// The brokers holding a replica, preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// The replicas in sync with the leader.
+    pub isr: Vec<NodeId>,
+}
+
+/// The whole cluster's metadata, as the controller publishes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterMetadata {
+    /// Increases with every change; a broker ignores an older version.
+    pub version: u64,
+    /// The controller's id.
+    pub controller: Option<NodeId>,
+    /// The brokers.
+    pub brokers: Vec<BrokerInfo>,
+    /// The topics by name.
+    pub topics: std::collections::BTreeMap<Arc<str>, Arc<TopicMetadata>>,
+}
+
+/// Topics to create.
+#[derive(Debug, Clone)]
+pub struct CreateTopicsRequest {
+    /// The topics.
+    pub topics: Vec<NewTopic>,
+}
+
+/// Topics to delete.
+#[derive(Debug, Clone)]
+pub struct DeleteTopicsRequest {
+    /// Their names.
+    pub topics: Vec<String>,
+}
+
+/// Partitions to add.
+#[derive(Debug, Clone)]
+pub struct CreatePartitionsRequest {
+    /// For each topic, the partition count it should have afterwards.
+    pub topics: Vec<(String, u32)>,
+}
+
+/// Per-topic outcomes of an admin request.
+#[derive(Debug, Clone)]
+pub struct TopicResults {
+    /// One entry per topic of the request, in its order.
+    pub topics: Vec<(String, Result<()>)>,
+}
+
+/// The controller's push of the current metadata to a broker.
+#[derive(Debug, Clone)]
+pub struct UpdateMetadataRequest {
+    /// The metadata.
+    pub metadata: Arc<ClusterMetadata>,
+}
