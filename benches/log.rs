@@ -15,8 +15,11 @@
 //!
 //! Append workloads also print per-append latency percentiles.
 
+mod common;
+
+use common::{Run, report};
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ferrolog::TopicPartition;
 use ferrolog::record::{RecordBatch, RecordBatchBuilder};
@@ -50,45 +53,6 @@ fn build_batches() -> Vec<RecordBatch> {
 
 fn total_bytes(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::size).sum()
-}
-
-struct Run {
-    elapsed: Duration,
-    latencies_ns: Vec<u64>,
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i] as f64 / 1000.0
-}
-
-fn report(name: &str, records: usize, bytes: usize, run: &Run, extra: &str) -> f64 {
-    let secs = run.elapsed.as_secs_f64();
-    let mb_per_s = bytes as f64 / secs / 1e6;
-    let mut line = format!(
-        "BENCH name={name} records_per_s={:.0} mb_per_s={:.1} secs={secs:.3}",
-        records as f64 / secs,
-        mb_per_s
-    );
-    if !run.latencies_ns.is_empty() {
-        let mut l = run.latencies_ns.clone();
-        l.sort_unstable();
-        line.push_str(&format!(
-            " p50_us={:.1} p99_us={:.1} p999_us={:.1}",
-            percentile(&l, 0.50),
-            percentile(&l, 0.99),
-            percentile(&l, 0.999)
-        ));
-    }
-    if !extra.is_empty() {
-        line.push(' ');
-        line.push_str(extra);
-    }
-    println!("{line}");
-    mb_per_s
 }
 
 fn append_all(log: &mut dyn PartitionLog, batches: Vec<RecordBatch>) -> Run {

@@ -270,18 +270,29 @@ impl<K, V> Consumer<K, V> {
     }
 
     /// Moves the positions to the first offset still in each log.
-    pub fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    pub fn seek_to_beginning<'a>(
+        &mut self,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+    ) -> Result<()> {
         self.seek_to(partitions, OffsetSpec::Earliest)
     }
 
     /// Moves the positions to each log's high watermark: only records
     /// produced from now on will be returned.
-    pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    pub fn seek_to_end<'a>(
+        &mut self,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+    ) -> Result<()> {
         self.seek_to(partitions, OffsetSpec::Latest)
     }
 
-    fn seek_to(&mut self, partitions: &[TopicPartition], spec: OffsetSpec) -> Result<()> {
-        for tp in partitions {
+    fn seek_to<'a>(
+        &mut self,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+        spec: OffsetSpec,
+    ) -> Result<()> {
+        let partitions: Vec<&TopicPartition> = partitions.into_iter().collect();
+        for tp in &partitions {
             self.state(tp)?;
         }
         for tp in partitions {
@@ -306,17 +317,28 @@ impl<K, V> Consumer<K, V> {
     }
 
     /// Stops fetching and returning records of these partitions.
-    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    pub fn pause<'a>(
+        &mut self,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+    ) -> Result<()> {
         self.set_paused(partitions, true)
     }
 
     /// Undoes [`pause`](Self::pause).
-    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    pub fn resume<'a>(
+        &mut self,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+    ) -> Result<()> {
         self.set_paused(partitions, false)
     }
 
-    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) -> Result<()> {
-        for tp in partitions {
+    fn set_paused<'a>(
+        &mut self,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+        paused: bool,
+    ) -> Result<()> {
+        let partitions: Vec<&TopicPartition> = partitions.into_iter().collect();
+        for tp in &partitions {
             self.state(tp)?;
         }
         for tp in partitions {
@@ -350,28 +372,33 @@ impl<K, V> Consumer<K, V> {
     }
 
     /// The first offset still in each partition's log.
-    pub fn beginning_offsets(
+    pub fn beginning_offsets<'a>(
         &self,
-        partitions: &[TopicPartition],
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
     ) -> Result<HashMap<TopicPartition, u64>> {
         self.offsets_at(partitions, OffsetSpec::Earliest)
     }
 
     /// Each partition's high watermark (the offset the next record will get
     /// once committed).
-    pub fn end_offsets(
+    pub fn end_offsets<'a>(
         &self,
-        partitions: &[TopicPartition],
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
     ) -> Result<HashMap<TopicPartition, u64>> {
         self.offsets_at(partitions, OffsetSpec::Latest)
     }
 
-    fn offsets_at(
+    fn offsets_at<'a>(
         &self,
-        partitions: &[TopicPartition],
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
         spec: OffsetSpec,
     ) -> Result<HashMap<TopicPartition, u64>> {
-        let found = self.list_offsets(partitions.iter().map(|tp| (tp.clone(), spec)).collect())?;
+        let found = self.list_offsets(
+            partitions
+                .into_iter()
+                .map(|tp| (tp.clone(), spec))
+                .collect(),
+        )?;
         Ok(found
             .into_iter()
             .filter_map(|(tp, o)| o.map(|o| (tp, o.offset)))

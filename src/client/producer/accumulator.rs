@@ -278,6 +278,14 @@ impl Accumulator {
         }
     }
 
+    /// Removes every queued batch (a forced close).
+    pub(crate) fn take_all(&mut self) -> Vec<ProducerBatch> {
+        self.queues
+            .values_mut()
+            .flat_map(|q| std::mem::take(&mut q.batches))
+            .collect()
+    }
+
     /// Whether no batch waits in any queue.
     pub(crate) fn is_empty(&self) -> bool {
         self.queues.values().all(|q| q.batches.is_empty())

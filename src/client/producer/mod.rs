@@ -213,6 +213,11 @@ pub(crate) struct ProducerShared {
     wake: Condvar,
     memory: Memory,
     closed: AtomicBool,
+    /// Set by `close_timeout` when time ran out: fail what is left and stop.
+    abort: AtomicBool,
+    /// Whether the sender has stopped, for `close_timeout` to wait on.
+    stopped: Mutex<bool>,
+    stopped_signal: Condvar,
     incomplete: Mutex<HashMap<u64, Arc<BatchResult>>>,
     ack_hooks: RwLock<Vec<AckHook>>,
 }
@@ -323,6 +328,9 @@ impl<K, V> Producer<K, V> {
             acc: Mutex::new(Accumulator::new(seed)),
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            stopped: Mutex::new(false),
+            stopped_signal: Condvar::new(),
             incomplete: Mutex::new(HashMap::new()),
             ack_hooks: RwLock::new(Vec::new()),
         });
@@ -330,7 +338,11 @@ impl<K, V> Producer<K, V> {
         let name = format!("ferrolog-producer-{seed}");
         let sender = std::thread::Builder::new()
             .name(name)
-            .spawn(move || sender::run(runner))
+            .spawn(move || {
+                sender::run(&runner);
+                *runner.stopped.lock() = true;
+                runner.stopped_signal.notify_all();
+            })
             .map_err(|e| Error::io("spawning the producer's sender thread", e))?;
         Ok(Self {
             shared,
@@ -415,11 +427,41 @@ impl<K, V> Producer<K, V> {
 
     /// Refuses new sends, delivers (or fails) everything held, and stops the
     /// sender thread. Bounded by `delivery_timeout_ms`. Calling it again does
-    /// nothing.
+    /// nothing. Dropping the producer calls it.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.acc.lock().closed = true;
-        self.shared.wake.notify_one();
+        self.close_timeout(Duration::MAX);
+    }
+
+    /// Like [`close`](Self::close), but waits at most `timeout` for delivery;
+    /// records still unacknowledged then fail with [`Error::ClientClosed`].
+    pub fn close_timeout(&self, timeout: Duration) {
+        let shared = &self.shared;
+        shared.closed.store(true, Ordering::Release);
+        shared.acc.lock().closed = true;
+        shared.wake.notify_one();
+        let deadline = Instant::now().checked_add(timeout);
+        {
+            let mut stopped = shared.stopped.lock();
+            while !*stopped {
+                match deadline {
+                    Some(deadline) => {
+                        if shared
+                            .stopped_signal
+                            .wait_until(&mut stopped, deadline)
+                            .timed_out()
+                        {
+                            break;
+                        }
+                    }
+                    None => shared.stopped_signal.wait(&mut stopped),
+                }
+            }
+        }
+        shared.abort.store(true, Ordering::Release);
+        {
+            let _acc = shared.acc.lock();
+            shared.wake.notify_one();
+        }
         if let Some(sender) = self.sender.lock().take() {
             let _ = sender.join();
         }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::ProducerShared;
@@ -34,7 +35,7 @@ struct InFlight {
 
 /// The sender loop; returns once the producer is closed and everything it
 /// held has been delivered or failed.
-pub(crate) fn run(shared: Arc<ProducerShared>) {
+pub(crate) fn run(shared: &Arc<ProducerShared>) {
     let config = &shared.config;
     let backoff = config.retry_backoff_ms as Millis;
     let mut in_flight: HashMap<u64, InFlight> = HashMap::new();
@@ -54,6 +55,16 @@ pub(crate) fn run(shared: Arc<ProducerShared>) {
         let now = shared.clock.now_ms();
         let mut finished: Vec<(ProducerBatch, Result<Option<u64>>)> = Vec::new();
         let mut acc = shared.acc.lock();
+        if shared.abort.load(Ordering::Acquire) {
+            let closed = Error::ClientClosed { client: "producer" };
+            let mut left = acc.take_all();
+            left.extend(in_flight.drain().flat_map(|(_, r)| r.batches));
+            drop(acc);
+            for batch in left {
+                shared.finish(batch, Err(closed.clone()));
+            }
+            return;
+        }
         for (id, response) in std::mem::take(&mut acc.inbox) {
             if let Some(request) = in_flight.remove(&id) {
                 refresh_wanted |= settle(&mut acc, request, response, now, config, &mut finished);
@@ -102,7 +113,7 @@ pub(crate) fn run(shared: Arc<ProducerShared>) {
             shared.finish(batch, outcome);
         }
         send(
-            &shared,
+            shared,
             drained.ready,
             &mut in_flight,
             &mut next_request,

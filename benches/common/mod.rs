@@ -1,0 +1,50 @@
+//! What every benchmark prints: one `BENCH name=... records_per_s=...
+//! mb_per_s=...` line per workload, with latency percentiles when measured.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// One timed run: wall time and, optionally, per-operation latencies.
+pub struct Run {
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+    /// Per-operation latencies (may be empty).
+    pub latencies_ns: Vec<u64>,
+}
+
+/// The `p` quantile of sorted nanoseconds, in microseconds.
+pub fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Prints the BENCH line; returns MB/s.
+pub fn report(name: &str, records: usize, bytes: usize, run: &Run, extra: &str) -> f64 {
+    let secs = run.elapsed.as_secs_f64();
+    let mb_per_s = bytes as f64 / secs / 1e6;
+    let mut line = format!(
+        "BENCH name={name} records_per_s={:.0} mb_per_s={:.1} secs={secs:.3}",
+        records as f64 / secs,
+        mb_per_s
+    );
+    if !run.latencies_ns.is_empty() {
+        let mut l = run.latencies_ns.clone();
+        l.sort_unstable();
+        line.push_str(&format!(
+            " p50_us={:.1} p99_us={:.1} p999_us={:.1}",
+            percentile(&l, 0.50),
+            percentile(&l, 0.99),
+            percentile(&l, 0.999)
+        ));
+    }
+    if !extra.is_empty() {
+        line.push(' ');
+        line.push_str(extra);
+    }
+    println!("{line}");
+    mb_per_s
+}

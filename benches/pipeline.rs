@@ -1,0 +1,206 @@
+//! The whole pipeline through an embedded one-broker cluster:
+//!
+//! - `produce/memory`, `produce/file`: 1,000,000 records of 100 bytes, acks=1,
+//!   one producer, one partition, linger 5 ms, from the first `send` until
+//!   every record is acknowledged.
+//! - `consume/file`: the same records read back by one consumer.
+//! - `latency/memory`: 100,000 records sent at a steady 20,000 records/s with
+//!   linger 0; latency from `send` to the consumer's `poll` returning it.
+//!
+//! Run with `cargo bench --bench pipeline`.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Run, report};
+use ferrolog::client::{
+    Acks, AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
+};
+use ferrolog::{Admin, Cluster, NewTopic, TopicPartition};
+
+const RECORDS: usize = 1_000_000;
+const VALUE_BYTES: usize = 100;
+const LATENCY_RECORDS: usize = 100_000;
+const LATENCY_RATE: f64 = 20_000.0;
+
+fn topic(cluster: &Cluster, name: &str) -> TopicPartition {
+    Admin::new(cluster)
+        .and_then(|admin| admin.create_topic(NewTopic::new(name, 1)))
+        .expect("create topic");
+    TopicPartition::new(name, 0).expect("name")
+}
+
+fn produce(cluster: &Cluster, name: &'static str) -> Run {
+    let config = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .linger_ms(5u64)
+        .build()
+        .expect("config");
+    let producer: Producer<Bytes, Bytes> = Producer::new(cluster, config).expect("producer");
+    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
+    let started = Instant::now();
+    let mut last = None;
+    for _ in 0..RECORDS {
+        last = Some(
+            producer
+                .send(ProducerRecord::new(name, value.clone()))
+                .expect("send"),
+        );
+    }
+    producer.flush();
+    let elapsed = started.elapsed();
+    let meta = last.expect("sent").wait().expect("acknowledged");
+    assert_eq!(
+        meta.offset,
+        Some(RECORDS as u64 - 1),
+        "every record acknowledged"
+    );
+    Run {
+        elapsed,
+        latencies_ns: Vec::new(),
+    }
+}
+
+fn consume_all(cluster: &Cluster, partition: &TopicPartition) -> Run {
+    let config = ConsumerConfig::builder()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .build()
+        .expect("config");
+    let mut consumer: Consumer<Bytes, Bytes> = Consumer::new(cluster, config).expect("consumer");
+    consumer.assign([partition.clone()]).expect("assign");
+    let started = Instant::now();
+    let mut read = 0;
+    let mut bytes = 0;
+    while read < RECORDS {
+        for record in consumer.poll(Duration::from_secs(5)).expect("poll") {
+            bytes += record.value.map_or(0, |v| v.len());
+            read += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(bytes, RECORDS * VALUE_BYTES);
+    Run {
+        elapsed,
+        latencies_ns: Vec::new(),
+    }
+}
+
+fn latency(cluster: &Cluster) -> Run {
+    let partition = topic(cluster, "latency");
+    let config = ConsumerConfig::builder()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .build()
+        .expect("config");
+    let mut consumer: Consumer<Bytes, Bytes> = Consumer::new(cluster, config).expect("consumer");
+    consumer.assign([partition]).expect("assign");
+    let origin = Instant::now();
+    let reader = thread::spawn(move || {
+        let mut latencies = Vec::with_capacity(LATENCY_RECORDS);
+        while latencies.len() < LATENCY_RECORDS {
+            for record in consumer.poll(Duration::from_secs(5)).expect("poll") {
+                let now = origin.elapsed().as_nanos() as u64;
+                let value = record.value.expect("value");
+                let sent = u64::from_be_bytes(value[..8].try_into().expect("stamp"));
+                latencies.push(now.saturating_sub(sent));
+            }
+        }
+        latencies
+    });
+    let config = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .linger_ms(0u64)
+        .build()
+        .expect("config");
+    let producer: Producer<Bytes, Bytes> = Producer::new(cluster, config).expect("producer");
+    let interval = Duration::from_secs_f64(1.0 / LATENCY_RATE);
+    let started = Instant::now();
+    for i in 0..LATENCY_RECORDS {
+        // Keep the average rate: sleep while ahead, catch up when behind.
+        let due = started + interval * i as u32;
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        let mut value = vec![b'x'; VALUE_BYTES];
+        let stamp = origin.elapsed().as_nanos() as u64;
+        value[..8].copy_from_slice(&stamp.to_be_bytes());
+        let _pending = producer
+            .send(ProducerRecord::new("latency", Bytes::from(value)))
+            .expect("send");
+    }
+    producer.flush();
+    let latencies_ns = reader.join().expect("reader");
+    Run {
+        elapsed: started.elapsed(),
+        latencies_ns,
+    }
+}
+
+fn target(value: f64, goal: f64) -> String {
+    format!(
+        "target={goal:.0} met={}",
+        if value >= goal { "yes" } else { "no" }
+    )
+}
+
+fn main() {
+    let bytes = RECORDS * VALUE_BYTES;
+
+    let memory = Cluster::builder().build().expect("cluster");
+    topic(&memory, "bench");
+    let run = produce(&memory, "bench");
+    let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
+    report(
+        "produce/memory",
+        RECORDS,
+        bytes,
+        &run,
+        &target(rate, 2_000_000.0),
+    );
+    drop(memory);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = Cluster::builder()
+        .data_dir(dir.path())
+        .build()
+        .expect("cluster");
+    let partition = topic(&files, "bench");
+    let run = produce(&files, "bench");
+    let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
+    report(
+        "produce/file",
+        RECORDS,
+        bytes,
+        &run,
+        &target(rate, 1_000_000.0),
+    );
+    let run = consume_all(&files, &partition);
+    let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
+    report(
+        "consume/file",
+        RECORDS,
+        bytes,
+        &run,
+        &target(rate, 3_000_000.0),
+    );
+    files.shutdown().expect("shutdown");
+
+    let memory = Cluster::builder().build().expect("cluster");
+    let run = latency(&memory);
+    let mut sorted = run.latencies_ns.clone();
+    sorted.sort_unstable();
+    let p99 = common::percentile(&sorted, 0.99);
+    report(
+        "latency/memory",
+        LATENCY_RECORDS,
+        LATENCY_RECORDS * VALUE_BYTES,
+        &run,
+        &format!(
+            "target_p99_us=1000 met={}",
+            if p99 <= 1000.0 { "yes" } else { "no" }
+        ),
+    );
+}

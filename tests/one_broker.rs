@@ -1,0 +1,1080 @@
+//! One broker end to end, through the public API only: producer, consumer,
+//! admin, broker long-poll fetch, errors, and restart over files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrolog::client::{
+    Acks, AutoOffsetReset, Consumer, ConsumerConfig, DefaultSerde, Partitioner, Postcard, Producer,
+    ProducerConfig, ProducerInterceptor, ProducerRecord, RecordMetadata,
+};
+use ferrolog::protocol::{FetchPartition, FetchRequest, Request, Response};
+use ferrolog::transport::{LocalTransport, Peer, Reply, RequestHandler, Transport};
+use ferrolog::{Admin, Cluster, Error, NewTopic, TopicConfig, TopicPartition};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn tp(topic: &str, partition: u32) -> TopicPartition {
+    TopicPartition::new(topic, partition).unwrap()
+}
+
+fn cluster_with(topics: &[(&str, u32)]) -> Cluster {
+    let cluster = Cluster::builder().build().unwrap();
+    create(&cluster, topics);
+    cluster
+}
+
+fn create(cluster: &Cluster, topics: &[(&str, u32)]) {
+    let admin = Admin::new(cluster).unwrap();
+    for &(name, partitions) in topics {
+        admin.create_topic(NewTopic::new(name, partitions)).unwrap();
+    }
+}
+
+fn fast_producer() -> ProducerConfig {
+    ProducerConfig::builder().linger_ms(0u64).build().unwrap()
+}
+
+fn earliest() -> ConsumerConfig {
+    ConsumerConfig::builder()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .fetch_max_wait_ms(100u32)
+        .build()
+        .unwrap()
+}
+
+/// Polls until `count` records arrived (or fails after `WAIT`).
+fn consume<K, V>(
+    consumer: &mut Consumer<K, V>,
+    count: usize,
+) -> Vec<ferrolog::ConsumerRecord<K, V>> {
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    while out.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} records arrived",
+            out.len()
+        );
+        out.extend(consumer.poll(Duration::from_millis(200)).unwrap());
+    }
+    out
+}
+
+fn all_partitions(topic: &str, n: u32) -> Vec<TopicPartition> {
+    (0..n).map(|p| tp(topic, p)).collect()
+}
+
+/// A transport that passes everything to a [`LocalTransport`] except the
+/// Produce requests `fault` decides to stall (keep the reply, never answer)
+/// or lose (drop the reply).
+#[derive(Debug, Clone)]
+struct FaultyProduce {
+    inner: LocalTransport,
+    produce_requests: Arc<AtomicUsize>,
+    mode: Arc<parking_lot::Mutex<Fault>>,
+    stalled: Arc<parking_lot::Mutex<Vec<Reply>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    StallAll,
+    LoseFirst(usize),
+}
+
+impl FaultyProduce {
+    fn new(mode: Fault) -> Self {
+        Self {
+            inner: LocalTransport::new(),
+            produce_requests: Arc::new(AtomicUsize::new(0)),
+            mode: Arc::new(parking_lot::Mutex::new(mode)),
+            stalled: Arc::default(),
+        }
+    }
+}
+
+impl Transport for FaultyProduce {
+    fn register(&self, node: u32, handler: Arc<dyn RequestHandler>) -> ferrolog::Result<()> {
+        self.inner.register(node, handler)
+    }
+
+    fn deregister(&self, node: u32) {
+        self.inner.deregister(node)
+    }
+
+    fn send(&self, from: Peer, to: u32, request: Request, reply: Reply) {
+        if let Request::Produce(_) = &request {
+            let n = self.produce_requests.fetch_add(1, Ordering::SeqCst);
+            match *self.mode.lock() {
+                Fault::StallAll => return self.stalled.lock().push(reply),
+                Fault::LoseFirst(k) if n < k => return drop(reply),
+                _ => {}
+            }
+        }
+        self.inner.send(from, to, request, reply)
+    }
+}
+
+#[test]
+fn records_of_a_partition_are_consumed_in_send_order() {
+    let cluster = cluster_with(&[("orders", 3)]);
+    let producer: Producer<String, u64> =
+        Producer::new(&cluster, ProducerConfig::default()).unwrap();
+    let futures: Vec<_> = (0..3000u64)
+        .map(|i| {
+            let record = ProducerRecord::new("orders", i).with_key(format!("key-{}", i % 17));
+            producer.send(record).unwrap()
+        })
+        .collect();
+    let mut sent: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        let meta = f.wait().unwrap();
+        sent.entry(meta.partition.partition())
+            .or_default()
+            .push((meta.offset.unwrap(), i as u64));
+    }
+    assert_eq!(sent.len(), 3, "17 keys spread over all partitions");
+    for list in sent.values() {
+        let offsets: Vec<u64> = list.iter().map(|&(o, _)| o).collect();
+        assert_eq!(
+            offsets,
+            (0..list.len() as u64).collect::<Vec<_>>(),
+            "send order = offset order"
+        );
+    }
+    let mut consumer: Consumer<String, u64> = Consumer::new(&cluster, earliest()).unwrap();
+    consumer.assign(all_partitions("orders", 3)).unwrap();
+    let mut got: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    for r in consume(&mut consumer, 3000) {
+        got.entry(r.partition())
+            .or_default()
+            .push((r.offset, r.value.unwrap()));
+    }
+    assert_eq!(got, sent);
+}
+
+#[test]
+fn keys_land_in_the_partition_kafka_would_choose() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/kafka-vectors.json"
+    ))
+    .unwrap();
+    let vectors: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entries = vectors["murmur2"].as_array().unwrap();
+    let cluster = Cluster::builder().build().unwrap();
+    let counts = [1u32, 3, 6, 10, 64];
+    create(
+        &cluster,
+        &counts
+            .map(|n| (format!("k{n}"), n))
+            .iter()
+            .map(|(s, n)| (s.as_str(), *n))
+            .collect::<Vec<_>>(),
+    );
+    let producer: Producer<Bytes, Bytes> = Producer::new(&cluster, fast_producer()).unwrap();
+    let mut checked = 0;
+    for e in entries {
+        let hex = e["key_hex"].as_str().unwrap();
+        let key: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        for n in counts {
+            let expected = e["partition"][n.to_string()].as_u64().unwrap() as u32;
+            let record = ProducerRecord::new(format!("k{n}"), Bytes::from_static(b"v"))
+                .with_key(Bytes::from(key.clone()));
+            let meta = producer.send(record).unwrap().wait().unwrap();
+            assert_eq!(
+                meta.partition.partition(),
+                expected,
+                "key {hex} over {n} partitions"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, entries.len() * counts.len());
+}
+
+#[test]
+fn acks_zero_gives_no_offset_and_acks_one_gives_the_offset_read_back() {
+    let cluster = cluster_with(&[("t", 1)]);
+    let fire_and_forget: Producer<(), String> = Producer::with_serializers(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::None)
+            .linger_ms(0u64)
+            .build()
+            .unwrap(),
+        Postcard,
+        DefaultSerde,
+    )
+    .unwrap();
+    let meta = fire_and_forget
+        .send(ProducerRecord::new("t", "zero".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(meta.offset, None, "acks=0: the offset is unknown");
+
+    let leader_ack: Producer<(), String> = Producer::with_serializers(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .linger_ms(0u64)
+            .build()
+            .unwrap(),
+        Postcard,
+        DefaultSerde,
+    )
+    .unwrap();
+    let meta = leader_ack
+        .send(ProducerRecord::new("t", "one".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        meta.offset,
+        Some(1),
+        "acks=1: the leader's offset, after the acks=0 record"
+    );
+
+    let mut consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let values: Vec<_> = consume(&mut consumer, 2)
+        .into_iter()
+        .map(|r| (r.offset, r.value.unwrap()))
+        .collect();
+    assert_eq!(values, [(0, "zero".to_string()), (1, "one".to_string())]);
+}
+
+#[test]
+fn an_undeliverable_send_fails_with_delivery_timeout_and_never_hangs() {
+    let transport = FaultyProduce::new(Fault::StallAll);
+    let cluster = Cluster::builder()
+        .transport(transport.clone())
+        .build()
+        .unwrap();
+    create(&cluster, &[("t", 1)]);
+    let config = ProducerConfig::builder()
+        .linger_ms(0u64)
+        .request_timeout_ms(150u64)
+        .delivery_timeout_ms(600u64)
+        .retry_backoff_ms(20u64)
+        .build()
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, config).unwrap();
+    let started = Instant::now();
+    let outcome = producer
+        .send(ProducerRecord::new("t", "lost".to_string()))
+        .unwrap()
+        .wait();
+    let elapsed = started.elapsed();
+    match outcome {
+        Err(Error::DeliveryTimeout {
+            records: 1,
+            last_error: Some(last),
+            elapsed_ms,
+            ..
+        }) => {
+            assert!(last.contains("timed out"), "{last}");
+            assert!(elapsed_ms >= 600, "{elapsed_ms}");
+        }
+        other => panic!("expected DeliveryTimeout, got {other:?}"),
+    }
+    assert!(
+        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    assert!(
+        transport.produce_requests.load(Ordering::SeqCst) >= 3,
+        "it retried after each request timeout"
+    );
+}
+
+#[test]
+fn retriable_errors_are_retried_and_fatal_ones_are_not() {
+    let transport = FaultyProduce::new(Fault::LoseFirst(2));
+    let cluster = Cluster::builder()
+        .transport(transport.clone())
+        .build()
+        .unwrap();
+    create(&cluster, &[("t", 1)]);
+    let retrying = ProducerConfig::builder()
+        .linger_ms(0u64)
+        .retry_backoff_ms(10u64)
+        .build()
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, retrying).unwrap();
+    let meta = producer
+        .send(ProducerRecord::new("t", "third time".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        meta.offset,
+        Some(0),
+        "two lost requests, then delivered once"
+    );
+    assert_eq!(transport.produce_requests.load(Ordering::SeqCst), 3);
+
+    *transport.mode.lock() = Fault::LoseFirst(4);
+    let no_retries = ProducerConfig::builder()
+        .linger_ms(0u64)
+        .retries(0u32)
+        .build()
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, no_retries).unwrap();
+    let outcome = producer
+        .send(ProducerRecord::new("t", "once".to_string()))
+        .unwrap()
+        .wait();
+    assert!(matches!(outcome, Err(Error::Network { .. })), "{outcome:?}");
+
+    // RecordTooLarge from the broker is not retriable: one attempt only.
+    let admin = Admin::new(&cluster).unwrap();
+    let small = TopicConfig {
+        max_message_bytes: 1000,
+        ..TopicConfig::default()
+    };
+    admin
+        .create_topic(NewTopic::new("small", 1).config(small))
+        .unwrap();
+    *transport.mode.lock() = Fault::None;
+    let before = transport.produce_requests.load(Ordering::SeqCst);
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer()).unwrap();
+    let outcome = producer
+        .send(ProducerRecord::new("small", "x".repeat(2000)))
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(outcome, Err(Error::RecordTooLarge { max: 1000, .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        transport.produce_requests.load(Ordering::SeqCst),
+        before + 1
+    );
+}
+
+#[test]
+fn full_buffer_memory_blocks_send_for_max_block_ms_then_fails() {
+    let transport = FaultyProduce::new(Fault::StallAll);
+    let cluster = Cluster::builder().transport(transport).build().unwrap();
+    create(&cluster, &[("t", 1)]);
+    let config = ProducerConfig::builder()
+        .buffer_memory(8_192usize)
+        .max_block_ms(300u64)
+        .linger_ms(0u64)
+        .build()
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, config).unwrap();
+    let mut accepted = 0;
+    loop {
+        let started = Instant::now();
+        match producer.send(ProducerRecord::new("t", "v".repeat(1000))) {
+            Ok(_) => accepted += 1,
+            Err(Error::BufferExhausted {
+                buffer_memory: 8192,
+                max_block_ms: 300,
+                ..
+            }) => {
+                let waited = started.elapsed();
+                assert!(waited >= Duration::from_millis(300), "blocked {waited:?}");
+                assert!(waited < Duration::from_secs(5), "blocked {waited:?}");
+                break;
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        assert!(accepted < 100, "buffer_memory never filled");
+    }
+    assert!(
+        (5..=8).contains(&accepted),
+        "{accepted} records of ~1 KB fit in 8 KiB"
+    );
+    // Nothing can be delivered: a bounded close fails what is held.
+    producer.close_timeout(Duration::from_millis(100));
+    assert!(matches!(
+        producer.send(ProducerRecord::new("t", "x".into())),
+        Err(Error::ClientClosed { .. })
+    ));
+}
+
+struct DropAndShout {
+    acknowledged: Arc<parking_lot::Mutex<Vec<Result<RecordMetadata, String>>>>,
+}
+
+impl ProducerInterceptor<String, String> for DropAndShout {
+    fn on_send(
+        &self,
+        mut record: ProducerRecord<String, String>,
+    ) -> Option<ProducerRecord<String, String>> {
+        let value = record.value.take()?;
+        if value.contains("secret") {
+            return None;
+        }
+        record.value = Some(value.to_uppercase());
+        Some(record)
+    }
+
+    fn on_acknowledgement(&self, result: &ferrolog::Result<RecordMetadata>) {
+        self.acknowledged
+            .lock()
+            .push(result.clone().map_err(|e| e.to_string()));
+    }
+}
+
+#[test]
+fn a_dropping_interceptor_drops_and_sees_every_outcome() {
+    let cluster = cluster_with(&[("t", 1)]);
+    let acknowledged = Arc::default();
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer())
+        .unwrap()
+        .with_interceptor(DropAndShout {
+            acknowledged: Arc::clone(&acknowledged),
+        });
+    let mut outcomes = Vec::new();
+    for v in ["a", "secret b", "c", "secret d", "e"] {
+        outcomes.push(producer.send(ProducerRecord::new("t", v.to_string())));
+    }
+    assert!(matches!(outcomes[1], Err(Error::DroppedByInterceptor)));
+    assert!(matches!(outcomes[3], Err(Error::DroppedByInterceptor)));
+    producer.flush();
+    let acks = acknowledged.lock().clone();
+    assert_eq!(acks.len(), 5, "on_acknowledgement saw every send: {acks:?}");
+    assert_eq!(acks.iter().filter(|a| a.is_ok()).count(), 3);
+
+    let mut consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
+    consumer.assign([tp("t", 0)]).unwrap();
+    let values: Vec<String> = consume(&mut consumer, 3)
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(values, ["A", "C", "E"]);
+    assert!(
+        consumer
+            .poll(Duration::from_millis(100))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn raw_fetch(
+    cluster: &Cluster,
+    partition: &TopicPartition,
+    offset: u64,
+    max_wait_ms: u32,
+) -> mpsc::Receiver<ferrolog::Result<Response>> {
+    let (tx, rx) = mpsc::channel();
+    let request = Request::Fetch(FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partitions: vec![FetchPartition {
+            partition: partition.clone(),
+            fetch_offset: offset,
+            max_bytes: 1 << 20,
+        }],
+    });
+    cluster.transport().send(
+        Peer::Client(999),
+        0,
+        request,
+        Reply::new(0, move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx
+}
+
+fn fetched_values(response: ferrolog::Result<Response>) -> Vec<Bytes> {
+    let Ok(Response::Fetch(f)) = response else {
+        panic!("expected a fetch response, got {response:?}")
+    };
+    f.partitions[0]
+        .result
+        .as_ref()
+        .unwrap()
+        .records
+        .records()
+        .map(|r| r.unwrap().value.unwrap())
+        .collect()
+}
+
+#[test]
+fn a_fetch_without_data_waits_max_wait_ms_then_answers_empty() {
+    let cluster = cluster_with(&[("t", 1)]);
+    let started = Instant::now();
+    let rx = raw_fetch(&cluster, &tp("t", 0), 0, 300);
+    let response = rx.recv_timeout(WAIT).expect("answered");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    assert!(fetched_values(response).is_empty());
+}
+
+#[test]
+fn a_waiting_fetch_returns_as_soon_as_data_arrives() {
+    let cluster = cluster_with(&[("t", 1)]);
+    let started = Instant::now();
+    // Parked: the broker holds it for up to 60 s.
+    let rx = raw_fetch(&cluster, &tp("t", 0), 0, 60_000);
+    assert!(rx.try_recv().is_err(), "no data yet, so no answer yet");
+    let producer: Producer<(), Bytes> =
+        Producer::with_serializers(&cluster, fast_producer(), Postcard, DefaultSerde).unwrap();
+    producer
+        .send(ProducerRecord::new("t", Bytes::from_static(b"wake up")))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let response = rx.recv_timeout(WAIT).expect("answered once data arrived");
+    assert_eq!(fetched_values(response), [Bytes::from_static(b"wake up")]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn records_over_max_request_size_or_max_message_bytes_are_record_too_large() {
+    let cluster = cluster_with(&[("t", 1)]);
+    let small_requests = ProducerConfig::builder()
+        .max_request_size(1000usize)
+        .build()
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, small_requests).unwrap();
+    let refused = producer.send(ProducerRecord::new("t", "x".repeat(2000)));
+    assert!(
+        matches!(refused, Err(Error::RecordTooLarge { max: 1000, .. })),
+        "{refused:?}"
+    );
+    producer
+        .send(ProducerRecord::new("t", "x".repeat(500)))
+        .unwrap()
+        .wait()
+        .unwrap();
+
+    let admin = Admin::new(&cluster).unwrap();
+    let small = TopicConfig {
+        max_message_bytes: 1000,
+        ..TopicConfig::default()
+    };
+    admin
+        .create_topic(NewTopic::new("small", 1).config(small))
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer()).unwrap();
+    let outcome = producer
+        .send(ProducerRecord::new("small", "x".repeat(2000)))
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(outcome, Err(Error::RecordTooLarge { max: 1000, .. })),
+        "{outcome:?}"
+    );
+    let consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
+    assert_eq!(
+        consumer.end_offsets([&tp("small", 0)]).unwrap()[&tp("small", 0)],
+        0,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn unknown_topic_bad_partition_and_bad_config_each_get_their_own_error() {
+    let cluster = cluster_with(&[("t", 3)]);
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer()).unwrap();
+    let unknown = producer.send(ProducerRecord::new("nope", "v".to_string()));
+    assert!(
+        matches!(&unknown, Err(Error::UnknownTopicOrPartition { topic }) if topic == "nope"),
+        "{unknown:?}"
+    );
+    let bad = producer.send(ProducerRecord::new("t", "v".to_string()).with_partition(7));
+    assert!(
+        matches!(
+            bad,
+            Err(Error::InvalidPartition {
+                partition: 7,
+                partition_count: 3,
+                ..
+            })
+        ),
+        "{bad:?}"
+    );
+    let config = ProducerConfig::builder().delivery_timeout_ms(10u64).build();
+    assert!(
+        matches!(
+            config,
+            Err(Error::InvalidConfig {
+                field: "delivery_timeout_ms",
+                ..
+            })
+        ),
+        "{config:?}"
+    );
+    let config = ProducerConfig {
+        retry_backoff_max_ms: 1,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::<String, String>::new(&cluster, config);
+    assert!(matches!(
+        producer,
+        Err(Error::InvalidConfig {
+            field: "retry_backoff_max_ms",
+            ..
+        })
+    ));
+    let config = ConsumerConfig {
+        max_poll_records: 0,
+        ..ConsumerConfig::default()
+    };
+    let consumer = Consumer::<String, String>::new(&cluster, config);
+    assert!(matches!(
+        consumer,
+        Err(Error::InvalidConfig {
+            field: "max_poll_records",
+            ..
+        })
+    ));
+
+    let mut consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
+    assert!(matches!(
+        consumer.assign([tp("nope", 0)]),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
+    assert!(matches!(
+        consumer.assign([tp("t", 3)]),
+        Err(Error::InvalidPartition { partition: 3, .. })
+    ));
+    assert!(matches!(
+        consumer.poll(Duration::ZERO),
+        Err(Error::NotAssigned)
+    ));
+    assert!(matches!(
+        consumer.seek(&tp("t", 0), 0),
+        Err(Error::PartitionNotAssigned { .. })
+    ));
+
+    let admin = Admin::new(&cluster).unwrap();
+    let bad_topic = TopicConfig {
+        segment_bytes: 10,
+        ..TopicConfig::default()
+    };
+    let created = admin.create_topic(NewTopic::new("u", 1).config(bad_topic));
+    assert!(
+        matches!(
+            created,
+            Err(Error::InvalidConfig {
+                field: "segment_bytes",
+                ..
+            })
+        ),
+        "{created:?}"
+    );
+    assert!(matches!(
+        admin.create_topic(NewTopic::new("t", 1)),
+        Err(Error::TopicAlreadyExists { .. })
+    ));
+    assert!(matches!(
+        admin.create_topic(NewTopic::new("z", 0)),
+        Err(Error::InvalidPartitions { .. })
+    ));
+    assert!(matches!(
+        admin.create_topic(NewTopic::new("r", 1).replication_factor(2)),
+        Err(Error::InvalidReplicationFactor { .. })
+    ));
+    assert!(matches!(
+        admin.delete_topic("nope"),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
+    assert!(matches!(
+        Cluster::builder().brokers(0).build(),
+        Err(Error::InvalidConfig {
+            field: "brokers",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_restarted_file_cluster_keeps_every_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acknowledged: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    {
+        let cluster = Cluster::builder().data_dir(dir.path()).build().unwrap();
+        create(&cluster, &[("kept", 3)]);
+        let producer: Producer<String, String> =
+            Producer::new(&cluster, ProducerConfig::default()).unwrap();
+        let futures: Vec<_> = (0..1000)
+            .map(|i| {
+                let value = format!("record {i}");
+                (
+                    value.clone(),
+                    producer
+                        .send(ProducerRecord::new("kept", value).with_key(format!("{}", i % 7)))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        for (value, f) in futures {
+            let meta = f.wait().unwrap();
+            acknowledged.insert((meta.partition.partition(), meta.offset.unwrap()), value);
+        }
+        drop(producer);
+        cluster.shutdown().unwrap();
+    }
+    let cluster = Cluster::builder().data_dir(dir.path()).build().unwrap();
+    let admin = Admin::new(&cluster).unwrap();
+    assert_eq!(
+        admin.describe_topic("kept").unwrap().partitions.len(),
+        3,
+        "the topic came back"
+    );
+    let mut consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
+    consumer.assign(all_partitions("kept", 3)).unwrap();
+    let read: BTreeMap<(u32, u64), String> = consume(&mut consumer, 1000)
+        .into_iter()
+        .map(|r| ((r.partition(), r.offset), r.value.unwrap()))
+        .collect();
+    assert_eq!(read, acknowledged);
+    // Appends continue after the recovered records.
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer()).unwrap();
+    let meta = producer
+        .send(ProducerRecord::new("kept", "after".to_string()).with_partition(0))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let before = acknowledged.keys().filter(|(p, _)| *p == 0).count() as u64;
+    assert_eq!(meta.offset, Some(before));
+}
+
+#[test]
+fn seek_pause_resume_offsets_for_times_and_offset_reset() {
+    let cluster = cluster_with(&[("t", 2)]);
+    let producer: Producer<(), i64> =
+        Producer::with_serializers(&cluster, fast_producer(), Postcard, DefaultSerde).unwrap();
+    for p in 0..2 {
+        for i in 0..10i64 {
+            let record = ProducerRecord::new("t", i)
+                .with_partition(p)
+                .with_timestamp(1_000 + i * 10);
+            let _pending = producer.send(record).unwrap();
+        }
+    }
+    producer.flush();
+    let (p0, p1) = (tp("t", 0), tp("t", 1));
+
+    // Latest (the default) starts at the end; earliest at the start; none fails.
+    let mut latest: Consumer<(), i64> = Consumer::with_deserializers(
+        &cluster,
+        ConsumerConfig::builder()
+            .fetch_max_wait_ms(50u32)
+            .build()
+            .unwrap(),
+        Postcard,
+        DefaultSerde,
+    )
+    .unwrap();
+    latest.assign([p0.clone()]).unwrap();
+    assert_eq!(latest.position(&p0).unwrap(), 10);
+    assert!(latest.poll(Duration::from_millis(100)).unwrap().is_empty());
+    let strict = ConsumerConfig::builder()
+        .auto_offset_reset(AutoOffsetReset::None)
+        .build()
+        .unwrap();
+    let mut strict: Consumer<(), i64> =
+        Consumer::with_deserializers(&cluster, strict, Postcard, DefaultSerde).unwrap();
+    strict.assign([p0.clone()]).unwrap();
+    assert!(matches!(
+        strict.poll(Duration::ZERO),
+        Err(Error::NoOffsetForPartition { .. })
+    ));
+    strict.seek(&p0, 99).unwrap();
+    let out_of_range = (0..20).find_map(|_| strict.poll(Duration::from_millis(50)).err());
+    assert!(
+        matches!(
+            out_of_range,
+            Some(Error::OffsetOutOfRange { offset: 99, .. })
+        ),
+        "{out_of_range:?}"
+    );
+
+    let mut c: Consumer<(), i64> =
+        Consumer::with_deserializers(&cluster, earliest(), Postcard, DefaultSerde).unwrap();
+    c.assign([p0.clone(), p1.clone()]).unwrap();
+    c.pause([&p1]).unwrap();
+    assert_eq!(c.paused(), vec![p1.clone()]);
+    let first = consume(&mut c, 10);
+    assert!(
+        first.iter().all(|r| r.partition() == 0),
+        "paused partition 1 returned nothing"
+    );
+    assert!(c.poll(Duration::from_millis(100)).unwrap().is_empty());
+    c.resume([&p1]).unwrap();
+    let second = consume(&mut c, 10);
+    assert!(second.iter().all(|r| r.partition() == 1));
+
+    c.seek(&p0, 7).unwrap();
+    c.pause([&p1]).unwrap();
+    let again: Vec<i64> = consume(&mut c, 3)
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(again, [7, 8, 9]);
+    c.seek_to_beginning([&p0]).unwrap();
+    assert_eq!(c.position(&p0).unwrap(), 0);
+    c.seek_to_end([&p0]).unwrap();
+    assert_eq!(c.position(&p0).unwrap(), 10);
+
+    let times = HashMap::from([(p0.clone(), 1_035), (p1.clone(), 5_000)]);
+    let found = c.offsets_for_times(&times).unwrap();
+    let at = found[&p0].unwrap();
+    assert_eq!((at.offset, at.timestamp), (4, Some(1_040)));
+    assert_eq!(found[&p1], None, "no record that late");
+    assert_eq!(c.beginning_offsets([&p1]).unwrap()[&p1], 0);
+    assert_eq!(c.end_offsets([&p1]).unwrap()[&p1], 10);
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u64,
+    items: Vec<String>,
+    total: f64,
+}
+
+#[test]
+fn serde_integers_strings_and_bytes_round_trip_through_the_log() {
+    let cluster = cluster_with(&[("orders", 1), ("numbers", 1)]);
+    let orders: Producer<u64, Order> =
+        Producer::with_serializers(&cluster, fast_producer(), DefaultSerde, Postcard).unwrap();
+    let order = Order {
+        id: 7,
+        items: vec!["tea".into(), "milk".into()],
+        total: 4.5,
+    };
+    orders
+        .send(ProducerRecord::new("orders", order.clone()).with_key(7))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut c: Consumer<u64, Order> =
+        Consumer::with_deserializers(&cluster, earliest(), DefaultSerde, Postcard).unwrap();
+    c.assign([tp("orders", 0)]).unwrap();
+    let r = consume(&mut c, 1).remove(0);
+    assert_eq!((r.key, r.value), (Some(7), Some(order)));
+
+    let numbers: Producer<i32, f64> = Producer::new(&cluster, fast_producer()).unwrap();
+    let _pending = numbers
+        .send(ProducerRecord::new("numbers", -2.5).with_key(-1))
+        .unwrap();
+    let _pending = numbers
+        .send(ProducerRecord::tombstone("numbers", 3))
+        .unwrap();
+    numbers.flush();
+    let mut raw: Consumer<Bytes, Bytes> = Consumer::new(&cluster, earliest()).unwrap();
+    raw.assign([tp("numbers", 0)]).unwrap();
+    let records = consume(&mut raw, 2);
+    assert_eq!(
+        records[0].key.as_deref(),
+        Some(&(-1i32).to_be_bytes()[..]),
+        "Kafka's IntegerSerializer bytes"
+    );
+    assert_eq!(
+        records[0].value.as_deref(),
+        Some(&(-2.5f64).to_be_bytes()[..])
+    );
+    assert_eq!(records[1].value, None, "a tombstone has no value");
+
+    // A value that does not deserialize stops at its offset.
+    let mut wrong: Consumer<i32, String> = Consumer::new(&cluster, earliest()).unwrap();
+    wrong.assign([tp("numbers", 0)]).unwrap();
+    let failed = (0..20).find_map(|_| wrong.poll(Duration::from_millis(50)).err());
+    assert!(
+        matches!(failed, Some(Error::RecordDeserialization { offset: 0, .. })),
+        "{failed:?}"
+    );
+    assert_eq!(wrong.position(&tp("numbers", 0)).unwrap(), 0);
+}
+
+#[test]
+fn callbacks_futures_and_async_await_see_the_same_outcome() {
+    let cluster = cluster_with(&[("t", 1)]);
+    let producer: Producer<String, String> =
+        Producer::new(&cluster, ProducerConfig::default()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let future = producer
+        .send_with_callback(ProducerRecord::new("t", "a".to_string()), move |r| {
+            tx.send(r).unwrap()
+        })
+        .unwrap();
+    let from_callback = rx.recv_timeout(WAIT).unwrap().unwrap();
+    let from_future = future.wait().unwrap();
+    assert_eq!(from_callback, from_future);
+    assert_eq!(from_future.offset, Some(0));
+
+    let future = producer
+        .send(ProducerRecord::new("t", "b".to_string()))
+        .unwrap();
+    let from_async = block_on(future).unwrap();
+    assert_eq!(from_async.offset, Some(1));
+}
+
+/// A minimal executor: polls a future on this thread, parking between wakes.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn records_without_key_stick_to_one_partition_per_batch() {
+    let cluster = cluster_with(&[("t", 4)]);
+    let config = ProducerConfig::builder()
+        .batch_size(2_000usize)
+        .linger_ms(1_000u64)
+        .build()
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, config).unwrap();
+    let futures: Vec<_> = (0..200)
+        .map(|_| {
+            producer
+                .send(ProducerRecord::new("t", "v".repeat(100)))
+                .unwrap()
+        })
+        .collect();
+    producer.flush();
+    let partitions: Vec<u32> = futures
+        .into_iter()
+        .map(|f| f.wait().unwrap().partition.partition())
+        .collect();
+    let runs = partitions.windows(2).filter(|w| w[0] != w[1]).count() + 1;
+    let used: std::collections::BTreeSet<u32> = partitions.iter().copied().collect();
+    assert_eq!(used.len(), 4, "null keys spread over every partition");
+    assert!(
+        (8..=16).contains(&runs),
+        "~20 KB in 2 KB batches switch partition per batch: {runs} runs"
+    );
+}
+
+struct Always(u32);
+
+impl Partitioner for Always {
+    fn partition(&self, _: &str, _: Option<&[u8]>, _: Option<&[u8]>, _: u32) -> Option<u32> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn a_custom_partitioner_decides_unless_the_record_names_a_partition() {
+    let cluster = cluster_with(&[("t", 3)]);
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer())
+        .unwrap()
+        .with_partitioner(Always(2));
+    let keyed = producer
+        .send(ProducerRecord::new("t", "v".to_string()).with_key("k".into()))
+        .unwrap();
+    let named = producer
+        .send(ProducerRecord::new("t", "v".to_string()).with_partition(0))
+        .unwrap();
+    assert_eq!(keyed.wait().unwrap().partition.partition(), 2);
+    assert_eq!(named.wait().unwrap().partition.partition(), 0);
+    let broken: Producer<String, String> = Producer::new(&cluster, fast_producer())
+        .unwrap()
+        .with_partitioner(Always(5));
+    assert!(matches!(
+        broken.send(ProducerRecord::new("t", "v".to_string())),
+        Err(Error::InvalidPartition { .. })
+    ));
+}
+
+#[test]
+fn flush_sends_lingering_batches_and_close_refuses_new_sends() {
+    let cluster = cluster_with(&[("t", 1)]);
+    let config = ProducerConfig::builder()
+        .linger_ms(60_000u64)
+        .delivery_timeout_ms(120_000u64)
+        .build()
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, config).unwrap();
+    let future = producer
+        .send(ProducerRecord::new("t", "v".to_string()))
+        .unwrap();
+    assert!(
+        future.wait_timeout(Duration::from_millis(50)).is_none(),
+        "lingering"
+    );
+    producer.flush();
+    assert!(future.is_done());
+    producer.close();
+    assert!(matches!(
+        producer.send(ProducerRecord::new("t", "v".to_string())),
+        Err(Error::ClientClosed { client: "producer" })
+    ));
+}
+
+#[test]
+fn admin_creates_grows_describes_and_deletes_topics() {
+    let cluster = Cluster::builder().build().unwrap();
+    let admin = Admin::new(&cluster).unwrap();
+    admin.create_topic(NewTopic::new("a", 2)).unwrap();
+    admin.create_topic(NewTopic::new("b", 1)).unwrap();
+    assert_eq!(admin.list_topics().unwrap(), ["a", "b"]);
+    admin.create_partitions("a", 5).unwrap();
+    let a = admin.describe_topic("a").unwrap();
+    assert_eq!(a.partitions.len(), 5);
+    for (i, p) in a.partitions.iter().enumerate() {
+        assert_eq!(
+            (p.partition, p.leader, &p.replicas[..], &p.isr[..]),
+            (i as u32, Some(0), &[0][..], &[0][..])
+        );
+    }
+    let description = admin.describe_cluster().unwrap();
+    assert_eq!(
+        (description.brokers.len(), description.controller),
+        (1, Some(0))
+    );
+
+    // The new partitions take writes; a deleted topic is gone with its data.
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer()).unwrap();
+    producer
+        .send(ProducerRecord::new("a", "v".to_string()).with_partition(4))
+        .unwrap()
+        .wait()
+        .unwrap();
+    producer
+        .send(ProducerRecord::new("b", "v".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    admin.delete_topic("b").unwrap();
+    assert_eq!(admin.list_topics().unwrap(), ["a"]);
+    assert!(matches!(
+        admin.describe_topic("b"),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
+    admin.create_topic(NewTopic::new("b", 1)).unwrap();
+    let mut c: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
+    assert_eq!(
+        c.end_offsets([&tp("b", 0)]).unwrap()[&tp("b", 0)],
+        0,
+        "recreated empty"
+    );
+    c.assign([tp("a", 4)]).unwrap();
+    assert_eq!(consume(&mut c, 1)[0].offset, 0);
+}
