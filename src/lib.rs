@@ -2,9 +2,34 @@
 //!
 //! Apache Kafka's design as an embeddable Rust library: topics split into
 //! partitions, each partition an append-only log of record batches in Kafka's
-//! own v2 format, behind a pluggable [`Storage`](storage::Storage).
+//! own v2 format, served by brokers to producers and consumers, behind a
+//! pluggable [`Storage`](storage::Storage) and [`Transport`](transport::Transport).
 //!
-//! The crate is built bottom-up along the layers of its design:
+//! ```
+//! use std::time::Duration;
+//! use ferrolog::{Admin, AutoOffsetReset, Cluster, Consumer, ConsumerConfig, NewTopic, Producer,
+//!     ProducerConfig, ProducerRecord, TopicPartition};
+//!
+//! let cluster = Cluster::builder().build()?;
+//! Admin::new(&cluster)?.create_topic(NewTopic::new("events", 1))?;
+//! let producer: Producer<String, String> = Producer::new(&cluster, ProducerConfig::default())?;
+//! producer.send(ProducerRecord::new("events", "hello".to_string()))?.wait()?;
+//!
+//! let config = ConsumerConfig { auto_offset_reset: AutoOffsetReset::Earliest, ..Default::default() };
+//! let mut consumer: Consumer<String, String> = Consumer::new(&cluster, config)?;
+//! consumer.assign([TopicPartition::new("events", 0)?])?;
+//! let records = consumer.poll(Duration::from_secs(5))?;
+//! assert_eq!(records[0].value.as_deref(), Some("hello"));
+//! # Ok::<(), ferrolog::Error>(())
+//! ```
+//!
+//! The layers, top down:
+//!
+//! - [`client`]: [`Producer`], [`Consumer`], [`Admin`] and their configs.
+//! - [`transport`]: how requests reach brokers ([`transport::LocalTransport`]
+//!   in-process, or your own); [`protocol`]: the messages.
+//! - [`broker`] and [`cluster`]: request handling, long-poll fetches, the
+//!   controller's metadata log, and the embedded [`Cluster`].
 //!
 //! - [`record`]: the RecordBatch v2 format, byte for byte as Kafka writes it
 //!   (one layout on disk, in memory and on the wire).
@@ -13,8 +38,9 @@
 //!   ([`MemoryStorage`](storage::MemoryStorage)) or in files
 //!   ([`FileStorage`](storage::FileStorage)), or in a storage of your own.
 //!
-//! Brokers, replication, producers, consumers and consumer groups build on
-//! these layers.
+//! Replication and consumer groups build on these layers next.
+//!
+//! The log alone:
 //!
 //! ```
 //! use ferrolog::record::RecordBatchBuilder;
@@ -56,6 +82,7 @@ pub use client::{
     ProducerConfig, ProducerRecord,
 };
 pub use cluster::{Cluster, ClusterBuilder};
+pub use controller::MAX_PARTITIONS_PER_TOPIC;
 pub use error::{Error, Result};
 pub use time::{Clock, ManualClock, Millis, SystemClock};
 pub use topic::{

@@ -287,14 +287,14 @@ fn an_undeliverable_send_fails_with_delivery_timeout_and_never_hangs() {
         }
         other => panic!("expected DeliveryTimeout, got {other:?}"),
     }
+    // Millisecond clock: the batch may count from up to 1 ms before `started`.
     assert!(
-        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(5),
+        elapsed >= Duration::from_millis(598) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"
     );
-    assert!(
-        transport.produce_requests.load(Ordering::SeqCst) >= 3,
-        "it retried after each request timeout"
-    );
+    // The unanswered request might still land: sending it again could write
+    // the record twice, so the producer waited instead.
+    assert_eq!(transport.produce_requests.load(Ordering::SeqCst), 1);
 }
 
 #[test]
@@ -1077,4 +1077,130 @@ fn admin_creates_grows_describes_and_deletes_topics() {
     );
     c.assign([tp("a", 4)]).unwrap();
     assert_eq!(consume(&mut c, 1)[0].offset, 0);
+}
+
+#[test]
+fn a_callback_may_flush_and_close_its_own_producer_without_hanging() {
+    let cluster = cluster_with(&[("t", 1)]);
+    let producer: Arc<Producer<String, String>> =
+        Arc::new(Producer::new(&cluster, fast_producer()).unwrap());
+    let (tx, rx) = mpsc::channel();
+    let inner = Arc::clone(&producer);
+    let future = producer
+        .send_with_callback(ProducerRecord::new("t", "v".to_string()), move |result| {
+            inner.flush();
+            inner.close();
+            tx.send(result.map(|m| m.offset)).unwrap();
+        })
+        .unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap(), Some(0));
+    assert_eq!(future.wait().unwrap().offset, Some(0));
+    let closing = thread_with_timeout(move || producer.close());
+    assert!(
+        closing.is_ok(),
+        "close after a callback closed the producer returned"
+    );
+}
+
+fn thread_with_timeout(f: impl FnOnce() + Send + 'static) -> Result<(), mpsc::RecvTimeoutError> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(WAIT)
+}
+
+/// Holds every Produce reply for `delay` before passing it on.
+#[derive(Debug, Clone)]
+struct SlowAnswers {
+    inner: LocalTransport,
+    delay: Duration,
+    produce_requests: Arc<AtomicUsize>,
+}
+
+impl Transport for SlowAnswers {
+    fn register(&self, node: u32, handler: Arc<dyn RequestHandler>) -> ferrolog::Result<()> {
+        self.inner.register(node, handler)
+    }
+
+    fn deregister(&self, node: u32) {
+        self.inner.deregister(node)
+    }
+
+    fn send(&self, from: Peer, to: u32, request: Request, reply: Reply) {
+        if !matches!(request, Request::Produce(_)) {
+            return self.inner.send(from, to, request, reply);
+        }
+        self.produce_requests.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay;
+        let late = Reply::new(to, move |response| {
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                reply.send(response);
+            });
+        });
+        self.inner.send(from, to, request, late)
+    }
+}
+
+#[test]
+fn a_slow_answer_is_waited_for_not_sent_twice() {
+    let transport = SlowAnswers {
+        inner: LocalTransport::new(),
+        delay: Duration::from_millis(400),
+        produce_requests: Arc::default(),
+    };
+    let cluster = Cluster::builder()
+        .transport(transport.clone())
+        .build()
+        .unwrap();
+    create(&cluster, &[("t", 1)]);
+    let config = ProducerConfig::builder()
+        .linger_ms(0u64)
+        .request_timeout_ms(100u64)
+        .delivery_timeout_ms(10_000u64)
+        .build()
+        .unwrap();
+    let producer: Producer<String, String> = Producer::new(&cluster, config).unwrap();
+    // Each answer takes 4 request timeouts to come back.
+    for (i, value) in ["a", "b"].into_iter().enumerate() {
+        let sent = producer
+            .send(ProducerRecord::new("t", value.to_string()))
+            .unwrap();
+        assert_eq!(sent.wait().unwrap().offset, Some(i as u64));
+    }
+    assert_eq!(
+        transport.produce_requests.load(Ordering::SeqCst),
+        2,
+        "no request sent twice"
+    );
+    let consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
+    assert_eq!(
+        consumer.end_offsets([&tp("t", 0)]).unwrap()[&tp("t", 0)],
+        2,
+        "written once each"
+    );
+}
+
+#[test]
+fn an_answer_to_a_fetch_from_before_a_reassignment_is_not_delivered_twice() {
+    let cluster = cluster_with(&[("a", 1), ("b", 1)]);
+    let mut consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
+    consumer.assign([tp("a", 0)]).unwrap();
+    // Parks a fetch of a-0 at the broker.
+    assert!(consumer.poll(Duration::from_millis(20)).unwrap().is_empty());
+    consumer.assign([tp("b", 0)]).unwrap();
+    consumer.assign([tp("a", 0)]).unwrap();
+    assert!(consumer.poll(Duration::from_millis(20)).unwrap().is_empty());
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer()).unwrap();
+    producer
+        .send(ProducerRecord::new("a", "once".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut got = consume(&mut consumer, 1);
+    got.extend(consumer.poll(Duration::from_millis(300)).unwrap());
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [0], "the record arrived exactly once");
 }

@@ -17,9 +17,9 @@
 
 mod purgatory;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -63,6 +63,10 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
+        crate::client::at_most_max_ms(
+            "log_retention_check_interval_ms",
+            self.log_retention_check_interval_ms,
+        )?;
         if self.log_retention_check_interval_ms == 0 {
             return Err(Error::config(
                 "log_retention_check_interval_ms",
@@ -100,6 +104,8 @@ struct BrokerShared {
     controller: Option<Mutex<Option<Controller>>>,
     runtime: Mutex<RuntimeState>,
     runtime_wake: Condvar,
+    /// Set first by shutdown: requests are refused from then on.
+    shutting_down: AtomicBool,
 }
 
 impl std::fmt::Debug for BrokerShared {
@@ -116,6 +122,8 @@ impl std::fmt::Debug for BrokerShared {
 #[derive(Debug)]
 struct Partition {
     tp: TopicPartition,
+    /// The id of the topic incarnation this log belongs to.
+    topic_id: u64,
     state: Mutex<PartitionState>,
     /// Mirror of the log's high watermark, read without the lock to detect an
     /// append racing with a fetch that is about to park.
@@ -166,6 +174,7 @@ impl Broker {
             controller: controller.map(|c| Mutex::new(Some(c))),
             runtime: Mutex::new(RuntimeState::default()),
             runtime_wake: Condvar::new(),
+            shutting_down: AtomicBool::new(false),
         });
         transport.register(id, shared.clone())?;
         let runner = shared.clone();
@@ -196,7 +205,10 @@ impl Broker {
     /// nothing.
     pub(crate) fn shutdown(&self) -> Result<()> {
         let shared = &self.shared;
+        shared.shutting_down.store(true, Ordering::Release);
         shared.transport.deregister(shared.id);
+        // Wait out a metadata change in progress; later ones are refused.
+        drop(shared.apply_lock.lock());
         {
             let mut runtime = shared.runtime.lock();
             runtime.shutdown = true;
@@ -235,6 +247,10 @@ impl Drop for Broker {
 
 impl RequestHandler for BrokerShared {
     fn handle(&self, _from: Peer, request: Request, reply: Reply) {
+        if self.shutting_down.load(Ordering::Acquire) {
+            reply.send(Err(self.shutting_down_error()));
+            return;
+        }
         match request {
             Request::Produce(request) => self.produce(request, reply),
             Request::Fetch(request) => self.fetch(request, reply),
@@ -310,7 +326,8 @@ impl BrokerShared {
         let mut purgatory = self.purgatory.lock();
         // An append between the read and now would not find this fetch
         // parked; its high watermark move shows it, so read again instead.
-        if self.any_high_watermark_moved(&seen) {
+        // A broker shutting down drains the purgatory once; answer now.
+        if self.any_high_watermark_moved(&seen) || self.shutting_down.load(Ordering::Acquire) {
             drop(purgatory);
             let (response, _, _) = self.read_fetch(&request);
             reply.send(Ok(Response::Fetch(response)));
@@ -501,9 +518,15 @@ impl BrokerShared {
     // ----- metadata changes ----------------------------------------------
 
     /// Makes the hosted partitions match `metadata`: opens the logs of new
-    /// replicas, closes and removes the logs of deleted ones.
+    /// replicas, closes and removes the logs of deleted topics (and of a
+    /// topic deleted and created again under the same name, told apart by its
+    /// id). A log that fails to open or remove is skipped and reported; the
+    /// rest of the change still applies, and the next metadata retries it.
     fn apply_metadata(&self, metadata: Arc<ClusterMetadata>) -> Result<()> {
         let _serial = self.apply_lock.lock();
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(self.shutting_down_error());
+        }
         let first = {
             let current = self.metadata.read();
             if metadata.version <= current.version {
@@ -516,59 +539,108 @@ impl BrokerShared {
             for p in &topic.partitions {
                 if p.replicas.contains(&self.id) {
                     let tp = TopicPartition::from_shared(topic.name.clone(), p.partition);
-                    wanted.insert(tp, (p, &topic.config));
+                    wanted.insert(tp, (p, topic));
                 }
             }
         }
-        let hosted: HashSet<TopicPartition> = self.partitions.read().keys().cloned().collect();
-        let mut opened = Vec::new();
-        for (tp, (p, config)) in &wanted {
-            if !hosted.contains(tp) {
-                let log = self.storage.open(tp, self.id, config)?;
-                let high_watermark = log.high_watermark();
-                opened.push(Arc::new(Partition {
-                    tp: tp.clone(),
-                    state: Mutex::new(PartitionState {
-                        log: Some(log),
-                        leader_epoch: p.leader_epoch,
-                        leader: p.leader == Some(self.id),
-                    }),
-                    high_watermark: AtomicU64::new(high_watermark),
-                }));
+        let hosted: HashMap<TopicPartition, u64> = self
+            .partitions
+            .read()
+            .iter()
+            .map(|(tp, p)| (tp.clone(), p.topic_id))
+            .collect();
+        let is_current = |tp: &TopicPartition, topic_id: u64| {
+            wanted.get(tp).is_some_and(|(_, t)| t.id == topic_id)
+        };
+        let mut first_error = None;
+        // Replaced incarnations go first, so their files are gone before the
+        // new topic's log is opened at the same place.
+        let stale: Vec<TopicPartition> = hosted
+            .iter()
+            .filter(|&(tp, &id)| !is_current(tp, id))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let removed: Vec<Arc<Partition>> = {
+            let mut partitions = self.partitions.write();
+            stale
+                .iter()
+                .filter_map(|tp| partitions.remove(tp))
+                .collect()
+        };
+        for partition in removed {
+            let log = partition.state.lock().log.take();
+            let closed = log.map_or(Ok(()), |log| log.close());
+            if let Err(e) = closed.and_then(|()| self.storage.remove(&partition.tp, self.id)) {
+                first_error.get_or_insert(e);
             }
         }
-        let removed: Vec<Arc<Partition>> = {
+        let mut opened = Vec::new();
+        for (tp, (p, topic)) in &wanted {
+            if hosted.get(tp) == Some(&topic.id) {
+                continue;
+            }
+            match self.storage.open(tp, self.id, &topic.config) {
+                Ok(mut log) => {
+                    let leader = p.leader == Some(self.id);
+                    if leader && p.isr.len() <= 1 {
+                        // The leader is the whole in-sync replica set: all it
+                        // holds is committed, including what came after the
+                        // last checkpointed high watermark before a crash.
+                        let end = log.log_end_offset();
+                        log.set_high_watermark(end);
+                    }
+                    let high_watermark = log.high_watermark();
+                    opened.push(Arc::new(Partition {
+                        tp: tp.clone(),
+                        topic_id: topic.id,
+                        state: Mutex::new(PartitionState {
+                            log: Some(log),
+                            leader_epoch: p.leader_epoch,
+                            leader,
+                        }),
+                        high_watermark: AtomicU64::new(high_watermark),
+                    }));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        {
             let mut partitions = self.partitions.write();
             for p in opened {
                 partitions.insert(p.tp.clone(), p);
             }
-            let gone: Vec<TopicPartition> = partitions
-                .keys()
-                .filter(|tp| !wanted.contains_key(*tp))
-                .cloned()
-                .collect();
-            let removed = gone.iter().filter_map(|tp| partitions.remove(tp)).collect();
             *self.metadata.write() = metadata.clone();
-            removed
-        };
-        for partition in removed {
-            let log = partition.state.lock().log.take();
-            if let Some(log) = log {
-                log.close()?;
-            }
-            self.storage.remove(&partition.tp, self.id)?;
         }
         // A log left behind by a deletion that a crash interrupted. Only
         // trusted when the metadata has history: a lost metadata log must not
         // make the broker delete data it merely cannot name.
         if first && metadata.version > 1 {
-            for tp in self.storage.partitions(self.id)? {
-                if !tp.topic().starts_with(INTERNAL_TOPIC_PREFIX) && !wanted.contains_key(&tp) {
-                    self.storage.remove(&tp, self.id)?;
+            match self.storage.partitions(self.id) {
+                Ok(on_disk) => {
+                    for tp in on_disk {
+                        if !tp.topic().starts_with(INTERNAL_TOPIC_PREFIX)
+                            && !wanted.contains_key(&tp)
+                            && let Err(e) = self.storage.remove(&tp, self.id)
+                        {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn shutting_down_error(&self) -> Error {
+        Error::Network {
+            node: self.id,
+            reason: "the broker is shutting down".into(),
+        }
     }
 
     fn admin(&self, request: Request, reply: Reply) {

@@ -23,9 +23,10 @@ pub struct ClusterDescription {
 
 /// Creates, grows, deletes and describes topics.
 ///
-/// Every call blocks until the controller has recorded the change and every
-/// broker has applied it (or fails), retrying retriable errors for up to
-/// `default_api_timeout_ms`.
+/// Every call blocks until the controller has recorded the change and sent
+/// it to every reachable broker (or fails), retrying retriable errors for up
+/// to `default_api_timeout_ms`. A broker that was unreachable gets the change
+/// when it is next told the metadata.
 ///
 /// ```
 /// use ferrolog::{Admin, Cluster, NewTopic};

@@ -54,6 +54,20 @@ macro_rules! config_builder {
     };
 }
 
+/// Largest duration a config accepts, in ms (Kafka's int configs: about 24.8
+/// days). Larger values would overflow deadline arithmetic.
+pub const MAX_CONFIG_MS: u64 = i32::MAX as u64;
+
+pub(crate) fn at_most_max_ms(field: &'static str, value: u64) -> Result<()> {
+    if value > MAX_CONFIG_MS {
+        return Err(Error::config(
+            field,
+            format!("{value} ms is more than the maximum of {MAX_CONFIG_MS} ms"),
+        ));
+    }
+    Ok(())
+}
+
 fn positive(field: &'static str, value: u64) -> Result<()> {
     if value == 0 {
         return Err(Error::config(field, "must be positive"));
@@ -91,7 +105,12 @@ pub struct ProducerConfig {
     /// Upper bound on the time from `send` to success or failure, in ms
     /// (default 120,000). At least `linger_ms + request_timeout_ms`.
     pub delivery_timeout_ms: u64,
-    /// How long to wait for a broker's response, in ms (default 30,000).
+    /// How long the broker may wait for replicas before answering a Produce,
+    /// and how long a metadata look-up waits, in ms (default 30,000). A
+    /// Produce request that gets no answer is not sent again while it might
+    /// still land (that could write its records twice, or after later ones);
+    /// `delivery_timeout_ms` bounds the wait, and a transport reports a lost
+    /// request as a retriable [`Error::Network`] that is retried at once.
     pub request_timeout_ms: u64,
     /// Largest request, hence largest record, in bytes (default 1,048,576).
     pub max_request_size: usize,
@@ -132,6 +151,17 @@ impl ProducerConfig {
                     "must be more than a batch header ({BATCH_HEADER_LEN} bytes) and below 2 GiB"
                 ),
             ));
+        }
+        for (field, ms) in [
+            ("linger_ms", self.linger_ms),
+            ("max_block_ms", self.max_block_ms),
+            ("retry_backoff_ms", self.retry_backoff_ms),
+            ("retry_backoff_max_ms", self.retry_backoff_max_ms),
+            ("delivery_timeout_ms", self.delivery_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("metadata_max_age_ms", self.metadata_max_age_ms),
+        ] {
+            at_most_max_ms(field, ms)?;
         }
         positive("buffer_memory", self.buffer_memory as u64)?;
         positive("request_timeout_ms", self.request_timeout_ms)?;
@@ -240,6 +270,13 @@ impl Default for ConsumerConfig {
 impl ConsumerConfig {
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
+        for (field, ms) in [
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("default_api_timeout_ms", self.default_api_timeout_ms),
+            ("metadata_max_age_ms", self.metadata_max_age_ms),
+        ] {
+            at_most_max_ms(field, ms)?;
+        }
         positive("fetch_max_bytes", self.fetch_max_bytes.into())?;
         positive(
             "max_partition_fetch_bytes",
@@ -307,6 +344,8 @@ impl Default for AdminConfig {
 impl AdminConfig {
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
+        at_most_max_ms("default_api_timeout_ms", self.default_api_timeout_ms)?;
+        at_most_max_ms("retry_backoff_ms", self.retry_backoff_ms)?;
         positive("default_api_timeout_ms", self.default_api_timeout_ms)
     }
 }

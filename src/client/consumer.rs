@@ -75,8 +75,9 @@ struct PartitionState {
     /// A pending seek to the beginning or end.
     reset: Option<OffsetSpec>,
     paused: bool,
-    /// A fetch for this partition is in flight.
-    fetching: bool,
+    /// The fetch in flight for this partition: only its answer is used, so
+    /// an answer to a fetch from before a re-assignment is ignored.
+    fetch_id: Option<u64>,
     retry_at: Option<Instant>,
     buffered: VecDeque<(Record, TimestampType)>,
 }
@@ -227,11 +228,16 @@ impl<K, V> Consumer<K, V> {
         if self.assignment.is_empty() {
             return Err(Error::NotAssigned);
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut last_round = false;
         loop {
             self.handle_responses()?;
-            self.update_positions()?;
+            match self.update_positions(None, deadline) {
+                // Positions not found within the poll's time are looked up
+                // again by the next poll.
+                Err(Error::RequestTimedOut { .. }) => {}
+                other => other?,
+            }
             let records = self.drain()?;
             let max_wait = Duration::from_millis(self.config.fetch_max_wait_ms.into());
             if !records.is_empty() {
@@ -241,20 +247,29 @@ impl<K, V> Consumer<K, V> {
             if last_round {
                 return Ok(records);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
             self.send_fetches(left.min(max_wait));
             if left.is_zero() {
                 last_round = true;
                 continue;
             }
-            let wake = self
+            let retries = self
                 .assignment
                 .values()
+                .filter(|s| !s.paused)
                 .filter_map(|s| s.retry_at)
-                .fold(deadline, Instant::min);
+                .filter(|&at| at > now);
+            let timeouts = self.in_flight.values().map(|f| f.deadline);
+            let wake = retries.chain(timeouts).chain(deadline).min();
             let mut responses = self.inbox.responses.lock();
             if responses.is_empty() {
-                let _ = self.inbox.arrived.wait_until(&mut responses, wake);
+                match wake {
+                    Some(wake) => {
+                        let _ = self.inbox.arrived.wait_until(&mut responses, wake);
+                    }
+                    None => self.inbox.arrived.wait(&mut responses),
+                }
             }
         }
     }
@@ -308,7 +323,8 @@ impl<K, V> Consumer<K, V> {
     /// a pending reset first.
     pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
         self.state(tp)?;
-        self.update_positions()?;
+        let deadline = Instant::now().checked_add(self.api_timeout());
+        self.update_positions(Some(tp), deadline)?;
         self.state(tp)?
             .position
             .ok_or_else(|| Error::NoOffsetForPartition {
@@ -418,9 +434,17 @@ impl<K, V> Consumer<K, V> {
     /// (after a metadata refresh) until `default_api_timeout_ms`.
     fn list_offsets(
         &self,
-        mut wanted: Vec<(TopicPartition, OffsetSpec)>,
+        wanted: Vec<(TopicPartition, OffsetSpec)>,
     ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
         let deadline = Instant::now() + self.api_timeout();
+        self.list_offsets_until(wanted, deadline)
+    }
+
+    fn list_offsets_until(
+        &self,
+        mut wanted: Vec<(TopicPartition, OffsetSpec)>,
+        deadline: Instant,
+    ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
         let mut found = HashMap::new();
         loop {
             let metadata = self.core.metadata();
@@ -487,12 +511,17 @@ impl<K, V> Consumer<K, V> {
         }
     }
 
-    /// Gives every partition without a position the one its pending seek or
-    /// `auto_offset_reset` says.
-    fn update_positions(&mut self) -> Result<()> {
+    /// Gives partitions without a position (all, or just `only`) the one
+    /// their pending seek or `auto_offset_reset` says, looking offsets up
+    /// until `deadline` (at most `default_api_timeout_ms`).
+    fn update_positions(
+        &mut self,
+        only: Option<&TopicPartition>,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let mut wanted = Vec::new();
         for (tp, state) in &self.assignment {
-            if state.position.is_some() {
+            if state.position.is_some() || only.is_some_and(|o| o != tp) {
                 continue;
             }
             let spec = match (state.reset, self.config.auto_offset_reset) {
@@ -510,7 +539,9 @@ impl<K, V> Consumer<K, V> {
         if wanted.is_empty() {
             return Ok(());
         }
-        for (tp, offset) in self.list_offsets(wanted)? {
+        let limit = Instant::now() + self.api_timeout();
+        let deadline = deadline.map_or(limit, |d| d.min(limit));
+        for (tp, offset) in self.list_offsets_until(wanted, deadline)? {
             if let Some(state) = self.assignment.get_mut(&tp)
                 && state.position.is_none()
             {
@@ -531,13 +562,13 @@ impl<K, V> Consumer<K, V> {
             .metadata_at_most(max_age, timeout)
             .unwrap_or_else(|_| self.core.metadata());
         let mut by_node: BTreeMap<NodeId, Vec<(TopicPartition, u64)>> = BTreeMap::new();
-        let mut leader_unknown = false;
+        let mut leader_unknown = Vec::new();
         for (tp, state) in &self.assignment {
             let Some(position) = state.position else {
                 continue;
             };
             if state.paused
-                || state.fetching
+                || state.fetch_id.is_some()
                 || !state.buffered.is_empty()
                 || state.retry_at.is_some_and(|at| at > now)
             {
@@ -548,10 +579,15 @@ impl<K, V> Consumer<K, V> {
                     .entry(node)
                     .or_default()
                     .push((tp.clone(), position)),
-                None => leader_unknown = true,
+                None => leader_unknown.push(tp.clone()),
             }
         }
-        if leader_unknown {
+        for tp in &leader_unknown {
+            if let Some(state) = self.assignment.get_mut(tp) {
+                state.retry_at = Some(now + FETCH_RETRY_BACKOFF);
+            }
+        }
+        if !leader_unknown.is_empty() {
             let _ = self
                 .core
                 .refresh_metadata(Duration::from_millis(self.config.request_timeout_ms));
@@ -574,7 +610,7 @@ impl<K, V> Consumer<K, V> {
             });
             for (tp, _) in &partitions {
                 if let Some(state) = self.assignment.get_mut(tp) {
-                    state.fetching = true;
+                    state.fetch_id = Some(id);
                     state.retry_at = None;
                 }
             }
@@ -625,9 +661,20 @@ impl<K, V> Consumer<K, V> {
             let Some(fetch) = self.in_flight.remove(&id) else {
                 continue;
             };
-            for (tp, _) in &fetch.partitions {
+            let mine: Vec<TopicPartition> = fetch
+                .partitions
+                .iter()
+                .map(|(tp, _)| tp)
+                .filter(|tp| {
+                    self.assignment
+                        .get(*tp)
+                        .is_some_and(|s| s.fetch_id == Some(id))
+                })
+                .cloned()
+                .collect();
+            for tp in &mine {
                 if let Some(state) = self.assignment.get_mut(tp) {
-                    state.fetching = false;
+                    state.fetch_id = None;
                 }
             }
             let fetched = match response {
@@ -638,7 +685,7 @@ impl<K, V> Consumer<K, V> {
                 }
                 Err(e) => {
                     refresh = true;
-                    for (tp, _) in &fetch.partitions {
+                    for tp in &mine {
                         if let Some(state) = self.assignment.get_mut(tp) {
                             state.retry_at = Some(now + FETCH_RETRY_BACKOFF);
                         }
@@ -653,7 +700,7 @@ impl<K, V> Consumer<K, V> {
                 let requested = fetch
                     .partitions
                     .iter()
-                    .find(|(tp, _)| *tp == part.partition)
+                    .find(|(tp, _)| *tp == part.partition && mine.contains(tp))
                     .map(|&(_, offset)| offset);
                 let Some(state) = self.assignment.get_mut(&part.partition) else {
                     continue;
@@ -664,9 +711,12 @@ impl<K, V> Consumer<K, V> {
                 let fetch_offset = requested.unwrap_or_default();
                 match part.result {
                     Ok(data) => {
-                        if let Err(e) =
-                            buffer(state, &data.records, fetch_offset, self.config.check_crcs)
-                        {
+                        if let Err(e) = buffer(
+                            state,
+                            &data.records,
+                            fetch_offset..data.high_watermark,
+                            self.config.check_crcs,
+                        ) {
                             first_error.get_or_insert(e);
                         }
                     }
@@ -767,12 +817,12 @@ impl<K, V> Consumer<K, V> {
     }
 }
 
-/// Appends the records of `records` at or after `fetch_offset` to the
-/// partition's buffer.
+/// Appends the records of `records` within `wanted` (from the fetch offset to
+/// the high watermark) to the partition's buffer.
 fn buffer(
     state: &mut PartitionState,
     records: &crate::record::Records,
-    fetch_offset: u64,
+    wanted: std::ops::Range<u64>,
     check_crcs: bool,
 ) -> Result<()> {
     for batch in records.batches() {
@@ -780,13 +830,13 @@ fn buffer(
         if check_crcs {
             batch.validate()?;
         }
-        if batch.is_control() || batch.last_offset() < fetch_offset {
+        if batch.is_control() || batch.last_offset() < wanted.start {
             continue;
         }
         let timestamp_type = batch.timestamp_type();
         for record in batch.records() {
             let record = record?;
-            if record.offset >= fetch_offset {
+            if wanted.contains(&record.offset) {
                 state.buffered.push_back((record, timestamp_type));
             }
         }

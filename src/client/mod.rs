@@ -22,9 +22,10 @@ mod serialization;
 use std::sync::Arc;
 
 pub use admin::{Admin, ClusterDescription};
+pub(crate) use config::at_most_max_ms;
 pub use config::{
-    AdminConfig, AutoOffsetReset, ConsumerConfig, ConsumerConfigBuilder, ProducerConfig,
-    ProducerConfigBuilder,
+    AdminConfig, AutoOffsetReset, ConsumerConfig, ConsumerConfigBuilder, MAX_CONFIG_MS,
+    ProducerConfig, ProducerConfigBuilder,
 };
 pub use consumer::{Consumer, ConsumerRecord};
 pub use producer::{

@@ -39,6 +39,9 @@ pub(crate) const METADATA_TOPIC: &str = "__cluster_metadata";
 /// than given followers that would silently hold nothing.
 pub(crate) const MAX_REPLICATION_FACTOR: u16 = 1;
 
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS_PER_TOPIC: u32 = 100_000;
+
 /// One change to the metadata, as stored in the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum MetadataRecord {
@@ -86,9 +89,7 @@ impl Controller {
         let mut offset = log.log_start_offset();
         while offset < log.log_end_offset() {
             let records = log.read(offset, 1 << 20)?;
-            if records.is_empty() {
-                break;
-            }
+            let before = offset;
             for record in records.records() {
                 let record = record?;
                 if record.offset < offset {
@@ -99,8 +100,16 @@ impl Controller {
                 let change: MetadataRecord = postcard::from_bytes(&value).map_err(|e| {
                     Error::corrupt(format!("metadata record at offset {}: {e}", record.offset))
                 })?;
-                apply(&mut metadata, &change);
+                apply(&mut metadata, &change, record.offset);
                 metadata.version += 1;
+            }
+            if offset == before {
+                // A gap would silently drop topics; the broker would then
+                // delete their logs as strays. Refuse instead.
+                return Err(Error::corrupt(format!(
+                    "the metadata log ends at offset {offset} but holds records up to {}",
+                    log.log_end_offset()
+                )));
             }
         }
         let end = log.log_end_offset();
@@ -180,6 +189,13 @@ impl Controller {
                     .and_then(|()| self.existing(&name))
                     .and_then(|topic| {
                         let current = topic.partitions.len() as u32;
+                        if total > MAX_PARTITIONS_PER_TOPIC {
+                            return Err(Error::InvalidPartitions {
+                                reason: format!(
+                                    "{total} is more than the maximum of {MAX_PARTITIONS_PER_TOPIC}"
+                                ),
+                            });
+                        }
                         if total <= current {
                             return Err(Error::InvalidPartitions {
                                 reason: format!(
@@ -240,9 +256,12 @@ impl Controller {
                 topic: topic.name.clone(),
             });
         }
-        if topic.partitions == 0 {
+        if topic.partitions == 0 || topic.partitions > MAX_PARTITIONS_PER_TOPIC {
             return Err(Error::InvalidPartitions {
-                reason: "a topic needs at least one partition".into(),
+                reason: format!(
+                    "{} is outside 1..={MAX_PARTITIONS_PER_TOPIC}",
+                    topic.partitions
+                ),
             });
         }
         let brokers = self.metadata.brokers.len();
@@ -272,12 +291,12 @@ impl Controller {
         })?;
         let mut batch = RecordBatchBuilder::with_capacity(value.len() + 128);
         batch.append(now, None, Some(&value), &[]);
-        self.log.append(batch.build(), 0)?;
+        let offset = self.log.append(batch.build(), 0)?.base_offset;
         self.log.flush()?;
         let end = self.log.log_end_offset();
         self.log.set_high_watermark(end);
         let metadata = Arc::make_mut(&mut self.metadata);
-        apply(metadata, &change);
+        apply(metadata, &change, offset);
         metadata.version += 1;
         Ok(())
     }
@@ -310,7 +329,7 @@ fn partitions_from(
         })
 }
 
-fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord) {
+fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
     match change {
         MetadataRecord::TopicCreated {
             name,
@@ -320,6 +339,7 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord) {
             let name: Arc<str> = name.as_str().into();
             let topic = TopicMetadata {
                 name: name.clone(),
+                id: offset,
                 partitions: partitions_from(0, assignments).collect(),
                 config: config.clone(),
             };

@@ -288,6 +288,10 @@ pub struct BrokerInfo {
 pub struct TopicMetadata {
     /// The name.
     pub name: Arc<str>,
+    /// Tells this topic from an earlier one of the same name that was
+    /// deleted (Kafka's topic id): the offset of its creation in the metadata
+    /// log.
+    pub id: u64,
     /// Per-partition placement, indexed by partition number.
     pub partitions: Vec<PartitionMetadata>,
     /// The topic's settings.

@@ -165,13 +165,13 @@ impl Accumulator {
             let id = self.next_batch_id;
             self.next_batch_id += 1;
             let result = BatchResult::new(tp.clone());
+            // Grown as records arrive, so memory follows what `buffer_memory`
+            // accounts for rather than `batch_size` per open batch.
             let needed = BATCH_HEADER_LEN + reserved;
             queue.batches.push_back(ProducerBatch {
                 id,
                 partition: tp.clone(),
-                builder: Some(RecordBatchBuilder::with_capacity(
-                    config.batch_size.max(needed),
-                )),
+                builder: Some(RecordBatchBuilder::with_capacity(needed.max(1024))),
                 built: None,
                 result: result.clone(),
                 created_ms: now,
@@ -252,7 +252,9 @@ impl Accumulator {
             }
             let Some(node) = leader(tp) else {
                 out.leader_unknown = true;
-                out.next_wake = out.next_wake.min(now + config.retry_backoff_ms as Millis);
+                out.next_wake = out
+                    .next_wake
+                    .min(now + (config.retry_backoff_ms as Millis).max(50));
                 continue;
             };
             if let Some(batch) = queue.batches.pop_front() {

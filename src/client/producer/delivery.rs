@@ -127,11 +127,16 @@ impl DeliveryFuture {
 
     /// Blocks at most `timeout`; `None` if the outcome is still unknown.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<RecordMetadata>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut state = self.batch.state.lock();
         while state.outcome.is_none() {
-            if self.batch.done.wait_until(&mut state, deadline).timed_out() {
-                break;
+            match deadline {
+                Some(deadline) => {
+                    if self.batch.done.wait_until(&mut state, deadline).timed_out() {
+                        break;
+                    }
+                }
+                None => self.batch.done.wait(&mut state),
             }
         }
         let outcome = state.outcome.as_ref()?;

@@ -19,9 +19,9 @@ mod sender;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -218,6 +218,8 @@ pub(crate) struct ProducerShared {
     /// Whether the sender has stopped, for `close_timeout` to wait on.
     stopped: Mutex<bool>,
     stopped_signal: Condvar,
+    /// The sender thread, where callbacks and interceptors run.
+    sender_thread: OnceLock<ThreadId>,
     incomplete: Mutex<HashMap<u64, Arc<BatchResult>>>,
     ack_hooks: RwLock<Vec<AckHook>>,
 }
@@ -246,6 +248,24 @@ impl ProducerShared {
         }
         self.memory.release(batch.reserved);
         self.incomplete.lock().remove(&batch.id);
+    }
+
+    /// The sender died (a panic in a transport or storage it called): refuse
+    /// new sends and resolve every future still pending, so nothing waits
+    /// forever.
+    fn fail_everything(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.acc.lock().closed = true;
+        let closed = Err(Error::ClientClosed { client: "producer" });
+        let pending: Vec<Arc<BatchResult>> =
+            self.incomplete.lock().drain().map(|(_, b)| b).collect();
+        for batch in pending {
+            batch.complete(closed.clone());
+        }
+    }
+
+    fn on_sender_thread(&self) -> bool {
+        self.sender_thread.get() == Some(&std::thread::current().id())
     }
 
     fn acknowledge_failure(&self, error: &Error) {
@@ -331,6 +351,7 @@ impl<K, V> Producer<K, V> {
             abort: AtomicBool::new(false),
             stopped: Mutex::new(false),
             stopped_signal: Condvar::new(),
+            sender_thread: OnceLock::new(),
             incomplete: Mutex::new(HashMap::new()),
             ack_hooks: RwLock::new(Vec::new()),
         });
@@ -339,11 +360,15 @@ impl<K, V> Producer<K, V> {
         let sender = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                sender::run(&runner);
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| sender::run(&runner)));
+                if outcome.is_err() {
+                    runner.fail_everything();
+                }
                 *runner.stopped.lock() = true;
                 runner.stopped_signal.notify_all();
             })
             .map_err(|e| Error::io("spawning the producer's sender thread", e))?;
+        let _ = shared.sender_thread.set(sender.thread().id());
         Ok(Self {
             shared,
             sender: Mutex::new(Some(sender)),
@@ -407,8 +432,14 @@ impl<K, V> Producer<K, V> {
     }
 
     /// Sends everything batched now and blocks until every record sent before
-    /// this call has been acknowledged or has failed.
+    /// this call has been acknowledged or has failed. Called from a send
+    /// callback or interceptor (on the sender thread, which must not wait for
+    /// itself) it only asks for the batches to go out and returns.
     pub fn flush(&self) {
+        if self.shared.on_sender_thread() {
+            self.shared.wake.notify_one();
+            return;
+        }
         self.shared.acc.lock().flushing += 1;
         self.shared.wake.notify_one();
         let pending: Vec<Arc<BatchResult>> =
@@ -426,8 +457,11 @@ impl<K, V> Producer<K, V> {
     }
 
     /// Refuses new sends, delivers (or fails) everything held, and stops the
-    /// sender thread. Bounded by `delivery_timeout_ms`. Calling it again does
-    /// nothing. Dropping the producer calls it.
+    /// sender thread: waits until every record has been acknowledged or has
+    /// failed, which `delivery_timeout_ms` bounds. Calling it again does
+    /// nothing. Dropping the producer calls it. Called from a send callback
+    /// (the sender thread) it cannot wait for itself: it fails what is left
+    /// with [`Error::ClientClosed`] and returns.
     pub fn close(&self) {
         self.close_timeout(Duration::MAX);
     }
@@ -439,6 +473,10 @@ impl<K, V> Producer<K, V> {
         shared.closed.store(true, Ordering::Release);
         shared.acc.lock().closed = true;
         shared.wake.notify_one();
+        if shared.on_sender_thread() {
+            shared.abort.store(true, Ordering::Release);
+            return;
+        }
         let deadline = Instant::now().checked_add(timeout);
         {
             let mut stopped = shared.stopped.lock();

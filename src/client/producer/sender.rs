@@ -4,7 +4,9 @@
 //! Produce requests, and settles the responses: success completes a batch,
 //! a retriable error puts it back at the front of its queue after a backoff
 //! (refreshing metadata when the leader may have moved), anything else — or
-//! `delivery_timeout_ms` running out — fails it. Responses arrive through
+//! `delivery_timeout_ms` running out — fails it. A request is never sent
+//! again while its first attempt is unanswered (see [`InFlight`]), so a slow
+//! answer cannot turn into a duplicate or a reordering. Responses arrive through
 //! [`Reply`] callbacks that only queue them and wake this thread; user
 //! callbacks and interceptors run here, never under a lock.
 
@@ -28,16 +30,30 @@ use crate::transport::Reply;
 /// Longest the sender sleeps when nothing is due, so it re-checks its state.
 const IDLE_SLEEP_MS: Millis = 1_000;
 
+/// Minimum wait between metadata refreshes asked for by failed or
+/// leaderless batches, whatever `retry_backoff_ms` says.
+const MIN_REFRESH_BACKOFF_MS: Millis = 50;
+
+/// A Produce request without an answer yet.
+///
+/// It stays in flight until its [`Reply`] completes, however long that takes
+/// (a transport completes or drops every reply): sending the batch again
+/// while the first attempt may still land would write it twice, or after
+/// the partition's next batch. Batches whose delivery timeout passes in the
+/// meantime are failed at once, but their partitions stay blocked until the
+/// answer comes.
 struct InFlight {
-    deadline: Millis,
+    sent_ms: Millis,
     batches: Vec<ProducerBatch>,
+    expired: Vec<TopicPartition>,
 }
 
 /// The sender loop; returns once the producer is closed and everything it
-/// held has been delivered or failed.
+/// held has been delivered or failed, or at once when aborted.
 pub(crate) fn run(shared: &Arc<ProducerShared>) {
     let config = &shared.config;
-    let backoff = config.retry_backoff_ms as Millis;
+    let backoff = (config.retry_backoff_ms as Millis).max(MIN_REFRESH_BACKOFF_MS);
+    let delivery_timeout = config.delivery_timeout_ms as Millis;
     let mut in_flight: HashMap<u64, InFlight> = HashMap::new();
     let mut next_request = 0u64;
     let mut refresh_wanted = false;
@@ -70,18 +86,25 @@ pub(crate) fn run(shared: &Arc<ProducerShared>) {
                 refresh_wanted |= settle(&mut acc, request, response, now, config, &mut finished);
             }
         }
-        let timed_out: Vec<u64> = in_flight
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in timed_out {
-            if let Some(request) = in_flight.remove(&id) {
-                let error = Error::RequestTimedOut {
-                    operation: "Produce",
-                    timeout_ms: config.request_timeout_ms,
-                };
-                refresh_wanted |= settle(&mut acc, request, Err(error), now, config, &mut finished);
+        let mut wake = now + IDLE_SLEEP_MS;
+        for request in in_flight.values_mut() {
+            let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut request.batches)
+                .into_iter()
+                .partition(|b| now.saturating_sub(b.created_ms) >= delivery_timeout);
+            request.batches = waiting;
+            for mut batch in late {
+                if batch.last_error.is_none() {
+                    batch.last_error = Some(Error::RequestTimedOut {
+                        operation: "Produce",
+                        timeout_ms: now.saturating_sub(request.sent_ms) as u64,
+                    });
+                }
+                request.expired.push(batch.partition.clone());
+                let error = expired(&batch, now);
+                finished.push((batch, Err(error)));
+            }
+            for batch in &request.batches {
+                wake = wake.min(batch.created_ms.saturating_add(delivery_timeout));
             }
         }
         let metadata = shared.core.metadata();
@@ -91,13 +114,14 @@ pub(crate) fn run(shared: &Arc<ProducerShared>) {
             let error = expired(&batch, now);
             finished.push((batch, Err(error)));
         }
-        let done = acc.closed && acc.is_empty() && in_flight.is_empty() && drained.ready.is_empty();
+        // Closing does not wait for answers to batches already failed.
+        let done = acc.closed
+            && acc.is_empty()
+            && drained.ready.is_empty()
+            && in_flight.values().all(|r| r.batches.is_empty());
         let refresh_due = refresh_wanted && now - last_refresh >= backoff;
         if drained.ready.is_empty() && finished.is_empty() && !done && !refresh_due {
-            let mut wake = drained.next_wake.min(now + IDLE_SLEEP_MS);
-            for request in in_flight.values() {
-                wake = wake.min(request.deadline);
-            }
+            wake = wake.min(drained.next_wake);
             if refresh_wanted {
                 wake = wake.min(last_refresh + backoff);
             }
@@ -151,6 +175,9 @@ fn settle(
     config: &ProducerConfig,
     finished: &mut Vec<(ProducerBatch, Result<Option<u64>>)>,
 ) -> bool {
+    for tp in &request.expired {
+        acc.release(tp);
+    }
     let count = request.batches.len();
     let outcomes: Vec<Result<ProduceAck>> = match response {
         Ok(Response::Produce(response)) => {
@@ -192,7 +219,6 @@ fn settle(
                     Error::NotLeaderOrFollower { .. }
                         | Error::UnknownTopicOrPartition { .. }
                         | Error::Network { .. }
-                        | Error::RequestTimedOut { .. }
                 );
                 let in_time = now.saturating_sub(batch.created_ms) < delivery_timeout;
                 if retriable && in_time && batch.attempts <= config.retries {
@@ -272,8 +298,9 @@ fn send(
             in_flight.insert(
                 id,
                 InFlight {
-                    deadline: now + config.request_timeout_ms as Millis,
+                    sent_ms: now,
                     batches,
+                    expired: Vec::new(),
                 },
             );
             let inbox = shared.clone();
