@@ -64,13 +64,19 @@ fn produce(cluster: &Cluster, name: &'static str) -> Run {
     }
 }
 
-fn consume_all(cluster: &Cluster, partition: &TopicPartition) -> Run {
+/// A consumer of `partition` from its first offset.
+fn consumer_from_start(cluster: &Cluster, partition: TopicPartition) -> Consumer<Bytes, Bytes> {
     let config = ConsumerConfig::builder()
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .build()
         .expect("config");
     let mut consumer: Consumer<Bytes, Bytes> = Consumer::new(cluster, config).expect("consumer");
-    consumer.assign([partition.clone()]).expect("assign");
+    consumer.assign([partition]).expect("assign");
+    consumer
+}
+
+fn consume_all(cluster: &Cluster, partition: &TopicPartition) -> Run {
+    let mut consumer = consumer_from_start(cluster, partition.clone());
     let started = Instant::now();
     let mut read = 0;
     let mut bytes = 0;
@@ -89,13 +95,7 @@ fn consume_all(cluster: &Cluster, partition: &TopicPartition) -> Run {
 }
 
 fn latency(cluster: &Cluster) -> Run {
-    let partition = topic(cluster, "latency");
-    let config = ConsumerConfig::builder()
-        .auto_offset_reset(AutoOffsetReset::Earliest)
-        .build()
-        .expect("config");
-    let mut consumer: Consumer<Bytes, Bytes> = Consumer::new(cluster, config).expect("consumer");
-    consumer.assign([partition]).expect("assign");
+    let mut consumer = consumer_from_start(cluster, topic(cluster, "latency"));
     let origin = Instant::now();
     let reader = thread::spawn(move || {
         let mut latencies = Vec::with_capacity(LATENCY_RECORDS);

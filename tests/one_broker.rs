@@ -201,56 +201,53 @@ fn keys_land_in_the_partition_kafka_would_choose() {
     assert_eq!(checked, entries.len() * counts.len());
 }
 
+/// Sends one record with `acks` through a producer of its own.
+fn send_with_acks(cluster: &Cluster, acks: Acks, value: &str) -> RecordMetadata {
+    let config = ProducerConfig::builder()
+        .acks(acks)
+        .linger_ms(0u64)
+        .build()
+        .unwrap();
+    let producer: Producer<(), String> =
+        Producer::with_serializers(cluster, config, Postcard, DefaultSerde).unwrap();
+    let sent = producer
+        .send(ProducerRecord::new("t", value.to_string()))
+        .unwrap();
+    sent.wait().unwrap()
+}
+
 #[test]
 fn acks_zero_gives_no_offset_and_acks_one_gives_the_offset_read_back() {
     let cluster = cluster_with(&[("t", 1)]);
-    let fire_and_forget: Producer<(), String> = Producer::with_serializers(
-        &cluster,
-        ProducerConfig::builder()
-            .acks(Acks::None)
-            .linger_ms(0u64)
-            .build()
-            .unwrap(),
-        Postcard,
-        DefaultSerde,
-    )
-    .unwrap();
-    let meta = fire_and_forget
-        .send(ProducerRecord::new("t", "zero".to_string()))
-        .unwrap()
-        .wait()
-        .unwrap();
+    let meta = send_with_acks(&cluster, Acks::None, "zero");
     assert_eq!(meta.offset, None, "acks=0: the offset is unknown");
-
-    let leader_ack: Producer<(), String> = Producer::with_serializers(
-        &cluster,
-        ProducerConfig::builder()
-            .acks(Acks::Leader)
-            .linger_ms(0u64)
-            .build()
-            .unwrap(),
-        Postcard,
-        DefaultSerde,
-    )
-    .unwrap();
-    let meta = leader_ack
-        .send(ProducerRecord::new("t", "one".to_string()))
-        .unwrap()
-        .wait()
-        .unwrap();
+    let meta = send_with_acks(&cluster, Acks::Leader, "one");
     assert_eq!(
         meta.offset,
         Some(1),
         "acks=1: the leader's offset, after the acks=0 record"
     );
+    let meta = send_with_acks(&cluster, Acks::All, "all");
+    assert_eq!(
+        meta.offset,
+        Some(2),
+        "acks=all with one replica: the same as acks=1"
+    );
 
     let mut consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
     consumer.assign([tp("t", 0)]).unwrap();
-    let values: Vec<_> = consume(&mut consumer, 2)
+    let values: Vec<_> = consume(&mut consumer, 3)
         .into_iter()
         .map(|r| (r.offset, r.value.unwrap()))
         .collect();
-    assert_eq!(values, [(0, "zero".to_string()), (1, "one".to_string())]);
+    assert_eq!(
+        values,
+        [
+            (0, "zero".to_string()),
+            (1, "one".to_string()),
+            (2, "all".to_string())
+        ]
+    );
 }
 
 #[test]
