@@ -23,7 +23,13 @@
 //!   [`Error::Network`].
 //!
 //! `examples/custom_transport.rs` wraps [`LocalTransport`] to count and delay
-//! messages; a wrapper like it is all a test needs to drop or stall traffic.
+//! messages; [`FaultyTransport`] is such a wrapper for tests: it loses,
+//! duplicates, delays and reorders messages, isolates a broker, and splits
+//! the cluster into groups, from a seed.
+
+mod faulty;
+
+pub use faulty::{FaultStats, FaultyTransport};
 
 use std::collections::HashMap;
 use std::fmt;
