@@ -300,6 +300,21 @@ pub enum Error {
         client: &'static str,
     },
 
+    /// An `acks=all` produce reached a leader whose in-sync replica set is
+    /// smaller than `min_insync_replicas`; nothing was appended (Kafka:
+    /// `NOT_ENOUGH_REPLICAS`). Retriable: followers may catch up.
+    #[error(
+        "{partition} has {isr} in-sync replicas, fewer than min_insync_replicas = {min_insync_replicas}"
+    )]
+    NotEnoughReplicas {
+        /// The partition.
+        partition: TopicPartition,
+        /// The in-sync replicas it has.
+        isr: usize,
+        /// The minimum required.
+        min_insync_replicas: usize,
+    },
+
     /// A consumer has no position for a partition and `auto_offset_reset` is
     /// `None`, or the position fell out of the log's range (Kafka:
     /// `NoOffsetForPartitionException`).
@@ -338,6 +353,7 @@ impl Error {
                 | Error::UnknownTopicOrPartition { .. }
                 | Error::NotLeaderOrFollower { .. }
                 | Error::NotController { .. }
+                | Error::NotEnoughReplicas { .. }
                 | Error::RequestTimedOut { .. }
                 | Error::BufferExhausted { .. }
                 | Error::Network { .. }

@@ -72,6 +72,7 @@ mod controller;
 mod error;
 pub mod protocol;
 pub mod record;
+pub mod replication;
 pub mod storage;
 mod time;
 mod topic;

@@ -1,0 +1,554 @@
+//! The replicas of one partition: who leads, who is in sync, what is
+//! committed.
+//!
+//! This module owns [`ReplicaSet`], a state machine with no I/O, no clock and
+//! no threads. Its caller (the broker hosting a replica) feeds it what
+//! happened — the leader appended up to some log end offset, a follower
+//! fetched from some offset, time passed — and it answers with decisions: the
+//! new high watermark, an in-sync replica set (ISR) change to ask the
+//! controller for, whether an `acks=all` produce may be appended. The log
+//! itself stays with the caller.
+//!
+//! The rules are Kafka's (after KIP-101, KIP-279 and KIP-497):
+//! - The high watermark (HW) is the smallest log end offset (LEO) over the
+//!   ISR, the leader included, and only moves while the ISR has at least
+//!   `min_insync_replicas` members; it never moves backwards while this
+//!   replica leads.
+//! - A follower is caught up when it fetched from the leader's LEO (or from
+//!   the LEO the leader had at the follower's previous fetch); one not caught
+//!   up for `replica_lag_time_max_ms` is proposed for removal from the ISR,
+//!   and one whose LEO reached the HW (and the leader's epoch start) is
+//!   proposed for re-admission. Additions count for the HW as soon as they
+//!   are proposed (the "maximal ISR"); removals only once the controller
+//!   accepted them, so the HW is never computed over fewer replicas than the
+//!   controller may elect from.
+//! - One ISR change is in flight at a time; the controller accepts it only
+//!   if it carries the current leader epoch and partition epoch
+//!   (compare-and-set), so a stale leader cannot overwrite a newer decision.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::protocol::NodeId;
+use crate::time::Millis;
+use crate::topic::TopicPartition;
+
+/// What the leader knows about one follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FollowerState {
+    /// The follower's log end offset, from its last fetch (0 until then).
+    log_end_offset: u64,
+    /// When it was last caught up with the leader.
+    last_caught_up_ms: Millis,
+    /// The leader's LEO at the follower's previous fetch, and when that was.
+    last_fetch_leader_leo: u64,
+    last_fetch_ms: Millis,
+}
+
+/// A change of the in-sync replica set for the controller to decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The leader epoch the proposal was made in.
+    pub leader_epoch: i32,
+    /// The partition epoch (version of leader and ISR) it was made against.
+    pub partition_epoch: u32,
+    /// The proposed ISR, sorted.
+    pub isr: Vec<NodeId>,
+}
+
+/// This replica's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    Leader {
+        followers: BTreeMap<NodeId, FollowerState>,
+        /// The ISR change sent to the controller and not yet answered.
+        pending: Option<Vec<NodeId>>,
+        /// First offset written in this leader epoch.
+        epoch_start_offset: u64,
+    },
+    Follower {
+        leader: Option<NodeId>,
+    },
+}
+
+/// The replicas of one partition as seen from one of them; see the
+/// [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSet {
+    partition: TopicPartition,
+    local: NodeId,
+    replicas: Vec<NodeId>,
+    isr: BTreeSet<NodeId>,
+    leader_epoch: i32,
+    partition_epoch: u32,
+    min_insync_replicas: usize,
+    replica_lag_time_max_ms: Millis,
+    high_watermark: u64,
+    role: Role,
+}
+
+/// Where a replica set stands after a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Update {
+    /// The high watermark moved to this.
+    pub high_watermark: Option<u64>,
+    /// An ISR change to send to the controller.
+    pub proposal: Option<IsrProposal>,
+}
+
+impl ReplicaSet {
+    /// A replica of `partition` on broker `local`, following nobody yet.
+    pub fn new(
+        partition: TopicPartition,
+        local: NodeId,
+        replicas: Vec<NodeId>,
+        min_insync_replicas: usize,
+        replica_lag_time_max_ms: Millis,
+        high_watermark: u64,
+    ) -> Self {
+        Self {
+            partition,
+            local,
+            isr: replicas.iter().copied().collect(),
+            replicas,
+            leader_epoch: -1,
+            partition_epoch: 0,
+            min_insync_replicas: min_insync_replicas.max(1),
+            replica_lag_time_max_ms,
+            high_watermark,
+            role: Role::Follower { leader: None },
+        }
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+
+    /// Whether this replica leads.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader { .. })
+    }
+
+    /// The leader this replica follows (`None` when leading or leaderless).
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Leader { .. } => Some(self.local),
+            Role::Follower { leader } => leader,
+        }
+    }
+
+    /// The current leader epoch.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// The current partition epoch (version of leader and ISR).
+    pub fn partition_epoch(&self) -> u32 {
+        self.partition_epoch
+    }
+
+    /// The committed in-sync replica set, sorted.
+    pub fn isr(&self) -> Vec<NodeId> {
+        self.isr.iter().copied().collect()
+    }
+
+    /// The replicas, preferred leader first.
+    pub fn replicas(&self) -> &[NodeId] {
+        &self.replicas
+    }
+
+    /// The high watermark.
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark
+    }
+
+    /// Takes the leadership given by the controller in `leader_epoch`.
+    /// `log_end_offset` is this replica's LEO, where the new epoch starts.
+    /// Followers in the ISR count as caught up now (Kafka does the same), so
+    /// a new leader does not shrink the ISR before followers had a chance to
+    /// fetch.
+    pub fn become_leader(
+        &mut self,
+        leader_epoch: i32,
+        partition_epoch: u32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        log_end_offset: u64,
+        now: Millis,
+    ) -> Update {
+        let followers = replicas
+            .iter()
+            .filter(|&&r| r != self.local)
+            .map(|&r| {
+                let caught_up = if isr.contains(&r) { now } else { Millis::MIN };
+                (
+                    r,
+                    FollowerState {
+                        log_end_offset: 0,
+                        last_caught_up_ms: caught_up,
+                        last_fetch_leader_leo: 0,
+                        last_fetch_ms: Millis::MIN,
+                    },
+                )
+            })
+            .collect();
+        self.replicas = replicas;
+        self.isr = isr.into_iter().collect();
+        self.isr.insert(self.local);
+        self.leader_epoch = leader_epoch;
+        self.partition_epoch = partition_epoch;
+        self.role = Role::Leader {
+            followers,
+            pending: None,
+            epoch_start_offset: log_end_offset,
+        };
+        // The HW only moves forward, and the new leader's LEO bounds it.
+        self.high_watermark = self.high_watermark.min(log_end_offset);
+        self.recompute_high_watermark(log_end_offset)
+    }
+
+    /// Follows `leader` (or nobody) in `leader_epoch`.
+    pub fn become_follower(
+        &mut self,
+        leader: Option<NodeId>,
+        leader_epoch: i32,
+        partition_epoch: u32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+    ) {
+        self.replicas = replicas;
+        self.isr = isr.into_iter().collect();
+        self.leader_epoch = leader_epoch;
+        self.partition_epoch = partition_epoch;
+        self.role = Role::Follower { leader };
+    }
+
+    /// The controller accepted (or itself made) an ISR change: the committed
+    /// ISR is now `isr` at `partition_epoch`.
+    pub fn isr_committed(
+        &mut self,
+        isr: Vec<NodeId>,
+        partition_epoch: u32,
+        log_end_offset: u64,
+    ) -> Update {
+        if partition_epoch < self.partition_epoch {
+            return Update::default();
+        }
+        self.isr = isr.into_iter().collect();
+        self.partition_epoch = partition_epoch;
+        if let Role::Leader { pending, .. } = &mut self.role {
+            *pending = None;
+        }
+        self.recompute_high_watermark(log_end_offset)
+    }
+
+    /// The controller refused the pending ISR change (stale epochs); the next
+    /// tick or fetch may propose again from newer metadata.
+    pub fn isr_refused(&mut self) {
+        if let Role::Leader { pending, .. } = &mut self.role {
+            *pending = None;
+        }
+    }
+
+    /// The leader appended; its LEO is now `log_end_offset`.
+    pub fn on_append(&mut self, log_end_offset: u64) -> Update {
+        self.recompute_high_watermark(log_end_offset)
+    }
+
+    /// Checks, before appending, that an `acks=all` produce can be
+    /// acknowledged: the ISR has at least `min_insync_replicas` members.
+    pub fn check_acks_all(&self) -> Result<()> {
+        if self.isr.len() < self.min_insync_replicas {
+            return Err(Error::NotEnoughReplicas {
+                partition: self.partition.clone(),
+                isr: self.isr.len(),
+                min_insync_replicas: self.min_insync_replicas,
+            });
+        }
+        Ok(())
+    }
+
+    /// A follower fetched from `fetch_offset` (its LEO) while the leader's LEO
+    /// was `log_end_offset`. Records its progress and may move the HW or
+    /// propose re-admitting it to the ISR. A fetch from a broker that holds
+    /// no replica, or while this replica does not lead, changes nothing.
+    pub fn on_follower_fetch(
+        &mut self,
+        follower: NodeId,
+        fetch_offset: u64,
+        log_end_offset: u64,
+        now: Millis,
+    ) -> Update {
+        let Role::Leader { followers, .. } = &mut self.role else {
+            return Update::default();
+        };
+        let Some(state) = followers.get_mut(&follower) else {
+            return Update::default();
+        };
+        let fetch_offset = fetch_offset.min(log_end_offset);
+        if fetch_offset >= log_end_offset {
+            state.last_caught_up_ms = now;
+        } else if fetch_offset >= state.last_fetch_leader_leo {
+            state.last_caught_up_ms = state.last_caught_up_ms.max(state.last_fetch_ms);
+        }
+        state.log_end_offset = fetch_offset;
+        state.last_fetch_leader_leo = log_end_offset;
+        state.last_fetch_ms = now;
+        let mut update = self.recompute_high_watermark(log_end_offset);
+        if update.proposal.is_none() {
+            update.proposal = self.propose_expansion(follower);
+        }
+        update
+    }
+
+    /// Time passed: proposes removing followers that have not caught up for
+    /// `replica_lag_time_max_ms`.
+    pub fn tick(&mut self, now: Millis) -> Option<IsrProposal> {
+        let Role::Leader {
+            followers, pending, ..
+        } = &self.role
+        else {
+            return None;
+        };
+        if pending.is_some() {
+            return None;
+        }
+        let lagging: Vec<NodeId> = self
+            .isr
+            .iter()
+            .filter(|&&r| r != self.local)
+            .filter(|r| {
+                followers.get(r).is_none_or(|f| {
+                    now.saturating_sub(f.last_caught_up_ms) > self.replica_lag_time_max_ms
+                })
+            })
+            .copied()
+            .collect();
+        if lagging.is_empty() {
+            return None;
+        }
+        let isr: Vec<NodeId> = self
+            .isr
+            .iter()
+            .filter(|r| !lagging.contains(r))
+            .copied()
+            .collect();
+        self.propose(isr)
+    }
+
+    /// A follower that reached the HW (and this epoch's start) rejoins.
+    fn propose_expansion(&mut self, follower: NodeId) -> Option<IsrProposal> {
+        let Role::Leader {
+            followers,
+            pending,
+            epoch_start_offset,
+        } = &self.role
+        else {
+            return None;
+        };
+        if pending.is_some() || self.isr.contains(&follower) {
+            return None;
+        }
+        let leo = followers.get(&follower)?.log_end_offset;
+        if leo < self.high_watermark || leo < *epoch_start_offset {
+            return None;
+        }
+        let mut isr = self.isr.clone();
+        isr.insert(follower);
+        self.propose(isr.into_iter().collect())
+    }
+
+    fn propose(&mut self, isr: Vec<NodeId>) -> Option<IsrProposal> {
+        let Role::Leader { pending, .. } = &mut self.role else {
+            return None;
+        };
+        *pending = Some(isr.clone());
+        Some(IsrProposal {
+            partition: self.partition.clone(),
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            isr,
+        })
+    }
+
+    /// HW = min LEO over the maximal ISR (committed ISR plus a pending
+    /// addition), while that set has at least `min_insync_replicas` members.
+    fn recompute_high_watermark(&mut self, log_end_offset: u64) -> Update {
+        let Role::Leader {
+            followers, pending, ..
+        } = &self.role
+        else {
+            return Update::default();
+        };
+        let mut members = self.isr.clone();
+        if let Some(p) = pending {
+            members.extend(p.iter().copied());
+        }
+        if members.len() < self.min_insync_replicas {
+            return Update::default();
+        }
+        let lowest = members
+            .iter()
+            .map(|&r| {
+                if r == self.local {
+                    log_end_offset
+                } else {
+                    followers.get(&r).map_or(0, |f| f.log_end_offset)
+                }
+            })
+            .min()
+            .unwrap_or(log_end_offset);
+        if lowest > self.high_watermark {
+            self.high_watermark = lowest;
+            return Update {
+                high_watermark: Some(lowest),
+                proposal: None,
+            };
+        }
+        Update::default()
+    }
+
+    /// A follower learned the leader's HW: its own is that, bounded by its
+    /// LEO.
+    pub fn follower_high_watermark(
+        &mut self,
+        leader_high_watermark: u64,
+        log_end_offset: u64,
+    ) -> Option<u64> {
+        let hw = leader_high_watermark.min(log_end_offset);
+        (hw != self.high_watermark).then(|| {
+            self.high_watermark = hw;
+            hw
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn set(local: NodeId, min_isr: usize) -> ReplicaSet {
+        ReplicaSet::new(
+            TopicPartition::new("t", 0).unwrap(),
+            local,
+            vec![0, 1, 2],
+            min_isr,
+            100,
+            0,
+        )
+    }
+
+    fn leader(min_isr: usize) -> ReplicaSet {
+        let mut r = set(0, min_isr);
+        r.become_leader(1, 1, vec![0, 1, 2], vec![0, 1, 2], 0, 0);
+        r
+    }
+
+    #[test]
+    fn a_record_on_the_leader_alone_is_not_committed_until_the_isr_has_it() {
+        let mut r = leader(1);
+        assert_eq!(
+            r.on_append(1),
+            Update::default(),
+            "followers have nothing yet"
+        );
+        assert_eq!(r.high_watermark(), 0);
+        r.on_follower_fetch(1, 1, 1, 10);
+        assert_eq!(
+            r.high_watermark(),
+            0,
+            "follower 2 is in the ISR and still at 0"
+        );
+        let update = r.on_follower_fetch(2, 1, 1, 10);
+        assert_eq!(update.high_watermark, Some(1));
+    }
+
+    #[test]
+    fn a_lagging_follower_is_proposed_out_and_the_hw_moves_once_committed() {
+        let mut r = leader(1);
+        r.on_append(5);
+        r.on_follower_fetch(1, 5, 5, 50);
+        assert_eq!(r.high_watermark(), 0, "2 has not fetched");
+        assert_eq!(r.tick(100), None, "not yet past replica_lag_time_max_ms");
+        let proposal = r.tick(101).expect("2 lagged 101 ms");
+        assert_eq!(
+            (proposal.isr.clone(), proposal.partition_epoch),
+            (vec![0, 1], 1)
+        );
+        assert_eq!(r.tick(500), None, "one change in flight at a time");
+        assert_eq!(r.high_watermark(), 0, "removal counts only once committed");
+        let update = r.isr_committed(proposal.isr, 2, 5);
+        assert_eq!(update.high_watermark, Some(5));
+        // Caught up again: proposed back in.
+        let update = r.on_follower_fetch(2, 5, 5, 600);
+        assert_eq!(update.proposal.map(|p| p.isr), Some(vec![0, 1, 2]));
+    }
+
+    #[test]
+    fn below_min_insync_replicas_acks_all_is_refused_and_the_hw_stays() {
+        let mut r = leader(2);
+        let p = r.tick(1_000).expect("both followers lag");
+        r.isr_committed(p.isr, 2, 0);
+        assert_eq!(r.isr(), vec![0]);
+        assert!(matches!(
+            r.check_acks_all(),
+            Err(Error::NotEnoughReplicas {
+                isr: 1,
+                min_insync_replicas: 2,
+                ..
+            })
+        ));
+        assert_eq!(r.on_append(3), Update::default(), "HW frozen below min ISR");
+    }
+
+    #[test]
+    fn a_stale_commit_is_ignored() {
+        let mut r = leader(1);
+        r.isr_committed(vec![0, 1], 5, 0);
+        r.isr_committed(vec![0, 1, 2], 4, 0);
+        assert_eq!((r.isr(), r.partition_epoch()), (vec![0, 1], 5));
+    }
+
+    proptest! {
+        /// Whatever followers fetch and however time passes, the HW never
+        /// exceeds any committed ISR member's LEO, never goes back, and the
+        /// leader stays in the ISR.
+        #[test]
+        fn hw_is_bounded_by_the_isr_and_monotone(ops in prop::collection::vec((0u8..4, 0u32..3, 0u64..20, 0i64..50), 1..200)) {
+            let mut r = leader(2);
+            let mut leo = 0u64;
+            let mut now = 0i64;
+            let mut follower_leo = [0u64; 3];
+            let mut last_hw = 0;
+            for (op, who, n, dt) in ops {
+                now += dt;
+                match op {
+                    0 => { leo += n; r.on_append(leo); }
+                    1 => {
+                        let f = 1 + who % 2;
+                        let at = (follower_leo[f as usize] + n).min(leo);
+                        follower_leo[f as usize] = at;
+                        let u = r.on_follower_fetch(f, at, leo, now);
+                        if let Some(p) = u.proposal { r.isr_committed(p.isr, r.partition_epoch() + 1, leo); }
+                    }
+                    2 => if let Some(p) = r.tick(now) { r.isr_committed(p.isr, r.partition_epoch() + 1, leo); },
+                    _ => r.isr_refused(),
+                }
+                let hw = r.high_watermark();
+                prop_assert!(hw >= last_hw);
+                last_hw = hw;
+                prop_assert!(r.isr().contains(&0));
+                for m in r.isr() {
+                    let m_leo = if m == 0 { leo } else { follower_leo[m as usize] };
+                    // Re-admission requires LEO >= HW, so no member is ever
+                    // behind the HW.
+                    prop_assert!(hw <= m_leo, "hw {hw} > leo {m_leo} of {m}");
+                }
+            }
+        }
+    }
+}
