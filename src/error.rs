@@ -315,6 +315,29 @@ pub enum Error {
         min_insync_replicas: usize,
     },
 
+    /// An `acks=all` produce was appended, but the in-sync replica set fell
+    /// below `min_insync_replicas` before it was replicated (Kafka:
+    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND`). The record may or may not be
+    /// kept; retrying may write it twice (idempotence prevents that).
+    #[error("{partition}: the ISR fell below min_insync_replicas after the append")]
+    NotEnoughReplicasAfterAppend {
+        /// The partition.
+        partition: TopicPartition,
+    },
+
+    /// An ISR change was made against an older version of the partition's
+    /// leader and ISR (Kafka: `INVALID_UPDATE_VERSION`); the leader must look
+    /// at the newer metadata first.
+    #[error("{partition}: partition epoch {version} is stale, the current one is {current}")]
+    InvalidUpdateVersion {
+        /// The partition.
+        partition: TopicPartition,
+        /// The version the change was made against.
+        version: u32,
+        /// The current version.
+        current: u32,
+    },
+
     /// A consumer has no position for a partition and `auto_offset_reset` is
     /// `None`, or the position fell out of the log's range (Kafka:
     /// `NoOffsetForPartitionException`).
@@ -354,6 +377,7 @@ impl Error {
                 | Error::NotLeaderOrFollower { .. }
                 | Error::NotController { .. }
                 | Error::NotEnoughReplicas { .. }
+                | Error::NotEnoughReplicasAfterAppend { .. }
                 | Error::RequestTimedOut { .. }
                 | Error::BufferExhausted { .. }
                 | Error::Network { .. }

@@ -83,7 +83,7 @@ pub use client::{
     ProducerConfig, ProducerRecord,
 };
 pub use cluster::{Cluster, ClusterBuilder};
-pub use controller::MAX_PARTITIONS_PER_TOPIC;
+pub use controller::{CONTROLLER_ID, MAX_PARTITIONS_PER_TOPIC};
 pub use error::{Error, Result};
 pub use time::{Clock, ManualClock, Millis, SystemClock};
 pub use topic::{

@@ -476,7 +476,10 @@ fn raw_fetch(
             partition: partition.clone(),
             fetch_offset: offset,
             max_bytes: 1 << 20,
+            current_leader_epoch: None,
+            last_fetched_epoch: None,
         }],
+        replica: None,
     });
     cluster.transport().send(
         Peer::Client(999),
@@ -1044,7 +1047,7 @@ fn admin_creates_grows_describes_and_deletes_topics() {
     let description = admin.describe_cluster().unwrap();
     assert_eq!(
         (description.brokers.len(), description.controller),
-        (1, Some(0))
+        (1, Some(ferrolog::CONTROLLER_ID))
     );
 
     // The new partitions take writes; a deleted topic is gone with its data.

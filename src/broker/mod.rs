@@ -1,20 +1,23 @@
-//! A broker: request dispatch over the partition logs it hosts.
+//! A broker: the partition replicas it hosts and the requests it serves.
 //!
-//! This module owns what one broker does with a request: Produce appends to
-//! the leader's log, Fetch reads below the high watermark or parks in the
-//! [`purgatory`] until data arrives, ListOffsets and Metadata answer from the
-//! log and the broker's copy of the cluster metadata, and the admin requests
-//! go to the [`Controller`] when this broker hosts it, whose new metadata is
-//! then published to every broker (UpdateMetadata) before the admin request is
-//! answered.
+//! This module owns what one broker does: as a partition's leader it appends
+//! produced batches, serves consumers below the high watermark and followers
+//! up to its log end, and completes `acks=all` produces once the high
+//! watermark passes them; as a follower it copies its leaders' logs (the
+//! [`fetcher`] thread), truncating where its log diverges. Who leads and who
+//! is in sync is decided per partition by a [`ReplicaSet`] state machine and,
+//! for the cluster, by the controller, which the broker tells it is alive
+//! (heartbeats) and asks for ISR changes. Metadata from the controller
+//! (UpdateMetadata) opens, removes, promotes and demotes replicas.
 //!
 //! Request handling never blocks on anything but the local log: a request
-//! that must wait keeps its [`Reply`] and is completed by whoever changes the
-//! state it waits for (an append) or by the broker's one runtime thread at its
-//! deadline. The runtime thread also runs log maintenance (retention, timed
-//! flushes). Nothing here calls a client back except through a `Reply`, and no
-//! lock is held while a `Reply` is completed.
+//! that must wait keeps its [`Reply`] in a [`purgatory`] and is completed by
+//! whoever moves the partition it waits for (an append, a high watermark
+//! advance, a leadership change) or by the broker's runtime thread at its
+//! deadline. No lock is held while a `Reply` is completed or a request is
+//! sent.
 
+mod fetcher;
 mod purgatory;
 
 use std::collections::HashMap;
@@ -25,24 +28,27 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::controller::Controller;
+use crate::controller::CONTROLLER_ID;
 use crate::error::{Error, Result};
+use crate::protocol::Acks;
 use crate::protocol::{
-    ClusterMetadata, FetchPartition, FetchRequest, FetchResponse, FetchedData, FetchedPartition,
-    ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MetadataRequest, MetadataResponse,
-    NodeId, OffsetAndTimestamp, OffsetSpec, ProduceAck, ProducePartition, ProduceRequest,
-    ProduceResponse, ProducedPartition, Request, Response, TopicResults, UpdateMetadataRequest,
+    AlterPartitionRequest, BrokerHeartbeatRequest, ClusterMetadata, FetchPartition, FetchRequest,
+    FetchResponse, FetchedData, FetchedPartition, ListOffsetsRequest, ListOffsetsResponse,
+    ListedOffset, MetadataRequest, MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec,
+    PartitionMetadata, ProduceAck, ProducePartition, ProduceRequest, ProduceResponse,
+    ProducedPartition, Request, Response, UpdateMetadataRequest,
 };
 use crate::record::{RecordBatch, Records};
+use crate::replication::{IsrProposal, ReplicaSet, Update};
 use crate::storage::{PartitionLog, Storage};
 use crate::time::{Clock, Millis};
 use crate::topic::{INTERNAL_TOPIC_PREFIX, TopicPartition};
 use crate::transport::{Peer, Reply, RequestHandler, Transport};
-use purgatory::{FetchPurgatory, PendingFetch};
+use purgatory::{PendingFetch, PendingProduce, Purgatory};
 
 /// Longest the runtime thread sleeps between checks, so deadlines are met
 /// within this much even under a [`ManualClock`](crate::ManualClock).
-const MAX_RUNTIME_SLEEP_MS: Millis = 50;
+const MAX_RUNTIME_SLEEP_MS: Millis = 20;
 
 /// Settings of a broker, with Kafka's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +56,29 @@ pub struct BrokerConfig {
     /// How often the broker applies retention and timed flushes to its logs
     /// (Kafka's `log.retention.check.interval.ms`, default 300,000 = 5 min).
     pub log_retention_check_interval_ms: u64,
+    /// A follower that has not caught up with its leader for this long
+    /// leaves the ISR (Kafka's `replica.lag.time.max.ms`, default 30,000).
+    pub replica_lag_time_max_ms: u64,
+    /// Longest a leader holds a follower's fetch waiting for data (Kafka's
+    /// `replica.fetch.wait.max.ms`, default 500).
+    pub replica_fetch_wait_max_ms: u64,
+    /// How often the broker tells the controller it is alive (Kafka's
+    /// `broker.heartbeat.interval.ms`, default 2,000).
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker silent for this long is fenced by the controller: its
+    /// partitions get new leaders (Kafka's `broker.session.timeout.ms`,
+    /// default 9,000). Must exceed `broker_heartbeat_interval_ms`.
+    pub broker_session_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             log_retention_check_interval_ms: 300_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
         }
     }
 }
@@ -63,30 +86,60 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
-        crate::client::at_most_max_ms(
-            "log_retention_check_interval_ms",
-            self.log_retention_check_interval_ms,
-        )?;
-        if self.log_retention_check_interval_ms == 0 {
-            return Err(Error::config(
+        for (field, ms) in [
+            (
                 "log_retention_check_interval_ms",
-                "must be positive",
+                self.log_retention_check_interval_ms,
+            ),
+            ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
+            ("replica_fetch_wait_max_ms", self.replica_fetch_wait_max_ms),
+            (
+                "broker_heartbeat_interval_ms",
+                self.broker_heartbeat_interval_ms,
+            ),
+            ("broker_session_timeout_ms", self.broker_session_timeout_ms),
+        ] {
+            crate::client::at_most_max_ms(field, ms)?;
+            if ms == 0 {
+                return Err(Error::config(field, "must be positive"));
+            }
+        }
+        if self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms {
+            return Err(Error::config(
+                "broker_session_timeout_ms",
+                format!(
+                    "must exceed broker_heartbeat_interval_ms ({})",
+                    self.broker_heartbeat_interval_ms
+                ),
             ));
         }
         Ok(())
     }
 }
 
-/// One broker of a cluster, with its runtime thread.
+/// Records a follower removed from its log when it truncated to its
+/// leader's: with clean elections these were never committed; after an
+/// unclean election they may have been acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// The broker whose replica was truncated.
+    pub broker: NodeId,
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The removed offsets, `start..end`.
+    pub removed: std::ops::Range<u64>,
+}
+
+/// One broker of a cluster, with its runtime and fetcher threads.
 #[derive(Debug)]
 pub(crate) struct Broker {
     shared: Arc<BrokerShared>,
-    runtime: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
 struct RuntimeState {
-    shutdown: bool,
+    stop: bool,
     kicks: u64,
 }
 
@@ -100,12 +153,14 @@ struct BrokerShared {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Serializes metadata changes (which open and close logs).
     apply_lock: Mutex<()>,
-    purgatory: Mutex<FetchPurgatory>,
-    controller: Option<Mutex<Option<Controller>>>,
+    fetches: Mutex<Purgatory<PendingFetch>>,
+    produces: Mutex<Purgatory<PendingProduce>>,
     runtime: Mutex<RuntimeState>,
     runtime_wake: Condvar,
-    /// Set first by shutdown: requests are refused from then on.
+    fetcher: fetcher::FetcherHandle,
+    /// Set first by shutdown and crash: requests are refused from then on.
     shutting_down: AtomicBool,
+    truncations: Mutex<Vec<Truncation>>,
 }
 
 impl std::fmt::Debug for BrokerShared {
@@ -113,7 +168,6 @@ impl std::fmt::Debug for BrokerShared {
         f.debug_struct("Broker")
             .field("id", &self.id)
             .field("partitions", &self.partitions.read().len())
-            .field("controller", &self.controller.is_some())
             .finish()
     }
 }
@@ -125,40 +179,56 @@ struct Partition {
     /// The id of the topic incarnation this log belongs to.
     topic_id: u64,
     state: Mutex<PartitionState>,
-    /// Mirror of the log's high watermark, read without the lock to detect an
-    /// append racing with a fetch that is about to park.
-    high_watermark: AtomicU64,
+    /// Bumped on every append, high watermark move and role change, so a
+    /// request about to park can tell it missed one.
+    changes: AtomicU64,
 }
 
 #[derive(Debug)]
 struct PartitionState {
     /// `None` once the partition was removed (topic deleted).
     log: Option<Box<dyn PartitionLog>>,
-    leader_epoch: i32,
-    leader: bool,
+    replicas: ReplicaSet,
 }
 
 impl Partition {
-    fn log<'a>(&self, state: &'a mut PartitionState) -> Result<&'a mut Box<dyn PartitionLog>> {
-        state
-            .log
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl PartitionState {
+    fn log(&mut self) -> Result<&mut Box<dyn PartitionLog>> {
+        let topic = self.replicas.partition().topic();
+        self.log
             .as_mut()
             .ok_or_else(|| Error::UnknownTopicOrPartition {
-                topic: self.tp.topic().to_string(),
+                topic: topic.to_string(),
             })
+    }
+
+    /// Applies a replica-set update to the log; returns whether the HW moved.
+    fn apply(&mut self, update: &Update) -> bool {
+        match (update.high_watermark, self.log.as_mut()) {
+            (Some(hw), Some(log)) => {
+                log.set_high_watermark(hw);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
 impl Broker {
     /// Starts broker `id`: registers it with `transport` and starts its
-    /// runtime thread. It knows no topics until metadata is published to it.
+    /// runtime and fetcher threads. It knows no topics until the controller
+    /// publishes metadata to it.
     pub(crate) fn start(
         id: NodeId,
         config: BrokerConfig,
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         transport: Arc<dyn Transport>,
-        controller: Option<Controller>,
     ) -> Result<Self> {
         config.validate()?;
         let shared = Arc::new(BrokerShared {
@@ -170,59 +240,81 @@ impl Broker {
             metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
             partitions: RwLock::new(HashMap::new()),
             apply_lock: Mutex::new(()),
-            purgatory: Mutex::new(FetchPurgatory::default()),
-            controller: controller.map(|c| Mutex::new(Some(c))),
+            fetches: Mutex::new(Purgatory::default()),
+            produces: Mutex::new(Purgatory::default()),
             runtime: Mutex::new(RuntimeState::default()),
             runtime_wake: Condvar::new(),
+            fetcher: fetcher::FetcherHandle::default(),
             shutting_down: AtomicBool::new(false),
+            truncations: Mutex::new(Vec::new()),
         });
         transport.register(id, shared.clone())?;
-        let runner = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("ferrolog-broker-{id}"))
-            .spawn(move || runner.run())
-            .map_err(|e| Error::io("spawning the broker thread", e))?;
+        let spawn = |name: String, f: fn(&BrokerShared)| {
+            let runner = shared.clone();
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || f(&runner))
+                .map_err(|e| Error::io("spawning a broker thread", e))
+        };
+        let threads = vec![
+            spawn(format!("ferrolog-broker-{id}"), BrokerShared::run)?,
+            spawn(format!("ferrolog-fetcher-{id}"), fetcher::run)?,
+        ];
+        shared.send_heartbeat();
         Ok(Self {
             shared,
-            runtime: Mutex::new(Some(handle)),
+            threads: Mutex::new(threads),
         })
     }
 
-    /// The broker's id.
-    pub(crate) fn id(&self) -> NodeId {
-        self.shared.id
+    /// What followers on this broker truncated so far.
+    pub(crate) fn truncations(&self) -> Vec<Truncation> {
+        self.shared.truncations.lock().clone()
     }
 
-    /// The metadata the controller on this broker holds, if it hosts one.
-    pub(crate) fn controller_metadata(&self) -> Option<Arc<ClusterMetadata>> {
-        let controller = self.shared.controller.as_ref()?;
-        controller.lock().as_ref().map(Controller::metadata)
-    }
-
-    /// Stops taking requests, answers parked fetches with what there is,
-    /// stops the runtime thread, then flushes and closes every log. The first
-    /// error is returned after everything was tried. Calling it again does
-    /// nothing.
-    pub(crate) fn shutdown(&self) -> Result<()> {
+    /// Stops taking requests and stops the threads. Parked requests are
+    /// answered with what there is (graceful) or dropped (a crash, which the
+    /// senders see as network errors).
+    fn stop(&self, graceful: bool) {
         let shared = &self.shared;
         shared.shutting_down.store(true, Ordering::Release);
         shared.transport.deregister(shared.id);
-        // Wait out a metadata change in progress; later ones are refused.
         drop(shared.apply_lock.lock());
         {
             let mut runtime = shared.runtime.lock();
-            runtime.shutdown = true;
+            runtime.stop = true;
             shared.runtime_wake.notify_all();
         }
-        if let Some(handle) = self.runtime.lock().take() {
+        shared.fetcher.stop();
+        for handle in self.threads.lock().drain(..) {
             let _ = handle.join();
         }
-        let parked = shared.purgatory.lock().drain();
-        for waiter in parked {
-            shared.complete_fetch(waiter);
+        let fetches = shared.fetches.lock().drain();
+        let produces = shared.produces.lock().drain();
+        if graceful {
+            for fetch in fetches {
+                let (response, _, _) = shared.read_fetch(&fetch.request);
+                fetch.reply.send(Ok(Response::Fetch(response)));
+            }
+            let now = shared.clock.now_ms();
+            for produce in produces {
+                shared.finish_produce(produce, now, true);
+            }
         }
-        let partitions: Vec<Arc<Partition>> =
-            shared.partitions.write().drain().map(|(_, p)| p).collect();
+    }
+
+    /// Graceful shutdown: stops taking requests, answers parked requests,
+    /// stops the threads, then flushes and closes every log. The first error
+    /// is returned after everything was tried. Calling it again does nothing.
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        self.stop(true);
+        let partitions: Vec<Arc<Partition>> = self
+            .shared
+            .partitions
+            .write()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         let mut first_error = None;
         for partition in partitions {
             let log = partition.state.lock().log.take();
@@ -230,12 +322,23 @@ impl Broker {
                 first_error.get_or_insert(e);
             }
         }
-        if let Some(controller) = &shared.controller
-            && let Some(Err(e)) = controller.lock().take().map(Controller::close)
-        {
-            first_error.get_or_insert(e);
-        }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// A crash: stops at once; logs are dropped without being flushed or
+    /// closed, so the next start recovers them.
+    pub(crate) fn crash(&self) {
+        self.stop(false);
+        let partitions: Vec<Arc<Partition>> = self
+            .shared
+            .partitions
+            .write()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for partition in partitions {
+            drop(partition.state.lock().log.take());
+        }
     }
 }
 
@@ -253,7 +356,16 @@ impl RequestHandler for BrokerShared {
         }
         match request {
             Request::Produce(request) => self.produce(request, reply),
-            Request::Fetch(request) => self.fetch(request, reply),
+            Request::Fetch(request) => {
+                // +1: the clock counts whole milliseconds, and a fetch must
+                // never be answered before its full wait.
+                let deadline = self.clock.now_ms() + Millis::from(request.max_wait_ms) + 1;
+                self.try_fetch(PendingFetch {
+                    request,
+                    reply,
+                    deadline,
+                })
+            }
             Request::ListOffsets(request) => {
                 reply.send(Ok(Response::ListOffsets(self.list_offsets(request))))
             }
@@ -264,34 +376,71 @@ impl RequestHandler for BrokerShared {
                 self.apply_metadata(metadata)
                     .map(|()| Response::UpdateMetadata),
             ),
-            admin @ (Request::CreateTopics(_)
+            Request::CreateTopics(_)
             | Request::DeleteTopics(_)
-            | Request::CreatePartitions(_)) => self.admin(admin, reply),
+            | Request::CreatePartitions(_)
+            | Request::BrokerHeartbeat(_)
+            | Request::AlterPartition(_) => {
+                reply.send(Err(Error::NotController { broker: self.id }))
+            }
         }
     }
 }
 
 impl BrokerShared {
+    fn shutting_down_error(&self) -> Error {
+        Error::Network {
+            node: self.id,
+            reason: "the broker is shutting down".into(),
+        }
+    }
+
+    fn controller(&self) -> NodeId {
+        self.metadata.read().controller.unwrap_or(CONTROLLER_ID)
+    }
+
     // ----- produce -------------------------------------------------------
 
     fn produce(&self, request: ProduceRequest, reply: Reply) {
+        let now = self.clock.now_ms();
         let mut results = Vec::with_capacity(request.partitions.len());
-        let mut appended = Vec::with_capacity(request.partitions.len());
-        for ProducePartition { partition, batch } in request.partitions {
-            let size = batch.size() as u64;
-            let result = self.append(&partition, batch);
-            if result.is_ok() {
-                appended.push((partition.clone(), size));
-            }
+        let mut waiting = Vec::new();
+        let mut moved = Vec::with_capacity(request.partitions.len());
+        let mut proposals = Vec::new();
+        for (i, ProducePartition { partition, batch }) in request.partitions.into_iter().enumerate()
+        {
+            let result = self.append(&partition, batch, request.acks, &mut proposals);
+            let result = result.map(|(ack, required, epoch)| {
+                if request.acks == Acks::All {
+                    waiting.push((i, required, epoch));
+                }
+                moved.push(partition.clone());
+                ack
+            });
             results.push(ProducedPartition { partition, result });
         }
-        self.wake_fetches(&appended);
-        reply.send(Ok(Response::Produce(ProduceResponse {
-            partitions: results,
-        })));
+        self.send_proposals(proposals);
+        let produce = PendingProduce {
+            reply,
+            results,
+            waiting,
+            deadline: now + Millis::from(request.timeout_ms),
+        };
+        self.settle_produce(produce);
+        for tp in &moved {
+            self.partition_moved(tp);
+        }
     }
 
-    fn append(&self, tp: &TopicPartition, batch: RecordBatch) -> Result<ProduceAck> {
+    /// Appends as the leader. Returns the ack, the offset the HW must reach
+    /// for the batch to be committed, and the leader epoch it was written in.
+    fn append(
+        &self,
+        tp: &TopicPartition,
+        batch: RecordBatch,
+        acks: Acks,
+        proposals: &mut Vec<IsrProposal>,
+    ) -> Result<(ProduceAck, u64, i32)> {
         if batch.is_control() {
             return Err(Error::InvalidRecord {
                 reason: "clients cannot write control batches".into(),
@@ -299,59 +448,184 @@ impl BrokerShared {
         }
         let partition = self.leader_partition(tp)?;
         let mut state = partition.state.lock();
-        let epoch = state.leader_epoch;
-        let log = partition.log(&mut state)?;
+        if acks == Acks::All {
+            state.replicas.check_acks_all()?;
+        }
+        let epoch = state.replicas.leader_epoch();
+        let log = state.log()?;
         let info = log.append(batch, epoch)?;
-        // One replica: the in-sync replica set is the leader alone, so the
-        // high watermark is the log end.
         let end = log.log_end_offset();
-        log.set_high_watermark(end);
-        partition.high_watermark.store(end, Ordering::Release);
-        Ok(ProduceAck {
-            base_offset: info.base_offset,
-            log_start_offset: log.log_start_offset(),
-        })
+        let start = log.log_start_offset();
+        let update = state.replicas.on_append(end);
+        state.apply(&update);
+        proposals.extend(update.proposal);
+        partition.changed();
+        Ok((
+            ProduceAck {
+                base_offset: info.base_offset,
+                log_start_offset: start,
+            },
+            info.last_offset + 1,
+            epoch,
+        ))
+    }
+
+    /// Answers a produce whose partitions all settled, or parks it.
+    fn settle_produce(&self, produce: PendingProduce) {
+        let mut produce = produce;
+        loop {
+            let seen = self.change_counts(
+                produce
+                    .waiting
+                    .iter()
+                    .map(|&(i, _, _)| &produce.results[i].partition),
+            );
+            let now = self.clock.now_ms();
+            produce = match self.finish_produce(produce, now, false) {
+                None => return,
+                Some(p) => p,
+            };
+            let mut parked = self.produces.lock();
+            if !moved_since(&seen) {
+                parked.park_produce(produce);
+                drop(parked);
+                self.kick_runtime();
+                return;
+            }
+        }
+    }
+
+    /// Settles what can be: a partition whose HW reached the batch is done,
+    /// one that lost leadership fails with `NotLeaderOrFollower`, one whose ISR
+    /// fell below `min_insync_replicas` with `NotEnoughReplicasAfterAppend`,
+    /// and at the deadline (or with `force`) the rest with `RequestTimedOut`.
+    /// Replies and returns `None` once nothing waits.
+    fn finish_produce(
+        &self,
+        mut produce: PendingProduce,
+        now: Millis,
+        force: bool,
+    ) -> Option<PendingProduce> {
+        let timed_out = force || now >= produce.deadline;
+        let results = &mut produce.results;
+        produce.waiting.retain(|&(i, required, epoch)| {
+            let tp = &results[i].partition;
+            let outcome = self.partitions.read().get(tp).cloned().map(|p| {
+                let state = p.state.lock();
+                let r = &state.replicas;
+                if !r.is_leader() || r.leader_epoch() != epoch {
+                    Some(Err(Error::NotLeaderOrFollower {
+                        broker: self.id,
+                        partition: tp.clone(),
+                    }))
+                } else if r.high_watermark() >= required {
+                    Some(Ok(()))
+                } else if r.check_acks_all().is_err() {
+                    Some(Err(Error::NotEnoughReplicasAfterAppend {
+                        partition: tp.clone(),
+                    }))
+                } else {
+                    None
+                }
+            });
+            let outcome = outcome.unwrap_or_else(|| {
+                Some(Err(Error::NotLeaderOrFollower {
+                    broker: self.id,
+                    partition: tp.clone(),
+                }))
+            });
+            match outcome {
+                Some(Ok(())) => false,
+                Some(Err(e)) => {
+                    results[i].result = Err(e);
+                    false
+                }
+                None if timed_out => {
+                    results[i].result = Err(Error::RequestTimedOut {
+                        operation: "replication of an acks=all produce",
+                        timeout_ms: 0,
+                    });
+                    false
+                }
+                None => true,
+            }
+        });
+        if produce.waiting.is_empty() {
+            produce.reply.send(Ok(Response::Produce(ProduceResponse {
+                partitions: produce.results,
+            })));
+            return None;
+        }
+        Some(produce)
     }
 
     // ----- fetch ---------------------------------------------------------
 
-    fn fetch(&self, request: FetchRequest, reply: Reply) {
-        let (response, bytes, seen) = self.read_fetch(&request);
-        let failed = response.partitions.iter().any(|p| p.result.is_err());
-        if request.max_wait_ms == 0 || bytes >= u64::from(request.min_bytes) || failed {
-            reply.send(Ok(Response::Fetch(response)));
-            return;
+    /// Answers a fetch that has enough data, failed, or is due; parks the
+    /// rest.
+    fn try_fetch(&self, fetch: PendingFetch) {
+        loop {
+            let mut proposals = Vec::new();
+            let (response, bytes, seen) = self.read_fetch_with(&fetch.request, &mut proposals);
+            self.send_proposals(proposals);
+            let failed = response.partitions.iter().any(|p| {
+                p.result
+                    .as_ref()
+                    .map_or(true, |d| d.diverging_epoch.is_some())
+            });
+            let due = self.clock.now_ms() >= fetch.deadline;
+            if fetch.request.max_wait_ms == 0
+                || bytes >= u64::from(fetch.request.min_bytes)
+                || failed
+                || due
+                || self.shutting_down.load(Ordering::Acquire)
+            {
+                fetch.reply.send(Ok(Response::Fetch(response)));
+                return;
+            }
+            let mut parked = self.fetches.lock();
+            if !moved_since(&seen) {
+                parked.park_fetch(fetch);
+                drop(parked);
+                self.kick_runtime();
+                return;
+            }
         }
-        let deadline = self.clock.now_ms() + Millis::from(request.max_wait_ms);
-        let mut purgatory = self.purgatory.lock();
-        // An append between the read and now would not find this fetch
-        // parked; its high watermark move shows it, so read again instead.
-        // A broker shutting down drains the purgatory once; answer now.
-        if self.any_high_watermark_moved(&seen) || self.shutting_down.load(Ordering::Acquire) {
-            drop(purgatory);
-            let (response, _, _) = self.read_fetch(&request);
-            reply.send(Ok(Response::Fetch(response)));
-            return;
-        }
-        purgatory.park(request, reply, bytes, deadline);
-        drop(purgatory);
-        self.kick_runtime();
     }
 
-    /// Reads every partition of `request`: the response, its size in bytes,
-    /// and the high watermark each partition had.
     fn read_fetch(
         &self,
         request: &FetchRequest,
     ) -> (FetchResponse, u64, Vec<(Arc<Partition>, u64)>) {
+        let mut proposals = Vec::new();
+        let out = self.read_fetch_with(request, &mut proposals);
+        self.send_proposals(proposals);
+        out
+    }
+
+    /// Reads every partition of `request`: the response, its size in bytes,
+    /// and each partition's change count before the read.
+    fn read_fetch_with(
+        &self,
+        request: &FetchRequest,
+        proposals: &mut Vec<IsrProposal>,
+    ) -> (FetchResponse, u64, Vec<(Arc<Partition>, u64)>) {
         let mut budget = request.max_bytes as usize;
         let mut total = 0u64;
         let mut seen = Vec::with_capacity(request.partitions.len());
+        let mut moved = Vec::new();
         let partitions = request
             .partitions
             .iter()
             .map(|fp| {
-                let result = self.read_partition(fp, budget, &mut seen);
+                let result = self.read_partition(
+                    fp,
+                    request.replica,
+                    budget,
+                    &mut seen,
+                    proposals,
+                    &mut moved,
+                );
                 if let Ok(data) = &result {
                     budget = budget.saturating_sub(data.records.size());
                     total += data.records.size() as u64;
@@ -362,22 +636,59 @@ impl BrokerShared {
                 }
             })
             .collect();
+        for tp in moved {
+            self.partition_moved(&tp);
+        }
         (FetchResponse { partitions }, total, seen)
     }
 
     fn read_partition(
         &self,
         fp: &FetchPartition,
+        replica: Option<NodeId>,
         budget: usize,
         seen: &mut Vec<(Arc<Partition>, u64)>,
+        proposals: &mut Vec<IsrProposal>,
+        moved: &mut Vec<TopicPartition>,
     ) -> Result<FetchedData> {
         let partition = self.leader_partition(&fp.partition)?;
+        seen.push((partition.clone(), partition.changes.load(Ordering::Acquire)));
         let mut state = partition.state.lock();
-        let log = partition.log(&mut state)?;
-        let high_watermark = log.high_watermark();
-        seen.push((partition.clone(), high_watermark));
+        let epoch = state.replicas.leader_epoch();
+        match fp.current_leader_epoch {
+            Some(e) if e < epoch => {
+                return Err(Error::FencedLeaderEpoch {
+                    epoch: e,
+                    latest: epoch,
+                });
+            }
+            Some(e) if e > epoch => {
+                return Err(Error::NotLeaderOrFollower {
+                    broker: self.id,
+                    partition: fp.partition.clone(),
+                });
+            }
+            _ => {}
+        }
+        let log = state.log()?;
         let log_start_offset = log.log_start_offset();
         let end = log.log_end_offset();
+        if let (Some(_), Some(last)) = (replica, fp.last_fetched_epoch) {
+            let diverging = match log.end_offset_for_epoch(last) {
+                Some((e, end_offset)) if e == last && end_offset >= fp.fetch_offset => None,
+                Some(found) => Some(found),
+                None => Some((-1, log_start_offset)),
+            };
+            if diverging.is_some() {
+                let high_watermark = log.high_watermark();
+                return Ok(FetchedData {
+                    high_watermark,
+                    log_start_offset,
+                    records: Records::empty(),
+                    diverging_epoch: diverging,
+                });
+            }
+        }
         if fp.fetch_offset < log_start_offset || fp.fetch_offset > end {
             return Err(Error::OffsetOutOfRange {
                 offset: fp.fetch_offset,
@@ -385,48 +696,106 @@ impl BrokerShared {
                 log_end_offset: end,
             });
         }
+        if let Some(follower) = replica {
+            let now = self.clock.now_ms();
+            let update = state
+                .replicas
+                .on_follower_fetch(follower, fp.fetch_offset, end, now);
+            if state.apply(&update) {
+                partition.changed();
+                moved.push(fp.partition.clone());
+            }
+            proposals.extend(update.proposal);
+        }
+        let log = state.log()?;
+        let high_watermark = log.high_watermark();
+        // Followers copy everything; consumers see only what is committed.
+        let visible = if replica.is_some() {
+            end
+        } else {
+            high_watermark
+        };
         let max_bytes = (fp.max_bytes as usize).min(budget);
-        let records = if fp.fetch_offset >= high_watermark || max_bytes == 0 {
+        let records = if fp.fetch_offset >= visible || max_bytes == 0 {
             Records::empty()
         } else {
             let mut records = log.read(fp.fetch_offset, max_bytes)?;
-            records.truncate_at_offset(high_watermark);
+            records.truncate_at_offset(visible);
             records
         };
         Ok(FetchedData {
             high_watermark,
             log_start_offset,
             records,
+            diverging_epoch: None,
         })
     }
 
-    fn any_high_watermark_moved(&self, seen: &[(Arc<Partition>, u64)]) -> bool {
-        seen.iter()
-            .any(|(p, hw)| p.high_watermark.load(Ordering::Acquire) != *hw)
+    /// The change counts of `partitions` now.
+    fn change_counts<'a>(
+        &self,
+        partitions: impl Iterator<Item = &'a TopicPartition>,
+    ) -> Vec<(Arc<Partition>, u64)> {
+        let hosted = self.partitions.read();
+        partitions
+            .filter_map(|tp| hosted.get(tp))
+            .map(|p| (p.clone(), p.changes.load(Ordering::Acquire)))
+            .collect()
     }
 
-    fn complete_fetch(&self, waiter: PendingFetch) {
-        let (response, _, _) = self.read_fetch(&waiter.request);
-        waiter.reply.send(Ok(Response::Fetch(response)));
+    /// Something happened to `tp`: parked requests watching it look again.
+    fn partition_moved(&self, tp: &TopicPartition) {
+        let fetches = self.fetches.lock().take_watching(tp);
+        for fetch in fetches {
+            self.try_fetch(fetch);
+        }
+        let produces = self.produces.lock().take_watching(tp);
+        for produce in produces {
+            self.settle_produce(produce);
+        }
     }
 
-    fn wake_fetches(&self, appended: &[(TopicPartition, u64)]) {
-        if appended.is_empty() {
+    // ----- ISR changes -----------------------------------------------------
+
+    /// Sends ISR proposals to the controller; the answers update the replica
+    /// sets (the controller also publishes the change as metadata).
+    fn send_proposals(&self, proposals: Vec<IsrProposal>) {
+        if proposals.is_empty() {
             return;
         }
-        let ready: Vec<PendingFetch> = {
-            let mut purgatory = self.purgatory.lock();
-            if purgatory.len() == 0 {
-                return;
-            }
-            appended
-                .iter()
-                .flat_map(|(tp, bytes)| purgatory.on_append(tp, *bytes))
-                .collect()
-        };
-        for waiter in ready {
-            self.complete_fetch(waiter);
+        let controller = self.controller();
+        for proposal in proposals {
+            let tp = proposal.partition.clone();
+            let weak = self.partitions.read().get(&tp).map(Arc::downgrade);
+            let Some(weak) = weak else { continue };
+            let request = Request::AlterPartition(AlterPartitionRequest {
+                broker: self.id,
+                proposal,
+            });
+            self.transport.send(
+                Peer::Broker(self.id),
+                controller,
+                request,
+                Reply::new(controller, move |response| {
+                    let Some(partition) = weak.upgrade() else {
+                        return;
+                    };
+                    let mut state = partition.state.lock();
+                    let end = state.log.as_ref().map_or(0, |l| l.log_end_offset());
+                    match response {
+                        Ok(Response::AlterPartition(Ok((isr, epoch)))) => {
+                            let update = state.replicas.isr_committed(isr, epoch, end);
+                            if state.apply(&update) {
+                                partition.changed();
+                            }
+                        }
+                        _ => state.replicas.isr_refused(),
+                    }
+                    // Waiters are looked at again by the runtime's next tick.
+                }),
+            );
         }
+        self.kick_runtime();
     }
 
     // ----- offsets and metadata -----------------------------------------
@@ -450,7 +819,7 @@ impl BrokerShared {
     ) -> Result<Option<OffsetAndTimestamp>> {
         let partition = self.leader_partition(tp)?;
         let mut state = partition.state.lock();
-        let log = partition.log(&mut state)?;
+        let log = state.log()?;
         let at = |offset| {
             Some(OffsetAndTimestamp {
                 offset,
@@ -492,7 +861,7 @@ impl BrokerShared {
     /// client should see: unknown topic, no such partition, or not the leader.
     fn leader_partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>> {
         if let Some(p) = self.partitions.read().get(tp)
-            && p.state.lock().leader
+            && p.state.lock().replicas.is_leader()
         {
             return Ok(p.clone());
         }
@@ -520,17 +889,36 @@ impl BrokerShared {
     /// Makes the hosted partitions match `metadata`: opens the logs of new
     /// replicas, closes and removes the logs of deleted topics (and of a
     /// topic deleted and created again under the same name, told apart by its
-    /// id). A log that fails to open or remove is skipped and reported; the
-    /// rest of the change still applies, and the next metadata retries it.
+    /// id), and gives each replica its role: leader, or follower of whom. A
+    /// log that fails to open or remove is skipped and reported; the rest of
+    /// the change still applies, and the next metadata retries it.
     fn apply_metadata(&self, metadata: Arc<ClusterMetadata>) -> Result<()> {
-        let _serial = self.apply_lock.lock();
+        let (moved, result) = {
+            let _serial = self.apply_lock.lock();
+            self.apply_metadata_serially(metadata)
+        };
+        // Outside the lock: waking waiters may send ISR changes to the
+        // controller, whose answer may be more metadata for this broker.
+        for tp in &moved {
+            self.partition_moved(tp);
+        }
+        self.fetcher.wake();
+        result
+    }
+
+    fn apply_metadata_serially(
+        &self,
+        metadata: Arc<ClusterMetadata>,
+    ) -> (Vec<TopicPartition>, Result<()>) {
         if self.shutting_down.load(Ordering::Acquire) {
-            return Err(self.shutting_down_error());
+            return (Vec::new(), Err(self.shutting_down_error()));
         }
         let first = {
             let current = self.metadata.read();
-            if metadata.version <= current.version {
-                return Ok(());
+            if (metadata.controller_epoch, metadata.version)
+                <= (current.controller_epoch, current.version)
+            {
+                return (Vec::new(), Ok(()));
             }
             current.version == 0
         };
@@ -543,21 +931,17 @@ impl BrokerShared {
                 }
             }
         }
-        let hosted: HashMap<TopicPartition, u64> = self
-            .partitions
-            .read()
-            .iter()
-            .map(|(tp, p)| (tp.clone(), p.topic_id))
-            .collect();
+        let hosted: HashMap<TopicPartition, Arc<Partition>> = self.partitions.read().clone();
         let is_current = |tp: &TopicPartition, topic_id: u64| {
             wanted.get(tp).is_some_and(|(_, t)| t.id == topic_id)
         };
         let mut first_error = None;
+        let mut moved = Vec::new();
         // Replaced incarnations go first, so their files are gone before the
         // new topic's log is opened at the same place.
         let stale: Vec<TopicPartition> = hosted
             .iter()
-            .filter(|&(tp, &id)| !is_current(tp, id))
+            .filter(|(tp, p)| !is_current(tp, p.topic_id))
             .map(|(tp, _)| tp.clone())
             .collect();
         let removed: Vec<Arc<Partition>> = {
@@ -569,37 +953,43 @@ impl BrokerShared {
         };
         for partition in removed {
             let log = partition.state.lock().log.take();
+            partition.changed();
+            moved.push(partition.tp.clone());
             let closed = log.map_or(Ok(()), |log| log.close());
             if let Err(e) = closed.and_then(|()| self.storage.remove(&partition.tp, self.id)) {
                 first_error.get_or_insert(e);
             }
         }
+        let now = self.clock.now_ms();
         let mut opened = Vec::new();
         for (tp, (p, topic)) in &wanted {
-            if hosted.get(tp) == Some(&topic.id) {
+            if let Some(existing) = hosted.get(tp).filter(|e| e.topic_id == topic.id) {
+                if self.assign_role(existing, p, now) {
+                    moved.push(tp.clone());
+                }
                 continue;
             }
             match self.storage.open(tp, self.id, &topic.config) {
-                Ok(mut log) => {
-                    let leader = p.leader == Some(self.id);
-                    if leader && p.isr.len() <= 1 {
-                        // The leader is the whole in-sync replica set: all it
-                        // holds is committed, including what came after the
-                        // last checkpointed high watermark before a crash.
-                        let end = log.log_end_offset();
-                        log.set_high_watermark(end);
-                    }
-                    let high_watermark = log.high_watermark();
-                    opened.push(Arc::new(Partition {
+                Ok(log) => {
+                    let replicas = ReplicaSet::new(
+                        tp.clone(),
+                        self.id,
+                        p.replicas.clone(),
+                        usize::from(topic.config.min_insync_replicas),
+                        self.config.replica_lag_time_max_ms as Millis,
+                        log.high_watermark(),
+                    );
+                    let partition = Arc::new(Partition {
                         tp: tp.clone(),
                         topic_id: topic.id,
                         state: Mutex::new(PartitionState {
                             log: Some(log),
-                            leader_epoch: p.leader_epoch,
-                            leader,
+                            replicas,
                         }),
-                        high_watermark: AtomicU64::new(high_watermark),
-                    }));
+                        changes: AtomicU64::new(0),
+                    });
+                    self.assign_role(&partition, p, now);
+                    opened.push(partition);
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -616,7 +1006,7 @@ impl BrokerShared {
         // A log left behind by a deletion that a crash interrupted. Only
         // trusted when the metadata has history: a lost metadata log must not
         // make the broker delete data it merely cannot name.
-        if first && metadata.version > 1 {
+        if first && metadata.version > 2 {
             match self.storage.partitions(self.id) {
                 Ok(on_disk) => {
                     for tp in on_disk {
@@ -633,91 +1023,45 @@ impl BrokerShared {
                 }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        (moved, first_error.map_or(Ok(()), Err))
     }
 
-    fn shutting_down_error(&self) -> Error {
-        Error::Network {
-            node: self.id,
-            reason: "the broker is shutting down".into(),
+    /// Gives a replica the role `p` says. Returns whether anything changed.
+    fn assign_role(&self, partition: &Partition, p: &PartitionMetadata, now: Millis) -> bool {
+        let mut state = partition.state.lock();
+        let r = &state.replicas;
+        let lead = p.leader == Some(self.id);
+        let new_epoch = p.leader_epoch > r.leader_epoch() || (lead != r.is_leader());
+        if !new_epoch && p.partition_epoch <= r.partition_epoch() {
+            return false;
         }
-    }
-
-    fn admin(&self, request: Request, reply: Reply) {
-        let not_controller = || Error::NotController { broker: self.id };
-        let Some(controller) = &self.controller else {
-            reply.send(Err(not_controller()));
-            return;
-        };
-        let now = self.clock.now_ms();
-        let (response, metadata, changed) = {
-            let mut guard = controller.lock();
-            let Some(controller) = guard.as_mut() else {
-                drop(guard);
-                reply.send(Err(not_controller()));
-                return;
-            };
-            let before = controller.metadata().version;
-            let response = match request {
-                Request::CreateTopics(r) => Response::CreateTopics(TopicResults {
-                    topics: controller.create_topics(r.topics, now),
-                }),
-                Request::DeleteTopics(r) => Response::DeleteTopics(TopicResults {
-                    topics: controller.delete_topics(r.topics, now),
-                }),
-                Request::CreatePartitions(r) => Response::CreatePartitions(TopicResults {
-                    topics: controller.create_partitions(r.topics, now),
-                }),
-                other => {
-                    drop(guard);
-                    reply.send(Err(Error::InvalidRequest {
-                        reason: format!("{} is not an admin request", other.api_name()),
-                    }));
-                    return;
-                }
-            };
-            let metadata = controller.metadata();
-            let changed = metadata.version != before;
-            (response, metadata, changed)
-        };
-        if changed {
-            self.publish(metadata, reply, response);
-        } else {
-            reply.send(Ok(response));
-        }
-    }
-
-    /// Sends `metadata` to every broker; answers `reply` once all have
-    /// answered (a broker that cannot be reached gets it when it restarts).
-    fn publish(&self, metadata: Arc<ClusterMetadata>, reply: Reply, response: Response) {
-        let pending = Arc::new(Mutex::new((
-            metadata.brokers.len(),
-            Some((reply, response)),
-        )));
-        for broker in &metadata.brokers {
-            let pending = pending.clone();
-            self.transport.send(
-                Peer::Broker(self.id),
-                broker.id,
-                Request::UpdateMetadata(UpdateMetadataRequest {
-                    metadata: metadata.clone(),
-                }),
-                Reply::new(broker.id, move |_| {
-                    let done = {
-                        let mut pending = pending.lock();
-                        pending.0 -= 1;
-                        if pending.0 == 0 {
-                            pending.1.take()
-                        } else {
-                            None
-                        }
-                    };
-                    if let Some((reply, response)) = done {
-                        reply.send(Ok(response));
-                    }
-                }),
+        let end = state.log.as_ref().map_or(0, |l| l.log_end_offset());
+        if new_epoch && lead {
+            let update = state.replicas.become_leader(
+                p.leader_epoch,
+                p.partition_epoch,
+                p.replicas.clone(),
+                p.isr.clone(),
+                end,
+                now,
             );
+            state.apply(&update);
+        } else if new_epoch {
+            state.replicas.become_follower(
+                p.leader,
+                p.leader_epoch,
+                p.partition_epoch,
+                p.replicas.clone(),
+                p.isr.clone(),
+            );
+        } else {
+            let update = state
+                .replicas
+                .isr_committed(p.isr.clone(), p.partition_epoch, end);
+            state.apply(&update);
         }
+        partition.changed();
+        true
     }
 
     // ----- runtime -------------------------------------------------------
@@ -728,40 +1072,109 @@ impl BrokerShared {
         self.runtime_wake.notify_one();
     }
 
-    /// The runtime thread: expires parked fetches and maintains logs.
+    fn send_heartbeat(&self) {
+        let version = {
+            let m = self.metadata.read();
+            (m.controller_epoch, m.version)
+        };
+        let controller = self.controller();
+        self.transport.send(
+            Peer::Broker(self.id),
+            controller,
+            Request::BrokerHeartbeat(BrokerHeartbeatRequest {
+                broker: self.id,
+                metadata_version: version,
+            }),
+            Reply::ignored(controller),
+        );
+    }
+
+    /// The runtime thread: heartbeats, ISR checks, deadlines of parked
+    /// requests, log maintenance.
     fn run(&self) {
-        let interval = self.config.log_retention_check_interval_ms as Millis;
-        let mut next_maintenance = self.clock.now_ms() + interval;
+        let retention_every = self.config.log_retention_check_interval_ms as Millis;
+        let heartbeat_every = self.config.broker_heartbeat_interval_ms as Millis;
+        let isr_every = (self.config.replica_lag_time_max_ms as Millis / 4).max(1);
+        let start = self.clock.now_ms();
+        let (mut next_retention, mut next_heartbeat, mut next_isr) = (
+            start + retention_every,
+            start + heartbeat_every,
+            start + isr_every,
+        );
         loop {
             let kicks = {
                 let runtime = self.runtime.lock();
-                if runtime.shutdown {
+                if runtime.stop {
                     return;
                 }
                 runtime.kicks
             };
             let now = self.clock.now_ms();
-            let expired = self.purgatory.lock().expire(now);
-            for waiter in expired {
-                self.complete_fetch(waiter);
+            let expired = self.fetches.lock().expire(now);
+            for fetch in expired {
+                self.try_fetch(fetch);
             }
-            if now >= next_maintenance {
+            let expired = self.produces.lock().expire(now);
+            for produce in expired {
+                self.settle_produce(produce);
+            }
+            if now >= next_heartbeat {
+                self.send_heartbeat();
+                next_heartbeat = now + heartbeat_every;
+            }
+            if now >= next_isr {
+                self.check_isr(now);
+                next_isr = now + isr_every;
+            }
+            if now >= next_retention {
                 self.maintain_logs();
-                next_maintenance = now + interval;
+                next_retention = now + retention_every;
             }
-            let next = self
-                .purgatory
-                .lock()
-                .next_deadline()
-                .unwrap_or(Millis::MAX)
-                .min(next_maintenance);
+            let next = [
+                self.fetches.lock().next_deadline(),
+                self.produces.lock().next_deadline(),
+                Some(next_heartbeat),
+                Some(next_isr),
+                Some(next_retention),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Millis::MAX);
             let sleep = next
                 .saturating_sub(self.clock.now_ms())
                 .min(MAX_RUNTIME_SLEEP_MS);
             let mut runtime = self.runtime.lock();
-            if !runtime.shutdown && runtime.kicks == kicks && sleep > 0 {
+            if !runtime.stop && runtime.kicks == kicks && sleep > 0 {
                 self.runtime_wake
                     .wait_for(&mut runtime, Duration::from_millis(sleep as u64));
+            }
+        }
+    }
+
+    /// Lets every led partition propose dropping lagging followers, and
+    /// re-evaluates waiters of partitions whose ISR changed.
+    fn check_isr(&self, now: Millis) {
+        let partitions: Vec<Arc<Partition>> = self.partitions.read().values().cloned().collect();
+        let mut proposals = Vec::new();
+        let mut moved = Vec::new();
+        for partition in partitions {
+            let mut state = partition.state.lock();
+            if !state.replicas.is_leader() {
+                continue;
+            }
+            proposals.extend(state.replicas.tick(now));
+            let end = state.log.as_ref().map_or(0, |l| l.log_end_offset());
+            let update = state.replicas.on_append(end);
+            if state.apply(&update) {
+                partition.changed();
+            }
+            moved.push(partition.tp.clone());
+        }
+        self.send_proposals(proposals);
+        for tp in &moved {
+            if self.produces.lock().len() > 0 || self.fetches.lock().len() > 0 {
+                self.partition_moved(tp);
             }
         }
     }
@@ -776,4 +1189,10 @@ impl BrokerShared {
             }
         }
     }
+}
+
+/// Whether any partition changed since its count was taken.
+fn moved_since(seen: &[(Arc<Partition>, u64)]) -> bool {
+    seen.iter()
+        .any(|(p, count)| p.changes.load(Ordering::Acquire) != *count)
 }

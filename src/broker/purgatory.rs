@@ -1,14 +1,15 @@
-//! Fetches waiting for data (Kafka's fetch purgatory).
+//! Requests waiting for the log to move (Kafka's purgatories).
 //!
 //! A fetch that finds fewer than `min_bytes` parks here with its [`Reply`]
-//! and a deadline. An append to one of its partitions adds the appended bytes
-//! to its count and completes it once the count reaches `min_bytes`; the
-//! broker's runtime completes it at its deadline. This module only keeps the
-//! book: it never reads a log or replies; it hands completed waiters back.
+//! and a deadline; an `acks=all` produce parks until the high watermark
+//! passes its records. Whoever moves a partition (an append, a high
+//! watermark advance, a leadership change) takes the waiters watching it and
+//! re-evaluates them; the broker's runtime takes them at their deadline. This
+//! module only keeps the book: it never reads a log or replies.
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::protocol::FetchRequest;
+use crate::protocol::{FetchRequest, ProducedPartition};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
 use crate::transport::Reply;
@@ -18,72 +19,72 @@ use crate::transport::Reply;
 pub(crate) struct PendingFetch {
     pub(crate) request: FetchRequest,
     pub(crate) reply: Reply,
-    deadline: Millis,
-    bytes: u64,
+    pub(crate) deadline: Millis,
 }
 
-/// The waiting fetches of one broker.
-#[derive(Debug, Default)]
-pub(crate) struct FetchPurgatory {
+/// A parked `acks=all` produce: the results so far, and for each partition
+/// still waiting, the offset its high watermark must reach.
+#[derive(Debug)]
+pub(crate) struct PendingProduce {
+    pub(crate) reply: Reply,
+    pub(crate) results: Vec<ProducedPartition>,
+    /// (index into `results`, offset the HW must reach, leader epoch of the append)
+    pub(crate) waiting: Vec<(usize, u64, i32)>,
+    pub(crate) deadline: Millis,
+}
+
+impl PendingProduce {
+    fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.waiting
+            .iter()
+            .map(|&(i, _, _)| &self.results[i].partition)
+    }
+}
+
+/// Parked requests of one kind, indexed by partition and deadline.
+#[derive(Debug)]
+pub(crate) struct Purgatory<T> {
     next_id: u64,
-    waiters: HashMap<u64, PendingFetch>,
+    waiters: HashMap<u64, (T, Vec<TopicPartition>, Millis)>,
     by_partition: HashMap<TopicPartition, Vec<u64>>,
     deadlines: BTreeSet<(Millis, u64)>,
 }
 
-impl FetchPurgatory {
-    /// Parks `request`, which found `bytes` available, until `deadline`.
-    pub(crate) fn park(
-        &mut self,
-        request: FetchRequest,
-        reply: Reply,
-        bytes: u64,
-        deadline: Millis,
-    ) {
+impl<T> Default for Purgatory<T> {
+    fn default() -> Self {
+        Self {
+            next_id: 0,
+            waiters: HashMap::new(),
+            by_partition: HashMap::new(),
+            deadlines: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T> Purgatory<T> {
+    /// Parks `waiter`, watching `partitions`, until `deadline`.
+    pub(crate) fn park(&mut self, waiter: T, partitions: Vec<TopicPartition>, deadline: Millis) {
         let id = self.next_id;
         self.next_id += 1;
-        for p in &request.partitions {
-            self.by_partition
-                .entry(p.partition.clone())
-                .or_default()
-                .push(id);
+        for tp in &partitions {
+            self.by_partition.entry(tp.clone()).or_default().push(id);
         }
         self.deadlines.insert((deadline, id));
-        self.waiters.insert(
-            id,
-            PendingFetch {
-                request,
-                reply,
-                deadline,
-                bytes,
-            },
-        );
+        self.waiters.insert(id, (waiter, partitions, deadline));
     }
 
-    /// Counts `bytes` appended to `partition` and returns the waiters that now
-    /// have `min_bytes`.
-    pub(crate) fn on_append(
-        &mut self,
-        partition: &TopicPartition,
-        bytes: u64,
-    ) -> Vec<PendingFetch> {
-        let Some(ids) = self.by_partition.get(partition) else {
-            return Vec::new();
-        };
-        let mut ready = Vec::new();
-        for &id in ids {
-            if let Some(w) = self.waiters.get_mut(&id) {
-                w.bytes += bytes;
-                if w.bytes >= u64::from(w.request.min_bytes.max(1)) {
-                    ready.push(id);
-                }
-            }
-        }
-        ready.into_iter().filter_map(|id| self.remove(id)).collect()
+    /// Removes and returns the waiters watching `partition`.
+    pub(crate) fn take_watching(&mut self, partition: &TopicPartition) -> Vec<T> {
+        let ids = self
+            .by_partition
+            .get(partition)
+            .cloned()
+            .unwrap_or_default();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
     /// Removes and returns the waiters whose deadline is at or before `now`.
-    pub(crate) fn expire(&mut self, now: Millis) -> Vec<PendingFetch> {
+    pub(crate) fn expire(&mut self, now: Millis) -> Vec<T> {
         let due: Vec<u64> = self
             .deadlines
             .iter()
@@ -94,29 +95,29 @@ impl FetchPurgatory {
     }
 
     /// Removes and returns every waiter (shutdown).
-    pub(crate) fn drain(&mut self) -> Vec<PendingFetch> {
+    pub(crate) fn drain(&mut self) -> Vec<T> {
         let ids: Vec<u64> = self.waiters.keys().copied().collect();
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
-    /// The earliest deadline, if any fetch waits.
+    /// The earliest deadline, if anything waits.
     pub(crate) fn next_deadline(&self) -> Option<Millis> {
         self.deadlines.first().map(|&(deadline, _)| deadline)
     }
 
-    /// How many fetches wait.
+    /// How many requests wait.
     pub(crate) fn len(&self) -> usize {
         self.waiters.len()
     }
 
-    fn remove(&mut self, id: u64) -> Option<PendingFetch> {
-        let waiter = self.waiters.remove(&id)?;
-        self.deadlines.remove(&(waiter.deadline, id));
-        for p in &waiter.request.partitions {
-            if let Some(ids) = self.by_partition.get_mut(&p.partition) {
+    fn remove(&mut self, id: u64) -> Option<T> {
+        let (waiter, partitions, deadline) = self.waiters.remove(&id)?;
+        self.deadlines.remove(&(deadline, id));
+        for tp in &partitions {
+            if let Some(ids) = self.by_partition.get_mut(tp) {
                 ids.retain(|&x| x != id);
                 if ids.is_empty() {
-                    self.by_partition.remove(&p.partition);
+                    self.by_partition.remove(tp);
                 }
             }
         }
@@ -124,55 +125,46 @@ impl FetchPurgatory {
     }
 }
 
+impl Purgatory<PendingFetch> {
+    /// Parks a fetch until its deadline, watching its partitions.
+    pub(crate) fn park_fetch(&mut self, fetch: PendingFetch) {
+        let partitions = fetch
+            .request
+            .partitions
+            .iter()
+            .map(|p| p.partition.clone())
+            .collect();
+        let deadline = fetch.deadline;
+        self.park(fetch, partitions, deadline);
+    }
+}
+
+impl Purgatory<PendingProduce> {
+    /// Parks a produce until its deadline, watching its waiting partitions.
+    pub(crate) fn park_produce(&mut self, produce: PendingProduce) {
+        let partitions = produce.partitions().cloned().collect();
+        let deadline = produce.deadline;
+        self.park(produce, partitions, deadline);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::FetchPartition;
-
-    fn fetch(partitions: &[&TopicPartition], min_bytes: u32) -> FetchRequest {
-        FetchRequest {
-            max_wait_ms: 100,
-            min_bytes,
-            max_bytes: 1 << 20,
-            partitions: partitions
-                .iter()
-                .map(|&tp| FetchPartition {
-                    partition: tp.clone(),
-                    fetch_offset: 0,
-                    max_bytes: 1 << 20,
-                })
-                .collect(),
-        }
-    }
 
     #[test]
-    fn appends_complete_a_waiter_once_it_has_min_bytes() {
+    fn waiters_are_taken_by_partition_or_by_deadline_once() {
         let a = TopicPartition::new("a", 0).unwrap();
         let b = TopicPartition::new("b", 0).unwrap();
-        let mut p = FetchPurgatory::default();
-        p.park(fetch(&[&a, &b], 100), Reply::ignored(0), 10, 50);
-        assert!(p.on_append(&a, 40).is_empty());
-        assert!(
-            p.on_append(&TopicPartition::new("c", 0).unwrap(), 1000)
-                .is_empty()
-        );
-        assert_eq!(p.on_append(&b, 50).len(), 1);
-        assert_eq!(p.len(), 0);
-        assert!(p.by_partition.is_empty() && p.deadlines.is_empty());
-    }
-
-    #[test]
-    fn deadlines_expire_in_order() {
-        let a = TopicPartition::new("a", 0).unwrap();
-        let mut p = FetchPurgatory::default();
-        p.park(fetch(&[&a], 1), Reply::ignored(0), 0, 30);
-        p.park(fetch(&[&a], 1), Reply::ignored(0), 0, 10);
+        let mut p: Purgatory<&str> = Purgatory::default();
+        p.park("ab", vec![a.clone(), b.clone()], 30);
+        p.park("b", vec![b.clone()], 10);
         assert_eq!(p.next_deadline(), Some(10));
+        assert_eq!(p.take_watching(&a), ["ab"]);
+        assert!(p.take_watching(&a).is_empty(), "taken once");
         assert!(p.expire(9).is_empty());
-        assert_eq!(p.expire(10).len(), 1);
-        assert_eq!(p.next_deadline(), Some(30));
-        assert_eq!(p.expire(100).len(), 1);
-        assert_eq!(p.next_deadline(), None);
-        assert!(p.by_partition.is_empty());
+        assert_eq!(p.expire(10), ["b"]);
+        assert_eq!((p.len(), p.next_deadline()), (0, None));
+        assert!(p.by_partition.is_empty() && p.deadlines.is_empty());
     }
 }

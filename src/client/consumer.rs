@@ -599,12 +599,15 @@ impl<K, V> Consumer<K, V> {
                 max_wait_ms: max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
                 min_bytes: self.config.fetch_min_bytes,
                 max_bytes: self.config.fetch_max_bytes,
+                replica: None,
                 partitions: partitions
                     .iter()
                     .map(|(tp, offset)| FetchPartition {
                         partition: tp.clone(),
                         fetch_offset: *offset,
                         max_bytes: self.config.max_partition_fetch_bytes,
+                        current_leader_epoch: None,
+                        last_fetched_epoch: None,
                     })
                     .collect(),
             });

@@ -18,7 +18,6 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 /// The cluster as a client last saw it.
 #[derive(Debug, Default)]
 pub(crate) struct MetadataSnapshot {
-    pub(crate) version: u64,
     pub(crate) controller: Option<NodeId>,
     pub(crate) brokers: Vec<NodeId>,
     pub(crate) topics: HashMap<Arc<str>, Arc<TopicMetadata>>,
@@ -101,7 +100,6 @@ impl ClientCore {
             match self.call(node, Request::Metadata(MetadataRequest::default()), left) {
                 Ok(Response::Metadata(m)) => {
                     let snapshot = Arc::new(MetadataSnapshot {
-                        version: m.version,
                         controller: m.controller,
                         brokers: m.brokers.iter().map(|b| b.id).collect(),
                         topics: m
@@ -111,11 +109,8 @@ impl ClientCore {
                             .collect(),
                         fetched_at: Some(Instant::now()),
                     });
-                    let mut cached = self.metadata.write();
-                    if snapshot.version >= cached.version {
-                        *cached = snapshot;
-                    }
-                    return Ok(cached.clone());
+                    *self.metadata.write() = snapshot.clone();
+                    return Ok(snapshot);
                 }
                 Ok(other) => last_error = Some(unexpected("Metadata", &other)),
                 Err(e) => last_error = Some(e),

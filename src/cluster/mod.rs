@@ -19,13 +19,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::{Broker, BrokerConfig};
+use parking_lot::Mutex;
+
+use crate::broker::{Broker, BrokerConfig, Truncation};
 use crate::client::Bootstrap;
-use crate::controller::Controller;
+use crate::controller::{CONTROLLER_ID, Controller, ControllerNode};
 use crate::error::{Error, Result};
 use crate::protocol::{BrokerInfo, NodeId, Request, UpdateMetadataRequest};
 use crate::storage::{FileStorage, MemoryStorage, Storage};
-use crate::time::{Clock, SystemClock};
+use crate::time::{Clock, Millis, SystemClock};
 use crate::transport::{self, LocalTransport, Peer, Transport};
 
 /// Most brokers one in-process cluster may have.
@@ -109,37 +111,25 @@ impl ClusterBuilder {
             .transport
             .unwrap_or_else(|| Arc::new(LocalTransport::new()));
         let infos: Vec<BrokerInfo> = (0..count).map(|id| BrokerInfo { id, rack: None }).collect();
-        let controller = Controller::load(&*storage, 0, infos)?;
-        let mut cluster = Cluster {
-            transport: transport.clone(),
-            storage: storage.clone(),
-            brokers: Vec::with_capacity(count as usize),
+        let session = self.broker_config.broker_session_timeout_ms as Millis;
+        let controller =
+            Controller::load(&*storage, CONTROLLER_ID, infos, clock.now_ms(), session)?;
+        let controller = ControllerNode::start(
+            controller,
+            transport.clone(),
+            clock.clone(),
+            (session / 10).clamp(1, 100),
+        )?;
+        let cluster = Cluster {
+            transport,
+            storage,
+            clock,
+            broker_config: self.broker_config,
+            controller,
+            brokers: Mutex::new((0..count).map(|_| None).collect()),
         };
-        let mut controller = Some(controller);
         for id in 0..count {
-            cluster.brokers.push(Broker::start(
-                id,
-                self.broker_config.clone(),
-                storage.clone(),
-                clock.clone(),
-                transport.clone(),
-                controller.take(),
-            )?);
-        }
-        let metadata = cluster.brokers[0]
-            .controller_metadata()
-            .ok_or(Error::NotController { broker: 0 })?;
-        for id in 0..count {
-            let request = Request::UpdateMetadata(UpdateMetadataRequest {
-                metadata: metadata.clone(),
-            });
-            transport::call(
-                &*transport,
-                Peer::Broker(0),
-                id,
-                request,
-                Duration::from_secs(30),
-            )?;
+            cluster.restart_broker(id)?;
         }
         Ok(cluster)
     }
@@ -152,7 +142,11 @@ impl ClusterBuilder {
 pub struct Cluster {
     transport: Arc<dyn Transport>,
     storage: Arc<dyn Storage>,
-    brokers: Vec<Broker>,
+    clock: Arc<dyn Clock>,
+    broker_config: BrokerConfig,
+    controller: ControllerNode,
+    /// Indexed by broker id; `None` while a broker is stopped.
+    brokers: Mutex<Vec<Option<Broker>>>,
 }
 
 impl Cluster {
@@ -171,29 +165,124 @@ impl Cluster {
         self.storage.clone()
     }
 
-    /// Where clients find this cluster.
+    /// Where clients find this cluster: every broker, then the controller.
     pub fn bootstrap(&self) -> Bootstrap {
-        Bootstrap::new(self.transport.clone(), self.broker_ids())
+        let mut nodes = self.broker_ids();
+        nodes.push(CONTROLLER_ID);
+        Bootstrap::new(self.transport.clone(), nodes)
     }
 
-    /// The brokers' ids.
+    /// The brokers' ids (running or stopped).
     pub fn broker_ids(&self) -> Vec<NodeId> {
-        self.brokers.iter().map(Broker::id).collect()
+        (0..self.brokers.lock().len() as NodeId).collect()
+    }
+
+    /// Whether broker `id` is running.
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.brokers
+            .lock()
+            .get(id as usize)
+            .is_some_and(Option::is_some)
+    }
+
+    fn take_broker(&self, id: NodeId) -> Result<Option<Broker>> {
+        let mut brokers = self.brokers.lock();
+        let slot = brokers
+            .get_mut(id as usize)
+            .ok_or_else(|| Error::InvalidRequest {
+                reason: format!("the cluster has no broker {id}"),
+            })?;
+        Ok(slot.take())
+    }
+
+    /// Stops broker `id` gracefully (flushing and closing its logs). Its
+    /// partitions get new leaders once the controller notices it is gone
+    /// (`broker_session_timeout_ms`). Stopping a stopped broker does nothing.
+    pub fn stop_broker(&self, id: NodeId) -> Result<()> {
+        match self.take_broker(id)? {
+            Some(broker) => broker.shutdown(),
+            None => Ok(()),
+        }
+    }
+
+    /// Crashes broker `id`: it stops at once, without flushing or closing its
+    /// logs (a restart recovers them as after a process crash).
+    pub fn crash_broker(&self, id: NodeId) -> Result<()> {
+        if let Some(broker) = self.take_broker(id)? {
+            broker.crash();
+        }
+        Ok(())
+    }
+
+    /// Starts broker `id` again (or for the first time) over the cluster's
+    /// storage; it rejoins with its logs and catches up with its leaders.
+    /// Restarting a running broker does nothing.
+    pub fn restart_broker(&self, id: NodeId) -> Result<()> {
+        let mut brokers = self.brokers.lock();
+        let slot = brokers
+            .get_mut(id as usize)
+            .ok_or_else(|| Error::InvalidRequest {
+                reason: format!("the cluster has no broker {id}"),
+            })?;
+        if slot.is_some() {
+            return Ok(());
+        }
+        let broker = Broker::start(
+            id,
+            self.broker_config.clone(),
+            self.storage.clone(),
+            self.clock.clone(),
+            self.transport.clone(),
+        )?;
+        *slot = Some(broker);
+        drop(brokers);
+        // Tell it the metadata now rather than at its first heartbeat.
+        if let Some(metadata) = self.controller.metadata() {
+            let request = Request::UpdateMetadata(UpdateMetadataRequest { metadata });
+            transport::call(
+                &*self.transport,
+                Peer::Broker(CONTROLLER_ID),
+                id,
+                request,
+                Duration::from_secs(30),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// What followers truncated from their logs so far, over all running
+    /// brokers (records an unclean election discarded show up here).
+    pub fn truncations(&self) -> Vec<Truncation> {
+        self.brokers
+            .lock()
+            .iter()
+            .flatten()
+            .flat_map(Broker::truncations)
+            .collect()
     }
 
     /// Graceful shutdown: each broker stops taking requests, answers waiting
-    /// fetches, and flushes and closes its logs. Returns the first error after
-    /// trying every broker.
+    /// requests, and flushes and closes its logs; then the controller closes
+    /// its metadata log. Returns the first error after trying everything.
     pub fn shutdown(self) -> Result<()> {
         self.stop()
     }
 
     fn stop(&self) -> Result<()> {
         let mut first_error = None;
-        for broker in &self.brokers {
+        let brokers: Vec<Broker> = self
+            .brokers
+            .lock()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for broker in brokers {
             if let Err(e) = broker.shutdown() {
                 first_error.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.controller.shutdown() {
+            first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -17,9 +17,15 @@
 //! grows every `n` partitions, and no broker holds two replicas of one
 //! partition.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+mod node;
+
+pub use node::CONTROLLER_ID;
+pub(crate) use node::ControllerNode;
 
 use crate::client::partitioner::murmur2;
 use crate::error::{Error, Result};
@@ -33,11 +39,6 @@ use crate::topic::{
 
 /// The internal topic holding the metadata log.
 pub(crate) const METADATA_TOPIC: &str = "__cluster_metadata";
-
-/// Most replicas a partition can have in this version: replication (followers
-/// that copy the leader) is not implemented yet, so a topic is refused rather
-/// than given followers that would silently hold nothing.
-pub(crate) const MAX_REPLICATION_FACTOR: u16 = 1;
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS_PER_TOPIC: u32 = 100_000;
@@ -57,6 +58,19 @@ enum MetadataRecord {
     TopicDeleted {
         name: String,
     },
+    /// A partition's leader or ISR changed.
+    PartitionChanged {
+        name: String,
+        partition: u32,
+        leader: Option<NodeId>,
+        leader_epoch: i32,
+        isr: Vec<NodeId>,
+        partition_epoch: u32,
+    },
+    /// A controller took over; commands of older epochs are ignored.
+    ControllerElected {
+        epoch: u32,
+    },
 }
 
 /// The controller's state machine; see the [module docs](self).
@@ -64,15 +78,23 @@ enum MetadataRecord {
 pub(crate) struct Controller {
     log: Box<dyn PartitionLog>,
     metadata: Arc<ClusterMetadata>,
+    registered: Vec<BrokerInfo>,
+    last_heartbeat: BTreeMap<NodeId, Millis>,
+    session_timeout_ms: Millis,
 }
 
 impl Controller {
     /// Opens (or creates) the metadata log of broker `id` in `storage` and
     /// replays it.
+    /// Every broker of `brokers` counts as alive until `session_timeout_ms`
+    /// passes from `now` without a heartbeat from it. Loading takes a new
+    /// controller epoch.
     pub(crate) fn load(
         storage: &dyn Storage,
         id: NodeId,
         brokers: Vec<BrokerInfo>,
+        now: Millis,
+        session_timeout_ms: Millis,
     ) -> Result<Self> {
         let tp = TopicPartition::new(METADATA_TOPIC, 0)?;
         let config = LogConfig {
@@ -83,7 +105,7 @@ impl Controller {
         let mut metadata = ClusterMetadata {
             version: 1,
             controller: Some(id),
-            brokers,
+            brokers: brokers.clone(),
             ..ClusterMetadata::default()
         };
         let mut offset = log.log_start_offset();
@@ -114,10 +136,189 @@ impl Controller {
         }
         let end = log.log_end_offset();
         log.set_high_watermark(end);
-        Ok(Self {
+        let epoch = metadata.controller_epoch + 1;
+        let mut controller = Self {
             log,
             metadata: Arc::new(metadata),
-        })
+            last_heartbeat: brokers.iter().map(|b| (b.id, now)).collect(),
+            registered: brokers,
+            session_timeout_ms,
+        };
+        controller.commit_all(vec![MetadataRecord::ControllerElected { epoch }], now)?;
+        Ok(controller)
+    }
+
+    /// Broker `broker` is alive at `now`. A broker that was fenced comes
+    /// back: leaderless partitions it can lead get it as leader. Returns
+    /// whether the metadata changed.
+    pub(crate) fn heartbeat(&mut self, broker: NodeId, now: Millis) -> Result<bool> {
+        if !self.registered.iter().any(|b| b.id == broker) {
+            return Err(Error::InvalidRequest {
+                reason: format!("broker {broker} is not part of this cluster"),
+            });
+        }
+        let returned = self.last_heartbeat.insert(broker, now).is_none();
+        if !returned {
+            return Ok(false);
+        }
+        self.set_live_brokers();
+        let changes = self.elections(now);
+        self.commit_all(changes, now)?;
+        Ok(true)
+    }
+
+    /// Fences brokers whose session expired (their partitions get new
+    /// leaders from the ISR, and they leave every ISR), and moves leadership
+    /// back to preferred replicas that are in sync. Returns whether the
+    /// metadata changed.
+    pub(crate) fn tick(&mut self, now: Millis) -> Result<bool> {
+        let expired: Vec<NodeId> = self
+            .last_heartbeat
+            .iter()
+            .filter(|&(_, &at)| now.saturating_sub(at) > self.session_timeout_ms)
+            .map(|(&b, _)| b)
+            .collect();
+        for b in &expired {
+            self.last_heartbeat.remove(b);
+        }
+        if !expired.is_empty() {
+            self.set_live_brokers();
+        }
+        let changes = self.elections(now);
+        let changed = !expired.is_empty() || !changes.is_empty();
+        self.commit_all(changes, now)?;
+        Ok(changed)
+    }
+
+    /// The brokers alive now.
+    fn set_live_brokers(&mut self) {
+        let live: Vec<BrokerInfo> = self
+            .registered
+            .iter()
+            .filter(|b| self.last_heartbeat.contains_key(&b.id))
+            .cloned()
+            .collect();
+        let metadata = Arc::make_mut(&mut self.metadata);
+        metadata.brokers = live;
+        metadata.version += 1;
+    }
+
+    fn is_live(&self, broker: NodeId) -> bool {
+        self.last_heartbeat.contains_key(&broker)
+    }
+
+    /// The leader and ISR changes that liveness calls for: a dead broker
+    /// leaves every ISR it is in (unless it is the last member, so the ISR
+    /// still names who has every committed record); a partition without a
+    /// live leader gets the first live in-sync replica (preferred order) —
+    /// or, with `unclean_leader_election_enable`, any live replica; a live,
+    /// in-sync preferred replica takes leadership back.
+    fn elections(&self, _now: Millis) -> Vec<MetadataRecord> {
+        let mut changes = Vec::new();
+        for topic in self.metadata.topics.values() {
+            for p in &topic.partitions {
+                let live_isr: Vec<NodeId> =
+                    p.isr.iter().copied().filter(|&r| self.is_live(r)).collect();
+                let leader_live = p.leader.is_some_and(|l| self.is_live(l));
+                let preferred = p.replicas.first().copied();
+                let mut leader = p.leader;
+                let mut isr = if live_isr.is_empty() {
+                    p.isr.clone()
+                } else {
+                    live_isr.clone()
+                };
+                if !leader_live {
+                    leader = p.replicas.iter().copied().find(|r| live_isr.contains(r));
+                    if leader.is_none() && topic.config.unclean_leader_election_enable {
+                        leader = p.replicas.iter().copied().find(|&r| self.is_live(r));
+                        if let Some(l) = leader {
+                            isr = vec![l];
+                        }
+                    }
+                } else if preferred != p.leader && preferred.is_some_and(|r| live_isr.contains(&r))
+                {
+                    leader = preferred;
+                }
+                isr.sort_unstable();
+                if leader == p.leader && isr == p.isr {
+                    continue;
+                }
+                let leader_epoch = if leader == p.leader {
+                    p.leader_epoch
+                } else {
+                    p.leader_epoch + 1
+                };
+                changes.push(MetadataRecord::PartitionChanged {
+                    name: topic.name.to_string(),
+                    partition: p.partition,
+                    leader,
+                    leader_epoch,
+                    isr,
+                    partition_epoch: p.partition_epoch + 1,
+                });
+            }
+        }
+        changes
+    }
+
+    /// A leader's ISR change, accepted only if made in the current leader
+    /// epoch against the current partition epoch (compare-and-set), keeping
+    /// the leader in the ISR and dead brokers out. Returns the committed ISR
+    /// and partition epoch.
+    pub(crate) fn alter_partition(
+        &mut self,
+        proposal: &crate::replication::IsrProposal,
+        now: Millis,
+    ) -> Result<(Vec<NodeId>, u32)> {
+        let tp = &proposal.partition;
+        let topic = self.existing(tp.topic())?;
+        let p = topic
+            .partitions
+            .get(tp.partition() as usize)
+            .ok_or_else(|| Error::InvalidPartition {
+                topic: tp.topic().to_string(),
+                partition: tp.partition(),
+                partition_count: topic.partitions.len() as u32,
+            })?;
+        if proposal.leader_epoch != p.leader_epoch {
+            return Err(Error::FencedLeaderEpoch {
+                epoch: proposal.leader_epoch,
+                latest: p.leader_epoch,
+            });
+        }
+        if proposal.partition_epoch != p.partition_epoch {
+            return Err(Error::InvalidUpdateVersion {
+                partition: tp.clone(),
+                version: proposal.partition_epoch,
+                current: p.partition_epoch,
+            });
+        }
+        let mut isr: Vec<NodeId> = proposal
+            .isr
+            .iter()
+            .copied()
+            .filter(|&r| p.replicas.contains(&r) && (self.is_live(r) || Some(r) == p.leader))
+            .collect();
+        if let Some(leader) = p.leader
+            && !isr.contains(&leader)
+        {
+            isr.push(leader);
+        }
+        isr.sort_unstable();
+        isr.dedup();
+        let partition_epoch = p.partition_epoch + 1;
+        self.commit_all(
+            vec![MetadataRecord::PartitionChanged {
+                name: tp.topic().to_string(),
+                partition: tp.partition(),
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                isr: isr.clone(),
+                partition_epoch,
+            }],
+            now,
+        )?;
+        Ok((isr, partition_epoch))
     }
 
     /// The current metadata.
@@ -233,6 +434,7 @@ impl Controller {
         self.log.close()
     }
 
+    /// The live brokers' ids, sorted: where new replicas go.
     fn broker_ids(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self.metadata.brokers.iter().map(|b| b.id).collect();
         ids.sort_unstable();
@@ -268,36 +470,49 @@ impl Controller {
         if topic.replication_factor == 0 || topic.replication_factor as usize > brokers {
             return Err(Error::InvalidReplicationFactor {
                 reason: format!(
-                    "replication factor {} is outside 1..={brokers} (the number of brokers)",
+                    "replication factor {} is outside 1..={brokers} (the number of live brokers)",
                     topic.replication_factor
                 ),
             });
         }
-        if topic.replication_factor > MAX_REPLICATION_FACTOR {
-            return Err(Error::InvalidReplicationFactor {
-                reason: format!(
-                    "replication factor {} is not supported: this version keeps one replica per partition",
-                    topic.replication_factor
+        if topic.config.min_insync_replicas > topic.replication_factor {
+            return Err(Error::config(
+                "min_insync_replicas",
+                format!(
+                    "{} is more than the replication factor {}: acks=all could never succeed",
+                    topic.config.min_insync_replicas, topic.replication_factor
                 ),
-            });
+            ));
         }
         topic.config.validate()
     }
 
     /// Appends `change` to the metadata log, flushes it, then applies it.
     fn commit(&mut self, change: MetadataRecord, now: Millis) -> Result<()> {
-        let value = postcard::to_allocvec(&change).map_err(|e| Error::Serialization {
-            reason: format!("metadata record: {e}"),
-        })?;
-        let mut batch = RecordBatchBuilder::with_capacity(value.len() + 128);
-        batch.append(now, None, Some(&value), &[]);
-        let offset = self.log.append(batch.build(), 0)?.base_offset;
+        self.commit_all(vec![change], now)
+    }
+
+    /// Appends `changes` as one batch, flushes, then applies them in order.
+    fn commit_all(&mut self, changes: Vec<MetadataRecord>, now: Millis) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = RecordBatchBuilder::with_capacity(256 * changes.len());
+        for change in &changes {
+            let value = postcard::to_allocvec(change).map_err(|e| Error::Serialization {
+                reason: format!("metadata record: {e}"),
+            })?;
+            batch.append(now, None, Some(&value), &[]);
+        }
+        let base = self.log.append(batch.build(), 0)?.base_offset;
         self.log.flush()?;
         let end = self.log.log_end_offset();
         self.log.set_high_watermark(end);
         let metadata = Arc::make_mut(&mut self.metadata);
-        apply(metadata, &change, offset);
-        metadata.version += 1;
+        for (i, change) in changes.iter().enumerate() {
+            apply(metadata, change, base + i as u64);
+            metadata.version += 1;
+        }
         Ok(())
     }
 }
@@ -324,6 +539,7 @@ fn partitions_from(
             partition: first + i as u32,
             leader: replicas.first().copied(),
             leader_epoch: 0,
+            partition_epoch: 0,
             replicas: replicas.clone(),
             isr: replicas.clone(),
         })
@@ -354,6 +570,26 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
         }
         MetadataRecord::TopicDeleted { name } => {
             metadata.topics.remove(name.as_str());
+        }
+        MetadataRecord::PartitionChanged {
+            name,
+            partition,
+            leader,
+            leader_epoch,
+            isr,
+            partition_epoch,
+        } => {
+            if let Some(topic) = metadata.topics.get_mut(name.as_str())
+                && let Some(p) = Arc::make_mut(topic).partitions.get_mut(*partition as usize)
+            {
+                p.leader = *leader;
+                p.leader_epoch = *leader_epoch;
+                p.isr = isr.clone();
+                p.partition_epoch = *partition_epoch;
+            }
+        }
+        MetadataRecord::ControllerElected { epoch } => {
+            metadata.controller_epoch = *epoch;
         }
     }
 }
@@ -425,30 +661,39 @@ mod tests {
     #[test]
     fn metadata_survives_a_reload_from_the_log() {
         let storage = MemoryStorage::new();
-        let mut c = Controller::load(&storage, 0, brokers(1)).unwrap();
+        let mut c = Controller::load(&storage, 0, brokers(1), 0, 1_000).unwrap();
         let created = c.create_topics(vec![NewTopic::new("a", 2), NewTopic::new("b", 1)], 1);
         assert!(created.iter().all(|(_, r)| r.is_ok()));
         assert!(c.create_partitions(vec![("a".into(), 5)], 2)[0].1.is_ok());
         assert!(c.delete_topics(vec!["b".into()], 3)[0].1.is_ok());
         let before = c.metadata();
         c.close().unwrap();
-        let reloaded = Controller::load(&storage, 0, brokers(1))
+        let reloaded = Controller::load(&storage, 0, brokers(1), 0, 1_000)
             .unwrap()
             .metadata();
-        assert_eq!(reloaded, before);
+        assert_eq!(reloaded.topics, before.topics);
+        assert_eq!(
+            reloaded.controller_epoch,
+            before.controller_epoch + 1,
+            "a new controller epoch"
+        );
         assert_eq!(reloaded.topics["a"].partitions.len(), 5);
         assert!(!reloaded.topics.contains_key("b"));
     }
 
     #[test]
     fn bad_topics_get_their_own_errors() {
-        let mut c = Controller::load(&MemoryStorage::new(), 0, brokers(1)).unwrap();
+        let mut c = Controller::load(&MemoryStorage::new(), 0, brokers(1), 0, 1_000).unwrap();
         assert!(c.create_topics(vec![NewTopic::new("t", 1)], 0)[0].1.is_ok());
         let results = c.create_topics(
             vec![
                 NewTopic::new("t", 1),
                 NewTopic::new("z", 0),
                 NewTopic::new("r", 1).replication_factor(2),
+                NewTopic::new("m", 1).config(TopicConfig {
+                    min_insync_replicas: 2,
+                    ..TopicConfig::default()
+                }),
                 NewTopic::new("__x", 1),
                 NewTopic::new("bad name", 1),
             ],
@@ -458,8 +703,15 @@ mod tests {
         assert!(matches!(errs[0], Error::TopicAlreadyExists { .. }));
         assert!(matches!(errs[1], Error::InvalidPartitions { .. }));
         assert!(matches!(errs[2], Error::InvalidReplicationFactor { .. }));
-        assert!(matches!(errs[3], Error::InvalidTopic { .. }));
+        assert!(matches!(
+            errs[3],
+            Error::InvalidConfig {
+                field: "min_insync_replicas",
+                ..
+            }
+        ));
         assert!(matches!(errs[4], Error::InvalidTopic { .. }));
+        assert!(matches!(errs[5], Error::InvalidTopic { .. }));
         assert!(matches!(
             c.create_partitions(vec![("t".into(), 1)], 0)[0].1,
             Err(Error::InvalidPartitions { .. })

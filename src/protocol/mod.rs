@@ -58,6 +58,10 @@ pub enum Request {
     CreatePartitions(CreatePartitionsRequest),
     /// The controller telling a broker the current cluster metadata.
     UpdateMetadata(UpdateMetadataRequest),
+    /// A broker telling the controller it is alive.
+    BrokerHeartbeat(BrokerHeartbeatRequest),
+    /// A partition leader asking the controller to change the ISR.
+    AlterPartition(AlterPartitionRequest),
 }
 
 impl Request {
@@ -72,6 +76,8 @@ impl Request {
             Request::DeleteTopics(_) => "DeleteTopics",
             Request::CreatePartitions(_) => "CreatePartitions",
             Request::UpdateMetadata(_) => "UpdateMetadata",
+            Request::BrokerHeartbeat(_) => "BrokerHeartbeat",
+            Request::AlterPartition(_) => "AlterPartition",
         }
     }
 }
@@ -96,6 +102,12 @@ pub enum Response {
     CreatePartitions(TopicResults),
     /// Answer to [`Request::UpdateMetadata`]: the broker applied it.
     UpdateMetadata,
+    /// Answer to [`Request::BrokerHeartbeat`]: the metadata version the
+    /// controller holds (a broker behind it is sent the metadata again).
+    BrokerHeartbeat(u64),
+    /// Answer to [`Request::AlterPartition`]: the committed ISR and partition
+    /// epoch, or why the change was refused.
+    AlterPartition(Result<(Vec<NodeId>, u32)>),
 }
 
 impl Response {
@@ -110,6 +122,8 @@ impl Response {
             Response::DeleteTopics(_) => "DeleteTopics",
             Response::CreatePartitions(_) => "CreatePartitions",
             Response::UpdateMetadata => "UpdateMetadata",
+            Response::BrokerHeartbeat(_) => "BrokerHeartbeat",
+            Response::AlterPartition(_) => "AlterPartition",
         }
     }
 }
@@ -170,6 +184,10 @@ pub struct FetchRequest {
     pub max_bytes: u32,
     /// The partitions and where to read them from.
     pub partitions: Vec<FetchPartition>,
+    /// The follower fetching, or `None` for a consumer. A follower reads up
+    /// to the log end (not just the high watermark), and its fetch offset
+    /// tells the leader how far it got.
+    pub replica: Option<NodeId>,
 }
 
 /// One partition of a [`FetchRequest`].
@@ -181,6 +199,14 @@ pub struct FetchPartition {
     pub fetch_offset: u64,
     /// Most bytes for this partition (at least one batch is returned).
     pub max_bytes: u32,
+    /// The leader epoch the fetcher believes current; an older one is
+    /// [`Error::FencedLeaderEpoch`](crate::Error::FencedLeaderEpoch), a newer
+    /// one [`Error::NotLeaderOrFollower`](crate::Error::NotLeaderOrFollower).
+    pub current_leader_epoch: Option<i32>,
+    /// A follower's newest epoch in its log: the leader checks the follower's
+    /// log ends where its own log has that epoch end, and answers with a
+    /// diverging epoch if not.
+    pub last_fetched_epoch: Option<i32>,
 }
 
 /// What a [`FetchRequest`] read.
@@ -207,8 +233,14 @@ pub struct FetchedData {
     /// The first offset still in the log.
     pub log_start_offset: u64,
     /// Whole batches from the one holding the fetch offset, all below the
-    /// high watermark. The first batch may start before the fetch offset.
+    /// high watermark (below the log end for a follower). The first batch
+    /// may start before the fetch offset.
     pub records: Records,
+    /// For a follower whose log diverges from the leader's: the largest
+    /// epoch the leader has at or below the follower's last epoch, and where
+    /// it ends. The follower truncates there (never just to the high
+    /// watermark) and fetches again.
+    pub diverging_epoch: Option<(i32, u64)>,
 }
 
 /// Which offset [`ListOffsetsRequest`] asks for.
@@ -307,6 +339,9 @@ pub struct PartitionMetadata {
     pub leader: Option<NodeId>,
     /// The current leader epoch.
     pub leader_epoch: i32,
+    /// Version of leader and ISR, bumped by every change (the
+    /// compare-and-set token of ISR changes).
+    pub partition_epoch: u32,
     /// The brokers holding a replica, preferred leader first.
     pub replicas: Vec<NodeId>,
     /// The replicas in sync with the leader.
@@ -316,7 +351,11 @@ pub struct PartitionMetadata {
 /// The whole cluster's metadata, as the controller publishes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterMetadata {
-    /// Increases with every change; a broker ignores an older version.
+    /// The epoch of the controller that published this; a broker ignores
+    /// metadata from an older controller.
+    pub controller_epoch: u32,
+    /// Increases with every change within a controller epoch; a broker
+    /// ignores an older version.
     pub version: u64,
     /// The controller's id.
     pub controller: Option<NodeId>,
@@ -352,6 +391,24 @@ pub struct CreatePartitionsRequest {
 pub struct TopicResults {
     /// One entry per topic of the request, in its order.
     pub topics: Vec<(String, Result<()>)>,
+}
+
+/// A broker's liveness heartbeat.
+#[derive(Debug, Clone)]
+pub struct BrokerHeartbeatRequest {
+    /// The broker.
+    pub broker: NodeId,
+    /// The controller epoch and metadata version the broker holds.
+    pub metadata_version: (u32, u64),
+}
+
+/// An ISR change proposed by a partition's leader.
+#[derive(Debug, Clone)]
+pub struct AlterPartitionRequest {
+    /// The leader asking.
+    pub broker: NodeId,
+    /// The proposal: partition, the epochs it was made in, the new ISR.
+    pub proposal: crate::replication::IsrProposal,
 }
 
 /// The controller's push of the current metadata to a broker.

@@ -45,6 +45,14 @@ pub struct LogConfig {
     /// `max.message.bytes`, default 1,048,588). A batch must also fit in a
     /// segment (`segment_bytes`).
     pub max_message_bytes: usize,
+    /// With `acks=all`, a produce fails with `NotEnoughReplicas` unless at
+    /// least this many replicas are in sync, and the high watermark only
+    /// moves while they are (Kafka's `min.insync.replicas`, default 1).
+    pub min_insync_replicas: u16,
+    /// Whether a replica that is not in sync may become leader when no
+    /// in-sync one is alive, trading committed records for availability
+    /// (Kafka's `unclean.leader.election.enable`, default false).
+    pub unclean_leader_election_enable: bool,
 }
 
 /// Seven days in milliseconds, Kafka's default for `segment.ms` and `retention.ms`.
@@ -61,6 +69,8 @@ impl Default for LogConfig {
             flush_messages: None,
             flush_ms: None,
             max_message_bytes: 1_048_588,
+            min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
         }
     }
 }
@@ -113,6 +123,9 @@ impl LogConfig {
                 "flush_ms",
                 "must be positive (None leaves flushing to the OS)",
             ));
+        }
+        if self.min_insync_replicas == 0 {
+            return Err(Error::config("min_insync_replicas", "must be at least 1"));
         }
         if self.max_message_bytes < crate::record::BATCH_HEADER_LEN {
             return Err(Error::config(

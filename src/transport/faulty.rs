@@ -65,6 +65,14 @@ impl Faults {
         p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 
+    /// Whether the answer from `to` back to `from` is cut now.
+    fn cut_back(&self, from: Peer, to: NodeId) -> bool {
+        match from {
+            Peer::Broker(node) => self.cut(Peer::Broker(to), node),
+            Peer::Client(_) => self.isolated.contains(&to),
+        }
+    }
+
     fn cut(&self, from: Peer, to: NodeId) -> bool {
         if self.isolated.contains(&to) {
             return true;
@@ -76,7 +84,10 @@ impl Faults {
             return true;
         }
         let group = |n: NodeId| self.groups.iter().position(|g| g.contains(&n));
-        !self.groups.is_empty() && from != to && group(from) != group(to)
+        match (group(from), group(to)) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        }
     }
 }
 
@@ -121,12 +132,11 @@ impl Ord for Delayed {
 /// use ferrolog::{Admin, Cluster, NewTopic};
 ///
 /// let faulty = FaultyTransport::new(LocalTransport::new(), 7);
-/// let cluster = Cluster::builder().transport(faulty.clone()).build()?;
-/// faulty.isolate(0);
-/// assert!(Admin::new(&cluster)?.list_topics().is_err()); // broker 0 is unreachable
-/// faulty.heal();
+/// let cluster = Cluster::builder().brokers(2).transport(faulty.clone()).build()?;
+/// faulty.isolate(1); // broker 1 reaches nobody and nobody reaches it
 /// Admin::new(&cluster)?.create_topic(NewTopic::new("t", 1))?;
-/// assert!(faulty.stats().cut > 0);
+/// assert!(faulty.stats().cut > 0); // the controller's update to broker 1 was cut
+/// faulty.heal();
 /// # Ok::<(), ferrolog::Error>(())
 /// ```
 #[derive(Clone)]
@@ -189,8 +199,9 @@ impl FaultyTransport {
         self.faults().isolated.insert(node);
     }
 
-    /// Splits the brokers into groups that only reach their own members
-    /// (brokers in no group reach nobody). Clients still reach every broker.
+    /// Splits nodes into groups that only reach their own members. A node in
+    /// no group (say, the controller, unless listed) reaches everyone, and
+    /// clients still reach every node.
     pub fn partition(&self, groups: &[&[NodeId]]) {
         self.faults().groups = groups.iter().map(|g| g.iter().copied().collect()).collect();
     }
@@ -305,11 +316,23 @@ impl Transport for FaultyTransport {
         if lose {
             return; // `reply` is dropped: the sender sees a network error
         }
-        let reply = if lose_answer {
-            Reply::new(to, move |_| drop(reply))
-        } else {
-            reply
-        };
+        // An answer must also get through the network as it is when the
+        // answer is sent: a request that crossed before a partition does not
+        // bring its answer back across it.
+        let faults = self.faults.clone();
+        let reply = Reply::new(to, move |response| {
+            let mut f = faults.lock().unwrap_or_else(PoisonError::into_inner);
+            if lose_answer {
+                return drop(reply);
+            }
+            if f.cut_back(from, to) {
+                f.stats.cut += 1;
+                drop(f);
+                return drop(reply);
+            }
+            drop(f);
+            reply.send(response);
+        });
         if twice {
             self.inner
                 .send(from, to, request.clone(), Reply::ignored(to));

@@ -1,0 +1,531 @@
+//! Replication across brokers in one process, through the public API:
+//! high watermark, ISR, acks=all, failover, epoch truncation, unclean
+//! elections, and a stale leader behind a network partition.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ferrolog::broker::BrokerConfig;
+use ferrolog::client::{
+    Acks, AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
+};
+use ferrolog::protocol::{PartitionMetadata, ProducePartition, ProduceRequest, Request, Response};
+use ferrolog::record::RecordBatchBuilder;
+use ferrolog::storage::{LogConfig, MemoryStorage, Storage};
+use ferrolog::transport::{FaultyTransport, LocalTransport, Peer, Reply};
+use ferrolog::{Admin, CONTROLLER_ID, Cluster, Error, NewTopic, TopicConfig, TopicPartition};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Brokers that notice a dead peer within ~150 ms.
+fn fast_brokers() -> BrokerConfig {
+    BrokerConfig {
+        replica_lag_time_max_ms: 300,
+        replica_fetch_wait_max_ms: 50,
+        broker_heartbeat_interval_ms: 20,
+        broker_session_timeout_ms: 150,
+        ..BrokerConfig::default()
+    }
+}
+
+struct Setup {
+    cluster: Cluster,
+    storage: MemoryStorage,
+    faults: FaultyTransport,
+}
+
+fn cluster(brokers: u32, config: BrokerConfig, seed: u64) -> Setup {
+    let storage = MemoryStorage::new();
+    let faults = FaultyTransport::new(LocalTransport::new(), seed);
+    let cluster = Cluster::builder()
+        .brokers(brokers)
+        .storage(storage.clone())
+        .transport(faults.clone())
+        .broker_config(config)
+        .build()
+        .unwrap();
+    Setup {
+        cluster,
+        storage,
+        faults,
+    }
+}
+
+fn topic(setup: &Setup, name: &str, rf: u16, config: TopicConfig) {
+    Admin::new(&setup.cluster)
+        .unwrap()
+        .create_topic(NewTopic::new(name, 1).replication_factor(rf).config(config))
+        .unwrap();
+}
+
+fn min_isr(n: u16) -> TopicConfig {
+    TopicConfig {
+        min_insync_replicas: n,
+        ..TopicConfig::default()
+    }
+}
+
+fn describe(setup: &Setup, name: &str) -> PartitionMetadata {
+    Admin::new(&setup.cluster)
+        .unwrap()
+        .describe_topic(name)
+        .unwrap()
+        .partitions[0]
+        .clone()
+}
+
+/// Waits until `check` holds for the partition's metadata.
+fn wait_for(
+    setup: &Setup,
+    name: &str,
+    what: &str,
+    check: impl Fn(&PartitionMetadata) -> bool,
+) -> PartitionMetadata {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = describe(setup, name);
+        if check(&p) {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn producer(setup: &Setup, acks: Acks) -> Producer<(), String> {
+    let config = ProducerConfig::builder()
+        .acks(acks)
+        .linger_ms(0u64)
+        .request_timeout_ms(2_000u64)
+        .delivery_timeout_ms(15_000u64)
+        .retry_backoff_ms(20u64)
+        .build()
+        .unwrap();
+    Producer::with_serializers(
+        &setup.cluster,
+        config,
+        ferrolog::client::Postcard,
+        ferrolog::client::DefaultSerde,
+    )
+    .unwrap()
+}
+
+fn read_all(setup: &Setup, name: &str) -> Vec<(u64, String)> {
+    let config = ConsumerConfig::builder()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .fetch_max_wait_ms(50u32)
+        .build()
+        .unwrap();
+    let mut consumer: Consumer<(), String> = Consumer::with_deserializers(
+        &setup.cluster,
+        config,
+        ferrolog::client::Postcard,
+        ferrolog::client::DefaultSerde,
+    )
+    .unwrap();
+    let tp = TopicPartition::new(name, 0).unwrap();
+    consumer.assign([tp.clone()]).unwrap();
+    let end = consumer.end_offsets([&tp]).unwrap()[&tp];
+    let mut out = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while (out.len() as u64) < end {
+        assert!(Instant::now() < deadline, "read {} of {end}", out.len());
+        for r in consumer.poll(Duration::from_millis(100)).unwrap() {
+            out.push((r.offset, r.value.unwrap()));
+        }
+    }
+    out
+}
+
+/// Every replica's records below `hw`, read from the storage after shutdown.
+fn replica_logs(
+    storage: &MemoryStorage,
+    name: &str,
+    replicas: &[u32],
+) -> BTreeMap<u32, Vec<(u64, Option<bytes::Bytes>)>> {
+    let tp = TopicPartition::new(name, 0).unwrap();
+    replicas
+        .iter()
+        .map(|&r| {
+            let log = storage.open(&tp, r, &LogConfig::default()).unwrap();
+            let records = log
+                .read(log.log_start_offset(), usize::MAX)
+                .unwrap()
+                .records()
+                .map(|rec| rec.map(|rec| (rec.offset, rec.value)).unwrap())
+                .collect();
+            (r, records)
+        })
+        .collect()
+}
+
+#[test]
+fn a_record_on_the_leader_alone_is_invisible_until_the_isr_has_it() {
+    let setup = cluster(
+        3,
+        BrokerConfig {
+            replica_lag_time_max_ms: 60_000,
+            ..fast_brokers()
+        },
+        1,
+    );
+    topic(&setup, "hw", 3, min_isr(1));
+    let p = wait_for(&setup, "hw", "a leader", |p| p.leader.is_some());
+    let leader = p.leader.unwrap();
+    let followers: Vec<u32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&r| r != leader)
+        .collect();
+    let first = producer(&setup, Acks::All)
+        .send(ProducerRecord::new("hw", "committed".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(first.offset, Some(0));
+
+    // Followers can no longer fetch from the leader (the controller still
+    // hears everyone, so nothing is re-elected).
+    let majority: Vec<u32> = followers.clone();
+    setup.faults.partition(&[&[leader], &majority]);
+    let only_leader = producer(&setup, Acks::Leader)
+        .send(ProducerRecord::new("hw", "leader only".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(only_leader.offset, Some(1), "acks=1: the leader has it");
+    let visible = read_all(&setup, "hw");
+    assert_eq!(
+        visible,
+        [(0, "committed".to_string())],
+        "offset 1 is above the high watermark"
+    );
+
+    setup.faults.heal();
+    let deadline = Instant::now() + WAIT;
+    while read_all(&setup, "hw").len() < 2 {
+        assert!(Instant::now() < deadline, "the ISR never caught up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(read_all(&setup, "hw")[1], (1, "leader only".to_string()));
+}
+
+#[test]
+fn isr_below_min_insync_replicas_refuses_acks_all_and_appends_nothing() {
+    let setup = cluster(3, fast_brokers(), 2);
+    topic(&setup, "min", 3, min_isr(2));
+    let p = wait_for(&setup, "min", "a full ISR", |p| p.isr.len() == 3);
+    let leader = p.leader.unwrap();
+    for &r in p.replicas.iter().filter(|&&r| r != leader) {
+        setup.cluster.stop_broker(r).unwrap();
+    }
+    wait_for(&setup, "min", "the ISR to shrink to the leader", |p| {
+        p.isr == [leader]
+    });
+    let tp = TopicPartition::new("min", 0).unwrap();
+    let mut batch = RecordBatchBuilder::new();
+    batch.append(1, None, Some(b"refused"), &[]);
+    let request = Request::Produce(ProduceRequest {
+        acks: Acks::All,
+        timeout_ms: 1_000,
+        partitions: vec![ProducePartition {
+            partition: tp.clone(),
+            batch: batch.build(),
+        }],
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    setup.cluster.transport().send(
+        Peer::Client(7),
+        leader,
+        request,
+        Reply::new(leader, move |r| tx.send(r).unwrap()),
+    );
+    let Ok(Response::Produce(response)) = rx.recv_timeout(WAIT).unwrap() else {
+        panic!("no produce response")
+    };
+    let result = &response.partitions[0].result;
+    assert!(
+        matches!(
+            result,
+            Err(Error::NotEnoughReplicas {
+                isr: 1,
+                min_insync_replicas: 2,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(read_all(&setup, "min").is_empty(), "nothing was appended");
+    // acks=1 is still served.
+    let meta = producer(&setup, Acks::Leader)
+        .send(ProducerRecord::new("min", "one".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(meta.offset, Some(0));
+}
+
+#[test]
+fn acks_all_survives_the_leaders_crash_without_losing_an_acknowledged_record() {
+    for seed in 0..6u64 {
+        let setup = cluster(3, fast_brokers(), 100 + seed);
+        topic(&setup, "safe", 3, min_isr(2));
+        let p = wait_for(&setup, "safe", "a full ISR", |p| p.isr.len() == 3);
+        let old_leader = p.leader.unwrap();
+        let producer = producer(&setup, Acks::All);
+        let crash_at = 5 + (seed as usize * 7) % 30;
+        let mut acknowledged = Vec::new();
+        let mut pending = Vec::new();
+        for i in 0..40 {
+            if i == crash_at {
+                setup.cluster.crash_broker(old_leader).unwrap();
+            }
+            let value = format!("r{i}");
+            pending.push((
+                value.clone(),
+                producer.send(ProducerRecord::new("safe", value)).unwrap(),
+            ));
+            if i % 5 == 4 {
+                for (value, f) in pending.drain(..) {
+                    if f.wait().is_ok() {
+                        acknowledged.push(value);
+                    }
+                }
+            }
+        }
+        for (value, f) in pending.drain(..) {
+            if f.wait().is_ok() {
+                acknowledged.push(value);
+            }
+        }
+        let p = wait_for(&setup, "safe", "a new leader", |p| {
+            p.leader.is_some_and(|l| l != old_leader)
+        });
+        assert!(p.leader_epoch > 0, "the epoch was bumped");
+        let read: Vec<String> = read_all(&setup, "safe")
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        for value in &acknowledged {
+            assert!(
+                read.contains(value),
+                "seed {seed}: acknowledged {value} lost; read {read:?}"
+            );
+        }
+        assert!(
+            acknowledged.len() >= 30,
+            "seed {seed}: only {} acknowledged",
+            acknowledged.len()
+        );
+    }
+}
+
+#[test]
+fn a_stale_leader_behind_a_partition_cannot_acknowledge_acks_all() {
+    let setup = cluster(3, fast_brokers(), 3);
+    topic(&setup, "stale", 3, min_isr(2));
+    let p = wait_for(&setup, "stale", "a full ISR", |p| p.isr.len() == 3);
+    let old = p.leader.unwrap();
+    let others: Vec<u32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&r| r != old)
+        .chain([CONTROLLER_ID])
+        .collect();
+    setup.faults.partition(&[&[old], &others]);
+    // A client that still reaches the old leader sends it an acks=all write.
+    let tp = TopicPartition::new("stale", 0).unwrap();
+    let mut batch = RecordBatchBuilder::new();
+    batch.append(1, None, Some(b"split brain"), &[]);
+    let request = Request::Produce(ProduceRequest {
+        acks: Acks::All,
+        timeout_ms: 1_000,
+        partitions: vec![ProducePartition {
+            partition: tp,
+            batch: batch.build(),
+        }],
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    setup.cluster.transport().send(
+        Peer::Client(7),
+        old,
+        request,
+        Reply::new(old, move |r| tx.send(r).unwrap()),
+    );
+    let Ok(Response::Produce(response)) = rx.recv_timeout(WAIT).unwrap() else {
+        panic!("no produce response")
+    };
+    let result = &response.partitions[0].result;
+    assert!(
+        result.is_err(),
+        "the stale leader acknowledged an acks=all write: {result:?}"
+    );
+    // The majority side elected a new leader in a new epoch.
+    let p = wait_for(&setup, "stale", "a new leader", |p| {
+        p.leader.is_some_and(|l| l != old)
+    });
+    assert!(p.leader_epoch > 0);
+    setup.faults.heal();
+    let meta = producer(&setup, Acks::All)
+        .send(ProducerRecord::new("stale", "after".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let read: Vec<String> = read_all(&setup, "stale")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        read,
+        ["after"],
+        "the split-brain record never became visible; got {read:?} ({meta:?})"
+    );
+}
+
+#[test]
+fn unclean_election_off_keeps_the_partition_offline_on_brings_it_back_and_reports_the_loss() {
+    for unclean in [false, true] {
+        let setup = cluster(2, fast_brokers(), 4);
+        let config = TopicConfig {
+            unclean_leader_election_enable: unclean,
+            ..TopicConfig::default()
+        };
+        topic(&setup, "u", 2, config);
+        let p = wait_for(&setup, "u", "a full ISR", |p| p.isr.len() == 2);
+        let (a, b) = (
+            p.leader.unwrap(),
+            p.replicas
+                .iter()
+                .copied()
+                .find(|&r| Some(r) != p.leader)
+                .unwrap(),
+        );
+        setup.cluster.stop_broker(b).unwrap();
+        wait_for(&setup, "u", "b out of the ISR", |p| p.isr == [a]);
+        producer(&setup, Acks::All)
+            .send(ProducerRecord::new("u", "only on a".to_string()))
+            .unwrap()
+            .wait()
+            .unwrap();
+        setup.cluster.stop_broker(a).unwrap();
+        setup.cluster.restart_broker(b).unwrap();
+        if !unclean {
+            // Once the controller has fenced a, it has decided: b is not in
+            // sync, so the partition stays offline.
+            let admin = Admin::new(&setup.cluster).unwrap();
+            let deadline = Instant::now() + WAIT;
+            while admin
+                .describe_cluster()
+                .unwrap()
+                .brokers
+                .iter()
+                .any(|info| info.id == a)
+            {
+                assert!(Instant::now() < deadline, "a was never fenced");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let p = describe(&setup, "u");
+            assert_eq!(
+                p.leader, None,
+                "b is not in sync: the partition stays offline"
+            );
+            let stuck = producer(&setup, Acks::All);
+            let pending = stuck
+                .send(ProducerRecord::new("u", "x".to_string()))
+                .unwrap();
+            assert!(
+                pending.wait_timeout(Duration::from_millis(200)).is_none(),
+                "no leader, no delivery"
+            );
+            stuck.close_timeout(Duration::ZERO);
+            continue;
+        }
+        let p = wait_for(&setup, "u", "b to lead uncleanly", |p| p.leader == Some(b));
+        assert_eq!(p.isr, [b]);
+        producer(&setup, Acks::All)
+            .send(ProducerRecord::new("u", "on b".to_string()))
+            .unwrap()
+            .wait()
+            .unwrap();
+        setup.cluster.restart_broker(a).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let truncation = loop {
+            if let Some(t) = setup
+                .cluster
+                .truncations()
+                .into_iter()
+                .find(|t| t.broker == a)
+            {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "a never truncated");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(
+            truncation.removed,
+            0..1,
+            "the acknowledged record on a was discarded, and reported"
+        );
+        assert_eq!(read_all(&setup, "u"), [(0, "on b".to_string())]);
+    }
+}
+
+#[test]
+fn divergent_logs_after_two_fast_failures_end_identical() {
+    // KIP-101 scenario 2: a has a record b never got; both fail; b comes
+    // back first and leads; a must drop its record, not keep a forked log.
+    let setup = cluster(
+        2,
+        BrokerConfig {
+            replica_lag_time_max_ms: 60_000,
+            ..fast_brokers()
+        },
+        5,
+    );
+    topic(&setup, "fork", 2, min_isr(1));
+    let p = wait_for(&setup, "fork", "a full ISR", |p| p.isr.len() == 2);
+    let (a, b) = (
+        p.leader.unwrap(),
+        p.replicas
+            .iter()
+            .copied()
+            .find(|&r| Some(r) != p.leader)
+            .unwrap(),
+    );
+    producer(&setup, Acks::All)
+        .send(ProducerRecord::new("fork", "both".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    setup.faults.partition(&[&[a], &[b]]);
+    producer(&setup, Acks::Leader)
+        .send(ProducerRecord::new("fork", "a only".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    setup.cluster.crash_broker(a).unwrap();
+    setup.cluster.crash_broker(b).unwrap();
+    setup.faults.heal();
+    setup.cluster.restart_broker(b).unwrap();
+    wait_for(&setup, "fork", "b to lead", |p| p.leader == Some(b));
+    producer(&setup, Acks::All)
+        .send(ProducerRecord::new("fork", "b new".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    setup.cluster.restart_broker(a).unwrap();
+    wait_for(&setup, "fork", "a back in sync", |p| p.isr.len() == 2);
+    let expected = [(0, "both".to_string()), (1, "b new".to_string())];
+    assert_eq!(read_all(&setup, "fork"), expected);
+    let Setup {
+        cluster, storage, ..
+    } = setup;
+    cluster.shutdown().unwrap();
+    let logs = replica_logs(&storage, "fork", &[a, b]);
+    assert_eq!(logs[&a], logs[&b], "identical logs");
+}
