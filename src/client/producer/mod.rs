@@ -226,8 +226,9 @@ pub(crate) struct ProducerShared {
 
 impl ProducerShared {
     /// Resolves a batch: futures, callbacks, interceptors, memory.
+    /// Callbacks and interceptors run first, then the futures resolve (as in
+    /// Kafka), so `flush` returning means every callback has run.
     fn finish(&self, batch: ProducerBatch, outcome: Result<Option<u64>>) {
-        batch.result.complete(outcome.clone());
         let metadata = |index: u32| {
             let timestamp = batch.timestamps.get(index as usize).copied().unwrap_or(-1);
             batch.result.metadata(&outcome, index, timestamp)
@@ -246,6 +247,7 @@ impl ProducerShared {
                 }
             }
         }
+        batch.result.complete(outcome);
         self.memory.release(batch.reserved);
         self.incomplete.lock().remove(&batch.id);
     }
