@@ -325,6 +325,32 @@ pub enum Error {
         partition: TopicPartition,
     },
 
+    /// An idempotent producer's batch does not follow its previous one
+    /// (Kafka: `OUT_OF_ORDER_SEQUENCE_NUMBER`): appending it would leave a gap
+    /// or reorder records, so it is refused. The producer retries it after
+    /// the batches before it.
+    #[error("{partition}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        /// The partition.
+        partition: TopicPartition,
+        /// The sequence the leader expected.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+
+    /// A producer id was used with an epoch older than the partition has
+    /// seen (Kafka: `INVALID_PRODUCER_EPOCH`): a newer instance fenced it.
+    #[error("{partition}: producer epoch {epoch} is fenced by epoch {current}")]
+    InvalidProducerEpoch {
+        /// The partition.
+        partition: TopicPartition,
+        /// The batch's producer epoch.
+        epoch: i16,
+        /// The newest epoch seen.
+        current: i16,
+    },
+
     /// An ISR change was made against an older version of the partition's
     /// leader and ISR (Kafka: `INVALID_UPDATE_VERSION`); the leader must look
     /// at the newer metadata first.

@@ -529,3 +529,107 @@ fn divergent_logs_after_two_fast_failures_end_identical() {
     let logs = replica_logs(&storage, "fork", &[a, b]);
     assert_eq!(logs[&a], logs[&b], "identical logs");
 }
+
+/// Passes everything on, except that the answer to the first Produce is
+/// lost after the leader handled it (and told on `lost`).
+#[derive(Debug, Clone)]
+struct LoseFirstProduceAnswer {
+    inner: LocalTransport,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    lost: std::sync::Arc<std::sync::Mutex<Option<std::sync::mpsc::Sender<u32>>>>,
+}
+
+impl ferrolog::transport::Transport for LoseFirstProduceAnswer {
+    fn register(
+        &self,
+        node: u32,
+        handler: std::sync::Arc<dyn ferrolog::transport::RequestHandler>,
+    ) -> ferrolog::Result<()> {
+        self.inner.register(node, handler)
+    }
+
+    fn deregister(&self, node: u32) {
+        self.inner.deregister(node)
+    }
+
+    fn send(&self, from: Peer, to: u32, request: Request, reply: Reply) {
+        use std::sync::atomic::Ordering;
+        if matches!(request, Request::Produce(_)) && self.armed.swap(false, Ordering::SeqCst) {
+            let lost = self.lost.clone();
+            let dropping = Reply::new(to, move |_| {
+                if let Some(tx) = lost.lock().unwrap().take() {
+                    let _ = tx.send(to);
+                }
+                drop(reply);
+            });
+            return self.inner.send(from, to, request, dropping);
+        }
+        self.inner.send(from, to, request, reply)
+    }
+}
+
+#[test]
+fn retries_after_a_leader_change_write_once_with_idempotence_and_twice_without() {
+    for idempotent in [true, false] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let transport = LoseFirstProduceAnswer {
+            inner: LocalTransport::new(),
+            armed: Default::default(),
+            lost: std::sync::Arc::new(std::sync::Mutex::new(Some(tx))),
+        };
+        let cluster = Cluster::builder()
+            .brokers(3)
+            .transport(transport.clone())
+            .broker_config(fast_brokers())
+            .build()
+            .unwrap();
+        let setup = Setup {
+            cluster,
+            storage: MemoryStorage::new(),
+            faults: FaultyTransport::new(LocalTransport::new(), 0),
+        };
+        topic(&setup, "once", 3, min_isr(2));
+        let p = wait_for(&setup, "once", "a full ISR", |p| p.isr.len() == 3);
+        let config = ProducerConfig::builder()
+            .acks(Acks::All)
+            .enable_idempotence(idempotent)
+            .linger_ms(0u64)
+            .retry_backoff_ms(300u64)
+            .retry_backoff_max_ms(300u64)
+            .request_timeout_ms(5_000u64)
+            .delivery_timeout_ms(20_000u64)
+            .build()
+            .unwrap();
+        let producer: Producer<(), String> = Producer::with_serializers(
+            &setup.cluster,
+            config,
+            ferrolog::client::Postcard,
+            ferrolog::client::DefaultSerde,
+        )
+        .unwrap();
+        transport
+            .armed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let sent = producer
+            .send(ProducerRecord::new("once", "exactly once?".to_string()))
+            .unwrap();
+        // The leader replicated and acknowledged it, but the answer was lost:
+        // the producer will retry. Crash the leader before it does.
+        let leader = rx.recv_timeout(WAIT).expect("the first answer was lost");
+        assert_eq!(Some(leader), p.leader);
+        setup.cluster.crash_broker(leader).unwrap();
+        let meta = sent.wait().unwrap();
+        let p = describe(&setup, "once");
+        assert_ne!(p.leader, Some(leader), "the retry went to a new leader");
+        let copies = read_all(&setup, "once")
+            .into_iter()
+            .filter(|(_, v)| v == "exactly once?")
+            .count();
+        if idempotent {
+            assert_eq!(copies, 1, "the new leader recognised the retry");
+            assert_eq!(meta.offset, Some(0), "with the original offset");
+        } else {
+            assert_eq!(copies, 2, "without idempotence the retry is written again");
+        }
+    }
+}

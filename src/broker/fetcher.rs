@@ -196,13 +196,14 @@ impl BrokerShared {
         leader: NodeId,
         data: FetchedData,
     ) -> Result<()> {
-        let mut state = partition.state.lock();
+        let mut guard = partition.state.lock();
+        let state = &mut *guard;
         if state.replicas.is_leader() || state.replicas.leader() != Some(leader) {
             return Ok(()); // the role changed while the fetch was out
         }
-        let log = state.log()?;
-        let end = log.log_end_offset();
         if let Some((epoch, leader_end)) = data.diverging_epoch {
+            let log = state.log()?;
+            let end = log.log_end_offset();
             let target = match log.end_offset_for_epoch(epoch) {
                 Some((own, own_end)) if own == epoch => own_end.min(leader_end),
                 Some((_, own_end)) => own_end,
@@ -215,10 +216,18 @@ impl BrokerShared {
                     partition: partition.tp.clone(),
                     removed: target..end,
                 });
+                state.rebuild_producers()?;
             }
             partition.changed();
             return Ok(());
         }
+        let topic = partition.tp.topic();
+        let log = state
+            .log
+            .as_mut()
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+            })?;
         let mut appended = false;
         for batch in data.records.batches() {
             let batch = batch?;
@@ -232,14 +241,15 @@ impl BrokerShared {
                     got: batch.base_offset(),
                 });
             }
-            log.append_replicated(batch)?;
+            log.append_replicated(batch.clone())?;
+            state.producers.record(&batch);
             appended = true;
         }
         let end = log.log_end_offset();
         let hw = state
             .replicas
             .follower_high_watermark(data.high_watermark, end);
-        if let (Some(hw), Some(log)) = (hw, state.log.as_mut()) {
+        if let Some(hw) = hw {
             log.set_high_watermark(hw);
         }
         if appended || hw.is_some() {

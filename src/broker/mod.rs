@@ -39,7 +39,9 @@ use crate::protocol::{
     ProducedPartition, Request, Response, UpdateMetadataRequest,
 };
 use crate::record::{RecordBatch, Records};
-use crate::replication::{IsrProposal, ReplicaSet, Update};
+use crate::replication::{
+    IsrProposal, ProducerIds, ProducerStateTable, ReplicaSet, SequenceCheck, Update,
+};
 use crate::storage::{PartitionLog, Storage};
 use crate::time::{Clock, Millis};
 use crate::topic::{INTERNAL_TOPIC_PREFIX, TopicPartition};
@@ -189,6 +191,8 @@ struct PartitionState {
     /// `None` once the partition was removed (topic deleted).
     log: Option<Box<dyn PartitionLog>>,
     replicas: ReplicaSet,
+    /// Idempotent producers' last batches, kept by leaders and followers.
+    producers: ProducerStateTable,
 }
 
 impl Partition {
@@ -205,6 +209,31 @@ impl PartitionState {
             .ok_or_else(|| Error::UnknownTopicOrPartition {
                 topic: topic.to_string(),
             })
+    }
+
+    /// Reads every batch header of the log again (after opening or
+    /// truncating it) to know the producers' last batches.
+    fn rebuild_producers(&mut self) -> Result<()> {
+        self.producers.clear();
+        let Some(log) = self.log.as_ref() else {
+            return Ok(());
+        };
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let records = log.read(offset, 1 << 20)?;
+            let before = offset;
+            for batch in records.batches() {
+                let batch = batch?;
+                if batch.next_offset() > offset {
+                    self.producers.record(&batch);
+                    offset = batch.next_offset();
+                }
+            }
+            if offset == before {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Applies a replica-set update to the log; returns whether the HW moved.
@@ -380,9 +409,8 @@ impl RequestHandler for BrokerShared {
             | Request::DeleteTopics(_)
             | Request::CreatePartitions(_)
             | Request::BrokerHeartbeat(_)
-            | Request::AlterPartition(_) => {
-                reply.send(Err(Error::NotController { broker: self.id }))
-            }
+            | Request::AlterPartition(_)
+            | Request::InitProducerId => reply.send(Err(Error::NotController { broker: self.id })),
         }
     }
 }
@@ -452,10 +480,30 @@ impl BrokerShared {
             state.replicas.check_acks_all()?;
         }
         let epoch = state.replicas.leader_epoch();
+        let ids = ProducerIds::of(&batch);
+        if let SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = state.producers.check(tp, &batch)?
+        {
+            // A retry of a batch already written: its offsets, nothing new.
+            let start = state.log()?.log_start_offset();
+            return Ok((
+                ProduceAck {
+                    base_offset,
+                    log_start_offset: start,
+                },
+                last_offset + 1,
+                epoch,
+            ));
+        }
         let log = state.log()?;
         let info = log.append(batch, epoch)?;
         let end = log.log_end_offset();
         let start = log.log_start_offset();
+        state
+            .producers
+            .record_at(ids, info.base_offset, info.last_offset);
         let update = state.replicas.on_append(end);
         state.apply(&update);
         proposals.extend(update.proposal);
@@ -979,13 +1027,18 @@ impl BrokerShared {
                         self.config.replica_lag_time_max_ms as Millis,
                         log.high_watermark(),
                     );
+                    let mut state = PartitionState {
+                        log: Some(log),
+                        replicas,
+                        producers: ProducerStateTable::new(),
+                    };
+                    if let Err(e) = state.rebuild_producers() {
+                        first_error.get_or_insert(e);
+                    }
                     let partition = Arc::new(Partition {
                         tp: tp.clone(),
                         topic_id: topic.id,
-                        state: Mutex::new(PartitionState {
-                            log: Some(log),
-                            replicas,
-                        }),
+                        state: Mutex::new(state),
                         changes: AtomicU64::new(0),
                     });
                     self.assign_role(&partition, p, now);

@@ -116,6 +116,16 @@ pub struct ProducerConfig {
     pub max_request_size: usize,
     /// Metadata older than this is refreshed before use, in ms (default 300,000).
     pub metadata_max_age_ms: u64,
+    /// Number batches so a leader writes each exactly once and in order,
+    /// whatever the retries (Kafka's `enable.idempotence`, default true). In
+    /// force with `acks=all`; off for acks 0 and 1, as Kafka does when it is
+    /// not set explicitly.
+    pub enable_idempotence: bool,
+    /// Batches per partition in flight at once (Kafka's
+    /// `max.in.flight.requests.per.connection`, default 5, at most 5 with
+    /// idempotence). Without idempotence one batch per partition is in flight
+    /// whatever this says, so retries cannot reorder records.
+    pub max_in_flight_requests_per_connection: usize,
 }
 
 impl Default for ProducerConfig {
@@ -134,11 +144,27 @@ impl Default for ProducerConfig {
             request_timeout_ms: 30_000,
             max_request_size: 1 << 20,
             metadata_max_age_ms: 300_000,
+            enable_idempotence: true,
+            max_in_flight_requests_per_connection: 5,
         }
     }
 }
 
 impl ProducerConfig {
+    /// Whether batches are numbered: `enable_idempotence` with `acks=all`.
+    pub fn idempotent(&self) -> bool {
+        self.enable_idempotence && self.acks == Acks::All
+    }
+
+    /// Batches per partition allowed in flight.
+    pub(crate) fn in_flight_per_partition(&self) -> usize {
+        if self.idempotent() {
+            self.max_in_flight_requests_per_connection
+        } else {
+            1
+        }
+    }
+
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size > i32::MAX as usize {
@@ -164,6 +190,21 @@ impl ProducerConfig {
             at_most_max_ms(field, ms)?;
         }
         positive("buffer_memory", self.buffer_memory as u64)?;
+        positive(
+            "max_in_flight_requests_per_connection",
+            self.max_in_flight_requests_per_connection as u64,
+        )?;
+        if self.idempotent()
+            && self.max_in_flight_requests_per_connection > crate::replication::BATCHES_KEPT
+        {
+            return Err(Error::config(
+                "max_in_flight_requests_per_connection",
+                format!(
+                    "at most {} with enable_idempotence (leaders remember that many batches per producer)",
+                    crate::replication::BATCHES_KEPT
+                ),
+            ));
+        }
         positive("request_timeout_ms", self.request_timeout_ms)?;
         positive("metadata_max_age_ms", self.metadata_max_age_ms)?;
         if self.retry_backoff_max_ms < self.retry_backoff_ms {
@@ -205,6 +246,8 @@ config_builder!(
         request_timeout_ms: u64,
         max_request_size: usize,
         metadata_max_age_ms: u64,
+        enable_idempotence: bool,
+        max_in_flight_requests_per_connection: usize,
     }
 );
 

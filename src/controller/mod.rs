@@ -71,6 +71,10 @@ enum MetadataRecord {
     ControllerElected {
         epoch: u32,
     },
+    /// A producer id was handed out.
+    ProducerIdAllocated {
+        id: i64,
+    },
 }
 
 /// The controller's state machine; see the [module docs](self).
@@ -434,6 +438,14 @@ impl Controller {
         self.log.close()
     }
 
+    /// Hands out a new producer id (epoch 0), recorded so that no id is
+    /// given twice, even across controller restarts.
+    pub(crate) fn allocate_producer_id(&mut self, now: Millis) -> Result<(i64, i16)> {
+        let id = self.metadata.next_producer_id;
+        self.commit(MetadataRecord::ProducerIdAllocated { id }, now)?;
+        Ok((id, 0))
+    }
+
     /// The live brokers' ids, sorted: where new replicas go.
     fn broker_ids(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self.metadata.brokers.iter().map(|b| b.id).collect();
@@ -590,6 +602,9 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
         }
         MetadataRecord::ControllerElected { epoch } => {
             metadata.controller_epoch = *epoch;
+        }
+        MetadataRecord::ProducerIdAllocated { id } => {
+            metadata.next_producer_id = metadata.next_producer_id.max(id + 1);
         }
     }
 }

@@ -168,6 +168,12 @@ impl RequestHandler for ControllerShared {
                 )),
                 None,
             ),
+            Request::InitProducerId => (
+                Ok(Response::InitProducerId(
+                    controller.allocate_producer_id(now),
+                )),
+                None,
+            ),
             other => (
                 Err(Error::InvalidRequest {
                     reason: format!("the controller does not serve {}", other.api_name()),

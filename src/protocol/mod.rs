@@ -62,6 +62,8 @@ pub enum Request {
     BrokerHeartbeat(BrokerHeartbeatRequest),
     /// A partition leader asking the controller to change the ISR.
     AlterPartition(AlterPartitionRequest),
+    /// An idempotent producer asking the controller for its producer id.
+    InitProducerId,
 }
 
 impl Request {
@@ -78,6 +80,7 @@ impl Request {
             Request::UpdateMetadata(_) => "UpdateMetadata",
             Request::BrokerHeartbeat(_) => "BrokerHeartbeat",
             Request::AlterPartition(_) => "AlterPartition",
+            Request::InitProducerId => "InitProducerId",
         }
     }
 }
@@ -108,6 +111,9 @@ pub enum Response {
     /// Answer to [`Request::AlterPartition`]: the committed ISR and partition
     /// epoch, or why the change was refused.
     AlterPartition(Result<(Vec<NodeId>, u32)>),
+    /// Answer to [`Request::InitProducerId`]: a producer id, unique in the
+    /// cluster, and its epoch.
+    InitProducerId(Result<(i64, i16)>),
 }
 
 impl Response {
@@ -124,6 +130,7 @@ impl Response {
             Response::UpdateMetadata => "UpdateMetadata",
             Response::BrokerHeartbeat(_) => "BrokerHeartbeat",
             Response::AlterPartition(_) => "AlterPartition",
+            Response::InitProducerId(_) => "InitProducerId",
         }
     }
 }
@@ -363,6 +370,8 @@ pub struct ClusterMetadata {
     pub brokers: Vec<BrokerInfo>,
     /// The topics by name.
     pub topics: std::collections::BTreeMap<Arc<str>, Arc<TopicMetadata>>,
+    /// The next producer id the controller hands out.
+    pub next_producer_id: i64,
 }
 
 /// Topics to create.

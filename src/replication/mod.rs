@@ -26,6 +26,10 @@
 //!   if it carries the current leader epoch and partition epoch
 //!   (compare-and-set), so a stale leader cannot overwrite a newer decision.
 
+mod producer_state;
+
+pub use producer_state::{BATCHES_KEPT, ProducerIds, ProducerStateTable, SequenceCheck};
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};

@@ -36,6 +36,9 @@ pub(crate) struct ProducerBatch {
     pub(crate) callbacks: Vec<(u32, Callback)>,
     pub(crate) reserved: usize,
     size: usize,
+    /// The sequence of its first record, once an idempotent producer
+    /// numbered it (on first send; retries keep it).
+    base_sequence: Option<i32>,
 }
 
 impl ProducerBatch {
@@ -49,6 +52,15 @@ impl ProducerBatch {
             .unwrap_or_else(|| RecordBatchBuilder::new().build())
     }
 
+    /// Numbers the batch for an idempotent producer, before it is built.
+    fn assign_sequence(&mut self, producer_id: i64, epoch: i16, sequence: i32) {
+        self.builder = self
+            .builder
+            .take()
+            .map(|b| b.producer(producer_id, epoch, sequence));
+        self.base_sequence = Some(sequence);
+    }
+
     /// Records in the batch.
     pub(crate) fn record_count(&self) -> usize {
         self.timestamps.len()
@@ -58,7 +70,7 @@ impl ProducerBatch {
 #[derive(Default)]
 struct PartitionQueue {
     batches: VecDeque<ProducerBatch>,
-    in_flight: bool,
+    in_flight: usize,
     retry_at: Millis,
 }
 
@@ -90,6 +102,8 @@ pub(crate) struct Accumulator {
     sticky: HashMap<Arc<str>, (u32, usize)>,
     seed: u32,
     next_batch_id: u64,
+    /// An idempotent producer's next sequence per partition.
+    next_sequence: HashMap<TopicPartition, i32>,
     /// Responses to in-flight requests, for the sender.
     pub(crate) inbox: Vec<(u64, Result<Response>)>,
     /// Flushes in progress: while non-zero every batch is ready.
@@ -105,6 +119,7 @@ impl Accumulator {
             sticky: HashMap::new(),
             seed,
             next_batch_id: 0,
+            next_sequence: HashMap::new(),
             inbox: Vec::new(),
             flushing: 0,
             closed: false,
@@ -181,6 +196,7 @@ impl Accumulator {
                 callbacks: Vec::new(),
                 reserved: 0,
                 size: BATCH_HEADER_LEN,
+                base_sequence: None,
             });
             opened = Some((id, result));
         }
@@ -214,6 +230,8 @@ impl Accumulator {
         now: Millis,
         config: &ProducerConfig,
         leader: impl Fn(&TopicPartition) -> Option<NodeId>,
+        max_in_flight: usize,
+        producer: Option<(i64, i16)>,
     ) -> Drained {
         let linger = config.linger_ms as Millis;
         let delivery_timeout = config.delivery_timeout_ms as Millis;
@@ -234,7 +252,7 @@ impl Accumulator {
                 continue;
             };
             out.next_wake = out.next_wake.min(front.created_ms + delivery_timeout);
-            if queue.in_flight {
+            if queue.in_flight >= max_in_flight {
                 continue;
             }
             if queue.retry_at > now {
@@ -257,26 +275,40 @@ impl Accumulator {
                     .min(now + (config.retry_backoff_ms as Millis).max(50));
                 continue;
             };
-            if let Some(batch) = queue.batches.pop_front() {
-                queue.in_flight = true;
+            if let Some(mut batch) = queue.batches.pop_front() {
+                if let (Some((id, epoch)), None) = (producer, batch.base_sequence) {
+                    let next = self.next_sequence.entry(tp.clone()).or_insert(0);
+                    batch.assign_sequence(id, epoch, *next);
+                    *next = next.wrapping_add(batch.record_count() as i32);
+                }
+                queue.in_flight += 1;
                 out.ready.push((node, batch));
             }
         }
         out
     }
 
-    /// Puts a batch that will be retried back at the front of its queue.
+    /// Puts a batch that will be retried back into its queue, before every
+    /// batch sent after it (by sequence), so it goes first again.
     pub(crate) fn requeue(&mut self, batch: ProducerBatch, retry_at: Millis) {
         let queue = self.queues.entry(batch.partition.clone()).or_default();
-        queue.in_flight = false;
-        queue.retry_at = retry_at;
-        queue.batches.push_front(batch);
+        queue.in_flight = queue.in_flight.saturating_sub(1);
+        queue.retry_at = queue.retry_at.max(retry_at);
+        let at = match batch.base_sequence {
+            Some(seq) => queue
+                .batches
+                .iter()
+                .position(|b| b.base_sequence.is_none_or(|s| s > seq))
+                .unwrap_or(queue.batches.len()),
+            None => 0,
+        };
+        queue.batches.insert(at, batch);
     }
 
-    /// The partition's in-flight batch is done; the next may go.
+    /// One of the partition's in-flight batches is done.
     pub(crate) fn release(&mut self, tp: &TopicPartition) {
         if let Some(queue) = self.queues.get_mut(tp) {
-            queue.in_flight = false;
+            queue.in_flight = queue.in_flight.saturating_sub(1);
         }
     }
 

@@ -60,7 +60,14 @@ pub(crate) fn run(shared: &Arc<ProducerShared>) {
     let mut last_refresh: Millis = Millis::MIN / 2;
     let max_age = Duration::from_millis(config.metadata_max_age_ms);
     let timeout = Duration::from_millis(config.request_timeout_ms);
+    let mut producer_id: Option<(i64, i16)> = None;
+    let mut next_id_attempt: Millis = Millis::MIN;
     loop {
+        if config.idempotent() && producer_id.is_none() && shared.clock.now_ms() >= next_id_attempt
+        {
+            producer_id = init_producer_id(shared, timeout);
+            next_id_attempt = shared.clock.now_ms() + backoff;
+        }
         // Failure keeps the old metadata; batches retry or expire.
         let _ = shared.core.metadata_at_most(max_age, timeout);
         if refresh_wanted && shared.clock.now_ms() - last_refresh >= backoff {
@@ -108,7 +115,15 @@ pub(crate) fn run(shared: &Arc<ProducerShared>) {
             }
         }
         let metadata = shared.core.metadata();
-        let drained = acc.drain(now, config, |tp| metadata.leader(tp));
+        // Numbered batches wait for the producer id.
+        let limit = match (config.idempotent(), producer_id) {
+            (true, None) => 0,
+            _ => config.in_flight_per_partition(),
+        };
+        let drained = acc.drain(now, config, |tp| metadata.leader(tp), limit, producer_id);
+        if limit == 0 {
+            wake = wake.min(next_id_attempt);
+        }
         refresh_wanted |= drained.leader_unknown;
         for batch in drained.expired {
             let error = expired(&batch, now);
@@ -146,6 +161,22 @@ pub(crate) fn run(shared: &Arc<ProducerShared>) {
         if done {
             return;
         }
+    }
+}
+
+/// Asks the controller for a producer id; `None` if it cannot be reached now.
+fn init_producer_id(shared: &ProducerShared, timeout: Duration) -> Option<(i64, i16)> {
+    let controller = shared
+        .core
+        .metadata()
+        .controller
+        .unwrap_or(crate::controller::CONTROLLER_ID);
+    match shared
+        .core
+        .call(controller, Request::InitProducerId, timeout)
+    {
+        Ok(Response::InitProducerId(Ok(id))) => Some(id),
+        _ => None,
     }
 }
 
@@ -213,7 +244,10 @@ fn settle(
                 finished.push((batch, Ok(Some(ack.base_offset))));
             }
             Err(e) => {
-                let retriable = e.is_retriable();
+                // An idempotent batch refused for a gap goes again after the
+                // batches before it (which are being retried).
+                let retriable = e.is_retriable()
+                    || (config.idempotent() && matches!(e, Error::OutOfOrderSequence { .. }));
                 refresh |= matches!(
                     e,
                     Error::NotLeaderOrFollower { .. }
