@@ -236,16 +236,17 @@ impl Cluster {
         )?;
         *slot = Some(broker);
         drop(brokers);
-        // Tell it the metadata now rather than at its first heartbeat.
+        // Tell it the metadata now rather than at its first heartbeat. If
+        // the network loses this, the heartbeat's answer brings it.
         if let Some(metadata) = self.controller.metadata() {
             let request = Request::UpdateMetadata(UpdateMetadataRequest { metadata });
-            transport::call(
+            let _ = transport::call(
                 &*self.transport,
                 Peer::Broker(CONTROLLER_ID),
                 id,
                 request,
                 Duration::from_secs(30),
-            )?;
+            );
         }
         Ok(())
     }
