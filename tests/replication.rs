@@ -633,3 +633,60 @@ fn retries_after_a_leader_change_write_once_with_idempotence_and_twice_without()
         }
     }
 }
+
+#[test]
+fn a_restarted_follower_keeps_records_above_its_stale_high_watermark() {
+    // KIP-101 scenario 1: a follower that restarts must not truncate to its
+    // (stale) high watermark; if it did, the leader's death right after
+    // would lose acknowledged records.
+    let setup = cluster(
+        2,
+        BrokerConfig {
+            replica_lag_time_max_ms: 60_000,
+            ..fast_brokers()
+        },
+        6,
+    );
+    topic(&setup, "stale-hw", 2, min_isr(1));
+    let p = wait_for(&setup, "stale-hw", "a full ISR", |p| p.isr.len() == 2);
+    let (a, b) = (
+        p.leader.unwrap(),
+        p.replicas
+            .iter()
+            .copied()
+            .find(|&r| Some(r) != p.leader)
+            .unwrap(),
+    );
+    let producer = producer(&setup, Acks::All);
+    for value in ["m1", "m2"] {
+        producer
+            .send(ProducerRecord::new("stale-hw", value.to_string()))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    // b restarts and cannot fetch again before a dies.
+    setup.faults.partition(&[&[a], &[b]]);
+    setup.cluster.crash_broker(b).unwrap();
+    setup.cluster.restart_broker(b).unwrap();
+    setup.cluster.crash_broker(a).unwrap();
+    let p = wait_for(&setup, "stale-hw", "b to lead", |p| p.leader == Some(b));
+    assert!(p.leader_epoch > 0);
+    assert!(setup.cluster.truncations().is_empty(), "b truncated nothing");
+    setup.faults.heal();
+    let expected = [(0, "m1".to_string()), (1, "m2".to_string())];
+    assert_eq!(
+        read_all(&setup, "stale-hw"),
+        expected,
+        "no acknowledged record lost"
+    );
+    setup.cluster.restart_broker(a).unwrap();
+    wait_for(&setup, "stale-hw", "a back in sync", |p| p.isr.len() == 2);
+    drop(producer);
+    let Setup {
+        cluster, storage, ..
+    } = setup;
+    cluster.shutdown().unwrap();
+    let logs = replica_logs(&storage, "stale-hw", &[a, b]);
+    assert_eq!(logs[&a], logs[&b], "identical logs");
+}
