@@ -672,7 +672,10 @@ fn a_restarted_follower_keeps_records_above_its_stale_high_watermark() {
     setup.cluster.crash_broker(a).unwrap();
     let p = wait_for(&setup, "stale-hw", "b to lead", |p| p.leader == Some(b));
     assert!(p.leader_epoch > 0);
-    assert!(setup.cluster.truncations().is_empty(), "b truncated nothing");
+    assert!(
+        setup.cluster.truncations().is_empty(),
+        "b truncated nothing"
+    );
     setup.faults.heal();
     let expected = [(0, "m1".to_string()), (1, "m2".to_string())];
     assert_eq!(

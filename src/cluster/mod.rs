@@ -42,6 +42,7 @@ pub struct ClusterBuilder {
     transport: Option<Arc<dyn Transport>>,
     clock: Option<Arc<dyn Clock>>,
     broker_config: BrokerConfig,
+    racks: Option<Vec<String>>,
 }
 
 impl ClusterBuilder {
@@ -78,6 +79,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// The rack of each broker, by id (one per broker). With racks, the
+    /// replicas of a partition are spread over as many racks as possible.
+    pub fn racks(mut self, racks: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.racks = Some(racks.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Settings of every broker.
     pub fn broker_config(mut self, config: BrokerConfig) -> Self {
         self.broker_config = config;
@@ -110,7 +118,20 @@ impl ClusterBuilder {
         let transport: Arc<dyn Transport> = self
             .transport
             .unwrap_or_else(|| Arc::new(LocalTransport::new()));
-        let infos: Vec<BrokerInfo> = (0..count).map(|id| BrokerInfo { id, rack: None }).collect();
+        if let Some(racks) = &self.racks
+            && racks.len() != count as usize
+        {
+            return Err(Error::config(
+                "racks",
+                format!("{} racks given for {count} brokers", racks.len()),
+            ));
+        }
+        let infos: Vec<BrokerInfo> = (0..count)
+            .map(|id| BrokerInfo {
+                id,
+                rack: self.racks.as_ref().map(|r| r[id as usize].clone()),
+            })
+            .collect();
         let session = self.broker_config.broker_session_timeout_ms as Millis;
         let controller =
             Controller::load(&*storage, CONTROLLER_ID, infos, clock.now_ms(), session)?;

@@ -340,7 +340,7 @@ impl Controller {
             .into_iter()
             .map(|topic| {
                 let result = self.check_new_topic(&topic).and_then(|()| {
-                    let brokers = self.broker_ids();
+                    let brokers = self.live_brokers();
                     let assignments = assign_replicas(
                         &topic.name,
                         &brokers,
@@ -412,7 +412,7 @@ impl Controller {
                             .partitions
                             .first()
                             .map_or(1, |p| p.replicas.len() as u16);
-                        let brokers = self.broker_ids();
+                        let brokers = self.live_brokers();
                         let assignments = assign_replicas(
                             &name,
                             &brokers,
@@ -446,11 +446,9 @@ impl Controller {
         Ok((id, 0))
     }
 
-    /// The live brokers' ids, sorted: where new replicas go.
-    fn broker_ids(&self) -> Vec<NodeId> {
-        let mut ids: Vec<NodeId> = self.metadata.brokers.iter().map(|b| b.id).collect();
-        ids.sort_unstable();
-        ids
+    /// The live brokers: where new replicas go.
+    fn live_brokers(&self) -> Vec<BrokerInfo> {
+        self.metadata.brokers.clone()
     }
 
     fn existing(&self, name: &str) -> Result<Arc<TopicMetadata>> {
@@ -609,25 +607,52 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
     }
 }
 
-/// Kafka's replica placement without racks: `count` partitions numbered from
-/// `first_partition`, each with `replication_factor` distinct brokers of
-/// `brokers` (sorted ids). The start index and the initial shift come from the
-/// topic name's hash, so placement is deterministic yet spread across topics.
+/// Kafka's replica placement: `count` partitions numbered from
+/// `first_partition`, each with `replication_factor` distinct brokers of the
+/// live `brokers`. Without racks, partition `p`'s first replica is broker
+/// `(start + p) mod n` and followers come after it with a shift that grows
+/// every `n` partitions; when every broker has a rack, brokers are first
+/// arranged alternating racks and each partition's replicas go to as many
+/// different racks as there are (Kafka's rack-aware assignment). The start
+/// index and initial shift come from the topic name's hash, so placement is
+/// deterministic yet spread across topics.
 pub(crate) fn assign_replicas(
     topic: &str,
-    brokers: &[NodeId],
+    brokers: &[BrokerInfo],
     first_partition: u32,
     count: u32,
     replication_factor: u16,
 ) -> Vec<Vec<NodeId>> {
-    let n = brokers.len();
+    let racks: Option<Vec<(&str, NodeId)>> = brokers
+        .iter()
+        .map(|b| b.rack.as_deref().map(|r| (r, b.id)))
+        .collect();
+    let (arranged, rack_of): (Vec<NodeId>, BTreeMap<NodeId, &str>) = match &racks {
+        Some(racks) if !racks.is_empty() => (
+            rack_alternated(racks),
+            racks.iter().map(|&(r, b)| (b, r)).collect(),
+        ),
+        _ => {
+            let mut ids: Vec<NodeId> = brokers.iter().map(|b| b.id).collect();
+            ids.sort_unstable();
+            (ids, BTreeMap::new())
+        }
+    };
+    let n = arranged.len();
     if n == 0 {
         return Vec::new();
     }
+    let rack_count = rack_of
+        .values()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        .max(1);
     let seed = (murmur2(topic.as_bytes()) & 0x7fff_ffff) as usize;
     let start = seed % n;
     let mut shift = (seed / n) % n;
     let rf = (replication_factor as usize).min(n);
+    let index =
+        |first: usize, shift: usize, j: usize| (first + 1 + (shift + j) % (n - 1).max(1)) % n;
     (0..count)
         .map(|i| {
             let p = (first_partition + i) as usize;
@@ -636,13 +661,47 @@ pub(crate) fn assign_replicas(
             }
             let first = (p + start) % n;
             let mut replicas = Vec::with_capacity(rf);
-            replicas.push(brokers[first]);
-            for j in 0..rf.saturating_sub(1) {
-                let index = (first + 1 + (shift + j) % (n - 1)) % n;
-                replicas.push(brokers[index]);
+            replicas.push(arranged[first]);
+            if rack_of.is_empty() {
+                for j in 0..rf.saturating_sub(1) {
+                    replicas.push(arranged[index(first, shift, j)]);
+                }
+                return replicas;
+            }
+            let mut racks_used: Vec<&str> = vec![rack_of[&arranged[first]]];
+            let mut k = 0;
+            while replicas.len() < rf && k < n * n {
+                let broker = arranged[index(first, shift * rack_count, k)];
+                let rack = rack_of[&broker];
+                k += 1;
+                // Skip a broker whose rack already has a replica while some
+                // rack has none, and a broker that already has one.
+                let rack_ok = !racks_used.contains(&rack) || racks_used.len() == rack_count;
+                if rack_ok && !replicas.contains(&broker) {
+                    replicas.push(broker);
+                    if !racks_used.contains(&rack) {
+                        racks_used.push(rack);
+                    }
+                }
             }
             replicas
         })
+        .collect()
+}
+
+/// Brokers ordered so consecutive ones are on different racks: the first
+/// broker of each rack (racks sorted), then the second of each, and so on.
+fn rack_alternated(racks: &[(&str, NodeId)]) -> Vec<NodeId> {
+    let mut by_rack: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
+    for &(rack, broker) in racks {
+        by_rack.entry(rack).or_default().push(broker);
+    }
+    for brokers in by_rack.values_mut() {
+        brokers.sort_unstable();
+    }
+    let deepest = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    (0..deepest)
+        .flat_map(|i| by_rack.values().filter_map(move |b| b.get(i).copied()))
         .collect()
 }
 
@@ -657,9 +716,8 @@ mod tests {
 
     #[test]
     fn placement_spreads_leaders_and_never_repeats_a_broker() {
-        let ids = [0, 1, 2, 3, 4];
         for rf in 1..=5u16 {
-            let a = assign_replicas("orders", &ids, 0, 20, rf);
+            let a = assign_replicas("orders", &brokers(5), 0, 20, rf);
             let mut leaders = [0usize; 5];
             for replicas in &a {
                 assert_eq!(replicas.len(), rf as usize);
@@ -670,6 +728,40 @@ mod tests {
                 leaders[replicas[0] as usize] += 1;
             }
             assert!(leaders.iter().all(|&l| l == 4), "{leaders:?}");
+        }
+    }
+
+    #[test]
+    fn with_racks_every_partition_spans_as_many_racks_as_it_can() {
+        let racks = ["a", "a", "b", "b", "c", "c"];
+        let infos: Vec<BrokerInfo> = racks
+            .iter()
+            .enumerate()
+            .map(|(id, r)| BrokerInfo {
+                id: id as NodeId,
+                rack: Some(r.to_string()),
+            })
+            .collect();
+        for rf in 1..=6u16 {
+            let a = assign_replicas("orders", &infos, 0, 30, rf);
+            let mut leaders = [0usize; 6];
+            for replicas in &a {
+                assert_eq!(replicas.len(), rf as usize, "{replicas:?}");
+                let mut distinct = replicas.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                assert_eq!(distinct.len(), rf as usize, "{replicas:?}");
+                let mut used: Vec<&str> = replicas.iter().map(|&b| racks[b as usize]).collect();
+                used.sort_unstable();
+                used.dedup();
+                assert_eq!(
+                    used.len(),
+                    (rf as usize).min(3),
+                    "rf {rf}: {replicas:?} on {used:?}"
+                );
+                leaders[replicas[0] as usize] += 1;
+            }
+            assert!(leaders.iter().all(|&l| l == 5), "{leaders:?}");
         }
     }
 
