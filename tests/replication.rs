@@ -693,3 +693,89 @@ fn a_restarted_follower_keeps_records_above_its_stale_high_watermark() {
     let logs = replica_logs(&storage, "stale-hw", &[a, b]);
     assert_eq!(logs[&a], logs[&b], "identical logs");
 }
+
+#[test]
+fn a_new_controller_takes_over_and_an_older_controllers_metadata_is_ignored() {
+    let setup = cluster(3, fast_brokers(), 8);
+    topic(&setup, "before", 3, min_isr(2));
+    wait_for(&setup, "before", "a full ISR", |p| p.isr.len() == 3);
+    let producer = producer(&setup, Acks::All);
+    let mut acknowledged = Vec::new();
+    let mut send = |value: &str| {
+        let meta = producer
+            .send(ProducerRecord::new("before", value.to_string()))
+            .unwrap()
+            .wait()
+            .unwrap();
+        acknowledged.push((meta.offset.unwrap(), value.to_string()));
+    };
+    send("with the first controller");
+    setup.cluster.crash_controller();
+    send("without a controller"); // brokers serve on their own
+    let admin = Admin::with_config(
+        &setup.cluster,
+        ferrolog::client::AdminConfig {
+            default_api_timeout_ms: 300,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        admin.create_topic(NewTopic::new("during", 1)).is_err(),
+        "no controller, no topic changes"
+    );
+    setup.cluster.restart_controller().unwrap();
+    Admin::new(&setup.cluster)
+        .unwrap()
+        .create_topic(NewTopic::new("after", 1).replication_factor(3))
+        .unwrap();
+    send("with the second controller");
+
+    // Metadata from the first controller's epoch is ignored, however new its
+    // version looks.
+    let stale = ferrolog::protocol::ClusterMetadata {
+        controller_epoch: 1,
+        version: u64::MAX,
+        ..Default::default()
+    };
+    let request = Request::UpdateMetadata(ferrolog::protocol::UpdateMetadataRequest {
+        metadata: std::sync::Arc::new(stale),
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    setup.cluster.transport().send(
+        Peer::Broker(CONTROLLER_ID),
+        0,
+        request,
+        Reply::new(0, move |r| tx.send(r).unwrap()),
+    );
+    assert!(rx.recv_timeout(WAIT).unwrap().is_ok());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ask = Request::Metadata(ferrolog::protocol::MetadataRequest::default());
+    setup.cluster.transport().send(
+        Peer::Client(9),
+        0,
+        ask,
+        Reply::new(0, move |r| tx.send(r).unwrap()),
+    );
+    let Ok(Response::Metadata(seen)) = rx.recv_timeout(WAIT).unwrap() else {
+        panic!("no metadata")
+    };
+    let names: Vec<&str> = seen.topics.iter().map(|t| &*t.name).collect();
+    assert_eq!(
+        names,
+        ["after", "before"],
+        "broker 0 kept the newer controller's metadata"
+    );
+
+    // The new controller also handles failures.
+    let leader = describe(&setup, "before").leader.unwrap();
+    setup.cluster.crash_broker(leader).unwrap();
+    wait_for(&setup, "before", "a new leader", |p| {
+        p.leader.is_some_and(|l| l != leader)
+    });
+    send("after a failover under the second controller");
+    let read = read_all(&setup, "before");
+    for record in &acknowledged {
+        assert!(read.contains(record), "{record:?} lost: {read:?}");
+    }
+}

@@ -132,23 +132,16 @@ impl ClusterBuilder {
                 rack: self.racks.as_ref().map(|r| r[id as usize].clone()),
             })
             .collect();
-        let session = self.broker_config.broker_session_timeout_ms as Millis;
-        let controller =
-            Controller::load(&*storage, CONTROLLER_ID, infos, clock.now_ms(), session)?;
-        let controller = ControllerNode::start(
-            controller,
-            transport.clone(),
-            clock.clone(),
-            (session / 10).clamp(1, 100),
-        )?;
         let cluster = Cluster {
             transport,
             storage,
             clock,
             broker_config: self.broker_config,
-            controller,
+            broker_infos: infos,
+            controller: Mutex::new(None),
             brokers: Mutex::new((0..count).map(|_| None).collect()),
         };
+        cluster.restart_controller()?;
         for id in 0..count {
             cluster.restart_broker(id)?;
         }
@@ -165,7 +158,9 @@ pub struct Cluster {
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     broker_config: BrokerConfig,
-    controller: ControllerNode,
+    broker_infos: Vec<BrokerInfo>,
+    /// `None` while the controller is down.
+    controller: Mutex<Option<ControllerNode>>,
     /// Indexed by broker id; `None` while a broker is stopped.
     brokers: Mutex<Vec<Option<Broker>>>,
 }
@@ -259,7 +254,12 @@ impl Cluster {
         drop(brokers);
         // Tell it the metadata now rather than at its first heartbeat. If
         // the network loses this, the heartbeat's answer brings it.
-        if let Some(metadata) = self.controller.metadata() {
+        let metadata = self
+            .controller
+            .lock()
+            .as_ref()
+            .and_then(ControllerNode::metadata);
+        if let Some(metadata) = metadata {
             let request = Request::UpdateMetadata(UpdateMetadataRequest { metadata });
             let _ = transport::call(
                 &*self.transport,
@@ -269,6 +269,42 @@ impl Cluster {
                 Duration::from_secs(30),
             );
         }
+        Ok(())
+    }
+
+    /// Crashes the controller: it stops at once without closing its metadata
+    /// log. Brokers keep serving; nothing that needs the controller (topic
+    /// changes, elections, ISR changes) happens until
+    /// [`restart_controller`](Self::restart_controller).
+    pub fn crash_controller(&self) {
+        if let Some(controller) = self.controller.lock().take() {
+            controller.crash();
+        }
+    }
+
+    /// Starts a controller (a new one after a crash): it replays the metadata
+    /// log, takes the next controller epoch — brokers then ignore anything
+    /// an older controller still sends — and gives every broker a session
+    /// to heartbeat in. Does nothing if a controller runs.
+    pub fn restart_controller(&self) -> Result<()> {
+        let mut slot = self.controller.lock();
+        if slot.is_some() {
+            return Ok(());
+        }
+        let session = self.broker_config.broker_session_timeout_ms as Millis;
+        let controller = Controller::load(
+            &*self.storage,
+            CONTROLLER_ID,
+            self.broker_infos.clone(),
+            self.clock.now_ms(),
+            session,
+        )?;
+        *slot = Some(ControllerNode::start(
+            controller,
+            self.transport.clone(),
+            self.clock.clone(),
+            (session / 10).clamp(1, 100),
+        )?);
         Ok(())
     }
 
@@ -303,7 +339,7 @@ impl Cluster {
                 first_error.get_or_insert(e);
             }
         }
-        if let Err(e) = self.controller.shutdown() {
+        if let Some(Err(e)) = self.controller.lock().take().map(|c| c.shutdown()) {
             first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)

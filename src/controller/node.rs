@@ -76,18 +76,24 @@ impl ControllerNode {
         self.shared.state.lock().as_ref().map(Controller::metadata)
     }
 
-    /// Stops the node and closes the metadata log.
-    pub(crate) fn shutdown(&self) -> Result<()> {
+    fn stop(&self) -> Option<Controller> {
         self.shared.transport.deregister(CONTROLLER_ID);
         *self.shared.stop.lock() = true;
         self.shared.wake.notify_all();
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
         }
-        match self.shared.state.lock().take() {
-            Some(controller) => controller.close(),
-            None => Ok(()),
-        }
+        self.shared.state.lock().take()
+    }
+
+    /// Stops the node and closes the metadata log.
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        self.stop().map_or(Ok(()), Controller::close)
+    }
+
+    /// Stops the node at once; the metadata log is dropped, not closed.
+    pub(crate) fn crash(&self) {
+        drop(self.stop());
     }
 }
 
