@@ -779,3 +779,118 @@ fn a_new_controller_takes_over_and_an_older_controllers_metadata_is_ignored() {
         assert!(read.contains(record), "{record:?} lost: {read:?}");
     }
 }
+
+#[test]
+fn partitions_move_to_an_added_broker_while_clients_keep_running() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let setup = cluster(3, fast_brokers(), 9);
+    let admin = Admin::new(&setup.cluster).unwrap();
+    admin
+        .create_topic(
+            NewTopic::new("grow", 2)
+                .replication_factor(2)
+                .config(min_isr(1)),
+        )
+        .unwrap();
+    let full = |admin: &Admin| {
+        admin
+            .describe_topic("grow")
+            .unwrap()
+            .partitions
+            .iter()
+            .all(|p| p.isr.len() == 2)
+    };
+    let deadline = Instant::now() + WAIT;
+    while !full(&admin) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let producer = producer(&setup, Acks::All);
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut acknowledged: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) || i < 200 {
+                let p = i % 2;
+                let value = format!("v{i}");
+                let meta = producer
+                    .send(ProducerRecord::new("grow", value.clone()).with_partition(p))
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                acknowledged
+                    .entry(p)
+                    .or_default()
+                    .push((meta.offset.unwrap(), value));
+                i += 1;
+            }
+            acknowledged
+        })
+    };
+    let added = setup.cluster.add_broker(None).unwrap();
+    assert_eq!(added, 3);
+    let before = admin.describe_topic("grow").unwrap();
+    let targets: Vec<(TopicPartition, Vec<u32>)> = before
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                TopicPartition::new("grow", p.partition).unwrap(),
+                vec![added, p.replicas[1]],
+            )
+        })
+        .collect();
+    let results = admin.reassign_partitions(targets.clone()).unwrap();
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = admin.describe_topic("grow").unwrap();
+        let done = now.partitions.iter().zip(&targets).all(|(p, (_, target))| {
+            p.reassigning_to.is_none()
+                && &p.replicas == target
+                && p.leader.is_some_and(|l| target.contains(&l))
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the move never finished: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let acknowledged = writer.join().unwrap();
+    let config = ConsumerConfig::builder()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .fetch_max_wait_ms(50u32)
+        .build()
+        .unwrap();
+    let mut consumer: Consumer<(), String> = Consumer::with_deserializers(
+        &setup.cluster,
+        config,
+        ferrolog::client::Postcard,
+        ferrolog::client::DefaultSerde,
+    )
+    .unwrap();
+    let partitions: Vec<TopicPartition> = targets.iter().map(|(tp, _)| tp.clone()).collect();
+    consumer.assign(partitions.clone()).unwrap();
+    let ends = consumer.end_offsets(&partitions).unwrap();
+    let mut read: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
+    let total: u64 = ends.values().sum();
+    let deadline = Instant::now() + WAIT;
+    while read.values().map(Vec::len).sum::<usize>() < total as usize {
+        assert!(Instant::now() < deadline);
+        for r in consumer.poll(Duration::from_millis(100)).unwrap() {
+            read.entry(r.partition())
+                .or_default()
+                .push((r.offset, r.value.unwrap()));
+        }
+    }
+    assert_eq!(
+        read, acknowledged,
+        "every acknowledged record, once, in order, across the move"
+    );
+}

@@ -410,7 +410,11 @@ impl RequestHandler for BrokerShared {
             | Request::CreatePartitions(_)
             | Request::BrokerHeartbeat(_)
             | Request::AlterPartition(_)
-            | Request::InitProducerId => reply.send(Err(Error::NotController { broker: self.id })),
+            | Request::InitProducerId
+            | Request::AlterPartitionReassignments(_)
+            | Request::RegisterBroker(_) => {
+                reply.send(Err(Error::NotController { broker: self.id }))
+            }
         }
     }
 }
@@ -1108,6 +1112,7 @@ impl BrokerShared {
                 p.isr.clone(),
             );
         } else {
+            state.replicas.reassigned(p.replicas.clone());
             let update = state
                 .replicas
                 .isr_committed(p.isr.clone(), p.partition_epoch, end);

@@ -7,10 +7,10 @@ use super::core::{ClientCore, unexpected};
 use super::{AdminConfig, Bootstrap};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    BrokerInfo, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, NodeId, Request,
-    Response, TopicMetadata, TopicResults,
+    AlterPartitionReassignmentsRequest, BrokerInfo, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, NodeId, Request, Response, TopicMetadata, TopicResults,
 };
-use crate::topic::NewTopic;
+use crate::topic::{NewTopic, TopicPartition};
 
 /// The brokers of a cluster and which one is the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +141,18 @@ impl Admin {
 
     /// Sends an admin request to the controller, retrying retriable errors.
     fn controller_call(&self, request: Request) -> Result<Vec<(String, Result<()>)>> {
+        let name = request.api_name();
+        match self.call_controller(request)? {
+            Response::CreateTopics(TopicResults { topics })
+            | Response::DeleteTopics(TopicResults { topics })
+            | Response::CreatePartitions(TopicResults { topics }) => Ok(topics),
+            other => Err(unexpected(name, &other)),
+        }
+    }
+
+    /// Sends a request to the controller, retrying retriable errors until
+    /// `default_api_timeout_ms`, then refreshes the cached metadata.
+    fn call_controller(&self, request: Request) -> Result<Response> {
         let deadline = Instant::now() + self.timeout();
         let backoff = Duration::from_millis(self.config.retry_backoff_ms);
         loop {
@@ -154,16 +166,11 @@ impl Admin {
                 None => Err(Error::NotController { broker: 0 }),
             };
             match outcome {
-                Ok(
-                    Response::CreateTopics(TopicResults { topics })
-                    | Response::DeleteTopics(TopicResults { topics })
-                    | Response::CreatePartitions(TopicResults { topics }),
-                ) => {
+                Ok(response) => {
                     self.core
                         .refresh_metadata(deadline.saturating_duration_since(Instant::now()))?;
-                    return Ok(topics);
+                    return Ok(response);
                 }
-                Ok(other) => return Err(unexpected(request.api_name(), &other)),
                 Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
                     std::thread::sleep(backoff);
                     let _ = self
@@ -172,6 +179,24 @@ impl Admin {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Moves partitions to new replicas (preferred leader first), as Kafka's
+    /// `kafka-reassign-partitions`: the new replicas copy each partition while
+    /// producers and consumers keep using it; once all are in sync the old
+    /// ones are dropped and, if needed, leadership moves. Returns when the
+    /// move has started; [`describe_topic`](Self::describe_topic) shows
+    /// `reassigning_to` until it is done.
+    pub fn reassign_partitions(
+        &self,
+        partitions: Vec<(TopicPartition, Vec<NodeId>)>,
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        let request =
+            Request::AlterPartitionReassignments(AlterPartitionReassignmentsRequest { partitions });
+        match self.call_controller(request)? {
+            Response::AlterPartitionReassignments(results) => Ok(results),
+            other => Err(unexpected("AlterPartitionReassignments", &other)),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::broker::{Broker, BrokerConfig, Truncation};
 use crate::client::Bootstrap;
 use crate::controller::{CONTROLLER_ID, Controller, ControllerNode};
 use crate::error::{Error, Result};
-use crate::protocol::{BrokerInfo, NodeId, Request, UpdateMetadataRequest};
+use crate::protocol::{BrokerInfo, NodeId, Request, Response, UpdateMetadataRequest};
 use crate::storage::{FileStorage, MemoryStorage, Storage};
 use crate::time::{Clock, Millis, SystemClock};
 use crate::transport::{self, LocalTransport, Peer, Transport};
@@ -270,6 +270,37 @@ impl Cluster {
             );
         }
         Ok(())
+    }
+
+    /// Adds a broker (the next id, in `rack` if racks are used) and starts
+    /// it. It holds nothing until partitions are created on it or moved to it
+    /// ([`Admin::reassign_partitions`](crate::Admin::reassign_partitions)).
+    pub fn add_broker(&self, rack: Option<String>) -> Result<NodeId> {
+        let id = self.brokers.lock().len() as NodeId;
+        if id >= MAX_BROKERS {
+            return Err(Error::config(
+                "brokers",
+                format!("at most {MAX_BROKERS} brokers"),
+            ));
+        }
+        let request = Request::RegisterBroker(BrokerInfo { id, rack });
+        match transport::call(
+            &*self.transport,
+            Peer::Broker(id),
+            CONTROLLER_ID,
+            request,
+            Duration::from_secs(30),
+        )? {
+            Response::RegisterBroker(result) => result?,
+            other => {
+                return Err(Error::InvalidRequest {
+                    reason: format!("unexpected answer {} to RegisterBroker", other.api_name()),
+                });
+            }
+        }
+        self.brokers.lock().push(None);
+        self.restart_broker(id)?;
+        Ok(id)
     }
 
     /// Crashes the controller: it stops at once without closing its metadata

@@ -75,6 +75,22 @@ enum MetadataRecord {
     ProducerIdAllocated {
         id: i64,
     },
+    /// A broker joined the cluster.
+    BrokerRegistered {
+        id: NodeId,
+        rack: Option<String>,
+    },
+    /// A partition's replicas changed (a reassignment started or finished).
+    AssignmentChanged {
+        name: String,
+        partition: u32,
+        replicas: Vec<NodeId>,
+        reassigning_to: Option<Vec<NodeId>>,
+        leader: Option<NodeId>,
+        leader_epoch: i32,
+        isr: Vec<NodeId>,
+        partition_epoch: u32,
+    },
 }
 
 /// The controller's state machine; see the [module docs](self).
@@ -109,9 +125,9 @@ impl Controller {
         let mut metadata = ClusterMetadata {
             version: 1,
             controller: Some(id),
-            brokers: brokers.clone(),
             ..ClusterMetadata::default()
         };
+        let mut registered = brokers;
         let mut offset = log.log_start_offset();
         while offset < log.log_end_offset() {
             let records = log.read(offset, 1 << 20)?;
@@ -126,6 +142,14 @@ impl Controller {
                 let change: MetadataRecord = postcard::from_bytes(&value).map_err(|e| {
                     Error::corrupt(format!("metadata record at offset {}: {e}", record.offset))
                 })?;
+                if let MetadataRecord::BrokerRegistered { id, rack } = &change
+                    && !registered.iter().any(|b: &BrokerInfo| b.id == *id)
+                {
+                    registered.push(BrokerInfo {
+                        id: *id,
+                        rack: rack.clone(),
+                    });
+                }
                 apply(&mut metadata, &change, record.offset);
                 metadata.version += 1;
             }
@@ -141,11 +165,12 @@ impl Controller {
         let end = log.log_end_offset();
         log.set_high_watermark(end);
         let epoch = metadata.controller_epoch + 1;
+        metadata.brokers = registered.clone();
         let mut controller = Self {
             log,
             metadata: Arc::new(metadata),
-            last_heartbeat: brokers.iter().map(|b| (b.id, now)).collect(),
-            registered: brokers,
+            last_heartbeat: registered.iter().map(|b| (b.id, now)).collect(),
+            registered,
             session_timeout_ms,
         };
         controller.commit_all(vec![MetadataRecord::ControllerElected { epoch }], now)?;
@@ -244,6 +269,29 @@ impl Controller {
                     leader = preferred;
                 }
                 isr.sort_unstable();
+                if let Some(target) = &p.reassigning_to
+                    && target.iter().all(|r| isr.contains(r))
+                {
+                    // Every new replica is in sync: drop the old ones; the
+                    // leader moves to the new preferred replica if it must.
+                    let isr: Vec<NodeId> =
+                        isr.iter().copied().filter(|r| target.contains(r)).collect();
+                    let leader = match leader {
+                        Some(l) if target.contains(&l) => Some(l),
+                        _ => target.iter().copied().find(|r| isr.contains(r)),
+                    };
+                    changes.push(MetadataRecord::AssignmentChanged {
+                        name: topic.name.to_string(),
+                        partition: p.partition,
+                        replicas: target.clone(),
+                        reassigning_to: None,
+                        leader,
+                        leader_epoch: p.leader_epoch + 1,
+                        isr,
+                        partition_epoch: p.partition_epoch + 1,
+                    });
+                    continue;
+                }
                 if leader == p.leader && isr == p.isr {
                     continue;
                 }
@@ -438,6 +486,90 @@ impl Controller {
         self.log.close()
     }
 
+    /// Adds a broker to the cluster (recorded, so it stays a member across
+    /// controller restarts); it counts as alive for one session.
+    pub(crate) fn register_broker(&mut self, info: BrokerInfo, now: Millis) -> Result<()> {
+        if self.registered.iter().any(|b| b.id == info.id) {
+            return Err(Error::InvalidRequest {
+                reason: format!("broker {} is already registered", info.id),
+            });
+        }
+        self.commit(
+            MetadataRecord::BrokerRegistered {
+                id: info.id,
+                rack: info.rack.clone(),
+            },
+            now,
+        )?;
+        self.registered.push(info.clone());
+        self.last_heartbeat.insert(info.id, now);
+        self.set_live_brokers();
+        Ok(())
+    }
+
+    /// Starts moving partitions to new replicas: each partition's replicas
+    /// become the old ones and the new ones together until every new one is
+    /// in sync ([`tick`](Self::tick) then finishes the move).
+    pub(crate) fn reassign(
+        &mut self,
+        partitions: Vec<(TopicPartition, Vec<NodeId>)>,
+        now: Millis,
+    ) -> Vec<(TopicPartition, Result<()>)> {
+        partitions
+            .into_iter()
+            .map(|(tp, target)| {
+                let result = self.start_reassignment(&tp, target, now);
+                (tp, result)
+            })
+            .collect()
+    }
+
+    fn start_reassignment(
+        &mut self,
+        tp: &TopicPartition,
+        target: Vec<NodeId>,
+        now: Millis,
+    ) -> Result<()> {
+        let topic = self.existing(tp.topic())?;
+        let p = topic
+            .partitions
+            .get(tp.partition() as usize)
+            .ok_or_else(|| Error::InvalidPartition {
+                topic: tp.topic().to_string(),
+                partition: tp.partition(),
+                partition_count: topic.partitions.len() as u32,
+            })?;
+        let mut distinct = target.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if target.is_empty() || distinct.len() != target.len() {
+            return Err(Error::InvalidReplicationFactor {
+                reason: format!("{target:?} is not a list of distinct brokers"),
+            });
+        }
+        if let Some(unknown) = target
+            .iter()
+            .find(|r| !self.registered.iter().any(|b| b.id == **r))
+        {
+            return Err(Error::InvalidReplicationFactor {
+                reason: format!("broker {unknown} is not part of the cluster"),
+            });
+        }
+        let mut replicas = target.clone();
+        replicas.extend(p.replicas.iter().copied().filter(|r| !target.contains(r)));
+        let change = MetadataRecord::AssignmentChanged {
+            name: tp.topic().to_string(),
+            partition: tp.partition(),
+            replicas,
+            reassigning_to: Some(target),
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            isr: p.isr.clone(),
+            partition_epoch: p.partition_epoch + 1,
+        };
+        self.commit(change, now)
+    }
+
     /// Hands out a new producer id (epoch 0), recorded so that no id is
     /// given twice, even across controller restarts.
     pub(crate) fn allocate_producer_id(&mut self, now: Millis) -> Result<(i64, i16)> {
@@ -552,6 +684,7 @@ fn partitions_from(
             partition_epoch: 0,
             replicas: replicas.clone(),
             isr: replicas.clone(),
+            reassigning_to: None,
         })
 }
 
@@ -603,6 +736,28 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
         }
         MetadataRecord::ProducerIdAllocated { id } => {
             metadata.next_producer_id = metadata.next_producer_id.max(id + 1);
+        }
+        MetadataRecord::BrokerRegistered { .. } => {}
+        MetadataRecord::AssignmentChanged {
+            name,
+            partition,
+            replicas,
+            reassigning_to,
+            leader,
+            leader_epoch,
+            isr,
+            partition_epoch,
+        } => {
+            if let Some(topic) = metadata.topics.get_mut(name.as_str())
+                && let Some(p) = Arc::make_mut(topic).partitions.get_mut(*partition as usize)
+            {
+                p.replicas = replicas.clone();
+                p.reassigning_to = reassigning_to.clone();
+                p.leader = *leader;
+                p.leader_epoch = *leader_epoch;
+                p.isr = isr.clone();
+                p.partition_epoch = *partition_epoch;
+            }
         }
     }
 }

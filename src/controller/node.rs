@@ -180,6 +180,18 @@ impl RequestHandler for ControllerShared {
                 )),
                 None,
             ),
+            Request::AlterPartitionReassignments(r) => (
+                Ok(Response::AlterPartitionReassignments(
+                    controller.reassign(r.partitions, now),
+                )),
+                None,
+            ),
+            Request::RegisterBroker(info) => (
+                Ok(Response::RegisterBroker(
+                    controller.register_broker(info, now),
+                )),
+                None,
+            ),
             other => (
                 Err(Error::InvalidRequest {
                     reason: format!("the controller does not serve {}", other.api_name()),

@@ -64,6 +64,10 @@ pub enum Request {
     AlterPartition(AlterPartitionRequest),
     /// An idempotent producer asking the controller for its producer id.
     InitProducerId,
+    /// Move partitions to new replica sets (answered by the controller).
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
+    /// Add a broker to the cluster (answered by the controller).
+    RegisterBroker(BrokerInfo),
 }
 
 impl Request {
@@ -81,6 +85,8 @@ impl Request {
             Request::BrokerHeartbeat(_) => "BrokerHeartbeat",
             Request::AlterPartition(_) => "AlterPartition",
             Request::InitProducerId => "InitProducerId",
+            Request::AlterPartitionReassignments(_) => "AlterPartitionReassignments",
+            Request::RegisterBroker(_) => "RegisterBroker",
         }
     }
 }
@@ -114,6 +120,11 @@ pub enum Response {
     /// Answer to [`Request::InitProducerId`]: a producer id, unique in the
     /// cluster, and its epoch.
     InitProducerId(Result<(i64, i16)>),
+    /// Answer to [`Request::AlterPartitionReassignments`]: one result per
+    /// partition, in order.
+    AlterPartitionReassignments(Vec<(TopicPartition, Result<()>)>),
+    /// Answer to [`Request::RegisterBroker`].
+    RegisterBroker(Result<()>),
 }
 
 impl Response {
@@ -131,6 +142,8 @@ impl Response {
             Response::BrokerHeartbeat(_) => "BrokerHeartbeat",
             Response::AlterPartition(_) => "AlterPartition",
             Response::InitProducerId(_) => "InitProducerId",
+            Response::AlterPartitionReassignments(_) => "AlterPartitionReassignments",
+            Response::RegisterBroker(_) => "RegisterBroker",
         }
     }
 }
@@ -353,6 +366,9 @@ pub struct PartitionMetadata {
     pub replicas: Vec<NodeId>,
     /// The replicas in sync with the leader.
     pub isr: Vec<NodeId>,
+    /// While a reassignment runs, the replicas the partition is moving to
+    /// (`replicas` then holds the old and the new ones).
+    pub reassigning_to: Option<Vec<NodeId>>,
 }
 
 /// The whole cluster's metadata, as the controller publishes it.
@@ -400,6 +416,15 @@ pub struct CreatePartitionsRequest {
 pub struct TopicResults {
     /// One entry per topic of the request, in its order.
     pub topics: Vec<(String, Result<()>)>,
+}
+
+/// Partitions to move, each to a new list of replicas (preferred leader
+/// first). The new replicas copy the partition while the old ones keep
+/// serving; once all new ones are in sync the old ones are dropped.
+#[derive(Debug, Clone)]
+pub struct AlterPartitionReassignmentsRequest {
+    /// The partitions and their target replicas.
+    pub partitions: Vec<(TopicPartition, Vec<NodeId>)>,
 }
 
 /// A broker's liveness heartbeat.

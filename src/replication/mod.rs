@@ -249,6 +249,26 @@ impl ReplicaSet {
         self.recompute_high_watermark(log_end_offset)
     }
 
+    /// The partition's replicas changed (a reassignment started or
+    /// finished): a leader starts tracking new followers (not caught up yet)
+    /// and forgets removed ones.
+    pub fn reassigned(&mut self, replicas: Vec<NodeId>) {
+        if let Role::Leader { followers, .. } = &mut self.role {
+            followers.retain(|r, _| replicas.contains(r));
+            for &r in &replicas {
+                if r != self.local {
+                    followers.entry(r).or_insert(FollowerState {
+                        log_end_offset: 0,
+                        last_caught_up_ms: Millis::MIN,
+                        last_fetch_leader_leo: 0,
+                        last_fetch_ms: Millis::MIN,
+                    });
+                }
+            }
+        }
+        self.replicas = replicas;
+    }
+
     /// The controller refused the pending ISR change (stale epochs); the next
     /// tick or fetch may propose again from newer metadata.
     pub fn isr_refused(&mut self) {
