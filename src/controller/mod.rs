@@ -9,6 +9,9 @@
 //! controller's own storage; a replicated (Raft) metadata log can replace it
 //! behind the same calls.
 //!
+//! The log sits behind the `MetadataStore` seam (`store.rs`), so a
+//! replicated store can replace the in-process one.
+//!
 //! The controller decides; it does not talk to brokers. Its caller (the broker
 //! hosting it) publishes each new [`ClusterMetadata`] to every broker.
 //!
@@ -23,15 +26,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 mod node;
+mod store;
 
 pub use node::CONTROLLER_ID;
 pub(crate) use node::ControllerNode;
+use store::{LogMetadataStore, MetadataStore};
 
 use crate::client::partitioner::murmur2;
 use crate::error::{Error, Result};
 use crate::protocol::{BrokerInfo, ClusterMetadata, NodeId, PartitionMetadata, TopicMetadata};
-use crate::record::RecordBatchBuilder;
-use crate::storage::{LogConfig, PartitionLog, Storage};
+use crate::storage::Storage;
 use crate::time::Millis;
 use crate::topic::{
     INTERNAL_TOPIC_PREFIX, NewTopic, TopicConfig, TopicPartition, validate_topic_name,
@@ -96,7 +100,7 @@ enum MetadataRecord {
 /// The controller's state machine; see the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct Controller {
-    log: Box<dyn PartitionLog>,
+    store: Box<dyn MetadataStore>,
     metadata: Arc<ClusterMetadata>,
     registered: Vec<BrokerInfo>,
     last_heartbeat: BTreeMap<NodeId, Millis>,
@@ -116,58 +120,31 @@ impl Controller {
         now: Millis,
         session_timeout_ms: Millis,
     ) -> Result<Self> {
-        let tp = TopicPartition::new(METADATA_TOPIC, 0)?;
-        let config = LogConfig {
-            retention_ms: None,
-            ..LogConfig::default()
-        };
-        let mut log = storage.open(&tp, id, &config)?;
+        let store = LogMetadataStore::open(storage, id)?;
         let mut metadata = ClusterMetadata {
             version: 1,
             controller: Some(id),
             ..ClusterMetadata::default()
         };
         let mut registered = brokers;
-        let mut offset = log.log_start_offset();
-        while offset < log.log_end_offset() {
-            let records = log.read(offset, 1 << 20)?;
-            let before = offset;
-            for record in records.records() {
-                let record = record?;
-                if record.offset < offset {
-                    continue;
-                }
-                offset = record.offset + 1;
-                let value = record.value.unwrap_or_default();
-                let change: MetadataRecord = postcard::from_bytes(&value).map_err(|e| {
-                    Error::corrupt(format!("metadata record at offset {}: {e}", record.offset))
-                })?;
-                if let MetadataRecord::BrokerRegistered { id, rack } = &change
-                    && !registered.iter().any(|b: &BrokerInfo| b.id == *id)
-                {
-                    registered.push(BrokerInfo {
-                        id: *id,
-                        rack: rack.clone(),
-                    });
-                }
-                apply(&mut metadata, &change, record.offset);
-                metadata.version += 1;
+        for (offset, value) in store.replay()? {
+            let change: MetadataRecord = postcard::from_bytes(&value)
+                .map_err(|e| Error::corrupt(format!("metadata record at offset {offset}: {e}")))?;
+            if let MetadataRecord::BrokerRegistered { id, rack } = &change
+                && !registered.iter().any(|b: &BrokerInfo| b.id == *id)
+            {
+                registered.push(BrokerInfo {
+                    id: *id,
+                    rack: rack.clone(),
+                });
             }
-            if offset == before {
-                // A gap would silently drop topics; the broker would then
-                // delete their logs as strays. Refuse instead.
-                return Err(Error::corrupt(format!(
-                    "the metadata log ends at offset {offset} but holds records up to {}",
-                    log.log_end_offset()
-                )));
-            }
+            apply(&mut metadata, &change, offset);
+            metadata.version += 1;
         }
-        let end = log.log_end_offset();
-        log.set_high_watermark(end);
         let epoch = metadata.controller_epoch + 1;
         metadata.brokers = registered.clone();
         let mut controller = Self {
-            log,
+            store: Box::new(store),
             metadata: Arc::new(metadata),
             last_heartbeat: registered.iter().map(|b| (b.id, now)).collect(),
             registered,
@@ -483,7 +460,7 @@ impl Controller {
 
     /// Flushes and closes the metadata log.
     pub(crate) fn close(self) -> Result<()> {
-        self.log.close()
+        self.store.close()
     }
 
     /// Adds a broker to the cluster (recorded, so it stays a member across
@@ -639,17 +616,15 @@ impl Controller {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut batch = RecordBatchBuilder::with_capacity(256 * changes.len());
-        for change in &changes {
-            let value = postcard::to_allocvec(change).map_err(|e| Error::Serialization {
-                reason: format!("metadata record: {e}"),
-            })?;
-            batch.append(now, None, Some(&value), &[]);
-        }
-        let base = self.log.append(batch.build(), 0)?.base_offset;
-        self.log.flush()?;
-        let end = self.log.log_end_offset();
-        self.log.set_high_watermark(end);
+        let values = changes
+            .iter()
+            .map(|change| {
+                postcard::to_allocvec(change).map_err(|e| Error::Serialization {
+                    reason: format!("metadata record: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let base = self.store.append(&values, now)?;
         let metadata = Arc::make_mut(&mut self.metadata);
         for (i, change) in changes.iter().enumerate() {
             apply(metadata, change, base + i as u64);

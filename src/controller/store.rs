@@ -1,0 +1,97 @@
+//! Where the controller keeps its metadata log.
+//!
+//! The controller's state is the replay of an ordered log of metadata
+//! records. [`MetadataStore`] is that log's seam: the in-process
+//! [`LogMetadataStore`] keeps it in one partition log of the cluster's
+//! storage; a replicated (Raft) store can take its place without the
+//! controller's decisions changing.
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::protocol::NodeId;
+use crate::record::RecordBatchBuilder;
+use crate::storage::{LogConfig, PartitionLog, Storage};
+use crate::time::Millis;
+use crate::topic::TopicPartition;
+
+use super::METADATA_TOPIC;
+
+/// An ordered, durable log of metadata records.
+pub(crate) trait MetadataStore: Send + std::fmt::Debug {
+    /// Appends `records` in order, durably, before returning; the offset of
+    /// the first.
+    fn append(&mut self, records: &[Vec<u8>], now: Millis) -> Result<u64>;
+
+    /// Every record from the start, in order, with its offset.
+    fn replay(&self) -> Result<Vec<(u64, Bytes)>>;
+
+    /// Closes the store cleanly.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// The metadata log as the partition `__cluster_metadata-0` of the
+/// controller's node in a [`Storage`], flushed on every append.
+#[derive(Debug)]
+pub(crate) struct LogMetadataStore {
+    log: Box<dyn PartitionLog>,
+}
+
+impl LogMetadataStore {
+    /// Opens (or creates) the metadata log of node `id` in `storage`.
+    pub(crate) fn open(storage: &dyn Storage, id: NodeId) -> Result<Self> {
+        let tp = TopicPartition::new(METADATA_TOPIC, 0)?;
+        let config = LogConfig {
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let mut log = storage.open(&tp, id, &config)?;
+        let end = log.log_end_offset();
+        log.set_high_watermark(end);
+        Ok(Self { log })
+    }
+}
+
+impl MetadataStore for LogMetadataStore {
+    fn append(&mut self, records: &[Vec<u8>], now: Millis) -> Result<u64> {
+        let mut batch =
+            RecordBatchBuilder::with_capacity(records.iter().map(|r| r.len() + 16).sum());
+        for record in records {
+            batch.append(now, None, Some(record), &[]);
+        }
+        let base = self.log.append(batch.build(), 0)?.base_offset;
+        self.log.flush()?;
+        let end = self.log.log_end_offset();
+        self.log.set_high_watermark(end);
+        Ok(base)
+    }
+
+    fn replay(&self) -> Result<Vec<(u64, Bytes)>> {
+        let log = &self.log;
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let before = offset;
+            for record in log.read(offset, 1 << 20)?.records() {
+                let record = record?;
+                if record.offset >= offset {
+                    offset = record.offset + 1;
+                    out.push((record.offset, record.value.unwrap_or_default()));
+                }
+            }
+            if offset == before {
+                // A gap would silently drop topics; brokers would then
+                // delete their logs as strays. Refuse instead.
+                return Err(Error::corrupt(format!(
+                    "the metadata log ends at offset {offset} but holds records up to {}",
+                    log.log_end_offset()
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        self.log.close()
+    }
+}
