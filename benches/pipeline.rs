@@ -33,37 +33,6 @@ fn topic(cluster: &Cluster, name: &str) -> TopicPartition {
     TopicPartition::new(name, 0).expect("name")
 }
 
-fn produce(cluster: &Cluster, name: &'static str) -> Run {
-    let config = ProducerConfig::builder()
-        .acks(Acks::Leader)
-        .linger_ms(5u64)
-        .build()
-        .expect("config");
-    let producer: Producer<Bytes, Bytes> = Producer::new(cluster, config).expect("producer");
-    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
-    let started = Instant::now();
-    let mut last = None;
-    for _ in 0..RECORDS {
-        last = Some(
-            producer
-                .send(ProducerRecord::new(name, value.clone()))
-                .expect("send"),
-        );
-    }
-    producer.flush();
-    let elapsed = started.elapsed();
-    let meta = last.expect("sent").wait().expect("acknowledged");
-    assert_eq!(
-        meta.offset,
-        Some(RECORDS as u64 - 1),
-        "every record acknowledged"
-    );
-    Run {
-        elapsed,
-        latencies_ns: Vec::new(),
-    }
-}
-
 /// A consumer of `partition` from its first offset.
 fn consumer_from_start(cluster: &Cluster, partition: TopicPartition) -> Consumer<Bytes, Bytes> {
     let config = ConsumerConfig::builder()
@@ -151,7 +120,7 @@ fn main() {
 
     let memory = Cluster::builder().build().expect("cluster");
     topic(&memory, "bench");
-    let run = produce(&memory, "bench");
+    let run = common::produce(&memory, "bench", Acks::Leader, RECORDS, VALUE_BYTES);
     let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
     report(
         "produce/memory",
@@ -168,7 +137,7 @@ fn main() {
         .build()
         .expect("cluster");
     let partition = topic(&files, "bench");
-    let run = produce(&files, "bench");
+    let run = common::produce(&files, "bench", Acks::Leader, RECORDS, VALUE_BYTES);
     let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
     report(
         "produce/file",

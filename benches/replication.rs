@@ -17,7 +17,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Run, report};
+use common::report;
 use ferrolog::broker::BrokerConfig;
 use ferrolog::client::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ferrolog::{Admin, Cluster, NewTopic, TopicConfig};
@@ -25,33 +25,6 @@ use ferrolog::{Admin, Cluster, NewTopic, TopicConfig};
 const RECORDS: usize = 1_000_000;
 const VALUE_BYTES: usize = 100;
 const SESSION_MS: u64 = 500;
-
-fn produce(cluster: &Cluster, topic: &'static str, acks: Acks) -> Run {
-    let config = ProducerConfig::builder()
-        .acks(acks)
-        .linger_ms(5u64)
-        .build()
-        .expect("config");
-    let producer: Producer<Bytes, Bytes> = Producer::new(cluster, config).expect("producer");
-    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
-    let started = Instant::now();
-    let mut last = None;
-    for _ in 0..RECORDS {
-        last = Some(
-            producer
-                .send(ProducerRecord::new(topic, value.clone()))
-                .expect("send"),
-        );
-    }
-    producer.flush();
-    let elapsed = started.elapsed();
-    let meta = last.expect("sent").wait().expect("acknowledged");
-    assert_eq!(meta.offset, Some(RECORDS as u64 - 1));
-    Run {
-        elapsed,
-        latencies_ns: Vec::new(),
-    }
-}
 
 fn failover(cluster: &Cluster, admin: &Admin) -> Duration {
     admin
@@ -127,10 +100,10 @@ fn main() {
         )
         .expect("rf3");
     let bytes = RECORDS * VALUE_BYTES;
-    let rf1 = produce(&cluster, "rf1", Acks::Leader);
+    let rf1 = common::produce(&cluster, "rf1", Acks::Leader, RECORDS, VALUE_BYTES);
     let rf1_rate = RECORDS as f64 / rf1.elapsed.as_secs_f64();
     report("produce/rf1", RECORDS, bytes, &rf1, "");
-    let rf3 = produce(&cluster, "rf3", Acks::All);
+    let rf3 = common::produce(&cluster, "rf3", Acks::All, RECORDS, VALUE_BYTES);
     let ratio = RECORDS as f64 / rf3.elapsed.as_secs_f64() / rf1_rate;
     report(
         "produce/rf3-acks-all",

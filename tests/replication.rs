@@ -475,28 +475,26 @@ fn unclean_election_off_keeps_the_partition_offline_on_brings_it_back_and_report
     }
 }
 
+/// Two brokers (no ISR shrink during the test) and an rf=2 topic in sync:
+/// the setup, the leader and the follower.
+fn leader_and_follower(name: &str, seed: u64) -> (Setup, u32, u32) {
+    let config = BrokerConfig {
+        replica_lag_time_max_ms: 60_000,
+        ..fast_brokers()
+    };
+    let setup = cluster(2, config, seed);
+    topic(&setup, name, 2, min_isr(1));
+    let p = wait_for(&setup, name, "a full ISR", |p| p.isr.len() == 2);
+    let leader = p.leader.unwrap();
+    let follower = p.replicas.iter().copied().find(|&r| r != leader).unwrap();
+    (setup, leader, follower)
+}
+
 #[test]
 fn divergent_logs_after_two_fast_failures_end_identical() {
     // KIP-101 scenario 2: a has a record b never got; both fail; b comes
     // back first and leads; a must drop its record, not keep a forked log.
-    let setup = cluster(
-        2,
-        BrokerConfig {
-            replica_lag_time_max_ms: 60_000,
-            ..fast_brokers()
-        },
-        5,
-    );
-    topic(&setup, "fork", 2, min_isr(1));
-    let p = wait_for(&setup, "fork", "a full ISR", |p| p.isr.len() == 2);
-    let (a, b) = (
-        p.leader.unwrap(),
-        p.replicas
-            .iter()
-            .copied()
-            .find(|&r| Some(r) != p.leader)
-            .unwrap(),
-    );
+    let (setup, a, b) = leader_and_follower("fork", 5);
     producer(&setup, Acks::All)
         .send(ProducerRecord::new("fork", "both".to_string()))
         .unwrap()
@@ -639,24 +637,7 @@ fn a_restarted_follower_keeps_records_above_its_stale_high_watermark() {
     // KIP-101 scenario 1: a follower that restarts must not truncate to its
     // (stale) high watermark; if it did, the leader's death right after
     // would lose acknowledged records.
-    let setup = cluster(
-        2,
-        BrokerConfig {
-            replica_lag_time_max_ms: 60_000,
-            ..fast_brokers()
-        },
-        6,
-    );
-    topic(&setup, "stale-hw", 2, min_isr(1));
-    let p = wait_for(&setup, "stale-hw", "a full ISR", |p| p.isr.len() == 2);
-    let (a, b) = (
-        p.leader.unwrap(),
-        p.replicas
-            .iter()
-            .copied()
-            .find(|&r| Some(r) != p.leader)
-            .unwrap(),
-    );
+    let (setup, a, b) = leader_and_follower("stale-hw", 6);
     let producer = producer(&setup, Acks::All);
     for value in ["m1", "m2"] {
         producer

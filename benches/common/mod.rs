@@ -3,7 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrolog::Cluster;
+use ferrolog::client::{Acks, Producer, ProducerConfig, ProducerRecord};
 
 /// One timed run: wall time and, optionally, per-operation latencies.
 pub struct Run {
@@ -47,4 +51,43 @@ pub fn report(name: &str, records: usize, bytes: usize, run: &Run, extra: &str) 
     }
     println!("{line}");
     mb_per_s
+}
+
+/// Sends `records` values of `value_bytes` to `topic` with one producer
+/// (`acks`, linger 5 ms) and times it until every record is acknowledged.
+pub fn produce(
+    cluster: &Cluster,
+    topic: &'static str,
+    acks: Acks,
+    records: usize,
+    value_bytes: usize,
+) -> Run {
+    let config = ProducerConfig::builder()
+        .acks(acks)
+        .linger_ms(5u64)
+        .build()
+        .expect("config");
+    let producer: Producer<Bytes, Bytes> = Producer::new(cluster, config).expect("producer");
+    let value = Bytes::from(vec![b'x'; value_bytes]);
+    let started = Instant::now();
+    let mut last = None;
+    for _ in 0..records {
+        last = Some(
+            producer
+                .send(ProducerRecord::new(topic, value.clone()))
+                .expect("send"),
+        );
+    }
+    producer.flush();
+    let elapsed = started.elapsed();
+    let meta = last.expect("sent").wait().expect("acknowledged");
+    assert_eq!(
+        meta.offset,
+        Some(records as u64 - 1),
+        "every record acknowledged"
+    );
+    Run {
+        elapsed,
+        latencies_ns: Vec::new(),
+    }
 }

@@ -201,13 +201,17 @@ impl Cluster {
             .is_some_and(Option::is_some)
     }
 
+    fn no_broker(id: NodeId) -> Error {
+        Error::InvalidRequest {
+            reason: format!("the cluster has no broker {id}"),
+        }
+    }
+
     fn take_broker(&self, id: NodeId) -> Result<Option<Broker>> {
         let mut brokers = self.brokers.lock();
         let slot = brokers
             .get_mut(id as usize)
-            .ok_or_else(|| Error::InvalidRequest {
-                reason: format!("the cluster has no broker {id}"),
-            })?;
+            .ok_or_else(|| Self::no_broker(id))?;
         Ok(slot.take())
     }
 
@@ -237,9 +241,7 @@ impl Cluster {
         let mut brokers = self.brokers.lock();
         let slot = brokers
             .get_mut(id as usize)
-            .ok_or_else(|| Error::InvalidRequest {
-                reason: format!("the cluster has no broker {id}"),
-            })?;
+            .ok_or_else(|| Self::no_broker(id))?;
         if slot.is_some() {
             return Ok(());
         }

@@ -300,15 +300,7 @@ impl Controller {
         now: Millis,
     ) -> Result<(Vec<NodeId>, u32)> {
         let tp = &proposal.partition;
-        let topic = self.existing(tp.topic())?;
-        let p = topic
-            .partitions
-            .get(tp.partition() as usize)
-            .ok_or_else(|| Error::InvalidPartition {
-                topic: tp.topic().to_string(),
-                partition: tp.partition(),
-                partition_count: topic.partitions.len() as u32,
-            })?;
+        let p = self.existing_partition(tp)?;
         if proposal.leader_epoch != p.leader_epoch {
             return Err(Error::FencedLeaderEpoch {
                 epoch: proposal.leader_epoch,
@@ -507,15 +499,7 @@ impl Controller {
         target: Vec<NodeId>,
         now: Millis,
     ) -> Result<()> {
-        let topic = self.existing(tp.topic())?;
-        let p = topic
-            .partitions
-            .get(tp.partition() as usize)
-            .ok_or_else(|| Error::InvalidPartition {
-                topic: tp.topic().to_string(),
-                partition: tp.partition(),
-                partition_count: topic.partitions.len() as u32,
-            })?;
+        let p = self.existing_partition(tp)?;
         let mut distinct = target.clone();
         distinct.sort_unstable();
         distinct.dedup();
@@ -567,6 +551,19 @@ impl Controller {
             .cloned()
             .ok_or_else(|| Error::UnknownTopicOrPartition {
                 topic: name.to_string(),
+            })
+    }
+
+    fn existing_partition(&self, tp: &TopicPartition) -> Result<PartitionMetadata> {
+        let topic = self.existing(tp.topic())?;
+        topic
+            .partitions
+            .get(tp.partition() as usize)
+            .cloned()
+            .ok_or_else(|| Error::InvalidPartition {
+                topic: tp.topic().to_string(),
+                partition: tp.partition(),
+                partition_count: topic.partitions.len() as u32,
             })
     }
 
