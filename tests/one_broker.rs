@@ -65,6 +65,11 @@ fn consume<K, V>(
     out
 }
 
+/// The high watermark of partition 0 of `topic`.
+fn end_offset<K, V>(consumer: &Consumer<K, V>, topic: &str) -> u64 {
+    consumer.end_offsets([&tp(topic, 0)]).unwrap()[&tp(topic, 0)]
+}
+
 fn all_partitions(topic: &str, n: u32) -> Vec<TopicPartition> {
     (0..n).map(|p| tp(topic, p)).collect()
 }
@@ -577,11 +582,7 @@ fn records_over_max_request_size_or_max_message_bytes_are_record_too_large() {
         "{outcome:?}"
     );
     let consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
-    assert_eq!(
-        consumer.end_offsets([&tp("small", 0)]).unwrap()[&tp("small", 0)],
-        0,
-        "nothing was written"
-    );
+    assert_eq!(end_offset(&consumer, "small"), 0, "nothing was written");
 }
 
 #[test]
@@ -1070,11 +1071,7 @@ fn admin_creates_grows_describes_and_deletes_topics() {
     ));
     admin.create_topic(NewTopic::new("b", 1)).unwrap();
     let mut c: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
-    assert_eq!(
-        c.end_offsets([&tp("b", 0)]).unwrap()[&tp("b", 0)],
-        0,
-        "recreated empty"
-    );
+    assert_eq!(end_offset(&c, "b"), 0, "recreated empty");
     c.assign([tp("a", 4)]).unwrap();
     assert_eq!(consume(&mut c, 1)[0].offset, 0);
 }
@@ -1176,11 +1173,7 @@ fn a_slow_answer_is_waited_for_not_sent_twice() {
         "no request sent twice"
     );
     let consumer: Consumer<String, String> = Consumer::new(&cluster, earliest()).unwrap();
-    assert_eq!(
-        consumer.end_offsets([&tp("t", 0)]).unwrap()[&tp("t", 0)],
-        2,
-        "written once each"
-    );
+    assert_eq!(end_offset(&consumer, "t"), 2, "written once each");
 }
 
 #[test]

@@ -162,6 +162,37 @@ fn replica_logs(
         .collect()
 }
 
+/// Sends one acks=all record straight to broker `node` as a client would
+/// (no producer retries) and returns that partition's result.
+fn raw_produce(
+    setup: &Setup,
+    topic: &str,
+    node: u32,
+    value: &[u8],
+) -> ferrolog::Result<ferrolog::protocol::ProduceAck> {
+    let mut batch = RecordBatchBuilder::new();
+    batch.append(1, None, Some(value), &[]);
+    let request = Request::Produce(ProduceRequest {
+        acks: Acks::All,
+        timeout_ms: 1_000,
+        partitions: vec![ProducePartition {
+            partition: TopicPartition::new(topic, 0).unwrap(),
+            batch: batch.build(),
+        }],
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    setup.cluster.transport().send(
+        Peer::Client(7),
+        node,
+        request,
+        Reply::new(node, move |r| tx.send(r).unwrap()),
+    );
+    let Ok(Response::Produce(mut response)) = rx.recv_timeout(WAIT).unwrap() else {
+        panic!("no produce response")
+    };
+    response.partitions.remove(0).result
+}
+
 #[test]
 fn a_record_on_the_leader_alone_is_invisible_until_the_isr_has_it() {
     let setup = cluster(
@@ -226,28 +257,7 @@ fn isr_below_min_insync_replicas_refuses_acks_all_and_appends_nothing() {
     wait_for(&setup, "min", "the ISR to shrink to the leader", |p| {
         p.isr == [leader]
     });
-    let tp = TopicPartition::new("min", 0).unwrap();
-    let mut batch = RecordBatchBuilder::new();
-    batch.append(1, None, Some(b"refused"), &[]);
-    let request = Request::Produce(ProduceRequest {
-        acks: Acks::All,
-        timeout_ms: 1_000,
-        partitions: vec![ProducePartition {
-            partition: tp.clone(),
-            batch: batch.build(),
-        }],
-    });
-    let (tx, rx) = std::sync::mpsc::channel();
-    setup.cluster.transport().send(
-        Peer::Client(7),
-        leader,
-        request,
-        Reply::new(leader, move |r| tx.send(r).unwrap()),
-    );
-    let Ok(Response::Produce(response)) = rx.recv_timeout(WAIT).unwrap() else {
-        panic!("no produce response")
-    };
-    let result = &response.partitions[0].result;
+    let result = raw_produce(&setup, "min", leader, b"refused");
     assert!(
         matches!(
             result,
@@ -339,28 +349,7 @@ fn a_stale_leader_behind_a_partition_cannot_acknowledge_acks_all() {
         .collect();
     setup.faults.partition(&[&[old], &others]);
     // A client that still reaches the old leader sends it an acks=all write.
-    let tp = TopicPartition::new("stale", 0).unwrap();
-    let mut batch = RecordBatchBuilder::new();
-    batch.append(1, None, Some(b"split brain"), &[]);
-    let request = Request::Produce(ProduceRequest {
-        acks: Acks::All,
-        timeout_ms: 1_000,
-        partitions: vec![ProducePartition {
-            partition: tp,
-            batch: batch.build(),
-        }],
-    });
-    let (tx, rx) = std::sync::mpsc::channel();
-    setup.cluster.transport().send(
-        Peer::Client(7),
-        old,
-        request,
-        Reply::new(old, move |r| tx.send(r).unwrap()),
-    );
-    let Ok(Response::Produce(response)) = rx.recv_timeout(WAIT).unwrap() else {
-        panic!("no produce response")
-    };
-    let result = &response.partitions[0].result;
+    let result = raw_produce(&setup, "stale", old, b"split brain");
     assert!(
         result.is_err(),
         "the stale leader acknowledged an acks=all write: {result:?}"

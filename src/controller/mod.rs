@@ -694,9 +694,7 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
             isr,
             partition_epoch,
         } => {
-            if let Some(topic) = metadata.topics.get_mut(name.as_str())
-                && let Some(p) = Arc::make_mut(topic).partitions.get_mut(*partition as usize)
-            {
+            if let Some(p) = partition_mut(metadata, name, *partition) {
                 p.leader = *leader;
                 p.leader_epoch = *leader_epoch;
                 p.isr = isr.clone();
@@ -720,9 +718,7 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
             isr,
             partition_epoch,
         } => {
-            if let Some(topic) = metadata.topics.get_mut(name.as_str())
-                && let Some(p) = Arc::make_mut(topic).partitions.get_mut(*partition as usize)
-            {
+            if let Some(p) = partition_mut(metadata, name, *partition) {
                 p.replicas = replicas.clone();
                 p.reassigning_to = reassigning_to.clone();
                 p.leader = *leader;
@@ -732,6 +728,16 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
             }
         }
     }
+}
+
+/// The partition `name`-`partition` in `metadata`, for a change to apply.
+fn partition_mut<'a>(
+    metadata: &'a mut ClusterMetadata,
+    name: &str,
+    partition: u32,
+) -> Option<&'a mut PartitionMetadata> {
+    let topic = metadata.topics.get_mut(name)?;
+    Arc::make_mut(topic).partitions.get_mut(partition as usize)
 }
 
 /// Kafka's replica placement: `count` partitions numbered from
