@@ -383,6 +383,129 @@ pub enum Error {
         /// The partition.
         partition: TopicPartition,
     },
+
+    /// The broker asked is not (or no longer) the coordinator of the group:
+    /// the leader of its `__consumer_offsets` partition moved (Kafka:
+    /// `NOT_COORDINATOR`). The client finds the coordinator again.
+    #[error("broker {node} is not the coordinator of group {group:?}")]
+    NotCoordinator {
+        /// The group.
+        group: String,
+        /// The broker that answered.
+        node: u32,
+    },
+
+    /// The coordinator is still reading its `__consumer_offsets` partition
+    /// after becoming leader (Kafka: `COORDINATOR_LOAD_IN_PROGRESS`).
+    #[error("the coordinator of group {group:?} is loading its state")]
+    CoordinatorLoadInProgress {
+        /// The group.
+        group: String,
+    },
+
+    /// No coordinator can be found: the group's `__consumer_offsets`
+    /// partition has no leader right now (Kafka: `COORDINATOR_NOT_AVAILABLE`).
+    #[error("no coordinator is available for group {group:?}")]
+    CoordinatorNotAvailable {
+        /// The group.
+        group: String,
+    },
+
+    /// A group id that is empty or too long (Kafka: `INVALID_GROUP_ID`).
+    #[error("invalid group id {group:?}: {reason}")]
+    InvalidGroupId {
+        /// The refused id.
+        group: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// The group has no members and no committed offsets (Kafka:
+    /// `GROUP_ID_NOT_FOUND`).
+    #[error("group {group:?} does not exist")]
+    GroupIdNotFound {
+        /// The group.
+        group: String,
+    },
+
+    /// The group has active members, so its offsets cannot be reset (Kafka:
+    /// `NON_EMPTY_GROUP`; stop the consumers first).
+    #[error("group {group:?} has {members} active member(s)")]
+    NonEmptyGroup {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
+
+    /// The coordinator does not know the member: it left, or was removed
+    /// after missing `session_timeout_ms` or `max_poll_interval_ms` (Kafka:
+    /// `UNKNOWN_MEMBER_ID`). Its partitions are lost and it must rejoin.
+    #[error("member {member_id:?} is not in group {group:?}")]
+    UnknownMemberId {
+        /// The group.
+        group: String,
+        /// The member.
+        member_id: String,
+    },
+
+    /// The member's epoch (generation) is stale: the group moved on without
+    /// it (Kafka: `FENCED_MEMBER_EPOCH` / `ILLEGAL_GENERATION`). A commit
+    /// carrying it is refused, so a zombie cannot overwrite offsets.
+    #[error("member {member_id:?} of group {group:?} is fenced: epoch {epoch}, current {current}")]
+    FencedMemberEpoch {
+        /// The group.
+        group: String,
+        /// The member.
+        member_id: String,
+        /// The epoch the member sent.
+        epoch: i32,
+        /// The epoch the coordinator holds for it.
+        current: i32,
+    },
+
+    /// Another consumer joined with the same `group_instance_id` and
+    /// replaced this one (Kafka: `FENCED_INSTANCE_ID`).
+    #[error("group {group:?}: instance {instance_id:?} was taken over by a newer member")]
+    FencedInstanceId {
+        /// The group.
+        group: String,
+        /// The static member's instance id.
+        instance_id: String,
+    },
+
+    /// The member asked for an assignor the group does not use, or one no
+    /// broker knows (Kafka: `INCONSISTENT_GROUP_PROTOCOL` /
+    /// `UNSUPPORTED_ASSIGNOR`).
+    #[error("group {group:?}: assignor {requested:?} is not usable: {reason}")]
+    InconsistentGroupProtocol {
+        /// The group.
+        group: String,
+        /// The assignor the member asked for.
+        requested: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+
+    /// An assignor returned an assignment that breaks the rules of
+    /// [`Assignor`](crate::group::Assignor) (a partition twice, to an
+    /// unsubscribed member, or one that does not exist).
+    #[error("assignor {assignor:?} returned an invalid assignment: {reason}")]
+    InvalidAssignment {
+        /// The assignor.
+        assignor: String,
+        /// The broken rule.
+        reason: String,
+    },
+
+    /// A subscription pattern that does not compile as a regular expression.
+    #[error("invalid subscription pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// The regex compiler's message.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -407,6 +530,9 @@ impl Error {
                 | Error::RequestTimedOut { .. }
                 | Error::BufferExhausted { .. }
                 | Error::Network { .. }
+                | Error::NotCoordinator { .. }
+                | Error::CoordinatorLoadInProgress { .. }
+                | Error::CoordinatorNotAvailable { .. }
         )
     }
 

@@ -70,6 +70,7 @@ pub mod client;
 pub mod cluster;
 mod controller;
 mod error;
+pub mod group;
 pub mod protocol;
 pub mod record;
 pub mod replication;

@@ -53,7 +53,44 @@ pub struct LogConfig {
     /// in-sync one is alive, trading committed records for availability
     /// (Kafka's `unclean.leader.election.enable`, default false).
     pub unclean_leader_election_enable: bool,
+    /// What happens to old records: deleted by retention, compacted to the
+    /// latest record per key, or both (Kafka's `cleanup.policy`, default
+    /// delete). `__consumer_offsets` is compacted.
+    pub cleanup_policy: CleanupPolicy,
+    /// How long a compacted log keeps a tombstone (a record with a key and no
+    /// value) after the cleaner first sees it, so that consumers reading from
+    /// the start still see the deletion (Kafka's `delete.retention.ms`,
+    /// default 1 day).
+    pub delete_retention_ms: Millis,
 }
+
+/// What a log does with records it no longer needs (Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum CleanupPolicy {
+    /// Delete whole segments by `retention_ms` / `retention_bytes` (`delete`).
+    #[default]
+    Delete,
+    /// Keep only the latest record of every key in sealed segments; records
+    /// without a key are refused (`compact`).
+    Compact,
+    /// Both: compact, and delete segments past retention (`compact,delete`).
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether the log cleaner compacts this log.
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether retention deletes old segments of this log.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+}
+
+/// One day in milliseconds, Kafka's default for `delete.retention.ms`.
+pub const ONE_DAY_MS: Millis = 24 * 60 * 60 * 1000;
 
 /// Seven days in milliseconds, Kafka's default for `segment.ms` and `retention.ms`.
 pub const SEVEN_DAYS_MS: Millis = 7 * 24 * 60 * 60 * 1000;
@@ -71,6 +108,8 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: ONE_DAY_MS,
         }
     }
 }
@@ -123,6 +162,9 @@ impl LogConfig {
                 "flush_ms",
                 "must be positive (None leaves flushing to the OS)",
             ));
+        }
+        if self.delete_retention_ms < 0 {
+            return Err(Error::config("delete_retention_ms", "must not be negative"));
         }
         if self.min_insync_replicas == 0 {
             return Err(Error::config("min_insync_replicas", "must be at least 1"));

@@ -125,7 +125,7 @@ mod log;
 mod memory;
 
 pub use checkpoint::Checkpoint;
-pub use config::{LogConfig, SEVEN_DAYS_MS};
+pub use config::{CleanupPolicy, LogConfig, ONE_DAY_MS, SEVEN_DAYS_MS};
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use file::FileStorage;
 pub use memory::MemoryStorage;
