@@ -15,4 +15,7 @@
 
 pub mod assignor;
 
-pub use assignor::{Assignment, Assignor, MemberSubscription, RebalanceProtocol};
+pub use assignor::{
+    Assignment, Assignor, CooperativeStickyAssignor, MemberSubscription, RangeAssignor,
+    RebalanceProtocol, RoundRobinAssignor, StickyAssignor, built_in_assignors,
+};
