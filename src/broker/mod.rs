@@ -18,6 +18,7 @@
 //! sent.
 
 mod fetcher;
+mod groups;
 mod purgatory;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::controller::CONTROLLER_ID;
 use crate::error::{Error, Result};
+use crate::group::Assignor;
+use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::Acks;
 use crate::protocol::{
     AlterPartitionRequest, BrokerHeartbeatRequest, ClusterMetadata, FetchPartition, FetchRequest,
@@ -46,7 +49,7 @@ use crate::storage::{PartitionLog, Storage};
 use crate::time::{Clock, Millis};
 use crate::topic::{INTERNAL_TOPIC_PREFIX, TopicPartition};
 use crate::transport::{Peer, Reply, RequestHandler, Transport};
-use purgatory::{PendingFetch, PendingProduce, Purgatory};
+use purgatory::{PendingFetch, PendingGroup, PendingProduce, Purgatory};
 
 /// Longest the runtime thread sleeps between checks, so deadlines are met
 /// within this much even under a [`ManualClock`](crate::ManualClock).
@@ -71,6 +74,20 @@ pub struct BrokerConfig {
     /// partitions get new leaders (Kafka's `broker.session.timeout.ms`,
     /// default 9,000). Must exceed `broker_heartbeat_interval_ms`.
     pub broker_session_timeout_ms: u64,
+    /// Partitions of `__consumer_offsets`, fixed when the first group makes
+    /// a broker create it (Kafka's `offsets.topic.num.partitions`, default 50).
+    pub offsets_topic_num_partitions: u32,
+    /// Replicas of each `__consumer_offsets` partition, capped by the live
+    /// brokers at creation (Kafka's `offsets.topic.replication.factor`,
+    /// default 3).
+    pub offsets_topic_replication_factor: u16,
+    /// Segment size of `__consumer_offsets` (Kafka's
+    /// `offsets.topic.segment.bytes`, default 104,857,600).
+    pub offsets_topic_segment_bytes: u64,
+    /// Longest a commit (or any group change) waits to be replicated before
+    /// it fails with `RequestTimedOut` (Kafka's `offsets.commit.timeout.ms`,
+    /// default 5,000).
+    pub offsets_commit_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -81,6 +98,10 @@ impl Default for BrokerConfig {
             replica_fetch_wait_max_ms: 500,
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            offsets_topic_segment_bytes: 100 << 20,
+            offsets_commit_timeout_ms: 5_000,
         }
     }
 }
@@ -100,12 +121,42 @@ impl BrokerConfig {
                 self.broker_heartbeat_interval_ms,
             ),
             ("broker_session_timeout_ms", self.broker_session_timeout_ms),
+            ("offsets_commit_timeout_ms", self.offsets_commit_timeout_ms),
         ] {
             crate::client::at_most_max_ms(field, ms)?;
             if ms == 0 {
                 return Err(Error::config(field, "must be positive"));
             }
         }
+        if self.offsets_topic_num_partitions == 0
+            || self.offsets_topic_num_partitions > crate::MAX_PARTITIONS_PER_TOPIC
+        {
+            return Err(Error::config(
+                "offsets_topic_num_partitions",
+                format!("must be within 1..={}", crate::MAX_PARTITIONS_PER_TOPIC),
+            ));
+        }
+        if self.offsets_topic_replication_factor == 0 {
+            return Err(Error::config(
+                "offsets_topic_replication_factor",
+                "must be at least 1",
+            ));
+        }
+        crate::storage::LogConfig {
+            segment_bytes: self.offsets_topic_segment_bytes,
+            ..crate::storage::LogConfig::default()
+        }
+        .validate()
+        .map_err(|_| {
+            Error::config(
+                "offsets_topic_segment_bytes",
+                format!(
+                    "{} is outside 1024..={}",
+                    self.offsets_topic_segment_bytes,
+                    i32::MAX
+                ),
+            )
+        })?;
         if self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms {
             return Err(Error::config(
                 "broker_session_timeout_ms",
@@ -163,6 +214,12 @@ struct BrokerShared {
     /// Set first by shutdown and crash: requests are refused from then on.
     shutting_down: AtomicBool,
     truncations: Mutex<Vec<Truncation>>,
+    /// The coordinator of the groups whose `__consumer_offsets` partition
+    /// this broker leads. Lock order: `groups` before a partition's state.
+    groups: Mutex<GroupCoordinator>,
+    group_waits: Mutex<Purgatory<PendingGroup>>,
+    /// When this broker last asked for `__consumer_offsets` to be created.
+    offsets_topic_requested: Mutex<Option<Millis>>,
 }
 
 impl std::fmt::Debug for BrokerShared {
@@ -258,6 +315,7 @@ impl Broker {
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         transport: Arc<dyn Transport>,
+        assignors: Vec<Arc<dyn Assignor>>,
     ) -> Result<Self> {
         config.validate()?;
         let shared = Arc::new(BrokerShared {
@@ -276,6 +334,9 @@ impl Broker {
             fetcher: fetcher::FetcherHandle::default(),
             shutting_down: AtomicBool::new(false),
             truncations: Mutex::new(Vec::new()),
+            groups: Mutex::new(GroupCoordinator::new(id, assignors)),
+            group_waits: Mutex::new(Purgatory::default()),
+            offsets_topic_requested: Mutex::new(None),
         });
         transport.register(id, shared.clone())?;
         let spawn = |name: String, f: fn(&BrokerShared)| {
@@ -320,7 +381,12 @@ impl Broker {
         }
         let fetches = shared.fetches.lock().drain();
         let produces = shared.produces.lock().drain();
+        let group_waits = shared.group_waits.lock().drain();
         if graceful {
+            let now = shared.clock.now_ms();
+            for wait in group_waits {
+                let _ = shared.finish_group(wait, now, true);
+            }
             for fetch in fetches {
                 let (response, _, _) = shared.read_fetch(&fetch.request);
                 fetch.reply.send(Ok(Response::Fetch(response)));
@@ -415,6 +481,45 @@ impl RequestHandler for BrokerShared {
             | Request::RegisterBroker(_) => {
                 reply.send(Err(Error::NotController { broker: self.id }))
             }
+            Request::FindCoordinator(group) => {
+                reply.send(self.find_coordinator(&group).map(Response::FindCoordinator))
+            }
+            Request::GroupHeartbeat(request) => {
+                let group = request.group.clone();
+                self.coordinate(
+                    &group,
+                    reply,
+                    |c, p, topics, now| c.heartbeat(p, request, topics, now),
+                    Response::GroupHeartbeat,
+                );
+            }
+            Request::OffsetCommit(request) => {
+                let group = request.group.clone();
+                self.coordinate(
+                    &group,
+                    reply,
+                    |c, p, _, now| c.commit(p, request, now),
+                    |()| Response::OffsetCommit,
+                );
+            }
+            Request::OffsetFetch(request) => {
+                let group = request.group.clone();
+                self.coordinate(
+                    &group,
+                    reply,
+                    |c, p, _, _| c.fetch_offsets(p, &request),
+                    Response::OffsetFetch,
+                );
+            }
+            Request::ListGroups => reply.send(Ok(Response::ListGroups(self.groups.lock().list()))),
+            Request::DescribeGroup(group) => {
+                self.coordinate(
+                    &group.clone(),
+                    reply,
+                    |c, p, _, _| c.describe(p, &group),
+                    Response::DescribeGroup,
+                );
+            }
         }
     }
 }
@@ -476,6 +581,12 @@ impl BrokerShared {
         if batch.is_control() {
             return Err(Error::InvalidRecord {
                 reason: "clients cannot write control batches".into(),
+            });
+        }
+        if tp.topic().starts_with(INTERNAL_TOPIC_PREFIX) {
+            return Err(Error::InvalidTopic {
+                name: tp.topic().to_string(),
+                reason: "internal topics are written by the brokers only",
             });
         }
         let partition = self.leader_partition(tp)?;
@@ -804,6 +915,10 @@ impl BrokerShared {
         let produces = self.produces.lock().take_watching(tp);
         for produce in produces {
             self.settle_produce(produce);
+        }
+        let waits = self.group_waits.lock().take_watching(tp);
+        for wait in waits {
+            self.settle_group(wait);
         }
     }
 
@@ -1176,6 +1291,13 @@ impl BrokerShared {
             for produce in expired {
                 self.settle_produce(produce);
             }
+            let expired = self.group_waits.lock().expire(now);
+            for wait in expired {
+                self.settle_group(wait);
+            }
+            if self.next_group_deadline().is_some_and(|at| now >= at) {
+                self.tick_groups(now);
+            }
             if now >= next_heartbeat {
                 self.send_heartbeat();
                 next_heartbeat = now + heartbeat_every;
@@ -1191,6 +1313,8 @@ impl BrokerShared {
             let next = [
                 self.fetches.lock().next_deadline(),
                 self.produces.lock().next_deadline(),
+                self.group_waits.lock().next_deadline(),
+                self.next_group_deadline(),
                 Some(next_heartbeat),
                 Some(next_isr),
                 Some(next_retention),
@@ -1231,7 +1355,10 @@ impl BrokerShared {
         }
         self.send_proposals(proposals);
         for tp in &moved {
-            if self.produces.lock().len() > 0 || self.fetches.lock().len() > 0 {
+            if self.produces.lock().len() > 0
+                || self.fetches.lock().len() > 0
+                || self.group_waits.lock().len() > 0
+            {
                 self.partition_moved(tp);
             }
         }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::protocol::{FetchRequest, ProducedPartition};
+use crate::protocol::{FetchRequest, ProducedPartition, Response};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
 use crate::transport::Reply;
@@ -39,6 +39,19 @@ impl PendingProduce {
             .iter()
             .map(|&(i, _, _)| &self.results[i].partition)
     }
+}
+
+/// A parked group request: its answer, sent once the coordinator's
+/// partition has committed the group's records up to `required`.
+#[derive(Debug)]
+pub(crate) struct PendingGroup {
+    pub(crate) reply: Reply,
+    pub(crate) response: Response,
+    pub(crate) partition: TopicPartition,
+    pub(crate) required: u64,
+    pub(crate) leader_epoch: i32,
+    pub(crate) group: String,
+    pub(crate) deadline: Millis,
 }
 
 /// Parked requests of one kind, indexed by partition and deadline.

@@ -1,15 +1,24 @@
-//! The admin client: topics, partitions and the cluster's shape.
+//! The admin client: topics, partitions, consumer groups and the cluster's
+//! shape.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::core::{ClientCore, unexpected};
+use super::group::GroupClient;
 use super::{AdminConfig, Bootstrap};
 use crate::error::{Error, Result};
+use crate::group::{
+    CONSUMER_OFFSETS_TOPIC, GroupDescription, GroupListing, OffsetAndMetadata,
+    offsets_partition_for,
+};
+use crate::protocol::OffsetSpec;
 use crate::protocol::{
     AlterPartitionReassignmentsRequest, BrokerInfo, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteTopicsRequest, NodeId, Request, Response, TopicMetadata, TopicResults,
 };
+use crate::topic::INTERNAL_TOPIC_PREFIX;
 use crate::topic::{NewTopic, TopicPartition};
 
 /// The brokers of a cluster and which one is the controller.
@@ -21,7 +30,52 @@ pub struct ClusterDescription {
     pub controller: Option<NodeId>,
 }
 
-/// Creates, grows, deletes and describes topics.
+/// One partition of a consumer group, as `kafka-consumer-groups --describe`
+/// prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The group's committed offset (`None`: nothing committed).
+    pub current_offset: Option<u64>,
+    /// The partition's end: its high watermark (the next offset a committed
+    /// record gets).
+    pub log_end_offset: u64,
+    /// How far the group is behind: `log_end_offset - current_offset`
+    /// (`None` without a committed offset).
+    pub lag: Option<u64>,
+    /// The member that owns the partition now, if any.
+    pub member_id: Option<String>,
+    /// That member's `client_id`.
+    pub client_id: Option<String>,
+}
+
+/// A consumer group with its lag per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupDescription {
+    /// Members, assignment, state and committed offsets, from the coordinator.
+    pub description: GroupDescription,
+    /// Every partition the group has an offset for or a member owns, sorted.
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// Where [`Admin::reset_group_offsets`] moves a group's offsets (as
+/// `kafka-consumer-groups --reset-offsets --to-…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// The first offset still in each log.
+    Earliest,
+    /// Each partition's high watermark: skip everything there is.
+    Latest,
+    /// The first offset whose timestamp is at or after this (ms); the end of
+    /// the log if there is none.
+    Timestamp(i64),
+    /// This offset, clamped to the log's range.
+    Offset(u64),
+}
+
+/// Creates, grows, deletes and describes topics; lists, describes and
+/// resets consumer groups.
 ///
 /// Every call blocks until the controller has recorded the change and sent
 /// it to every reachable broker (or fails), retrying retriable errors for up
@@ -108,10 +162,16 @@ impl Admin {
             })
     }
 
-    /// The names of all topics, sorted.
+    /// The names of all topics but the internal ones (`__consumer_offsets`),
+    /// sorted.
     pub fn list_topics(&self) -> Result<Vec<String>> {
         let metadata = self.core.refresh_metadata(self.timeout())?;
-        let mut names: Vec<String> = metadata.topics.keys().map(|n| n.to_string()).collect();
+        let mut names: Vec<String> = metadata
+            .topics
+            .keys()
+            .filter(|n| !n.starts_with(INTERNAL_TOPIC_PREFIX))
+            .map(|n| n.to_string())
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -198,6 +258,175 @@ impl Admin {
             Response::AlterPartitionReassignments(results) => Ok(results),
             other => Err(unexpected("AlterPartitionReassignments", &other)),
         }
+    }
+}
+
+impl Admin {
+    fn group_client(&self, group: &str) -> Result<GroupClient> {
+        crate::group::validate_group_id(group)?;
+        Ok(GroupClient::new(
+            self.core.clone(),
+            group.to_string(),
+            self.timeout(),
+            Duration::from_millis(self.config.retry_backoff_ms),
+        ))
+    }
+
+    /// Every consumer group the cluster knows (with members or committed
+    /// offsets), sorted by id, as their coordinators report them.
+    pub fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        let metadata = self.core.refresh_metadata(self.timeout())?;
+        let deadline = Instant::now() + self.timeout();
+        // The coordinator of a group is the leader of its partition; a
+        // broker that just lost the partition may still list it.
+        let offsets = metadata.topics.get(CONSUMER_OFFSETS_TOPIC).cloned();
+        let mut groups: BTreeMap<String, GroupListing> = BTreeMap::new();
+        for &node in &metadata.brokers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let listed = match self.core.call(node, Request::ListGroups, left) {
+                Ok(Response::ListGroups(listed)) => listed,
+                Ok(other) => return Err(unexpected("ListGroups", &other)),
+                Err(e) if e.is_retriable() => continue,
+                Err(e) => return Err(e),
+            };
+            for listing in listed {
+                let current = offsets.as_ref().is_some_and(|t| {
+                    let p = offsets_partition_for(&listing.group, t.partitions.len() as u32);
+                    t.partitions.get(p as usize).and_then(|p| p.leader) == Some(node)
+                });
+                if current || !groups.contains_key(&listing.group) {
+                    groups.insert(listing.group.clone(), listing);
+                }
+            }
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    /// A group's members, assignment and committed offsets, with the lag of
+    /// every partition it has an offset for or owns (what
+    /// `kafka-consumer-groups --describe` prints). A group without members
+    /// or offsets is [`Error::GroupIdNotFound`].
+    pub fn describe_group(&self, group: &str) -> Result<ConsumerGroupDescription> {
+        let client = self.group_client(group)?;
+        let deadline = Instant::now() + self.timeout();
+        let description =
+            match client.call(|| Request::DescribeGroup(group.to_string()), deadline)? {
+                Response::DescribeGroup(d) => d,
+                other => return Err(unexpected("ConsumerGroupDescribe", &other)),
+            };
+        let mut owners: BTreeMap<TopicPartition, (String, String)> = BTreeMap::new();
+        for m in &description.members {
+            for tp in m.assignment.iter().chain(&m.pending_revocation) {
+                owners.insert(tp.clone(), (m.member_id.clone(), m.client_id.clone()));
+            }
+        }
+        let partitions: BTreeSet<TopicPartition> = description
+            .offsets
+            .keys()
+            .chain(owners.keys())
+            .cloned()
+            .collect();
+        let ends = self.core.list_offsets(
+            partitions
+                .iter()
+                .map(|tp| (tp.clone(), OffsetSpec::Latest))
+                .collect(),
+            deadline,
+        )?;
+        let partitions = partitions
+            .into_iter()
+            .map(|tp| {
+                let current_offset = description.offsets.get(&tp).map(|o| o.offset);
+                let log_end_offset = ends.get(&tp).cloned().flatten().map_or(0, |o| o.offset);
+                let owner = owners.get(&tp);
+                PartitionLag {
+                    lag: current_offset.map(|c| log_end_offset.saturating_sub(c)),
+                    current_offset,
+                    log_end_offset,
+                    member_id: owner.map(|o| o.0.clone()),
+                    client_id: owner.map(|o| o.1.clone()),
+                    partition: tp,
+                }
+            })
+            .collect();
+        Ok(ConsumerGroupDescription {
+            description,
+            partitions,
+        })
+    }
+
+    /// Moves a group's committed offsets for `partitions` to `to`, as
+    /// `kafka-consumer-groups --reset-offsets --execute` does, and returns
+    /// the new offsets. The group must have no members
+    /// ([`Error::NonEmptyGroup`]): stop its consumers first.
+    pub fn reset_group_offsets(
+        &self,
+        group: &str,
+        partitions: impl IntoIterator<Item = TopicPartition>,
+        to: OffsetReset,
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
+        let client = self.group_client(group)?;
+        let deadline = Instant::now() + self.timeout();
+        let partitions: Vec<TopicPartition> = partitions.into_iter().collect();
+        match client.call(|| Request::DescribeGroup(group.to_string()), deadline) {
+            Ok(Response::DescribeGroup(d)) if !d.members.is_empty() => {
+                return Err(Error::NonEmptyGroup {
+                    group: group.to_string(),
+                    members: d.members.len(),
+                });
+            }
+            Ok(_) | Err(Error::GroupIdNotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let ask = |spec: OffsetSpec| {
+            self.core.list_offsets(
+                partitions.iter().map(|tp| (tp.clone(), spec)).collect(),
+                deadline,
+            )
+        };
+        let earliest = ask(OffsetSpec::Earliest)?;
+        let latest = ask(OffsetSpec::Latest)?;
+        let found = match to {
+            OffsetReset::Timestamp(ts) => Some(ask(OffsetSpec::Timestamp(ts))?),
+            _ => None,
+        };
+        let offset_of =
+            |map: &std::collections::HashMap<
+                TopicPartition,
+                Option<crate::protocol::OffsetAndTimestamp>,
+            >,
+             tp: &TopicPartition| { map.get(tp).cloned().flatten().map(|o| o.offset) };
+        let mut offsets = BTreeMap::new();
+        for tp in &partitions {
+            let (low, high) = (
+                offset_of(&earliest, tp).unwrap_or(0),
+                offset_of(&latest, tp).unwrap_or(0),
+            );
+            let offset = match to {
+                OffsetReset::Earliest => low,
+                OffsetReset::Latest => high,
+                OffsetReset::Timestamp(_) => found
+                    .as_ref()
+                    .and_then(|f| offset_of(f, tp))
+                    .unwrap_or(high),
+                OffsetReset::Offset(o) => o.clamp(low, high.max(low)),
+            };
+            offsets.insert(tp.clone(), offset);
+        }
+        let commit = offsets
+            .iter()
+            .map(|(tp, &o)| (tp.clone(), OffsetAndMetadata::new(o)))
+            .collect();
+        client
+            .commit((String::new(), -1), commit, deadline)
+            .map_err(|e| match e {
+                Error::UnknownMemberId { .. } => Error::NonEmptyGroup {
+                    group: group.to_string(),
+                    members: 1,
+                },
+                other => other,
+            })?;
+        Ok(offsets)
     }
 }
 

@@ -290,6 +290,35 @@ pub struct ConsumerConfig {
     pub default_api_timeout_ms: u64,
     /// Metadata older than this is refreshed before use, in ms (default 300,000).
     pub metadata_max_age_ms: u64,
+    /// The consumer group to join with [`subscribe`](super::Consumer::subscribe)
+    /// and to commit offsets for (default `None`: no group; only `assign`).
+    pub group_id: Option<String>,
+    /// Makes the consumer a static member: restarting with the same id
+    /// within `session_timeout_ms` takes its partitions back without a
+    /// rebalance (default `None`).
+    pub group_instance_id: Option<String>,
+    /// Commit the positions of consumed partitions in the background every
+    /// `auto_commit_interval_ms`, before partitions are revoked, and on close
+    /// (default true; at-least-once).
+    pub enable_auto_commit: bool,
+    /// How often auto-commit runs, in ms (default 5,000).
+    pub auto_commit_interval_ms: u64,
+    /// The coordinator removes a member it has not heard from for this
+    /// long, and moves its partitions, in ms (default 45,000).
+    pub session_timeout_ms: u64,
+    /// How often the consumer heartbeats to its coordinator, in ms (default
+    /// 3,000); below `session_timeout_ms`.
+    pub heartbeat_interval_ms: u64,
+    /// A member that does not call `poll` for this long leaves the group and
+    /// its partitions move; also how long it may take to give up revoked
+    /// partitions, in ms (default 300,000).
+    pub max_poll_interval_ms: u64,
+    /// The assignor the group uses, by name: `range` (default, as Kafka),
+    /// `roundrobin`, `sticky`, `cooperative-sticky`, or a custom one the
+    /// cluster was built with.
+    pub partition_assignment_strategy: String,
+    /// Wait before retrying a failed group request, in ms (default 100).
+    pub retry_backoff_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -306,6 +335,15 @@ impl Default for ConsumerConfig {
             request_timeout_ms: 30_000,
             default_api_timeout_ms: 60_000,
             metadata_max_age_ms: 300_000,
+            group_id: None,
+            group_instance_id: None,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            max_poll_interval_ms: 300_000,
+            partition_assignment_strategy: "range".to_string(),
+            retry_backoff_ms: 100,
         }
     }
 }
@@ -317,8 +355,43 @@ impl ConsumerConfig {
             ("request_timeout_ms", self.request_timeout_ms),
             ("default_api_timeout_ms", self.default_api_timeout_ms),
             ("metadata_max_age_ms", self.metadata_max_age_ms),
+            ("auto_commit_interval_ms", self.auto_commit_interval_ms),
+            ("session_timeout_ms", self.session_timeout_ms),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("max_poll_interval_ms", self.max_poll_interval_ms),
+            ("retry_backoff_ms", self.retry_backoff_ms),
         ] {
             at_most_max_ms(field, ms)?;
+            if field != "retry_backoff_ms" {
+                positive(field, ms)?;
+            }
+        }
+        if let Some(group) = &self.group_id {
+            crate::group::validate_group_id(group)?;
+        }
+        match &self.group_instance_id {
+            Some(_) if self.group_id.is_none() => {
+                return Err(Error::config("group_instance_id", "needs a group_id"));
+            }
+            Some(id) if id.is_empty() => {
+                return Err(Error::config("group_instance_id", "must not be empty"));
+            }
+            _ => {}
+        }
+        if self.heartbeat_interval_ms >= self.session_timeout_ms {
+            return Err(Error::config(
+                "heartbeat_interval_ms",
+                format!(
+                    "must be less than session_timeout_ms ({})",
+                    self.session_timeout_ms
+                ),
+            ));
+        }
+        if self.partition_assignment_strategy.is_empty() {
+            return Err(Error::config(
+                "partition_assignment_strategy",
+                "names no assignor",
+            ));
         }
         positive("fetch_max_bytes", self.fetch_max_bytes.into())?;
         positive(
@@ -362,6 +435,15 @@ config_builder!(
         request_timeout_ms: u64,
         default_api_timeout_ms: u64,
         metadata_max_age_ms: u64,
+        group_id: Option<String>,
+        group_instance_id: Option<String>,
+        enable_auto_commit: bool,
+        auto_commit_interval_ms: u64,
+        session_timeout_ms: u64,
+        heartbeat_interval_ms: u64,
+        max_poll_interval_ms: u64,
+        partition_assignment_strategy: String,
+        retry_backoff_ms: u64,
     }
 );
 

@@ -1,7 +1,9 @@
 //! The consumer: assigned partitions in, records out.
 //!
-//! A [`Consumer`] reads the partitions it is assigned ([`Consumer::assign`];
-//! consumer groups come with the group coordinator). Each partition has a
+//! A [`Consumer`] reads the partitions it is assigned: by hand
+//! ([`Consumer::assign`]), or by its consumer group after
+//! [`Consumer::subscribe`] / [`Consumer::subscribe_pattern`] (see
+//! [`group`](super::group) for membership). Each partition has a
 //! position, the offset of the next record to return. [`Consumer::poll`] sends
 //! fetches to the partitions' leaders (long polls: a broker holds a fetch
 //! until data arrives or `fetch_max_wait_ms` passes), buffers what comes back,
@@ -23,11 +25,15 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::core::{ClientCore, unexpected};
+use super::group::{
+    CommitHandle, ConsumerGroupMetadata, GroupClient, Membership, RebalanceListener,
+};
 use super::{AutoOffsetReset, Bootstrap, ConsumerConfig, DefaultSerde, Deserializer};
 use crate::error::{Error, Result};
+use crate::group::OffsetAndMetadata;
+use crate::protocol::{CommittedOffsets, Subscription};
 use crate::protocol::{
-    FetchPartition, FetchRequest, ListOffsetsRequest, NodeId, OffsetAndTimestamp, OffsetSpec,
-    Request, Response,
+    FetchPartition, FetchRequest, NodeId, OffsetAndTimestamp, OffsetSpec, Request, Response,
 };
 use crate::record::{Header, Record, TimestampType};
 use crate::topic::TopicPartition;
@@ -80,6 +86,10 @@ struct PartitionState {
     fetch_id: Option<u64>,
     retry_at: Option<Instant>,
     buffered: VecDeque<(Record, TimestampType)>,
+    /// The offset after the last fetched batch: once the buffer is drained
+    /// the position moves there, past offsets compaction removed and
+    /// control batches.
+    skip_to: Option<u64>,
 }
 
 struct InFlightFetch {
@@ -89,8 +99,22 @@ struct InFlightFetch {
 
 #[derive(Default)]
 struct FetchInbox {
-    responses: Mutex<Vec<(u64, Result<Response>)>>,
+    responses: Mutex<Inbox>,
     arrived: Condvar,
+}
+
+#[derive(Default)]
+struct Inbox {
+    responses: Vec<(u64, Result<Response>)>,
+    /// The group membership changed: `poll` has something to apply.
+    woken: bool,
+}
+
+impl FetchInbox {
+    fn wake(&self) {
+        self.responses.lock().woken = true;
+        self.arrived.notify_all();
+    }
 }
 
 /// Reads records from assigned partitions; see the [module docs](self).
@@ -125,6 +149,14 @@ pub struct Consumer<K, V> {
     next_fetch: u64,
     drain_from: usize,
     closed: bool,
+    /// The group's coordinator client, with a `group_id`.
+    group: Option<Arc<GroupClient>>,
+    /// Membership, while subscribed.
+    membership: Option<Membership>,
+    listener: Option<Box<dyn RebalanceListener<K, V>>>,
+    /// Set while a listener runs (it must not poll).
+    in_listener: bool,
+    next_auto_commit: Instant,
 }
 
 impl<K, V> std::fmt::Debug for Consumer<K, V> {
@@ -154,8 +186,23 @@ impl<K, V> Consumer<K, V> {
         value_deserializer: impl Deserializer<V> + 'static,
     ) -> Result<Self> {
         config.validate()?;
+        let core = ClientCore::new(bootstrap.into())?;
+        let group = config.group_id.clone().map(|group| {
+            Arc::new(GroupClient::new(
+                core.clone(),
+                group,
+                Duration::from_millis(config.request_timeout_ms),
+                Duration::from_millis(config.retry_backoff_ms),
+            ))
+        });
         Ok(Self {
-            core: ClientCore::new(bootstrap.into())?,
+            core,
+            next_auto_commit: Instant::now()
+                + Duration::from_millis(config.auto_commit_interval_ms),
+            group,
+            membership: None,
+            listener: None,
+            in_listener: false,
             config,
             key_deserializer: Box::new(key_deserializer),
             value_deserializer: Box::new(value_deserializer),
@@ -188,8 +235,16 @@ impl<K, V> Consumer<K, V> {
     /// previous assignment keep their positions. A topic the cluster does not
     /// have is [`Error::UnknownTopicOrPartition`], a partition it does not
     /// have [`Error::InvalidPartition`]; the assignment is then unchanged.
+    /// A subscribed consumer cannot also assign by hand
+    /// ([`Error::InvalidRequest`]; [`unsubscribe`](Self::unsubscribe) first).
     pub fn assign(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) -> Result<()> {
         self.check_open()?;
+        if self.membership.is_some() {
+            return Err(Error::InvalidRequest {
+                reason: "the consumer is subscribed; unsubscribe before assigning partitions"
+                    .into(),
+            });
+        }
         let partitions: Vec<TopicPartition> = partitions.into_iter().collect();
         for tp in &partitions {
             self.core.check_partition(tp, self.api_timeout())?;
@@ -203,8 +258,16 @@ impl<K, V> Consumer<K, V> {
         Ok(())
     }
 
-    /// The assigned partitions.
+    /// The assigned partitions. A group member that was removed from its
+    /// group (or hit its own session or poll limits) owns nothing, even
+    /// before its next `poll` applies that.
     pub fn assignment(&self) -> Vec<TopicPartition> {
+        if let Some(m) = &self.membership {
+            let state = m.shared.state.lock();
+            if state.lost || state.expired(Instant::now(), &m.shared.limits) {
+                return Vec::new();
+            }
+        }
         self.assignment.keys().cloned().collect()
     }
 
@@ -223,14 +286,28 @@ impl<K, V> Consumer<K, V> {
     /// [`Error::RecordDeserialization`] at a record that cannot be read (the
     /// position stays on it), [`Error::CorruptRecord`] for a batch that fails
     /// its CRC.
+    ///
+    /// A subscribed consumer applies its group's assignment changes here
+    /// (calling the [`RebalanceListener`]), commits if auto-commit is due, and
+    /// with nothing assigned yet waits for an assignment instead of failing.
+    /// A member fenced for good fails with [`Error::FencedInstanceId`] or the
+    /// error its coordinator gave.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord<K, V>>> {
         self.check_open()?;
-        if self.assignment.is_empty() {
+        if self.in_listener {
+            return Err(Error::InvalidRequest {
+                reason: "poll cannot be called from a rebalance listener".into(),
+            });
+        }
+        if self.assignment.is_empty() && self.membership.is_none() {
             return Err(Error::NotAssigned);
         }
         let deadline = Instant::now().checked_add(timeout);
         let mut last_round = false;
         loop {
+            self.inbox.responses.lock().woken = false;
+            self.apply_group_changes()?;
+            self.maybe_auto_commit();
             self.handle_responses()?;
             match self.update_positions(None, deadline) {
                 // Positions not found within the poll's time are looked up
@@ -262,13 +339,13 @@ impl<K, V> Consumer<K, V> {
                 .filter(|&at| at > now);
             let timeouts = self.in_flight.values().map(|f| f.deadline);
             let wake = retries.chain(timeouts).chain(deadline).min();
-            let mut responses = self.inbox.responses.lock();
-            if responses.is_empty() {
+            let mut inbox = self.inbox.responses.lock();
+            if inbox.responses.is_empty() && !inbox.woken {
                 match wake {
                     Some(wake) => {
-                        let _ = self.inbox.arrived.wait_until(&mut responses, wake);
+                        let _ = self.inbox.arrived.wait_until(&mut inbox, wake);
                     }
-                    None => self.inbox.arrived.wait(&mut responses),
+                    None => self.inbox.arrived.wait(&mut inbox),
                 }
             }
         }
@@ -281,6 +358,7 @@ impl<K, V> Consumer<K, V> {
         state.position = Some(offset);
         state.reset = None;
         state.buffered.clear();
+        state.skip_to = None;
         Ok(())
     }
 
@@ -315,6 +393,7 @@ impl<K, V> Consumer<K, V> {
             state.position = None;
             state.reset = Some(spec);
             state.buffered.clear();
+            state.skip_to = None;
         }
         Ok(())
     }
@@ -422,10 +501,312 @@ impl<K, V> Consumer<K, V> {
     }
 
     /// Stops the consumer; later calls fail with [`Error::ClientClosed`].
+    /// A group member first commits its positions (with auto-commit) and
+    /// leaves the group, so its partitions move at once; a static member
+    /// keeps them until its session times out, waiting for its restart.
     pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        if self.config.enable_auto_commit && self.group.is_some() {
+            let _ = self.commit_sync();
+        }
+        if let Some(mut membership) = self.membership.take() {
+            membership.stop(true);
+        }
         self.closed = true;
         self.assignment.clear();
         self.in_flight.clear();
+    }
+
+    // ----- groups --------------------------------------------------------------
+
+    /// Joins the consumer's group (`group_id`) and reads the partitions of
+    /// `topics` it is assigned, from the group's committed offsets (else
+    /// `auto_offset_reset`). Calling it again changes the subscription.
+    /// Needs a `group_id` ([`Error::InvalidGroupId`]); a consumer that
+    /// assigned partitions by hand cannot subscribe ([`Error::InvalidRequest`]).
+    pub fn subscribe<S: Into<String>>(
+        &mut self,
+        topics: impl IntoIterator<Item = S>,
+    ) -> Result<()> {
+        let topics: std::collections::BTreeSet<String> =
+            topics.into_iter().map(Into::into).collect();
+        for topic in &topics {
+            crate::topic::validate_topic_name(topic)?;
+        }
+        self.set_subscription(Subscription::Topics(topics))
+    }
+
+    /// Like [`subscribe`](Self::subscribe), to every topic whose whole name
+    /// matches the regular expression `pattern`, now or created later
+    /// (internal topics excluded). A pattern that does not compile is
+    /// [`Error::InvalidPattern`].
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
+        let subscription = Subscription::Pattern(pattern.to_string());
+        crate::group::coordinator::compile(&subscription)?;
+        self.set_subscription(subscription)
+    }
+
+    fn set_subscription(&mut self, subscription: Subscription) -> Result<()> {
+        self.check_open()?;
+        let Some(group) = self.group.clone() else {
+            return Err(Error::InvalidGroupId {
+                group: String::new(),
+                reason: "subscribing needs a group_id in the consumer's config",
+            });
+        };
+        if self.membership.is_none() && !self.assignment.is_empty() {
+            return Err(Error::InvalidRequest {
+                reason: "the consumer assigned partitions by hand; assign an empty set before subscribing".into(),
+            });
+        }
+        if self.membership.is_none() {
+            let inbox = self.inbox.clone();
+            self.membership = Some(Membership::start(group, &self.config, move || {
+                inbox.wake()
+            })?);
+        }
+        if let Some(m) = &self.membership {
+            {
+                let mut state = m.shared.state.lock();
+                state.subscription = Some(subscription);
+                state.last_poll = Instant::now();
+            }
+            m.heartbeat_now();
+        }
+        Ok(())
+    }
+
+    /// Leaves the group (committing first with auto-commit) and drops every
+    /// partition; the consumer may then `assign` or subscribe again.
+    pub fn unsubscribe(&mut self) -> Result<()> {
+        self.check_open()?;
+        if self.membership.is_none() {
+            self.assignment.clear();
+            return Ok(());
+        }
+        if self.config.enable_auto_commit {
+            let _ = self.commit_sync();
+        }
+        if let Some(mut membership) = self.membership.take() {
+            membership.stop(true);
+        }
+        self.assignment.clear();
+        self.in_flight.clear();
+        Ok(())
+    }
+
+    /// Calls `listener` when the group revokes, loses or assigns partitions
+    /// (from inside `poll`, on the caller's thread).
+    pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener<K, V> + 'static) {
+        self.listener = Some(Box::new(listener));
+    }
+
+    /// The consumer's place in its group, if it has a `group_id`.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        let group = self.group.as_ref()?;
+        let (member_id, generation_id) = match &self.membership {
+            Some(m) => {
+                let state = m.shared.state.lock();
+                (state.member_id.clone(), state.epoch)
+            }
+            None => (String::new(), -1),
+        };
+        Some(ConsumerGroupMetadata {
+            group_id: group.group.clone(),
+            member_id,
+            generation_id,
+            group_instance_id: self.config.group_instance_id.clone(),
+        })
+    }
+
+    /// The member id and epoch commits are made as: the membership's, or
+    /// ("", -1) for a consumer outside the group's membership. A member whose
+    /// partitions were lost (not yet dropped by `poll`) cannot commit their
+    /// positions: they are someone else's.
+    fn member(&self) -> Result<(String, i32)> {
+        match (&self.membership, &self.group) {
+            (Some(m), Some(group)) => m
+                .shared
+                .state
+                .lock()
+                .commit_identity(&group.group, &m.shared.limits),
+            _ => Ok((String::new(), -1)),
+        }
+    }
+
+    fn group_client(&self) -> Result<Arc<GroupClient>> {
+        self.group.clone().ok_or_else(|| Error::InvalidGroupId {
+            group: String::new(),
+            reason: "committing offsets needs a group_id in the consumer's config",
+        })
+    }
+
+    /// The position of every assigned partition that has one.
+    fn consumed_offsets(&self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        self.assignment
+            .iter()
+            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), OffsetAndMetadata::new(p))))
+            .collect()
+    }
+
+    /// Commits the positions of all assigned partitions (the offsets after
+    /// the records `poll` returned) and waits until they are replicated.
+    /// Errors: [`Error::UnknownMemberId`] or [`Error::FencedMemberEpoch`] if
+    /// the group moved on without this member (its partitions are someone
+    /// else's now), [`Error::RequestTimedOut`] after `default_api_timeout_ms`.
+    pub fn commit_sync(&mut self) -> Result<()> {
+        let offsets = self.consumed_offsets();
+        self.commit_offsets_sync(offsets)
+    }
+
+    /// Commits the given offsets (the next offset to read per partition) and
+    /// waits until they are replicated.
+    pub fn commit_offsets_sync(
+        &mut self,
+        offsets: impl IntoIterator<Item = (TopicPartition, OffsetAndMetadata)>,
+    ) -> Result<()> {
+        self.check_open()?;
+        let group = self.group_client()?;
+        let offsets: Vec<_> = offsets.into_iter().collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        group.commit(self.member()?, offsets, Instant::now() + self.api_timeout())
+    }
+
+    /// Commits the positions of all assigned partitions without waiting; the
+    /// handle tells the outcome. Not retried: a later commit supersedes it.
+    pub fn commit_async(&mut self) -> Result<CommitHandle> {
+        self.check_open()?;
+        let group = self.group_client()?;
+        Ok(group.commit_async(self.member()?, self.consumed_offsets()))
+    }
+
+    /// The group's committed offsets for `partitions` (absent: none yet).
+    pub fn committed<'a>(
+        &self,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+    ) -> Result<CommittedOffsets> {
+        self.check_open()?;
+        let group = self.group_client()?;
+        let partitions = partitions.into_iter().cloned().collect();
+        group.committed(Some(partitions), Instant::now() + self.api_timeout())
+    }
+
+    fn maybe_auto_commit(&mut self) {
+        if !self.config.enable_auto_commit || self.group.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        if now < self.next_auto_commit {
+            return;
+        }
+        self.next_auto_commit = now + Duration::from_millis(self.config.auto_commit_interval_ms);
+        let offsets = self.consumed_offsets();
+        if let (Some(group), false, Ok(member)) = (&self.group, offsets.is_empty(), self.member()) {
+            let _ = group.commit_async(member, offsets);
+        }
+    }
+
+    /// Applies what the heartbeat thread learned: partitions lost, then
+    /// revoked, then assigned, calling the listener for each step.
+    fn apply_group_changes(&mut self) -> Result<()> {
+        let Some(m) = &self.membership else {
+            return Ok(());
+        };
+        let shared = m.shared.clone();
+        let (lost, target) = {
+            let mut state = shared.state.lock();
+            state.last_poll = Instant::now();
+            if let Some(e) = state.fatal.clone() {
+                drop(state);
+                let lost: Vec<TopicPartition> =
+                    std::mem::take(&mut self.assignment).into_keys().collect();
+                if !lost.is_empty() {
+                    self.call_listener(|l, c| l.on_partitions_lost(c, &lost));
+                }
+                return Err(e);
+            }
+            let lost = std::mem::take(&mut state.lost);
+            if lost {
+                state.owned.clear();
+                state.lost_because = None;
+            }
+            (lost, state.target.take())
+        };
+        if lost {
+            let gone: Vec<TopicPartition> =
+                std::mem::take(&mut self.assignment).into_keys().collect();
+            self.in_flight.clear();
+            if !gone.is_empty() {
+                self.call_listener(|l, c| l.on_partitions_lost(c, &gone));
+            }
+        }
+        let Some((id, target)) = target else {
+            return Ok(());
+        };
+        let revoked: Vec<TopicPartition> = self
+            .assignment
+            .keys()
+            .filter(|tp| !target.contains(*tp))
+            .cloned()
+            .collect();
+        if !revoked.is_empty() {
+            if self.config.enable_auto_commit {
+                let offsets: Vec<_> = self
+                    .consumed_offsets()
+                    .into_iter()
+                    .filter(|(tp, _)| revoked.contains(tp))
+                    .collect();
+                let _ = self.commit_offsets_sync(offsets);
+            }
+            self.call_listener(|l, c| l.on_partitions_revoked(c, &revoked));
+            for tp in &revoked {
+                self.assignment.remove(tp);
+            }
+            shared.state.lock().owned.retain(|tp| !revoked.contains(tp));
+        }
+        let added: Vec<TopicPartition> = target
+            .iter()
+            .filter(|tp| !self.assignment.contains_key(*tp))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let committed = match self.committed(&added) {
+                Ok(committed) => committed,
+                Err(e) => {
+                    // Try again at the next poll, unless a newer assignment
+                    // came meanwhile.
+                    shared.state.lock().target.get_or_insert((id, target));
+                    return if e.is_retriable() { Ok(()) } else { Err(e) };
+                }
+            };
+            for tp in &added {
+                let state = PartitionState {
+                    position: committed.get(tp).map(|o| o.offset),
+                    ..PartitionState::default()
+                };
+                self.assignment.insert(tp.clone(), state);
+            }
+            shared.state.lock().owned.extend(added.iter().cloned());
+            self.call_listener(|l, c| l.on_partitions_assigned(c, &added));
+        }
+        shared.state.lock().acked = id;
+        if let Some(m) = &self.membership {
+            m.heartbeat_now();
+        }
+        Ok(())
+    }
+
+    fn call_listener(&mut self, call: impl FnOnce(&mut dyn RebalanceListener<K, V>, &mut Self)) {
+        if let Some(mut listener) = self.listener.take() {
+            self.in_listener = true;
+            call(listener.as_mut(), self);
+            self.in_listener = false;
+            self.listener = Some(listener);
+        }
     }
 
     // ----- internals ---------------------------------------------------------
@@ -437,78 +818,7 @@ impl<K, V> Consumer<K, V> {
         wanted: Vec<(TopicPartition, OffsetSpec)>,
     ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
         let deadline = Instant::now() + self.api_timeout();
-        self.list_offsets_until(wanted, deadline)
-    }
-
-    fn list_offsets_until(
-        &self,
-        mut wanted: Vec<(TopicPartition, OffsetSpec)>,
-        deadline: Instant,
-    ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
-        let mut found = HashMap::new();
-        loop {
-            let metadata = self.core.metadata();
-            let mut by_node: BTreeMap<NodeId, Vec<(TopicPartition, OffsetSpec)>> = BTreeMap::new();
-            let mut retry = Vec::new();
-            let mut last_error = None;
-            for (tp, spec) in wanted {
-                match metadata.leader(&tp) {
-                    Some(node) => by_node.entry(node).or_default().push((tp, spec)),
-                    None => retry.push((tp, spec)),
-                }
-            }
-            for (node, partitions) in by_node {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let request = Request::ListOffsets(ListOffsetsRequest {
-                    partitions: partitions.clone(),
-                });
-                match self.core.call(node, request, left) {
-                    Ok(Response::ListOffsets(response)) => {
-                        let specs: HashMap<_, _> = partitions.into_iter().collect();
-                        for listed in response.partitions {
-                            match listed.result {
-                                Ok(offset) => {
-                                    found.insert(listed.partition, offset);
-                                }
-                                Err(e) if e.is_retriable() => {
-                                    if let Some(&spec) = specs.get(&listed.partition) {
-                                        retry.push((listed.partition, spec));
-                                    }
-                                    last_error = Some(e);
-                                }
-                                Err(e) => return Err(e),
-                            }
-                        }
-                    }
-                    Ok(other) => return Err(unexpected("ListOffsets", &other)),
-                    Err(e) if e.is_retriable() => {
-                        retry.extend(partitions);
-                        last_error = Some(e);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            if retry.is_empty() {
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(last_error.unwrap_or(Error::RequestTimedOut {
-                    operation: "ListOffsets",
-                    timeout_ms: self.config.default_api_timeout_ms,
-                }));
-            }
-            // Unknown partitions surface here with their own error.
-            for (tp, _) in &retry {
-                self.core
-                    .check_partition(tp, deadline.saturating_duration_since(Instant::now()))?;
-            }
-            std::thread::sleep(
-                FETCH_RETRY_BACKOFF.min(deadline.saturating_duration_since(Instant::now())),
-            );
-            self.core
-                .refresh_metadata(deadline.saturating_duration_since(Instant::now()))?;
-            wanted = retry;
-        }
+        self.core.list_offsets(wanted, deadline)
     }
 
     /// Gives partitions without a position (all, or just `only`) the one
@@ -541,7 +851,7 @@ impl<K, V> Consumer<K, V> {
         }
         let limit = Instant::now() + self.api_timeout();
         let deadline = deadline.map_or(limit, |d| d.min(limit));
-        for (tp, offset) in self.list_offsets_until(wanted, deadline)? {
+        for (tp, offset) in self.core.list_offsets(wanted, deadline)? {
             if let Some(state) = self.assignment.get_mut(&tp)
                 && state.position.is_none()
             {
@@ -631,7 +941,7 @@ impl<K, V> Consumer<K, V> {
                 node,
                 request,
                 Reply::new(node, move |response| {
-                    inbox.responses.lock().push((id, response));
+                    inbox.responses.lock().responses.push((id, response));
                     inbox.arrived.notify_one();
                 }),
             );
@@ -642,7 +952,7 @@ impl<K, V> Consumer<K, V> {
     /// handled; the first error is returned afterwards.
     fn handle_responses(&mut self) -> Result<()> {
         let now = Instant::now();
-        let mut responses = std::mem::take(&mut *self.inbox.responses.lock());
+        let mut responses = std::mem::take(&mut self.inbox.responses.lock().responses);
         let timed_out: Vec<u64> = self
             .in_flight
             .iter()
@@ -714,13 +1024,16 @@ impl<K, V> Consumer<K, V> {
                 let fetch_offset = requested.unwrap_or_default();
                 match part.result {
                     Ok(data) => {
-                        if let Err(e) = buffer(
+                        match buffer(
                             state,
                             &data.records,
                             fetch_offset..data.high_watermark,
                             self.config.check_crcs,
                         ) {
-                            first_error.get_or_insert(e);
+                            Ok(end) => state.skip_to = end,
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
                         }
                     }
                     Err(Error::OffsetOutOfRange { .. })
@@ -769,6 +1082,11 @@ impl<K, V> Consumer<K, V> {
             }
             while out.len() < max {
                 let Some((record, timestamp_type)) = state.buffered.front() else {
+                    if let (Some(end), Some(position)) = (state.skip_to.take(), state.position)
+                        && end > position
+                    {
+                        state.position = Some(end);
+                    }
                     break;
                 };
                 let topic = tp.topic();
@@ -820,20 +1138,32 @@ impl<K, V> Consumer<K, V> {
     }
 }
 
+impl<K, V> Drop for Consumer<K, V> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 /// Appends the records of `records` within `wanted` (from the fetch offset to
-/// the high watermark) to the partition's buffer.
+/// the high watermark) to the partition's buffer. Returns the offset after
+/// the last batch read (within `wanted`), if it read any.
 fn buffer(
     state: &mut PartitionState,
     records: &crate::record::Records,
     wanted: std::ops::Range<u64>,
     check_crcs: bool,
-) -> Result<()> {
+) -> Result<Option<u64>> {
+    let mut end = None;
     for batch in records.batches() {
         let batch = batch?;
         if check_crcs {
             batch.validate()?;
         }
-        if batch.is_control() || batch.last_offset() < wanted.start {
+        if batch.last_offset() < wanted.start {
+            continue;
+        }
+        end = Some(batch.next_offset().min(wanted.end));
+        if batch.is_control() {
             continue;
         }
         let timestamp_type = batch.timestamp_type();
@@ -844,5 +1174,5 @@ fn buffer(
             }
         }
     }
-    Ok(())
+    Ok(end)
 }

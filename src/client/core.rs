@@ -1,6 +1,6 @@
 //! What every client shares: an identity, a transport, and cached metadata.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,11 +9,17 @@ use parking_lot::{Mutex, RwLock};
 
 use super::Bootstrap;
 use crate::error::{Error, Result};
-use crate::protocol::{MetadataRequest, NodeId, Request, Response, TopicMetadata};
+use crate::protocol::{
+    ListOffsetsRequest, MetadataRequest, NodeId, OffsetAndTimestamp, OffsetSpec, Request, Response,
+    TopicMetadata,
+};
 use crate::topic::TopicPartition;
 use crate::transport::{self, Peer, Reply, Transport};
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Wait before asking again for offsets of partitions whose leader failed.
+const LIST_OFFSETS_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The cluster as a client last saw it.
 #[derive(Debug, Default)]
@@ -171,6 +177,77 @@ impl ClientCore {
             });
         }
         Ok(())
+    }
+
+    /// Looks offsets up at the partitions' leaders, retrying retriable
+    /// errors (after a metadata refresh) until `deadline`.
+    pub(crate) fn list_offsets(
+        &self,
+        mut wanted: Vec<(TopicPartition, OffsetSpec)>,
+        deadline: Instant,
+    ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
+        let mut found = HashMap::new();
+        loop {
+            let metadata = self.metadata();
+            let mut by_node: BTreeMap<NodeId, Vec<(TopicPartition, OffsetSpec)>> = BTreeMap::new();
+            let mut retry = Vec::new();
+            let mut last_error = None;
+            for (tp, spec) in wanted {
+                match metadata.leader(&tp) {
+                    Some(node) => by_node.entry(node).or_default().push((tp, spec)),
+                    None => retry.push((tp, spec)),
+                }
+            }
+            for (node, partitions) in by_node {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let request = Request::ListOffsets(ListOffsetsRequest {
+                    partitions: partitions.clone(),
+                });
+                match self.call(node, request, left) {
+                    Ok(Response::ListOffsets(response)) => {
+                        let specs: HashMap<_, _> = partitions.into_iter().collect();
+                        for listed in response.partitions {
+                            match listed.result {
+                                Ok(offset) => {
+                                    found.insert(listed.partition, offset);
+                                }
+                                Err(e) if e.is_retriable() => {
+                                    if let Some(&spec) = specs.get(&listed.partition) {
+                                        retry.push((listed.partition, spec));
+                                    }
+                                    last_error = Some(e);
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                    Ok(other) => return Err(unexpected("ListOffsets", &other)),
+                    Err(e) if e.is_retriable() => {
+                        retry.extend(partitions);
+                        last_error = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if retry.is_empty() {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Err(last_error.unwrap_or(Error::RequestTimedOut {
+                    operation: "ListOffsets",
+                    timeout_ms: 0,
+                }));
+            }
+            // Unknown partitions surface here with their own error.
+            for (tp, _) in &retry {
+                self.check_partition(tp, deadline.saturating_duration_since(Instant::now()))?;
+            }
+            std::thread::sleep(
+                LIST_OFFSETS_BACKOFF.min(deadline.saturating_duration_since(Instant::now())),
+            );
+            self.refresh_metadata(deadline.saturating_duration_since(Instant::now()))?;
+            wanted = retry;
+        }
     }
 }
 

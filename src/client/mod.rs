@@ -8,26 +8,29 @@
 //! [`Bootstrap`]; they never touch a broker's state directly, so the same
 //! client code runs against an embedded cluster or remote nodes.
 //!
-//! Each producer owns one background sender thread; consumers and admin
-//! clients do their work on the caller's thread.
+//! Each producer owns one background sender thread, and each subscribed
+//! consumer one heartbeat thread; otherwise consumers and admin clients do
+//! their work on the caller's thread.
 
 mod admin;
 mod config;
 mod consumer;
 mod core;
+pub mod group;
 pub mod partitioner;
 mod producer;
 mod serialization;
 
 use std::sync::Arc;
 
-pub use admin::{Admin, ClusterDescription};
+pub use admin::{Admin, ClusterDescription, ConsumerGroupDescription, OffsetReset, PartitionLag};
 pub(crate) use config::at_most_max_ms;
 pub use config::{
     AdminConfig, AutoOffsetReset, ConsumerConfig, ConsumerConfigBuilder, MAX_CONFIG_MS,
     ProducerConfig, ProducerConfigBuilder,
 };
 pub use consumer::{Consumer, ConsumerRecord};
+pub use group::{CommitHandle, ConsumerGroupMetadata, RebalanceListener};
 pub use producer::{
     DefaultPartitioner, DeliveryFuture, Partitioner, Producer, ProducerInterceptor, ProducerRecord,
     RecordMetadata,

@@ -25,6 +25,7 @@ use crate::broker::{Broker, BrokerConfig, Truncation};
 use crate::client::Bootstrap;
 use crate::controller::{CONTROLLER_ID, Controller, ControllerNode};
 use crate::error::{Error, Result};
+use crate::group::{Assignor, built_in_assignors};
 use crate::protocol::{BrokerInfo, NodeId, Request, Response, UpdateMetadataRequest};
 use crate::storage::{FileStorage, MemoryStorage, Storage};
 use crate::time::{Clock, Millis, SystemClock};
@@ -43,6 +44,7 @@ pub struct ClusterBuilder {
     clock: Option<Arc<dyn Clock>>,
     broker_config: BrokerConfig,
     racks: Option<Vec<String>>,
+    assignors: Vec<Arc<dyn Assignor>>,
 }
 
 impl ClusterBuilder {
@@ -83,6 +85,16 @@ impl ClusterBuilder {
     /// replicas of a partition are spread over as many racks as possible.
     pub fn racks(mut self, racks: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.racks = Some(racks.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Makes a custom [`Assignor`] available to consumer groups, by its
+    /// name (consumers ask for it in `partition_assignment_strategy`). The
+    /// built-in ones (`range`, `roundrobin`, `sticky`,
+    /// `cooperative-sticky`) are always there; a custom one with the same
+    /// name replaces the built-in.
+    pub fn assignor(mut self, assignor: impl Assignor + 'static) -> Self {
+        self.assignors.push(Arc::new(assignor));
         self
     }
 
@@ -138,6 +150,10 @@ impl ClusterBuilder {
             clock,
             broker_config: self.broker_config,
             broker_infos: infos,
+            assignors: built_in_assignors()
+                .into_iter()
+                .chain(self.assignors)
+                .collect(),
             controller: Mutex::new(None),
             brokers: Mutex::new((0..count).map(|_| None).collect()),
         };
@@ -159,6 +175,7 @@ pub struct Cluster {
     clock: Arc<dyn Clock>,
     broker_config: BrokerConfig,
     broker_infos: Vec<BrokerInfo>,
+    assignors: Vec<Arc<dyn Assignor>>,
     /// `None` while the controller is down.
     controller: Mutex<Option<ControllerNode>>,
     /// Indexed by broker id; `None` while a broker is stopped.
@@ -251,6 +268,7 @@ impl Cluster {
             self.storage.clone(),
             self.clock.clone(),
             self.transport.clone(),
+            self.assignors.clone(),
         )?;
         *slot = Some(broker);
         drop(brokers);

@@ -348,15 +348,27 @@ impl Controller {
     }
 
     /// Creates topics; per-topic results, and whether anything changed.
+    #[cfg(test)]
     pub(crate) fn create_topics(
         &mut self,
         topics: Vec<NewTopic>,
         now: Millis,
     ) -> Vec<(String, Result<()>)> {
+        self.create_topics_as(topics, false, now)
+    }
+
+    /// Creates topics; `internal` allows the internal topics brokers create
+    /// (`__consumer_offsets`), which clients may not.
+    pub(crate) fn create_topics_as(
+        &mut self,
+        topics: Vec<NewTopic>,
+        internal: bool,
+        now: Millis,
+    ) -> Vec<(String, Result<()>)> {
         topics
             .into_iter()
             .map(|topic| {
-                let result = self.check_new_topic(&topic).and_then(|()| {
+                let result = self.check_new_topic(&topic, internal).and_then(|()| {
                     let brokers = self.live_brokers();
                     let assignments = assign_replicas(
                         &topic.name,
@@ -567,8 +579,12 @@ impl Controller {
             })
     }
 
-    fn check_new_topic(&self, topic: &NewTopic) -> Result<()> {
-        check_user_topic(&topic.name)?;
+    fn check_new_topic(&self, topic: &NewTopic, internal: bool) -> Result<()> {
+        if internal && topic.name == crate::group::CONSUMER_OFFSETS_TOPIC {
+            validate_topic_name(&topic.name)?;
+        } else {
+            check_user_topic(&topic.name)?;
+        }
         if self.metadata.topics.contains_key(topic.name.as_str()) {
             return Err(Error::TopicAlreadyExists {
                 topic: topic.name.clone(),

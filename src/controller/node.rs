@@ -104,7 +104,7 @@ impl Drop for ControllerNode {
 }
 
 impl RequestHandler for ControllerShared {
-    fn handle(&self, _from: Peer, request: Request, reply: Reply) {
+    fn handle(&self, from: Peer, request: Request, reply: Reply) {
         let now = self.clock.now_ms();
         let mut guard = self.state.lock();
         let Some(controller) = guard.as_mut() else {
@@ -138,7 +138,11 @@ impl RequestHandler for ControllerShared {
             }
             Request::CreateTopics(r) => (
                 Ok(Response::CreateTopics(TopicResults {
-                    topics: controller.create_topics(r.topics, now),
+                    topics: controller.create_topics_as(
+                        r.topics,
+                        matches!(from, Peer::Broker(_)),
+                        now,
+                    ),
                 })),
                 None,
             ),

@@ -3,7 +3,8 @@
 //! This module owns the request and response types that travel over a
 //! [`Transport`](crate::transport::Transport): one [`Request`] variant per API
 //! (named after Kafka's: Produce, Fetch, ListOffsets, Metadata, CreateTopics,
-//! DeleteTopics, CreatePartitions, and the controller's UpdateMetadata), each
+//! DeleteTopics, CreatePartitions, the consumer-group APIs, and the
+//! controller's UpdateMetadata), each
 //! answered by the [`Response`] variant of the same name. Record data travels as
 //! [`RecordBatch`]es and [`Records`], i.e. `Bytes` in Kafka's own format, so an
 //! in-process transport passes it through without copying or encoding.
@@ -15,9 +16,17 @@
 //!
 //! The module holds data only; it must not know brokers, storage or clients.
 
+mod group;
+
 use std::sync::Arc;
 
+pub use group::{
+    CommittedOffsets, GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH,
+    LEAVE_GROUP_EPOCH, OffsetCommitRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
+};
+
 use crate::error::Result;
+use crate::group::{GroupDescription, GroupListing};
 use crate::record::{RecordBatch, Records};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
 
@@ -68,6 +77,18 @@ pub enum Request {
     AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
     /// Add a broker to the cluster (answered by the controller).
     RegisterBroker(BrokerInfo),
+    /// Which broker coordinates this group (any broker answers).
+    FindCoordinator(String),
+    /// A group member's heartbeat: join, stay, or leave (the coordinator).
+    GroupHeartbeat(GroupHeartbeatRequest),
+    /// Commit a group's offsets (the coordinator).
+    OffsetCommit(OffsetCommitRequest),
+    /// Read a group's committed offsets (the coordinator).
+    OffsetFetch(OffsetFetchRequest),
+    /// The groups this broker coordinates.
+    ListGroups,
+    /// A group's members, assignment and offsets (the coordinator).
+    DescribeGroup(String),
 }
 
 impl Request {
@@ -87,6 +108,12 @@ impl Request {
             Request::InitProducerId => "InitProducerId",
             Request::AlterPartitionReassignments(_) => "AlterPartitionReassignments",
             Request::RegisterBroker(_) => "RegisterBroker",
+            Request::FindCoordinator(_) => "FindCoordinator",
+            Request::GroupHeartbeat(_) => "ConsumerGroupHeartbeat",
+            Request::OffsetCommit(_) => "OffsetCommit",
+            Request::OffsetFetch(_) => "OffsetFetch",
+            Request::ListGroups => "ListGroups",
+            Request::DescribeGroup(_) => "ConsumerGroupDescribe",
         }
     }
 }
@@ -125,6 +152,19 @@ pub enum Response {
     AlterPartitionReassignments(Vec<(TopicPartition, Result<()>)>),
     /// Answer to [`Request::RegisterBroker`].
     RegisterBroker(Result<()>),
+    /// Answer to [`Request::FindCoordinator`]: the coordinator's id.
+    FindCoordinator(NodeId),
+    /// Answer to [`Request::GroupHeartbeat`].
+    GroupHeartbeat(GroupHeartbeatResponse),
+    /// Answer to [`Request::OffsetCommit`]: every offset is committed
+    /// (replicated to the in-sync replicas of `__consumer_offsets`).
+    OffsetCommit,
+    /// Answer to [`Request::OffsetFetch`].
+    OffsetFetch(CommittedOffsets),
+    /// Answer to [`Request::ListGroups`].
+    ListGroups(Vec<GroupListing>),
+    /// Answer to [`Request::DescribeGroup`].
+    DescribeGroup(GroupDescription),
 }
 
 impl Response {
@@ -144,6 +184,12 @@ impl Response {
             Response::InitProducerId(_) => "InitProducerId",
             Response::AlterPartitionReassignments(_) => "AlterPartitionReassignments",
             Response::RegisterBroker(_) => "RegisterBroker",
+            Response::FindCoordinator(_) => "FindCoordinator",
+            Response::GroupHeartbeat(_) => "ConsumerGroupHeartbeat",
+            Response::OffsetCommit => "OffsetCommit",
+            Response::OffsetFetch(_) => "OffsetFetch",
+            Response::ListGroups(_) => "ListGroups",
+            Response::DescribeGroup(_) => "ConsumerGroupDescribe",
         }
     }
 }

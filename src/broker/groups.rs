@@ -1,0 +1,399 @@
+//! The broker's side of consumer groups: it hosts the
+//! [`GroupCoordinator`] of the `__consumer_offsets` partitions it leads,
+//! loads a partition's groups when it becomes its leader, appends what the
+//! coordinator writes, and answers a group request only once the records it
+//! depends on are committed (the partition's high watermark covers them).
+//! It asks the controller for `__consumer_offsets` when the first group
+//! shows up.
+
+use std::sync::Arc;
+
+use super::purgatory::PendingGroup;
+use super::{BrokerShared, Partition, moved_since};
+use crate::error::{Error, Result};
+use crate::group::coordinator::{GroupCoordinator, Outcome, TopicCounts};
+use crate::group::records::GroupRecord;
+use crate::group::{CONSUMER_OFFSETS_TOPIC, offsets_partition_for, validate_group_id};
+use crate::protocol::{CreateTopicsRequest, NodeId, Request, Response};
+use crate::record::RecordBatchBuilder;
+use crate::storage::CleanupPolicy;
+use crate::time::Millis;
+use crate::topic::{INTERNAL_TOPIC_PREFIX, NewTopic, TopicConfig, TopicPartition};
+use crate::transport::{Peer, Reply};
+
+/// How often a broker asks the controller again for `__consumer_offsets`
+/// while it does not exist.
+const OFFSETS_TOPIC_RETRY_MS: Millis = 1_000;
+
+impl BrokerShared {
+    /// The broker that coordinates `group`: the leader of its
+    /// `__consumer_offsets` partition. Creates the topic on first use.
+    pub(super) fn find_coordinator(&self, group: &str) -> Result<NodeId> {
+        validate_group_id(group)?;
+        let metadata = self.metadata.read().clone();
+        let unavailable = || Error::CoordinatorNotAvailable {
+            group: group.to_string(),
+        };
+        let Some(topic) = metadata.topics.get(CONSUMER_OFFSETS_TOPIC) else {
+            self.request_offsets_topic();
+            return Err(unavailable());
+        };
+        let p = offsets_partition_for(group, topic.partitions.len() as u32);
+        topic
+            .partitions
+            .get(p as usize)
+            .and_then(|p| p.leader)
+            .ok_or_else(unavailable)
+    }
+
+    /// Asks the controller to create `__consumer_offsets` (compacted, with
+    /// `offsets_topic_num_partitions` partitions and as many replicas as
+    /// `offsets_topic_replication_factor` and the live brokers allow).
+    fn request_offsets_topic(&self) {
+        let now = self.clock.now_ms();
+        {
+            let mut last = self.offsets_topic_requested.lock();
+            if last.is_some_and(|at| now < at + OFFSETS_TOPIC_RETRY_MS) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let live = self.metadata.read().brokers.len().max(1);
+        let replication_factor = usize::from(self.config.offsets_topic_replication_factor)
+            .min(live)
+            .max(1) as u16;
+        let topic = NewTopic::new(
+            CONSUMER_OFFSETS_TOPIC,
+            self.config.offsets_topic_num_partitions,
+        )
+        .replication_factor(replication_factor)
+        .config(TopicConfig {
+            cleanup_policy: CleanupPolicy::Compact,
+            segment_bytes: self.config.offsets_topic_segment_bytes,
+            ..TopicConfig::default()
+        });
+        let controller = self.controller();
+        self.transport.send(
+            Peer::Broker(self.id),
+            controller,
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![topic],
+            }),
+            Reply::ignored(controller),
+        );
+    }
+
+    /// The partitions members can be assigned, from the current metadata.
+    fn topic_counts(&self) -> TopicCounts {
+        self.metadata
+            .read()
+            .topics
+            .values()
+            .filter(|t| !t.name.starts_with(INTERNAL_TOPIC_PREFIX))
+            .map(|t| (t.name.to_string(), t.partitions.len() as u32))
+            .collect()
+    }
+
+    /// The `__consumer_offsets` partition of `group` if this broker leads
+    /// it: (its number, the hosted partition, the leader epoch).
+    fn coordinator_partition(&self, group: &str) -> Result<(u32, Arc<Partition>, i32)> {
+        validate_group_id(group)?;
+        let not_coordinator = || Error::NotCoordinator {
+            group: group.to_string(),
+            node: self.id,
+        };
+        let count = self
+            .metadata
+            .read()
+            .topics
+            .get(CONSUMER_OFFSETS_TOPIC)
+            .map(|t| t.partitions.len() as u32)
+            .ok_or_else(not_coordinator)?;
+        let p = offsets_partition_for(group, count);
+        let tp = TopicPartition::from_shared(CONSUMER_OFFSETS_TOPIC.into(), p);
+        let partition = self
+            .partitions
+            .read()
+            .get(&tp)
+            .cloned()
+            .ok_or_else(not_coordinator)?;
+        let epoch = {
+            let state = partition.state.lock();
+            if !state.replicas.is_leader() {
+                return Err(not_coordinator());
+            }
+            state.replicas.leader_epoch()
+        };
+        Ok((p, partition, epoch))
+    }
+
+    /// Runs a group request on the coordinator: loads the group's partition
+    /// if needed, appends what the request wrote, and answers once the
+    /// partition's high watermark covers the group's records.
+    pub(super) fn coordinate<T>(
+        &self,
+        group: &str,
+        reply: Reply,
+        run: impl FnOnce(&mut GroupCoordinator, u32, &TopicCounts, Millis) -> Result<Outcome<T>>,
+        respond: impl FnOnce(T) -> Response,
+    ) {
+        let (p, partition, epoch) = match self.coordinator_partition(group) {
+            Ok(found) => found,
+            Err(e) => return reply.send(Err(e)),
+        };
+        let topics = self.topic_counts();
+        let now = self.clock.now_ms();
+        let mut coordinator = self.groups.lock();
+        if !coordinator.is_loaded(p, epoch)
+            && let Err(e) = self.load_groups(&mut coordinator, p, &partition, epoch, now)
+        {
+            drop(coordinator);
+            return reply.send(Err(e));
+        }
+        let outcome = match run(&mut coordinator, p, &topics, now) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                drop(coordinator);
+                return reply.send(Err(e));
+            }
+        };
+        let wait_for = if outcome.records.is_empty() {
+            outcome.wait_for
+        } else {
+            match self.append_group_records(&partition, epoch, &outcome.records, now) {
+                Ok(end) => {
+                    coordinator.written(p, group, end);
+                    end
+                }
+                Err(e) => {
+                    // The state in memory is ahead of the log: read it again.
+                    coordinator.unload(p);
+                    drop(coordinator);
+                    return reply.send(Err(self.append_failure(group, e)));
+                }
+            }
+        };
+        drop(coordinator);
+        let wait = PendingGroup {
+            reply,
+            response: respond(outcome.value),
+            partition: partition.tp.clone(),
+            required: wait_for,
+            leader_epoch: epoch,
+            group: group.to_string(),
+            deadline: now + self.config.offsets_commit_timeout_ms as Millis,
+        };
+        if wait_for > 0 {
+            self.partition_moved(&partition.tp);
+        }
+        self.settle_group(wait);
+    }
+
+    /// A lost leadership is the client's cue to find the coordinator again.
+    fn append_failure(&self, group: &str, e: Error) -> Error {
+        match e {
+            Error::NotLeaderOrFollower { .. } | Error::FencedLeaderEpoch { .. } => {
+                Error::NotCoordinator {
+                    group: group.to_string(),
+                    node: self.id,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Reads partition `p` of `__consumer_offsets` from its start to its end
+    /// and rebuilds its groups. A record that does not decode (which the
+    /// coordinator never writes) is skipped.
+    fn load_groups(
+        &self,
+        coordinator: &mut GroupCoordinator,
+        p: u32,
+        partition: &Partition,
+        epoch: i32,
+        now: Millis,
+    ) -> Result<()> {
+        let mut chunks = Vec::new();
+        let end = {
+            let mut state = partition.state.lock();
+            let log = state.log()?;
+            let end = log.log_end_offset();
+            let mut offset = log.log_start_offset();
+            while offset < end {
+                let records = log.read(offset, 1 << 20)?;
+                let mut next = offset;
+                for batch in records.batches() {
+                    next = next.max(batch?.next_offset());
+                }
+                if next == offset {
+                    break;
+                }
+                chunks.push(records);
+                offset = next;
+            }
+            end
+        };
+        let mut decoded = Vec::new();
+        for records in &chunks {
+            for batch in records.batches() {
+                let batch = batch?;
+                if batch.is_control() {
+                    continue;
+                }
+                for record in batch.records() {
+                    let record = record?;
+                    let Some(key) = record.key.as_deref() else {
+                        continue;
+                    };
+                    if let Ok(r) = GroupRecord::decode(key, record.value.as_deref()) {
+                        decoded.push(r);
+                    }
+                }
+            }
+        }
+        coordinator.load(p, epoch, decoded, end, now)
+    }
+
+    /// Appends the coordinator's records as the partition's leader in
+    /// `epoch`; returns the log end offset after them.
+    fn append_group_records(
+        &self,
+        partition: &Partition,
+        epoch: i32,
+        records: &[GroupRecord],
+        now: Millis,
+    ) -> Result<u64> {
+        let mut builder = RecordBatchBuilder::new();
+        for record in records {
+            let (key, value) = record.encode()?;
+            builder.append(now, Some(&key), value.as_deref(), &[]);
+        }
+        let batch = builder.build();
+        let proposals = {
+            let mut state = partition.state.lock();
+            let r = &state.replicas;
+            if !r.is_leader() || r.leader_epoch() != epoch {
+                return Err(Error::NotLeaderOrFollower {
+                    broker: self.id,
+                    partition: partition.tp.clone(),
+                });
+            }
+            state.replicas.check_acks_all()?;
+            let log = state.log()?;
+            log.append(batch, epoch)?;
+            let end = log.log_end_offset();
+            let update = state.replicas.on_append(end);
+            state.apply(&update);
+            partition.changed();
+            (end, update.proposal)
+        };
+        let (end, proposal) = proposals;
+        self.send_proposals(proposal.into_iter().collect());
+        Ok(end)
+    }
+
+    /// Answers a group request whose records are committed, or parks it.
+    pub(super) fn settle_group(&self, wait: PendingGroup) {
+        let mut wait = wait;
+        loop {
+            let seen = self.change_counts(std::iter::once(&wait.partition));
+            let now = self.clock.now_ms();
+            wait = match self.finish_group(wait, now, false) {
+                None => return,
+                Some(w) => w,
+            };
+            let mut parked = self.group_waits.lock();
+            if !moved_since(&seen) {
+                let tp = wait.partition.clone();
+                let deadline = wait.deadline;
+                parked.park(wait, vec![tp], deadline);
+                drop(parked);
+                self.kick_runtime();
+                return;
+            }
+        }
+    }
+
+    /// Replies if the wait is over: committed, leadership lost, or due.
+    pub(super) fn finish_group(
+        &self,
+        wait: PendingGroup,
+        now: Millis,
+        force: bool,
+    ) -> Option<PendingGroup> {
+        let state = self
+            .partitions
+            .read()
+            .get(&wait.partition)
+            .cloned()
+            .map(|p| {
+                let state = p.state.lock();
+                let r = &state.replicas;
+                let leads = r.is_leader() && r.leader_epoch() == wait.leader_epoch;
+                (leads, r.high_watermark())
+            });
+        let outcome = match state {
+            Some((true, hw)) if hw >= wait.required => Some(Ok(wait.response.clone())),
+            Some((true, _)) if force || now >= wait.deadline => Some(Err(Error::RequestTimedOut {
+                operation: "replication of a group record",
+                timeout_ms: self.config.offsets_commit_timeout_ms,
+            })),
+            Some((true, _)) => None,
+            _ => Some(Err(Error::NotCoordinator {
+                group: wait.group.clone(),
+                node: self.id,
+            })),
+        };
+        match outcome {
+            Some(result) => {
+                wait.reply.send(result);
+                None
+            }
+            None => Some(wait),
+        }
+    }
+
+    /// Expires members whose session or revocation time ran out, forgets
+    /// the groups of partitions this broker no longer leads, and appends
+    /// what changed.
+    pub(super) fn tick_groups(&self, now: Millis) {
+        let topics = self.topic_counts();
+        let mut coordinator = self.groups.lock();
+        for (p, epoch) in coordinator.loaded() {
+            let tp = TopicPartition::from_shared(CONSUMER_OFFSETS_TOPIC.into(), p);
+            let still = self.partitions.read().get(&tp).is_some_and(|partition| {
+                let state = partition.state.lock();
+                state.replicas.is_leader() && state.replicas.leader_epoch() == epoch
+            });
+            if !still {
+                coordinator.unload(p);
+            }
+        }
+        let writes = coordinator.tick(&topics, now);
+        let mut moved = Vec::new();
+        for write in writes {
+            let tp = TopicPartition::from_shared(CONSUMER_OFFSETS_TOPIC.into(), write.partition);
+            let Some(partition) = self.partitions.read().get(&tp).cloned() else {
+                coordinator.unload(write.partition);
+                continue;
+            };
+            let epoch = partition.state.lock().replicas.leader_epoch();
+            match self.append_group_records(&partition, epoch, &write.records, now) {
+                Ok(end) => {
+                    coordinator.written(write.partition, &write.group, end);
+                    moved.push(tp);
+                }
+                Err(_) => coordinator.unload(write.partition),
+            }
+        }
+        drop(coordinator);
+        for tp in &moved {
+            self.partition_moved(tp);
+        }
+    }
+
+    /// When the coordinator next needs a tick.
+    pub(super) fn next_group_deadline(&self) -> Option<Millis> {
+        self.groups.lock().next_deadline()
+    }
+}

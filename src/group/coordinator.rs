@@ -1,0 +1,1081 @@
+//! The group coordinator's state machine.
+//!
+//! One [`GroupCoordinator`] per broker holds a shard per `__consumer_offsets`
+//! partition the broker leads. Requests (heartbeats, commits, offset fetches)
+//! and ticks (`now`) go in; responses and the records that must be appended
+//! to the shard's partition come out. The broker appends the records and
+//! answers once the partition's high watermark covers them, so a member only
+//! ever acts on state that survives a coordinator failover.
+//!
+//! Membership follows Kafka's KIP-848: a member's heartbeat carries its epoch
+//! and the partitions it holds; the coordinator keeps, per member, the
+//! partitions it may own (`assigned`) and those it must give up
+//! (`pending`). When the group changes, the assignor computes a new target;
+//! each member first revokes what it must (everything for an eager assignor,
+//! only what moves for a cooperative one), then advances to the target epoch
+//! and receives its target partitions as their previous owners release them.
+//! A partition is never in two members' `assigned ∪ pending`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::assignor::{Assignment, Assignor, MemberSubscription, RebalanceProtocol};
+use super::records::{GroupRecord, GroupValue, MemberValue, OffsetValue, restore, store};
+use super::{
+    GroupDescription, GroupListing, GroupState, MemberDescription, OffsetAndMetadata,
+    validate_group_id,
+};
+use crate::error::{Error, Result};
+use crate::protocol::{
+    CommittedOffsets, GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH,
+    LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH,
+    Subscription,
+};
+use crate::time::Millis;
+use crate::topic::TopicPartition;
+
+/// How many replaced static member ids a group remembers, to answer them
+/// with `FencedInstanceId` rather than `UnknownMemberId`.
+const REPLACED_REMEMBERED: usize = 32;
+
+/// The topics members can be assigned: name → partition count (internal
+/// topics excluded).
+pub(crate) type TopicCounts = BTreeMap<String, u32>;
+
+/// What a request did: the answer, the records to append for it, and the
+/// offset the partition's high watermark must reach before the answer may
+/// be sent (when nothing new is written: the group's last record).
+#[derive(Debug)]
+pub(crate) struct Outcome<T> {
+    pub(crate) value: T,
+    pub(crate) records: Vec<GroupRecord>,
+    pub(crate) wait_for: u64,
+}
+
+/// Records a tick wrote for one group.
+#[derive(Debug)]
+pub(crate) struct TickWrite {
+    pub(crate) partition: u32,
+    pub(crate) group: String,
+    pub(crate) records: Vec<GroupRecord>,
+}
+
+/// Every group of the `__consumer_offsets` partitions this broker leads.
+#[derive(Debug)]
+pub(crate) struct GroupCoordinator {
+    node: NodeId,
+    assignors: BTreeMap<String, Arc<dyn Assignor>>,
+    shards: HashMap<u32, Shard>,
+}
+
+#[derive(Debug)]
+struct Shard {
+    partition: u32,
+    leader_epoch: i32,
+    groups: BTreeMap<String, Group>,
+    next_member: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    subscription: Subscription,
+    pattern: Option<regex::Regex>,
+    /// The topics the subscription resolved to at the last heartbeat.
+    topics: BTreeSet<String>,
+    epoch: i32,
+    previous_epoch: i32,
+    assigned: BTreeSet<TopicPartition>,
+    pending: BTreeSet<TopicPartition>,
+    /// Changes whenever `assigned` does; members acknowledge it.
+    assignment_id: u64,
+    /// The `assignment_id` that asked for the `pending` revocation.
+    revoked_at: u64,
+    session_timeout_ms: u32,
+    rebalance_timeout_ms: u32,
+    last_heartbeat: Millis,
+    revocation_deadline: Option<Millis>,
+    left: bool,
+}
+
+#[derive(Debug)]
+struct Group {
+    id: String,
+    group_epoch: i32,
+    assignor: String,
+    target_epoch: i32,
+    target: Assignment,
+    target_partitions: TopicCounts,
+    members: BTreeMap<String, Member>,
+    offsets: BTreeMap<TopicPartition, OffsetAndMetadata>,
+    /// End offset of the group's last record: answers wait for the high
+    /// watermark to reach it.
+    last_written: u64,
+    replaced: VecDeque<(String, String)>,
+}
+
+impl GroupCoordinator {
+    /// A coordinator on broker `node` that knows these assignors (by name).
+    pub(crate) fn new(node: NodeId, assignors: Vec<Arc<dyn Assignor>>) -> Self {
+        Self {
+            node,
+            assignors: assignors
+                .into_iter()
+                .map(|a| (a.name().to_string(), a))
+                .collect(),
+            shards: HashMap::new(),
+        }
+    }
+
+    /// Whether partition `partition`'s groups are loaded for `leader_epoch`.
+    pub(crate) fn is_loaded(&self, partition: u32, leader_epoch: i32) -> bool {
+        self.shards
+            .get(&partition)
+            .is_some_and(|s| s.leader_epoch == leader_epoch)
+    }
+
+    /// The partitions whose groups are loaded, with their leader epochs.
+    pub(crate) fn loaded(&self) -> Vec<(u32, i32)> {
+        self.shards
+            .values()
+            .map(|s| (s.partition, s.leader_epoch))
+            .collect()
+    }
+
+    /// Rebuilds partition `partition`'s groups from its records, in log
+    /// order (`end`: the log end offset read up to). Sessions restart at `now`.
+    pub(crate) fn load(
+        &mut self,
+        partition: u32,
+        leader_epoch: i32,
+        records: impl IntoIterator<Item = GroupRecord>,
+        end: u64,
+        now: Millis,
+    ) -> Result<()> {
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        for record in records {
+            match record {
+                GroupRecord::Offset {
+                    group,
+                    partition,
+                    value,
+                } => {
+                    let g = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group));
+                    match value {
+                        Some(v) => {
+                            g.offsets.insert(partition, v.into());
+                        }
+                        None => {
+                            g.offsets.remove(&partition);
+                        }
+                    }
+                }
+                GroupRecord::Group { group, value } => {
+                    let g = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(group));
+                    match value {
+                        Some(v) => g.restore(v, now)?,
+                        None => g.clear_membership(),
+                    }
+                }
+            }
+        }
+        groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
+        for g in groups.values_mut() {
+            g.last_written = end;
+        }
+        self.shards.insert(
+            partition,
+            Shard {
+                partition,
+                leader_epoch,
+                groups,
+                next_member: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets partition `partition`'s groups (this broker no longer leads it).
+    pub(crate) fn unload(&mut self, partition: u32) {
+        self.shards.remove(&partition);
+    }
+
+    fn shard(&mut self, partition: u32, group: &str) -> Result<&mut Shard> {
+        let node = self.node;
+        self.shards
+            .get_mut(&partition)
+            .ok_or_else(|| Error::NotCoordinator {
+                group: group.to_string(),
+                node,
+            })
+    }
+
+    /// Notes that `group`'s records up to `end` were appended.
+    pub(crate) fn written(&mut self, partition: u32, group: &str, end: u64) {
+        if let Some(g) = self
+            .shards
+            .get_mut(&partition)
+            .and_then(|s| s.groups.get_mut(group))
+        {
+            g.last_written = g.last_written.max(end);
+        }
+    }
+
+    /// A member's heartbeat: join, stay, or leave.
+    pub(crate) fn heartbeat(
+        &mut self,
+        partition: u32,
+        request: GroupHeartbeatRequest,
+        topics: &TopicCounts,
+        now: Millis,
+    ) -> Result<Outcome<GroupHeartbeatResponse>> {
+        validate_group_id(&request.group)?;
+        let assignor = self.assignor(&request.group, &request.assignor)?;
+        let shard = self.shard(partition, &request.group)?;
+        let member_seq = shard.next_member;
+        let leader_epoch = shard.leader_epoch;
+        let group = shard
+            .groups
+            .entry(request.group.clone())
+            .or_insert_with(|| Group::new(request.group.clone()));
+        let before = group.value();
+        let result = group.heartbeat(request, &assignor, topics, now, || {
+            format!("{partition}-{leader_epoch}-{member_seq}")
+        });
+        if matches!(&result, Ok((_, true))) {
+            shard.next_member += 1;
+        }
+        let group_id = group.id.clone();
+        let (response, _) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing changed that needs writing; drop an empty group we
+                // created for a refused join.
+                if group.members.is_empty() && group.offsets.is_empty() && before.is_none() {
+                    shard.groups.remove(&group_id);
+                }
+                return Err(e);
+            }
+        };
+        Ok(shard.finish(&group_id, before, response))
+    }
+
+    /// Commits offsets for a member (or for a group without members).
+    pub(crate) fn commit(
+        &mut self,
+        partition: u32,
+        request: OffsetCommitRequest,
+        now: Millis,
+    ) -> Result<Outcome<()>> {
+        validate_group_id(&request.group)?;
+        let shard = self.shard(partition, &request.group)?;
+        let group = shard
+            .groups
+            .entry(request.group.clone())
+            .or_insert_with(|| Group::new(request.group.clone()));
+        if let Err(e) = group.check_commit(&request) {
+            if group.members.is_empty() && group.offsets.is_empty() {
+                shard.groups.remove(&request.group);
+            }
+            return Err(e);
+        }
+        let mut records = Vec::with_capacity(request.offsets.len());
+        for (tp, offset) in request.offsets {
+            let stamped = OffsetAndMetadata {
+                commit_timestamp: now,
+                ..offset
+            };
+            records.push(GroupRecord::Offset {
+                group: group.id.clone(),
+                partition: tp.clone(),
+                value: Some(OffsetValue::from(&stamped)),
+            });
+            group.offsets.insert(tp, stamped);
+        }
+        Ok(Outcome {
+            value: (),
+            records,
+            wait_for: group.last_written,
+        })
+    }
+
+    /// The group's committed offsets (of `partitions`, or all).
+    pub(crate) fn fetch_offsets(
+        &mut self,
+        partition: u32,
+        request: &OffsetFetchRequest,
+    ) -> Result<Outcome<CommittedOffsets>> {
+        validate_group_id(&request.group)?;
+        let shard = self.shard(partition, &request.group)?;
+        let Some(group) = shard.groups.get(&request.group) else {
+            return Ok(Outcome {
+                value: CommittedOffsets::new(),
+                records: Vec::new(),
+                wait_for: 0,
+            });
+        };
+        let value = match &request.partitions {
+            None => group.offsets.clone().into_iter().collect(),
+            Some(wanted) => wanted
+                .iter()
+                .filter_map(|tp| group.offsets.get(tp).map(|o| (tp.clone(), o.clone())))
+                .collect(),
+        };
+        Ok(Outcome {
+            value,
+            records: Vec::new(),
+            wait_for: group.last_written,
+        })
+    }
+
+    /// The group's members, assignment and offsets.
+    pub(crate) fn describe(
+        &mut self,
+        partition: u32,
+        group: &str,
+    ) -> Result<Outcome<GroupDescription>> {
+        validate_group_id(group)?;
+        let node = self.node;
+        let shard = self.shard(partition, group)?;
+        let g = shard
+            .groups
+            .get(group)
+            .ok_or_else(|| Error::GroupIdNotFound {
+                group: group.to_string(),
+            })?;
+        Ok(Outcome {
+            value: g.describe(node),
+            records: Vec::new(),
+            wait_for: g.last_written,
+        })
+    }
+
+    /// Every group this coordinator holds.
+    pub(crate) fn list(&self) -> Vec<GroupListing> {
+        let mut out: Vec<GroupListing> = self
+            .shards
+            .values()
+            .flat_map(|s| s.groups.values())
+            .map(|g| GroupListing {
+                group: g.id.clone(),
+                state: g.state(),
+                members: g.members.len(),
+                coordinator: self.node,
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
+    }
+
+    /// Removes members whose session or revocation time ran out, and
+    /// returns what must be written for the groups that changed.
+    pub(crate) fn tick(&mut self, topics: &TopicCounts, now: Millis) -> Vec<TickWrite> {
+        let mut writes = Vec::new();
+        for shard in self.shards.values_mut() {
+            let expiring: Vec<String> = shard
+                .groups
+                .values()
+                .filter(|g| g.members.values().any(|m| m.expired(now)))
+                .map(|g| g.id.clone())
+                .collect();
+            for id in expiring {
+                let Some(group) = shard.groups.get_mut(&id) else {
+                    continue;
+                };
+                let before = group.value();
+                let gone: Vec<String> = group
+                    .members
+                    .values()
+                    .filter(|m| m.expired(now))
+                    .map(|m| m.id.clone())
+                    .collect();
+                for member in gone {
+                    group.remove_member(&member);
+                }
+                if let Some(assignor) = self.assignors.get(&group.assignor).cloned() {
+                    // An invalid assignment is reported to the next member
+                    // that heartbeats; the removal stands.
+                    let _ = group.refresh_target(&assignor, topics, now);
+                }
+                let Outcome { records, .. } = shard.finish(&id, before, ());
+                if !records.is_empty() {
+                    writes.push(TickWrite {
+                        partition: shard.partition,
+                        group: id,
+                        records,
+                    });
+                }
+            }
+        }
+        writes
+    }
+
+    /// When the next member's session or revocation time runs out.
+    pub(crate) fn next_deadline(&self) -> Option<Millis> {
+        self.shards
+            .values()
+            .flat_map(|s| s.groups.values())
+            .flat_map(|g| g.members.values())
+            .map(Member::deadline)
+            .min()
+    }
+
+    fn assignor(&self, group: &str, name: &str) -> Result<Arc<dyn Assignor>> {
+        self.assignors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::InconsistentGroupProtocol {
+                group: group.to_string(),
+                requested: name.to_string(),
+                reason: format!(
+                    "no broker knows it (known: {})",
+                    self.assignors
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+}
+
+impl Shard {
+    /// Compares the group with its state `before` and returns the outcome:
+    /// a group record if anything durable changed (a tombstone if the group
+    /// is gone), and what to wait for.
+    fn finish<T>(&mut self, id: &str, before: Option<GroupValue>, value: T) -> Outcome<T> {
+        let Some(group) = self.groups.get(id) else {
+            return Outcome {
+                value,
+                records: Vec::new(),
+                wait_for: 0,
+            };
+        };
+        let after = group.value();
+        let wait_for = group.last_written;
+        let mut records = Vec::new();
+        if after != before {
+            records.push(GroupRecord::Group {
+                group: id.to_string(),
+                value: after,
+            });
+        }
+        if group.members.is_empty() && group.offsets.is_empty() {
+            self.groups.remove(id);
+        }
+        Outcome {
+            value,
+            records,
+            wait_for,
+        }
+    }
+}
+
+impl Member {
+    fn deadline(&self) -> Millis {
+        let session = self.last_heartbeat + Millis::from(self.session_timeout_ms);
+        self.revocation_deadline.map_or(session, |d| d.min(session))
+    }
+
+    fn expired(&self, now: Millis) -> bool {
+        now >= self.deadline()
+    }
+
+    fn owns(&self, tp: &TopicPartition) -> bool {
+        self.assigned.contains(tp) || self.pending.contains(tp)
+    }
+
+    /// Resolves the subscription against the cluster's topics.
+    fn resolve(&self, topics: &TopicCounts) -> BTreeSet<String> {
+        match (&self.subscription, &self.pattern) {
+            (Subscription::Topics(names), _) => names.clone(),
+            (Subscription::Pattern(_), Some(regex)) => topics
+                .keys()
+                .filter(|name| regex.is_match(name))
+                .cloned()
+                .collect(),
+            (Subscription::Pattern(_), None) => BTreeSet::new(),
+        }
+    }
+
+    fn set_subscription(&mut self, subscription: Subscription) -> Result<()> {
+        if self.subscription == subscription
+            && (self.pattern.is_some() || !is_pattern(&subscription))
+        {
+            return Ok(());
+        }
+        self.pattern = compile(&subscription)?;
+        self.subscription = subscription;
+        Ok(())
+    }
+
+    fn value(&self) -> MemberValue {
+        MemberValue {
+            member_id: self.id.clone(),
+            instance_id: self.instance_id.clone(),
+            client_id: self.client_id.clone(),
+            subscription: self.subscription.clone(),
+            epoch: self.epoch,
+            previous_epoch: self.previous_epoch,
+            assigned: store(&self.assigned),
+            pending_revocation: store(&self.pending),
+            assignment_id: self.assignment_id,
+            revoked_at: self.revoked_at,
+            session_timeout_ms: self.session_timeout_ms,
+            rebalance_timeout_ms: self.rebalance_timeout_ms,
+            left: self.left,
+        }
+    }
+}
+
+fn is_pattern(subscription: &Subscription) -> bool {
+    matches!(subscription, Subscription::Pattern(_))
+}
+
+/// Compiles a pattern subscription as a whole-name match.
+pub(crate) fn compile(subscription: &Subscription) -> Result<Option<regex::Regex>> {
+    match subscription {
+        Subscription::Topics(_) => Ok(None),
+        Subscription::Pattern(pattern) => regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map(Some)
+            .map_err(|e| Error::InvalidPattern {
+                pattern: pattern.clone(),
+                reason: e.to_string(),
+            }),
+    }
+}
+
+impl Group {
+    fn new(id: String) -> Self {
+        Self {
+            id,
+            group_epoch: 0,
+            assignor: String::new(),
+            target_epoch: 0,
+            target: Assignment::new(),
+            target_partitions: TopicCounts::new(),
+            members: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            last_written: 0,
+            replaced: VecDeque::new(),
+        }
+    }
+
+    /// The durable part of the group's state; `None` without members.
+    fn value(&self) -> Option<GroupValue> {
+        if self.members.is_empty() && self.group_epoch == 0 {
+            return None;
+        }
+        Some(GroupValue {
+            group_epoch: self.group_epoch,
+            assignor: self.assignor.clone(),
+            target_epoch: self.target_epoch,
+            target: self
+                .target
+                .iter()
+                .map(|(m, tps)| (m.clone(), store(tps)))
+                .collect(),
+            target_partitions: self
+                .target_partitions
+                .iter()
+                .map(|(t, n)| (t.clone(), *n))
+                .collect(),
+            members: self.members.values().map(Member::value).collect(),
+        })
+    }
+
+    fn restore(&mut self, v: GroupValue, now: Millis) -> Result<()> {
+        self.group_epoch = v.group_epoch;
+        self.assignor = v.assignor;
+        self.target_epoch = v.target_epoch;
+        self.target = v
+            .target
+            .iter()
+            .map(|(m, tps)| Ok((m.clone(), restore(tps)?)))
+            .collect::<Result<_>>()?;
+        self.target_partitions = v.target_partitions.into_iter().collect();
+        self.members.clear();
+        for m in v.members {
+            let pending: BTreeSet<TopicPartition> =
+                restore(&m.pending_revocation)?.into_iter().collect();
+            let member = Member {
+                pattern: compile(&m.subscription)?,
+                topics: BTreeSet::new(),
+                id: m.member_id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                subscription: m.subscription,
+                epoch: m.epoch,
+                previous_epoch: m.previous_epoch,
+                assigned: restore(&m.assigned)?.into_iter().collect(),
+                assignment_id: m.assignment_id,
+                revoked_at: m.revoked_at,
+                revocation_deadline: (!pending.is_empty())
+                    .then(|| now + Millis::from(m.rebalance_timeout_ms)),
+                pending,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                last_heartbeat: now,
+                left: m.left,
+            };
+            self.members.insert(member.id.clone(), member);
+        }
+        // The members' resolved topics are those the target was computed
+        // for, until they heartbeat again.
+        let subscribed: BTreeSet<String> = self.target_partitions.keys().cloned().collect();
+        for m in self.members.values_mut() {
+            m.topics = match &m.subscription {
+                Subscription::Topics(t) => t.clone(),
+                Subscription::Pattern(_) => subscribed
+                    .iter()
+                    .filter(|t| m.pattern.as_ref().is_some_and(|r| r.is_match(t)))
+                    .cloned()
+                    .collect(),
+            };
+        }
+        Ok(())
+    }
+
+    fn clear_membership(&mut self) {
+        self.members.clear();
+        self.target.clear();
+        self.target_partitions.clear();
+        self.group_epoch = 0;
+        self.target_epoch = 0;
+        self.assignor.clear();
+    }
+
+    fn state(&self) -> GroupState {
+        if self.members.is_empty() {
+            return GroupState::Empty;
+        }
+        let settled = self.members.values().all(|m| {
+            m.epoch == self.target_epoch
+                && m.pending.is_empty()
+                && self.target.get(&m.id).is_some_and(|t| {
+                    t.len() == m.assigned.len() && t.iter().all(|tp| m.assigned.contains(tp))
+                })
+        });
+        if settled && self.target_epoch == self.group_epoch {
+            GroupState::Stable
+        } else {
+            GroupState::Reconciling
+        }
+    }
+
+    fn describe(&self, node: NodeId) -> GroupDescription {
+        GroupDescription {
+            group: self.id.clone(),
+            state: self.state(),
+            group_epoch: self.group_epoch,
+            assignor: self.assignor.clone(),
+            coordinator: node,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    member_epoch: m.epoch,
+                    assignment: m.assigned.iter().cloned().collect(),
+                    pending_revocation: m.pending.iter().cloned().collect(),
+                    target: self.target.get(&m.id).cloned().unwrap_or_default(),
+                })
+                .collect(),
+            offsets: self.offsets.clone().into_iter().collect(),
+        }
+    }
+
+    fn bump(&mut self) {
+        self.group_epoch = self.group_epoch.saturating_add(1);
+    }
+
+    fn remove_member(&mut self, id: &str) {
+        if self.members.remove(id).is_some() {
+            self.target.remove(id);
+            self.bump();
+        }
+    }
+
+    /// Handles a heartbeat; the bool says whether a member id was handed out.
+    fn heartbeat(
+        &mut self,
+        request: GroupHeartbeatRequest,
+        assignor: &Arc<dyn Assignor>,
+        topics: &TopicCounts,
+        now: Millis,
+        new_id: impl FnOnce() -> String,
+    ) -> Result<(GroupHeartbeatResponse, bool)> {
+        if !self.members.is_empty() && self.assignor != assignor.name() {
+            return Err(Error::InconsistentGroupProtocol {
+                group: self.id.clone(),
+                requested: assignor.name().to_string(),
+                reason: format!("the group's members use {:?}", self.assignor),
+            });
+        }
+        let mut gave_id = false;
+        let member_id = match request.member_epoch {
+            LEAVE_GROUP_EPOCH => {
+                self.remove_member(&request.member_id);
+                self.refresh_target(assignor, topics, now)?;
+                return Ok((left(request.member_id, LEAVE_GROUP_EPOCH), false));
+            }
+            STATIC_LEAVE_EPOCH => {
+                let Some(m) = self.members.get_mut(&request.member_id) else {
+                    return Ok((left(request.member_id, STATIC_LEAVE_EPOCH), false));
+                };
+                if m.instance_id.is_none() {
+                    self.remove_member(&request.member_id);
+                    self.refresh_target(assignor, topics, now)?;
+                } else {
+                    m.left = true;
+                    m.last_heartbeat = now;
+                }
+                return Ok((left(request.member_id, STATIC_LEAVE_EPOCH), false));
+            }
+            JOIN_GROUP_EPOCH => {
+                let pattern = compile(&request.subscription)?;
+                let id = format!(
+                    "{}-{}",
+                    if request.client_id.is_empty() {
+                        "consumer"
+                    } else {
+                        &request.client_id
+                    },
+                    new_id()
+                );
+                gave_id = true;
+                if !request.member_id.is_empty() {
+                    // The same consumer joining again after losing its place.
+                    self.remove_member(&request.member_id);
+                }
+                self.assignor = assignor.name().to_string();
+                let replaced = request.group_instance_id.as_ref().and_then(|instance| {
+                    let old = self
+                        .members
+                        .values()
+                        .find(|m| m.instance_id.as_ref() == Some(instance))?
+                        .id
+                        .clone();
+                    self.members.remove(&old)
+                });
+                let member = match replaced {
+                    // A static member back within its session: it takes the
+                    // old member's place, epoch and assignment; no rebalance.
+                    Some(old) => {
+                        if let Some(target) = self.target.remove(&old.id) {
+                            self.target.insert(id.clone(), target);
+                        }
+                        self.replaced.push_back((
+                            old.id.clone(),
+                            old.instance_id.clone().unwrap_or_default(),
+                        ));
+                        if self.replaced.len() > REPLACED_REMEMBERED {
+                            self.replaced.pop_front();
+                        }
+                        Member {
+                            id: id.clone(),
+                            pending: BTreeSet::new(),
+                            revocation_deadline: None,
+                            left: false,
+                            assignment_id: old.assignment_id + 1,
+                            ..old
+                        }
+                    }
+                    None => {
+                        self.bump();
+                        Member {
+                            id: id.clone(),
+                            instance_id: request.group_instance_id.clone(),
+                            client_id: String::new(),
+                            subscription: request.subscription.clone(),
+                            pattern,
+                            topics: BTreeSet::new(),
+                            epoch: 0,
+                            previous_epoch: 0,
+                            assigned: BTreeSet::new(),
+                            pending: BTreeSet::new(),
+                            assignment_id: 0,
+                            revoked_at: 0,
+                            session_timeout_ms: 0,
+                            rebalance_timeout_ms: 0,
+                            last_heartbeat: now,
+                            revocation_deadline: None,
+                            left: false,
+                        }
+                    }
+                };
+                self.members.insert(id.clone(), member);
+                id
+            }
+            epoch => {
+                let Some(m) = self.members.get(&request.member_id) else {
+                    return Err(self.unknown_member(&request.member_id));
+                };
+                if epoch != m.epoch && epoch != m.previous_epoch {
+                    return Err(Error::FencedMemberEpoch {
+                        group: self.id.clone(),
+                        member_id: request.member_id.clone(),
+                        epoch,
+                        current: m.epoch,
+                    });
+                }
+                request.member_id.clone()
+            }
+        };
+        let Some(m) = self.members.get_mut(&member_id) else {
+            return Err(self.unknown_member(&member_id));
+        };
+        m.last_heartbeat = now;
+        m.left = false;
+        m.client_id = request.client_id;
+        m.session_timeout_ms = request.session_timeout_ms;
+        m.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        m.set_subscription(request.subscription)?;
+        let resolved = m.resolve(topics);
+        if resolved != m.topics {
+            m.topics = resolved;
+            self.bump();
+        }
+        self.refresh_target(assignor, topics, now)?;
+        let owned: BTreeSet<TopicPartition> = request.owned.into_iter().collect();
+        self.reconcile(
+            &member_id,
+            &owned,
+            request.acked_assignment,
+            assignor.protocol(),
+            now,
+        );
+        let m = &self.members[&member_id];
+        let target = self.target.get(&member_id);
+        let reconciling = m.epoch != self.target_epoch
+            || !m.pending.is_empty()
+            || target.is_some_and(|t| t.len() != m.assigned.len());
+        Ok((
+            GroupHeartbeatResponse {
+                member_id,
+                member_epoch: m.epoch,
+                assignment: m.assigned.iter().cloned().collect(),
+                assignment_id: m.assignment_id,
+                reconciling,
+            },
+            gave_id,
+        ))
+    }
+
+    fn unknown_member(&self, member_id: &str) -> Error {
+        match self.replaced.iter().find(|(id, _)| id == member_id) {
+            Some((_, instance)) => Error::FencedInstanceId {
+                group: self.id.clone(),
+                instance_id: instance.clone(),
+            },
+            None => Error::UnknownMemberId {
+                group: self.id.clone(),
+                member_id: member_id.to_string(),
+            },
+        }
+    }
+
+    /// Computes a new target assignment if the group changed since the last
+    /// one, or the subscribed topics' partition counts did.
+    fn refresh_target(
+        &mut self,
+        assignor: &Arc<dyn Assignor>,
+        topics: &TopicCounts,
+        _now: Millis,
+    ) -> Result<()> {
+        let subscribed: BTreeSet<&String> = self.members.values().flat_map(|m| &m.topics).collect();
+        let partitions: TopicCounts = subscribed
+            .into_iter()
+            .filter_map(|t| topics.get(t).map(|&n| (t.clone(), n)))
+            .collect();
+        if partitions != self.target_partitions {
+            self.bump();
+        }
+        if self.target_epoch == self.group_epoch {
+            return Ok(());
+        }
+        let members: Vec<MemberSubscription> = self
+            .members
+            .values()
+            .map(|m| MemberSubscription {
+                member_id: m.id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                topics: m.topics.clone(),
+                owned: self.target.get(&m.id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let mut target = assignor.assign(&partitions, &members);
+        check_assignment(assignor.name(), &partitions, &members, &target)?;
+        for m in &members {
+            target.entry(m.member_id.clone()).or_default();
+        }
+        self.target = target;
+        self.target_partitions = partitions;
+        self.target_epoch = self.group_epoch;
+        Ok(())
+    }
+
+    /// Moves member `id` towards its target: drops partitions it released,
+    /// asks it to revoke what it must, advances its epoch once nothing is
+    /// left to revoke, and gives it target partitions nobody else owns.
+    ///
+    /// `owned` shows a revocation only if the member had seen it: its
+    /// `acked` assignment is at least the one that asked. Until then a
+    /// partition missing from `owned` may simply not have been taken yet.
+    fn reconcile(
+        &mut self,
+        id: &str,
+        owned: &BTreeSet<TopicPartition>,
+        acked: u64,
+        protocol: RebalanceProtocol,
+        now: Millis,
+    ) {
+        let desired: BTreeSet<TopicPartition> = self
+            .target
+            .get(id)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        let others: BTreeSet<TopicPartition> = self
+            .members
+            .values()
+            .filter(|m| m.id != id)
+            .flat_map(|m| m.assigned.iter().chain(&m.pending))
+            .cloned()
+            .collect();
+        let target_epoch = self.target_epoch;
+        let Some(m) = self.members.get_mut(id) else {
+            return;
+        };
+        if acked >= m.revoked_at {
+            m.pending.retain(|tp| owned.contains(tp));
+        }
+        if m.pending.is_empty() {
+            m.revocation_deadline = None;
+        }
+        if m.epoch != target_epoch {
+            if !m.pending.is_empty() {
+                return;
+            }
+            let revoke: BTreeSet<TopicPartition> = match protocol {
+                RebalanceProtocol::Eager => m.assigned.clone(),
+                RebalanceProtocol::Cooperative => {
+                    m.assigned.difference(&desired).cloned().collect()
+                }
+            };
+            if !revoke.is_empty() {
+                for tp in &revoke {
+                    m.assigned.remove(tp);
+                }
+                m.assignment_id += 1;
+                // A member that reconciled its latest assignment holds
+                // exactly `owned`: what it does not hold is free at once.
+                let ask: BTreeSet<TopicPartition> = if acked == m.assignment_id - 1 {
+                    revoke.into_iter().filter(|tp| owned.contains(tp)).collect()
+                } else {
+                    revoke
+                };
+                if !ask.is_empty() {
+                    m.pending = ask;
+                    m.revoked_at = m.assignment_id;
+                    m.revocation_deadline = Some(now + Millis::from(m.rebalance_timeout_ms));
+                    return;
+                }
+            }
+            m.previous_epoch = m.epoch;
+            m.epoch = target_epoch;
+        }
+        let before = m.assigned.len();
+        for tp in desired {
+            if !m.owns(&tp) && !others.contains(&tp) {
+                m.assigned.insert(tp);
+            }
+        }
+        if m.assigned.len() != before {
+            m.assignment_id += 1;
+        }
+    }
+
+    fn check_commit(&self, request: &OffsetCommitRequest) -> Result<()> {
+        if request.member_id.is_empty() {
+            if self.members.is_empty() {
+                return Ok(());
+            }
+            return Err(Error::UnknownMemberId {
+                group: self.id.clone(),
+                member_id: String::new(),
+            });
+        }
+        let Some(m) = self.members.get(&request.member_id) else {
+            return Err(self.unknown_member(&request.member_id));
+        };
+        let fenced = || Error::FencedMemberEpoch {
+            group: self.id.clone(),
+            member_id: request.member_id.clone(),
+            epoch: request.member_epoch,
+            current: m.epoch,
+        };
+        if request.member_epoch == m.epoch {
+            return Ok(());
+        }
+        if request.member_epoch == m.previous_epoch
+            && request.offsets.iter().all(|(tp, _)| m.owns(tp))
+        {
+            return Ok(());
+        }
+        Err(fenced())
+    }
+}
+
+fn left(member_id: String, epoch: i32) -> GroupHeartbeatResponse {
+    GroupHeartbeatResponse {
+        member_id,
+        member_epoch: epoch,
+        assignment: Vec::new(),
+        assignment_id: 0,
+        reconciling: false,
+    }
+}
+
+/// Checks an assignor's result against the rules of [`Assignor`].
+fn check_assignment(
+    name: &str,
+    partitions: &TopicCounts,
+    members: &[MemberSubscription],
+    assignment: &Assignment,
+) -> Result<()> {
+    let invalid = |reason: String| {
+        Err(Error::InvalidAssignment {
+            assignor: name.to_string(),
+            reason,
+        })
+    };
+    let by_id: BTreeMap<&str, &MemberSubscription> =
+        members.iter().map(|m| (m.member_id.as_str(), m)).collect();
+    let mut seen = BTreeSet::new();
+    for (member, tps) in assignment {
+        let Some(sub) = by_id.get(member.as_str()) else {
+            return invalid(format!("{member:?} is not a member"));
+        };
+        for tp in tps {
+            if !seen.insert(tp) {
+                return invalid(format!("{tp} is assigned twice"));
+            }
+            match partitions.get(tp.topic()) {
+                Some(&count) if tp.partition() < count => {}
+                _ => return invalid(format!("{tp} does not exist")),
+            }
+            if !sub.topics.contains(tp.topic()) {
+                return invalid(format!("{member:?} does not subscribe to {}", tp.topic()));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The consumer-group APIs: finding the coordinator, heartbeats (join,
+//! leave and assignment in one exchange, as in Kafka's KIP-848), offset
+//! commits and fetches, and describing groups.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::group::OffsetAndMetadata;
+use crate::topic::TopicPartition;
+
+/// The member epoch a consumer sends to join a group.
+pub const JOIN_GROUP_EPOCH: i32 = 0;
+/// The member epoch a consumer sends to leave its group for good.
+pub const LEAVE_GROUP_EPOCH: i32 = -1;
+/// The member epoch a static member sends when it stops for now: it keeps
+/// its partitions until its session times out, so a quick restart with the
+/// same `group_instance_id` needs no rebalance.
+pub const STATIC_LEAVE_EPOCH: i32 = -2;
+
+/// What a member subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Subscription {
+    /// These topics.
+    Topics(BTreeSet<String>),
+    /// Every non-internal topic whose whole name matches this regular
+    /// expression, now or later.
+    Pattern(String),
+}
+
+/// A member's heartbeat: joins (epoch 0), stays (its epoch), or leaves
+/// (epoch -1, or -2 for a static member stopping for now).
+#[derive(Debug, Clone)]
+pub struct GroupHeartbeatRequest {
+    /// The group.
+    pub group: String,
+    /// The member's id; empty when joining (the coordinator gives one).
+    pub member_id: String,
+    /// The member's epoch (generation), or one of the special epochs.
+    pub member_epoch: i32,
+    /// The static member's instance id.
+    pub group_instance_id: Option<String>,
+    /// The consumer's `client_id`, for describing the group.
+    pub client_id: String,
+    /// What the member subscribes to.
+    pub subscription: Subscription,
+    /// The assignor the member asks for (by name).
+    pub assignor: String,
+    /// The partitions the member holds right now.
+    pub owned: Vec<TopicPartition>,
+    /// The `assignment_id` of the last assignment the member finished
+    /// reconciling (revoked and took what it said); 0 before any. The
+    /// coordinator trusts `owned` to show revocations only from then on.
+    pub acked_assignment: u64,
+    /// The member is removed when no heartbeat arrives for this long.
+    pub session_timeout_ms: u32,
+    /// The member is removed when it does not give up partitions being
+    /// revoked within this long (its `max_poll_interval_ms`).
+    pub rebalance_timeout_ms: u32,
+}
+
+/// The coordinator's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupHeartbeatResponse {
+    /// The member's id (given by the coordinator on join).
+    pub member_id: String,
+    /// The member's epoch now.
+    pub member_epoch: i32,
+    /// Every partition the member may own now: partitions it holds and that
+    /// are missing here must be revoked; partitions here it does not hold are
+    /// newly assigned.
+    pub assignment: Vec<TopicPartition>,
+    /// Identifies this assignment; it changes whenever the assignment does.
+    pub assignment_id: u64,
+    /// The member has not reached its target yet (partitions are still being
+    /// revoked elsewhere): heartbeat again soon.
+    pub reconciling: bool,
+}
+
+/// Offsets to commit for a group.
+#[derive(Debug, Clone)]
+pub struct OffsetCommitRequest {
+    /// The group.
+    pub group: String,
+    /// The committing member; empty for a consumer outside the group's
+    /// membership (manual assignment or admin), allowed only while the group
+    /// has no members.
+    pub member_id: String,
+    /// The member's epoch; -1 with an empty `member_id`.
+    pub member_epoch: i32,
+    /// The offsets: the next offset to read per partition.
+    pub offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+}
+
+/// Committed offsets to look up.
+#[derive(Debug, Clone)]
+pub struct OffsetFetchRequest {
+    /// The group.
+    pub group: String,
+    /// These partitions, or all the group has (`None`).
+    pub partitions: Option<Vec<TopicPartition>>,
+}
+
+/// Committed offsets per partition (absent: nothing committed).
+pub type CommittedOffsets = BTreeMap<TopicPartition, OffsetAndMetadata>;
