@@ -821,19 +821,28 @@ impl<K, V> Consumer<K, V> {
 }
 
 /// Appends the records of `records` within `wanted` (from the fetch offset to
-/// the high watermark) to the partition's buffer.
+/// the high watermark) to the partition's buffer. When the batches hold no
+/// such record (a compacted log's emptied batches, records removed from the
+/// end of a batch, control batches), the position moves past them instead, so
+/// the next fetch does not ask for the same batches again.
 fn buffer(
     state: &mut PartitionState,
     records: &crate::record::Records,
     wanted: std::ops::Range<u64>,
     check_crcs: bool,
 ) -> Result<()> {
+    let buffered_before = state.buffered.len();
+    let mut covered = wanted.start;
     for batch in records.batches() {
         let batch = batch?;
         if check_crcs {
             batch.validate()?;
         }
-        if batch.is_control() || batch.last_offset() < wanted.start {
+        if batch.last_offset() < wanted.start {
+            continue;
+        }
+        if batch.is_control() {
+            covered = covered.max(batch.next_offset());
             continue;
         }
         let timestamp_type = batch.timestamp_type();
@@ -843,6 +852,10 @@ fn buffer(
                 state.buffered.push_back((record, timestamp_type));
             }
         }
+        covered = covered.max(batch.next_offset());
+    }
+    if state.buffered.len() == buffered_before && covered > wanted.start {
+        state.position = Some(covered.min(wanted.end.max(wanted.start)));
     }
     Ok(())
 }
