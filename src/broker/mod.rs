@@ -61,6 +61,10 @@ pub struct BrokerConfig {
     /// How often the broker applies retention and timed flushes to its logs
     /// (Kafka's `log.retention.check.interval.ms`, default 300,000 = 5 min).
     pub log_retention_check_interval_ms: u64,
+    /// How often the broker compacts its logs whose `cleanup_policy`
+    /// compacts (Kafka's `log.cleaner.backoff.ms`, default 15,000). A log
+    /// with nothing new to clean since its last compaction costs nothing.
+    pub log_cleaner_backoff_ms: u64,
     /// A follower that has not caught up with its leader for this long
     /// leaves the ISR (Kafka's `replica.lag.time.max.ms`, default 30,000).
     pub replica_lag_time_max_ms: u64,
@@ -94,6 +98,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             log_retention_check_interval_ms: 300_000,
+            log_cleaner_backoff_ms: 15_000,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
             broker_heartbeat_interval_ms: 2_000,
@@ -114,6 +119,7 @@ impl BrokerConfig {
                 "log_retention_check_interval_ms",
                 self.log_retention_check_interval_ms,
             ),
+            ("log_cleaner_backoff_ms", self.log_cleaner_backoff_ms),
             ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
             ("replica_fetch_wait_max_ms", self.replica_fetch_wait_max_ms),
             (
@@ -237,6 +243,8 @@ struct Partition {
     tp: TopicPartition,
     /// The id of the topic incarnation this log belongs to.
     topic_id: u64,
+    /// Whether the log's `cleanup_policy` compacts (it is opened with it).
+    compacted: bool,
     state: Mutex<PartitionState>,
     /// Bumped on every append, high watermark move and role change, so a
     /// request about to park can tell it missed one.
@@ -1157,6 +1165,7 @@ impl BrokerShared {
                     let partition = Arc::new(Partition {
                         tp: tp.clone(),
                         topic_id: topic.id,
+                        compacted: topic.config.cleanup_policy.compacts(),
                         state: Mutex::new(state),
                         changes: AtomicU64::new(0),
                     });
@@ -1266,6 +1275,7 @@ impl BrokerShared {
     /// requests, log maintenance.
     fn run(&self) {
         let retention_every = self.config.log_retention_check_interval_ms as Millis;
+        let clean_every = self.config.log_cleaner_backoff_ms as Millis;
         let heartbeat_every = self.config.broker_heartbeat_interval_ms as Millis;
         let isr_every = (self.config.replica_lag_time_max_ms as Millis / 4).max(1);
         let start = self.clock.now_ms();
@@ -1274,6 +1284,7 @@ impl BrokerShared {
             start + heartbeat_every,
             start + isr_every,
         );
+        let mut next_clean = start + clean_every;
         loop {
             let kicks = {
                 let runtime = self.runtime.lock();
@@ -1310,6 +1321,10 @@ impl BrokerShared {
                 self.maintain_logs();
                 next_retention = now + retention_every;
             }
+            if now >= next_clean {
+                self.compact_logs();
+                next_clean = self.clock.now_ms() + clean_every;
+            }
             let next = [
                 self.fetches.lock().next_deadline(),
                 self.produces.lock().next_deadline(),
@@ -1318,6 +1333,7 @@ impl BrokerShared {
                 Some(next_heartbeat),
                 Some(next_isr),
                 Some(next_retention),
+                Some(next_clean),
             ]
             .into_iter()
             .flatten()
@@ -1360,6 +1376,25 @@ impl BrokerShared {
                 || self.group_waits.lock().len() > 0
             {
                 self.partition_moved(tp);
+            }
+        }
+    }
+
+    /// Compacts every hosted log whose `cleanup_policy` compacts. Each log is
+    /// compacted under its partition's lock, so requests for that partition
+    /// wait while it is rewritten (a log with nothing new to clean returns at
+    /// once); a log that fails goes offline, the others go on.
+    fn compact_logs(&self) {
+        let partitions: Vec<Arc<Partition>> = self
+            .partitions
+            .read()
+            .values()
+            .filter(|p| p.compacted)
+            .cloned()
+            .collect();
+        for partition in partitions {
+            if let Some(log) = partition.state.lock().log.as_mut() {
+                let _ = log.compact();
             }
         }
     }

@@ -1146,7 +1146,11 @@ impl<K, V> Drop for Consumer<K, V> {
 
 /// Appends the records of `records` within `wanted` (from the fetch offset to
 /// the high watermark) to the partition's buffer. Returns the offset after
-/// the last batch read (within `wanted`), if it read any.
+/// the last batch read (within `wanted`), if it read any: once the buffer is
+/// drained the position moves there, past what a batch no longer holds (a
+/// compacted log's emptied batches, records removed from the end of a
+/// batch, control batches), so the next fetch does not ask for the same
+/// batches again.
 fn buffer(
     state: &mut PartitionState,
     records: &crate::record::Records,

@@ -9,8 +9,9 @@
 //! 16 magic                  i8    (= 2)
 //! 17 crc                    u32   CRC-32C of bytes 21..end
 //! 21 attributes             i16   compression:3 | timestamp type:1 | transactional:1 | control:1
+//!                                 | delete horizon:1 (bit 6, set by the log cleaner)
 //! 23 last_offset_delta      i32
-//! 27 base_timestamp         i64
+//! 27 base_timestamp         i64   the first record's timestamp, or the delete horizon
 //! 35 max_timestamp          i64
 //! 43 producer_id            i64
 //! 51 producer_epoch         i16
@@ -59,6 +60,9 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
+/// Kafka's attribute bit 6 (KIP-534): the base timestamp is the batch's delete
+/// horizon, set by the log cleaner, not the first record's timestamp.
+const ATTR_DELETE_HORIZON: i16 = 0x40;
 
 #[inline]
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -231,9 +235,18 @@ impl RecordBatch {
         be_i32(&self.bytes, LAST_OFFSET_DELTA)
     }
 
-    /// Timestamp of the first record; others are deltas from it.
+    /// The base timestamp, from which every record's timestamp is a delta: the
+    /// first record's timestamp, or, in a batch the log cleaner marked, the
+    /// delete horizon ([`delete_horizon_ms`](Self::delete_horizon_ms)).
     pub fn first_timestamp(&self) -> i64 {
         be_i64(&self.bytes, BASE_TIMESTAMP)
+    }
+
+    /// When the log cleaner may remove this batch's tombstones (Kafka's
+    /// KIP-534 delete horizon: attribute bit 6 set, the base timestamp holds
+    /// the horizon), or `None` if no cleaner has marked the batch.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes() & ATTR_DELETE_HORIZON != 0).then(|| self.first_timestamp())
     }
 
     /// Largest timestamp in the batch.
@@ -629,20 +642,13 @@ impl RecordBatchBuilder {
         } else {
             self.first_timestamp
         };
-        let field = |f: Option<&[u8]>| match f {
-            None => 1,
-            Some(b) => varint_len(b.len() as i32) + b.len(),
-        };
-        let mut n = 1
-            + varlong_len(timestamp.wrapping_sub(first))
-            + varint_len(self.count)
-            + field(key)
-            + field(value)
-            + varint_len(headers.len() as i32);
-        for h in headers {
-            n += field(Some(h.key.as_bytes())) + field(h.value.as_deref());
-        }
-        n
+        record_body_len(
+            timestamp.wrapping_sub(first),
+            self.count,
+            key,
+            value,
+            headers,
+        )
     }
 
     /// Appends one record with the next offset delta.
@@ -658,20 +664,14 @@ impl RecordBatchBuilder {
             self.max_timestamp = timestamp;
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
-        let body = self.body_len(timestamp, key, value, headers);
-        let buf = &mut self.buf;
-        buf.reserve(body + 5);
-        put_varint(buf, body as i32);
-        buf.push(0);
-        put_varlong(buf, timestamp.wrapping_sub(self.first_timestamp));
-        put_varint(buf, self.count);
-        put_nullable(buf, key);
-        put_nullable(buf, value);
-        put_varint(buf, headers.len() as i32);
-        for h in headers {
-            put_nullable(buf, Some(h.key.as_bytes()));
-            put_nullable(buf, h.value.as_deref());
-        }
+        put_record(
+            &mut self.buf,
+            timestamp.wrapping_sub(self.first_timestamp),
+            self.count,
+            key,
+            value,
+            headers,
+        );
         self.count += 1;
     }
 
@@ -689,28 +689,119 @@ impl RecordBatchBuilder {
     /// Writes the header and CRC. Base offset is 0 and the partition leader
     /// epoch is [`NO_PARTITION_LEADER_EPOCH`] until a log stamps them.
     pub fn build(self) -> RecordBatch {
-        let mut buf = self.buf;
-        let len = (buf.len() - LOG_OVERHEAD) as i32;
-        buf[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&0i64.to_be_bytes());
-        buf[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
-        buf[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
-            .copy_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
-        buf[MAGIC] = MAGIC_V2 as u8;
-        buf[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&self.attributes.to_be_bytes());
-        buf[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
-            .copy_from_slice(&(self.count - 1).max(0).to_be_bytes());
-        buf[BASE_TIMESTAMP..BASE_TIMESTAMP + 8]
-            .copy_from_slice(&self.first_timestamp.to_be_bytes());
-        buf[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&self.max_timestamp.to_be_bytes());
-        buf[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&self.producer_id.to_be_bytes());
-        buf[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&self.producer_epoch.to_be_bytes());
-        buf[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&self.base_sequence.to_be_bytes());
-        buf[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32c::crc32c(&buf[ATTRIBUTES..]);
-        buf[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        RecordBatch {
-            bytes: Bytes::from(buf),
+        let header = BatchHeader {
+            base_offset: 0,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            attributes: self.attributes,
+            last_offset_delta: (self.count - 1).max(0),
+            base_timestamp: self.first_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+        };
+        finish_batch(self.buf, &header, self.count)
+    }
+}
+
+/// Every header field of a batch except those derived from its records
+/// (length, record count, CRC), for code that writes batches with explicit
+/// offsets and attributes, like the log cleaner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchHeader {
+    pub(crate) base_offset: u64,
+    pub(crate) partition_leader_epoch: i32,
+    pub(crate) attributes: i16,
+    pub(crate) last_offset_delta: i32,
+    pub(crate) base_timestamp: i64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) producer_id: i64,
+    pub(crate) producer_epoch: i16,
+    pub(crate) base_sequence: i32,
+}
+
+impl BatchHeader {
+    /// The header fields of `batch`.
+    pub(crate) fn of(batch: &RecordBatch) -> Self {
+        Self {
+            base_offset: batch.base_offset(),
+            partition_leader_epoch: batch.partition_leader_epoch(),
+            attributes: batch.attributes(),
+            last_offset_delta: batch.last_offset_delta(),
+            base_timestamp: batch.first_timestamp(),
+            max_timestamp: batch.max_timestamp(),
+            producer_id: batch.producer_id(),
+            producer_epoch: batch.producer_epoch(),
+            base_sequence: batch.base_sequence(),
         }
+    }
+
+    /// This header with the delete-horizon flag set and the base timestamp
+    /// holding `horizon`, or with the flag cleared.
+    pub(crate) fn with_delete_horizon(mut self, horizon: Option<i64>) -> Self {
+        match horizon {
+            Some(h) => {
+                self.attributes |= ATTR_DELETE_HORIZON;
+                self.base_timestamp = h;
+            }
+            None => self.attributes &= !ATTR_DELETE_HORIZON,
+        }
+        self
+    }
+}
+
+impl RecordBatch {
+    /// An uncompressed batch with `header` holding `records`, whose offsets
+    /// must lie in `header.base_offset..=base_offset + last_offset_delta` and
+    /// increase (they need not be dense: the log cleaner leaves gaps). Each
+    /// record's timestamp is stored as a delta from `header.base_timestamp`,
+    /// so decoding gives back the same timestamps whatever the base. The
+    /// compression bits of `header.attributes` are cleared.
+    pub(crate) fn encode(header: &BatchHeader, records: &[Record]) -> RecordBatch {
+        let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + records.len() * 32);
+        buf.resize(BATCH_HEADER_LEN, 0);
+        for r in records {
+            let offset_delta = r.offset.wrapping_sub(header.base_offset) as i32;
+            put_record(
+                &mut buf,
+                r.timestamp.wrapping_sub(header.base_timestamp),
+                offset_delta,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                &r.headers,
+            );
+        }
+        let header = BatchHeader {
+            attributes: header.attributes & !ATTR_COMPRESSION_MASK,
+            ..*header
+        };
+        finish_batch(buf, &header, records.len() as i32)
+    }
+}
+
+/// Writes `header`, the length, the record count and the CRC into the first
+/// [`BATCH_HEADER_LEN`] bytes of `buf`, which already holds the records.
+fn finish_batch(mut buf: Vec<u8>, header: &BatchHeader, count: i32) -> RecordBatch {
+    let len = (buf.len() - LOG_OVERHEAD) as i32;
+    let h = header;
+    buf[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&(h.base_offset as i64).to_be_bytes());
+    buf[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+    buf[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&h.partition_leader_epoch.to_be_bytes());
+    buf[MAGIC] = MAGIC_V2 as u8;
+    buf[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&h.attributes.to_be_bytes());
+    buf[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&h.last_offset_delta.to_be_bytes());
+    buf[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&h.base_timestamp.to_be_bytes());
+    buf[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&h.max_timestamp.to_be_bytes());
+    buf[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&h.producer_id.to_be_bytes());
+    buf[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&h.producer_epoch.to_be_bytes());
+    buf[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&h.base_sequence.to_be_bytes());
+    buf[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES..]);
+    buf[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    RecordBatch {
+        bytes: Bytes::from(buf),
     }
 }
 
@@ -721,6 +812,54 @@ fn put_nullable(buf: &mut Vec<u8>, field: Option<&[u8]>) {
             put_varint(buf, b.len() as i32);
             buf.extend_from_slice(b);
         }
+    }
+}
+
+/// Length of a record's body (everything after its length varint).
+fn record_body_len(
+    ts_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> usize {
+    let field = |f: Option<&[u8]>| match f {
+        None => 1,
+        Some(b) => varint_len(b.len() as i32) + b.len(),
+    };
+    let mut n = 1
+        + varlong_len(ts_delta)
+        + varint_len(offset_delta)
+        + field(key)
+        + field(value)
+        + varint_len(headers.len() as i32);
+    for h in headers {
+        n += field(Some(h.key.as_bytes())) + field(h.value.as_deref());
+    }
+    n
+}
+
+/// Appends one length-framed record.
+fn put_record(
+    buf: &mut Vec<u8>,
+    ts_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) {
+    let body = record_body_len(ts_delta, offset_delta, key, value, headers);
+    buf.reserve(body + 5);
+    put_varint(buf, body as i32);
+    buf.push(0);
+    put_varlong(buf, ts_delta);
+    put_varint(buf, offset_delta);
+    put_nullable(buf, key);
+    put_nullable(buf, value);
+    put_varint(buf, headers.len() as i32);
+    for h in headers {
+        put_nullable(buf, Some(h.key.as_bytes()));
+        put_nullable(buf, h.value.as_deref());
     }
 }
 
@@ -756,6 +895,33 @@ mod tests {
         assert_eq!(recs[1].offset, 1);
         assert_eq!(recs[1].key, None);
         assert_eq!(recs[1].headers[0].key, "h");
+    }
+
+    #[test]
+    fn encoding_with_gaps_and_a_delete_horizon_reads_back_the_same_records() {
+        let original = sample().stamped(100, 4);
+        let records: Vec<Record> = original.records().collect::<Result<_>>().unwrap();
+        let header = BatchHeader::of(&original).with_delete_horizon(Some(9_999_999));
+        let kept = RecordBatch::encode(&header, &records[1..]);
+        kept.validate().unwrap();
+        assert_eq!(kept.delete_horizon_ms(), Some(9_999_999));
+        assert_eq!((kept.base_offset(), kept.last_offset()), (100, 101));
+        assert_eq!(kept.record_count(), 1);
+        assert_eq!(kept.partition_leader_epoch(), 4);
+        assert_eq!(
+            (
+                kept.producer_id(),
+                kept.producer_epoch(),
+                kept.base_sequence()
+            ),
+            (7, 1, 42)
+        );
+        let read: Vec<Record> = kept.records().collect::<Result<_>>().unwrap();
+        assert_eq!(read, records[1..]);
+        assert_eq!(original.delete_horizon_ms(), None);
+        // Clearing the flag gives the plain layout back.
+        let plain = BatchHeader::of(&original).with_delete_horizon(None);
+        assert_eq!(RecordBatch::encode(&plain, &records), original);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod batch;
 mod varint;
 
+pub(crate) use batch::BatchHeader;
 pub use batch::{
     BATCH_HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH,
     NO_PRODUCER_ID, NO_SEQUENCE, RecordBatch, RecordBatchBuilder, RecordIter, batch_size_at,

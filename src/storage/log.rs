@@ -8,14 +8,18 @@
 use std::sync::Arc;
 
 use super::checkpoint::Checkpoint;
+use super::cleaner::{self, OffsetMap};
 use super::epoch::LeaderEpochCache;
-use super::{AppendInfo, LogConfig, MaintenanceReport, PartitionLog, TimestampOffset};
+use super::{
+    AppendInfo, CompactionReport, LogConfig, MaintenanceReport, PartitionLog, TimestampOffset,
+};
 use crate::error::{Error, Result};
 use crate::record::{RecordBatch, Records};
 use crate::time::{Clock, Millis};
 
-/// How many bytes [`SegmentedLog::offset_for_timestamp`] reads per step.
-const TIMESTAMP_SCAN_BYTES: usize = 256 * 1024;
+/// How many bytes [`SegmentedLog::offset_for_timestamp`] and the cleaner
+/// read per step.
+const SCAN_BYTES: usize = 256 * 1024;
 /// How often [`PartitionLog::maintain`] rewrites a checkpoint whose only
 /// change is the high watermark or recovery point (Kafka: 5 s).
 const CHECKPOINT_INTERVAL_MS: Millis = 5_000;
@@ -50,6 +54,12 @@ pub(crate) trait Segment: Send + std::fmt::Debug {
     fn seal(&mut self) -> Result<()>;
     /// Writes the segment to stable storage.
     fn flush(&mut self) -> Result<()>;
+    /// Replaces the batches of this sealed segment with `batches`, the log
+    /// cleaner's output: they start at the segment's base offset, end at its
+    /// next offset and each starts where the previous ended. Durable and
+    /// atomic when it returns: a crash part-way leaves the old batches or the
+    /// new ones, never a mix. The segment stays sealed.
+    fn replace(&mut self, batches: Vec<RecordBatch>) -> Result<()>;
     /// Deletes the segment's data.
     fn delete(self) -> Result<()>
     where
@@ -76,6 +86,16 @@ pub(crate) trait LogDir: Send + std::fmt::Debug {
     }
 }
 
+/// What the last compaction saw, so that a run with nothing new to clean
+/// returns at once (Kafka's cleaner checkpoint).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CleanerCheckpoint {
+    /// The end of the cleanable segments it cleaned.
+    cleaned_to: Option<u64>,
+    /// The earliest delete horizon of a tombstone it kept.
+    next_horizon: Option<Millis>,
+}
+
 /// A partition log made of segments from a [`LogDir`].
 #[derive(Debug)]
 pub(crate) struct SegmentedLog<D: LogDir> {
@@ -97,6 +117,9 @@ pub(crate) struct SegmentedLog<D: LogDir> {
     /// What the dir holds, to skip rewriting an unchanged checkpoint.
     last_checkpoint: Checkpoint,
     last_checkpoint_ms: Millis,
+    /// Where the last compaction got to (in memory: the first run after
+    /// opening a log always cleans).
+    cleaner: CleanerCheckpoint,
     /// Set by an I/O error in the middle of a change: the in-memory state may
     /// no longer match the segments, so the log refuses everything until it is
     /// reopened (and recovered), like Kafka's offline log directory.
@@ -147,6 +170,7 @@ impl<D: LogDir> SegmentedLog<D> {
             dir_changed: false,
             last_checkpoint: checkpoint,
             last_checkpoint_ms: now,
+            cleaner: CleanerCheckpoint::default(),
             offline: None,
         })
     }
@@ -362,11 +386,107 @@ impl<D: LogDir> SegmentedLog<D> {
         self.high_watermark = offset;
         self.recovery_point = offset;
         self.epochs.clear();
+        self.cleaner = CleanerCheckpoint::default();
         self.store_checkpoint()
     }
 
     fn now(&self) -> Millis {
         self.clock.now_ms()
+    }
+
+    /// Refuses what a compacted log cannot take: records without a key. The
+    /// delete-horizon flag belongs to the log cleaner and is refused in any log.
+    fn check_keys(&self, batch: &RecordBatch) -> Result<()> {
+        if batch.delete_horizon_ms().is_some() {
+            return Err(Error::InvalidRecord {
+                reason: "the delete-horizon attribute is set by the log cleaner, not producers"
+                    .into(),
+            });
+        }
+        if self.config.cleanup_policy.compacts() {
+            for record in batch.records() {
+                if record?.key.is_none() {
+                    return Err(Error::InvalidRecord {
+                        reason: "a compacted topic cannot accept a record without a key".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every batch of `segment`, in order.
+    fn segment_batches(segment: &D::Seg) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        let mut offset = segment.base_offset();
+        while offset < segment.next_offset() {
+            let mut chunk = Records::empty();
+            if !segment.read(offset, SCAN_BYTES, &mut chunk)? {
+                break;
+            }
+            let before = offset;
+            for batch in chunk.batches() {
+                let batch = batch?;
+                offset = offset.max(batch.next_offset());
+                batches.push(batch);
+            }
+            if offset == before {
+                break;
+            }
+        }
+        Ok(batches)
+    }
+
+    /// How many segments, from the first, compaction may rewrite: sealed, and
+    /// wholly below the high watermark, so that no replica ever cleans records
+    /// that a truncation could still take away.
+    fn cleanable_segments(&self) -> usize {
+        let sealed = self.segments.len().saturating_sub(1);
+        self.segments[..sealed].partition_point(|s| s.next_offset() <= self.high_watermark)
+    }
+
+    fn compact_segments(&mut self, cleanable: usize, now: Millis) -> Result<CompactionReport> {
+        let mut map = OffsetMap::default();
+        for segment in &self.segments {
+            for batch in Self::segment_batches(segment)? {
+                map.add(&batch)?;
+            }
+        }
+        let mut report = CompactionReport::default();
+        let mut next_horizon: Option<Millis> = None;
+        for i in 0..cleanable {
+            let segment = &self.segments[i];
+            if segment.size() == 0 {
+                continue;
+            }
+            let (base, next) = (segment.base_offset(), segment.next_offset());
+            let batches = Self::segment_batches(segment)?;
+            let cleaned =
+                cleaner::clean_batches(batches, &map, now, self.config.delete_retention_ms)?;
+            if let Some(h) = cleaned.next_horizon {
+                next_horizon = Some(next_horizon.map_or(h, |n| n.min(h)));
+            }
+            let covers = cleaned.batches.first().map(RecordBatch::base_offset) == Some(base)
+                && cleaned.batches.last().map(RecordBatch::next_offset) == Some(next);
+            debug_assert!(covers, "the cleaner keeps a segment's offsets");
+            if !cleaned.changed || !covers {
+                continue;
+            }
+            if self.recovery_point < self.end {
+                // The records that supersede what this clean removes must be
+                // on disk before the removal is, or a power loss could take
+                // both the old value and the new one.
+                self.flush_segments()?;
+            }
+            let before = self.segments[i].size();
+            self.segments[i].replace(cleaned.batches)?;
+            report.segments_cleaned += 1;
+            report.records_removed += cleaned.records_removed;
+            report.bytes_before += before;
+            report.bytes_after += self.segments[i].size();
+        }
+        self.cleaner.next_horizon = next_horizon;
+        Ok(report)
     }
 }
 
@@ -387,6 +507,7 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
             .min(self.config.segment_bytes as usize);
         self.check_size(&batch, limit)?;
         batch.validate_produced()?;
+        self.check_keys(&batch)?;
         let latest = self.epochs.latest_epoch();
         if leader_epoch < 0 || latest.is_some_and(|l| leader_epoch < l) {
             return Err(Error::FencedLeaderEpoch {
@@ -498,6 +619,7 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
                 .truncate_from_end(new_end.max(log.start.saturating_add(1)));
             log.high_watermark = log.high_watermark.min(new_end);
             log.recovery_point = log.recovery_point.min(new_end);
+            log.cleaner = CleanerCheckpoint::default();
             log.store_checkpoint()?;
             Ok(new_end)
         })
@@ -544,14 +666,15 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
         self.guarded(|log| {
             let now = log.now();
             let mut report = MaintenanceReport::default();
-            if let Some(ms) = log.config.retention_ms {
+            let deletes = log.config.cleanup_policy.deletes();
+            if let Some(ms) = log.config.retention_ms.filter(|_| deletes) {
                 let cutoff = now.saturating_sub(ms);
                 while log.oldest_is_deletable() && Self::segment_time(&log.segments[0]) < cutoff {
                     report.bytes_deleted += log.delete_oldest()?;
                     report.segments_deleted += 1;
                 }
             }
-            if let Some(limit) = log.config.retention_bytes {
+            if let Some(limit) = log.config.retention_bytes.filter(|_| deletes) {
                 let mut excess = log.size_bytes().saturating_sub(limit);
                 while log.oldest_is_deletable() && log.segments[0].size() <= excess {
                     let size = log.delete_oldest()?;
@@ -589,6 +712,29 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
         })
     }
 
+    fn compact(&mut self) -> Result<CompactionReport> {
+        self.online()?;
+        if !self.config.cleanup_policy.compacts() {
+            return Ok(CompactionReport::default());
+        }
+        let cleanable = self.cleanable_segments();
+        let cleaned_to = cleanable
+            .checked_sub(1)
+            .map(|last| self.segments[last].next_offset());
+        let now = self.now();
+        let horizon_passed = self.cleaner.next_horizon.is_some_and(|h| now >= h);
+        if cleaned_to.is_none() || (cleaned_to == self.cleaner.cleaned_to && !horizon_passed) {
+            return Ok(CompactionReport::default());
+        }
+        // The map spans the whole log, active segment included: a key written
+        // there supersedes older records even though that segment is not
+        // rewritten. Segments are cleaned one at a time, each swapped in
+        // atomically; an I/O error takes the log offline like any change.
+        let report = self.guarded(|log| log.compact_segments(cleanable, now))?;
+        self.cleaner.cleaned_to = cleaned_to;
+        Ok(report)
+    }
+
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
         self.online()?;
         for segment in &self.segments {
@@ -598,7 +744,7 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
             let mut offset = segment.time_hint(timestamp).max(self.start);
             while offset < segment.next_offset() {
                 let mut chunk = Records::empty();
-                if !segment.read(offset, TIMESTAMP_SCAN_BYTES, &mut chunk)? {
+                if !segment.read(offset, SCAN_BYTES, &mut chunk)? {
                     break;
                 }
                 for batch in chunk.batches() {

@@ -267,6 +267,23 @@ impl Segment for MemorySegment {
         Ok(())
     }
 
+    fn replace(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        let mut max = i64::MIN;
+        self.running_max_ts = batches
+            .iter()
+            .map(|b| {
+                max = max.max(b.max_timestamp());
+                max
+            })
+            .collect();
+        self.size = batches.iter().map(|b| b.size() as u64).sum();
+        self.next_offset = batches
+            .last()
+            .map_or(self.base_offset, RecordBatch::next_offset);
+        self.batches = batches;
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }

@@ -118,6 +118,7 @@
 //! ```
 
 mod checkpoint;
+mod cleaner;
 mod config;
 mod epoch;
 mod file;
@@ -207,6 +208,21 @@ pub struct MaintenanceReport {
     pub flushed: bool,
 }
 
+/// What [`PartitionLog::compact`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Sealed segments rewritten (segments the cleaner read but had nothing
+    /// to change in are not counted).
+    pub segments_cleaned: usize,
+    /// Records removed: superseded by a later record with the same key,
+    /// tombstones past their delete horizon, and records without a key.
+    pub records_removed: u64,
+    /// Bytes the rewritten segments held before.
+    pub bytes_before: u64,
+    /// Bytes they hold now.
+    pub bytes_after: u64,
+}
+
 /// One replica's log of one partition.
 ///
 /// Offsets are dense `u64`s from [`log_start_offset`](Self::log_start_offset)
@@ -223,8 +239,10 @@ pub struct MaintenanceReport {
 pub trait PartitionLog: Send + std::fmt::Debug {
     /// Appends a batch as the leader: checks its size (`max_message_bytes`,
     /// [`crate::Error::RecordTooLarge`]), CRC and framing
-    /// ([`crate::Error::CorruptRecord`]), then stamps it with base offset = LEO
-    /// and `leader_epoch`. Nothing is written when a check fails.
+    /// ([`crate::Error::CorruptRecord`]), and, in a log whose `cleanup_policy`
+    /// compacts, that every record has a key ([`crate::Error::InvalidRecord`]),
+    /// then stamps it with base offset = LEO and `leader_epoch`. Nothing is
+    /// written when a check fails.
     fn append(&mut self, batch: RecordBatch, leader_epoch: i32) -> Result<AppendInfo>;
 
     /// Appends a batch as a follower: offsets and epoch are kept as the leader
@@ -280,9 +298,26 @@ pub trait PartitionLog: Send + std::fmt::Debug {
     fn roll(&mut self) -> Result<()>;
 
     /// Periodic work a runtime calls now and then: retention by `retention_ms`
-    /// and `retention_bytes` (whole segments), time-based rolling and flushing,
+    /// and `retention_bytes` (whole segments; only when `cleanup_policy`
+    /// deletes), time-based rolling and flushing,
     /// and writing the checkpoint if it changed.
     fn maintain(&mut self) -> Result<MaintenanceReport>;
+
+    /// Log compaction (Kafka's log cleaner), for logs whose `cleanup_policy`
+    /// compacts; others are left alone. Rewrites sealed segments wholly below
+    /// the high watermark (never the active segment) so that they keep only
+    /// the latest record of each key, judged over the whole log; tombstones
+    /// stay until `delete_retention_ms` after the cleaner first kept them.
+    /// Offsets do not change: removed records leave gaps, and a read at a
+    /// removed offset starts with the next batch that reaches it (possibly
+    /// an empty one). Log start, log end, high watermark and the epoch cache
+    /// are unchanged. A run with nothing new to clean since the previous one
+    /// returns at once. A runtime calls this every `log_cleaner_backoff_ms`.
+    ///
+    /// The default does nothing, for storages without compaction.
+    fn compact(&mut self) -> Result<CompactionReport> {
+        Ok(CompactionReport::default())
+    }
 
     /// The first record whose timestamp is at or after `timestamp` (ListOffsets
     /// by time), or `None` if every record is older.

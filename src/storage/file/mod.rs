@@ -9,6 +9,8 @@
 //!     partition.checkpoint            log start, recovery point, high watermark, epochs
 //!     clean-shutdown                  present only while the log is closed cleanly
 //!     lock                            flock-ed while a handle has the log open
+//!     00000000000000000000.log.cleaned  the log cleaner's output being written
+//!     00000000000000000000.log.swap     the log cleaner's output, complete, being swapped in
 //! ```
 //!
 //! # Durability
@@ -40,6 +42,12 @@
 //! is an [`Error::CorruptLog`] naming the file and offset, never silently
 //! dropped. Every read also checks the CRC of the batches it returns.
 //!
+//! A crash in the middle of compaction ([`PartitionLog::compact`]) is
+//! recovered at open too: a leftover `.log.cleaned` file may be incomplete and
+//! is deleted (the segment it was cleaning is intact); a `.log.swap` file was
+//! complete and fsynced before it got that name, so it replaces its segment,
+//! whose indexes are then rebuilt.
+//!
 //! Reads of sealed segments are slices of a read-only memory map (no copy); the
 //! active segment is read with `pread`.
 //!
@@ -52,7 +60,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use self::segment::{FileSegment, OpenMode, segment_paths};
+use self::segment::{FileSegment, OpenMode, finish_swap, segment_paths};
 use super::checkpoint::{Checkpoint, sync_dir};
 use super::log::{LogDir, Segment, SegmentedLog};
 use super::{LogConfig, PartitionLog, ReplicaId, Storage};
@@ -290,9 +298,55 @@ fn load_segments(
     Ok((segments, checkpoint, recovered))
 }
 
+/// The base offset a file name starts with, if it is one of ours: Kafka's 20
+/// digits, at most `i64::MAX`. Returns it with the rest of the name after the
+/// first dot (`log`, `index`, `log.swap`, …).
+fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    let base = stem
+        .parse::<u64>()
+        .ok()
+        .filter(|&b| stem.len() == 20 && b <= i64::MAX as u64)?;
+    Some((base, ext))
+}
+
+/// Finishes or rolls back what a crash interrupted in the log cleaner: a
+/// `.log.cleaned` file may be incomplete and is deleted (the old segment is
+/// whole); a `.log.swap` file is complete and durable and replaces its
+/// segment ([`finish_swap`]).
+fn finish_interrupted_cleaning(dir: &Path) -> Result<()> {
+    let io = |e| Error::io(dir.display(), e);
+    let mut swaps = Vec::new();
+    let mut cleaned = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        match parse_segment_name(name) {
+            Some((base, "log.swap")) => swaps.push(base),
+            Some((_, "log.cleaned")) => cleaned.push(path),
+            _ => {}
+        }
+    }
+    for path in &cleaned {
+        remove_if_exists(path)?;
+    }
+    for base in swaps {
+        finish_swap(dir, base)?;
+    }
+    if !cleaned.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 /// Base offsets of the `.log` files in `dir`, ascending; removes leftovers of
-/// interrupted operations (`*.tmp`, index files without a log).
+/// interrupted operations (`*.tmp`, index files without a log) and finishes
+/// interrupted cleaning.
 fn list_segment_bases(dir: &Path) -> Result<Vec<u64>> {
+    finish_interrupted_cleaning(dir)?;
     let io = |e| Error::io(dir.display(), e);
     let mut logs = Vec::new();
     let mut others = Vec::new();
@@ -307,15 +361,8 @@ fn list_segment_bases(dir: &Path) -> Result<Vec<u64>> {
             remove_if_exists(&path)?;
             continue;
         }
-        let Some((stem, ext)) = name.split_once('.') else {
-            continue;
-        };
         // Kafka's names: 20 digits, at most i64::MAX; anything else is not ours.
-        let Some(base) = stem
-            .parse::<u64>()
-            .ok()
-            .filter(|&b| stem.len() == 20 && b <= i64::MAX as u64)
-        else {
+        let Some((base, ext)) = parse_segment_name(&name) else {
             continue;
         };
         match ext {

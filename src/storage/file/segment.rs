@@ -32,6 +32,31 @@ pub(crate) fn segment_paths(dir: &Path, base: u64) -> [PathBuf; 3] {
     ]
 }
 
+/// Where the log cleaner writes a segment's new contents (`<base>.log.cleaned`);
+/// a file left there by a crash is incomplete and deleted at open.
+pub(crate) fn cleaned_path(log: &Path) -> PathBuf {
+    log.with_extension("log.cleaned")
+}
+
+/// The cleaned contents once complete and durable (`<base>.log.swap`); a file
+/// left there by a crash is swapped in at open ([`finish_swap`]).
+pub(crate) fn swap_path(log: &Path) -> PathBuf {
+    log.with_extension("log.swap")
+}
+
+/// Swaps a segment's `.log.swap` file in: its indexes (which describe the old
+/// contents) are deleted, the swap file renamed over the log, the directory
+/// fsynced. Each step can be redone after a crash; the indexes are rebuilt when
+/// the segment is opened.
+pub(crate) fn finish_swap(dir: &Path, base: u64) -> Result<()> {
+    let [log, index, timeindex] = segment_paths(dir, base);
+    remove_if_exists(&index)?;
+    remove_if_exists(&timeindex)?;
+    let swap = swap_path(&log);
+    std::fs::rename(&swap, &log).map_err(|e| Error::io(swap.display(), e))?;
+    crate::storage::checkpoint::sync_dir(dir)
+}
+
 /// Index capacity in entries for a config: enough for a full segment.
 fn index_capacity(config: &LogConfig, entry_size: usize) -> usize {
     let wanted = config.segment_bytes / config.index_interval_bytes + 2;
@@ -410,6 +435,19 @@ fn replace_with_prefix(path: &Path, prefix: &[u8]) -> Result<File> {
         .map_err(io)
 }
 
+/// Writes `batches` to a new file at `path` and fsyncs it.
+fn write_synced(path: &Path, batches: &[RecordBatch]) -> Result<()> {
+    let io = |e| Error::io(path.display(), e);
+    remove_if_exists(path)?;
+    let file = File::create(path).map_err(io)?;
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+    for batch in batches {
+        out.write_all(batch.as_bytes()).map_err(io)?;
+    }
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)
+}
+
 /// Reads a file whole as `Bytes` backed by a read-only mapping.
 fn map_file(file: &File, len: u64, path: &Path) -> Result<Bytes> {
     if len == 0 {
@@ -651,6 +689,49 @@ impl crate::storage::log::Segment for FileSegment {
                 .offset_index
                 .last()
                 .map_or(0, |e| u64::from(e.position));
+        Ok(())
+    }
+
+    fn replace(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        // 1. The new contents go to `.cleaned` and are fsynced. A crash here
+        //    leaves the old segment whole and a partial file open deletes.
+        // 2. Renamed to `.swap` (directory fsynced): from here on the new
+        //    contents are the segment's; open finishes the swap after a crash.
+        // 3. `finish_swap`: stale indexes deleted, `.swap` renamed over the log.
+        // 4. Reopened: indexes rebuilt from the new file, sealed and mapped.
+        //    Readers holding slices of the old mapping keep the old inode.
+        let dir = self
+            .log_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let cleaned = cleaned_path(&self.log_path);
+        let written = write_synced(&cleaned, &batches);
+        if written.is_err() {
+            let _ = remove_if_exists(&cleaned);
+        }
+        written?;
+        let swap = swap_path(&self.log_path);
+        std::fs::rename(&cleaned, &swap).map_err(|e| Error::io(cleaned.display(), e))?;
+        crate::storage::checkpoint::sync_dir(&dir)?;
+        finish_swap(&dir, self.base_offset)?;
+        let config = LogConfig {
+            segment_bytes: self.segment_bytes,
+            index_interval_bytes: self.index_interval,
+            ..LogConfig::default()
+        };
+        let base = self.base_offset;
+        let mut opened = FileSegment::open(
+            &dir,
+            base,
+            &config,
+            self.created_ms,
+            OpenMode::Trusted,
+            base,
+        )?
+        .segment;
+        opened.set_active(false)?;
+        *self = opened;
         Ok(())
     }
 
