@@ -457,7 +457,10 @@ impl Shard {
                 wait_for: 0,
             };
         };
-        let after = group.value();
+        let gone = group.members.is_empty() && group.offsets.is_empty();
+        // A group with nothing left is deleted: a tombstone lets compaction
+        // drop its records.
+        let after = if gone { None } else { group.value() };
         let wait_for = group.last_written;
         let mut records = Vec::new();
         if after != before {
@@ -466,7 +469,7 @@ impl Shard {
                 value: after,
             });
         }
-        if group.members.is_empty() && group.offsets.is_empty() {
+        if gone {
             self.groups.remove(id);
         }
         Outcome {

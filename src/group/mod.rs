@@ -150,3 +150,6 @@ pub fn offsets_partition_for(group: &str, partitions: u32) -> u32 {
     });
     (hash & 0x7fff_ffff) as u32 % partitions.max(1)
 }
+
+#[cfg(test)]
+mod coordinator_tests;
