@@ -26,6 +26,8 @@
 //! The layers, top down:
 //!
 //! - [`client`]: [`Producer`], [`Consumer`], [`Admin`] and their configs.
+//! - [`group`]: consumer groups — the coordinator's state machine, the
+//!   assignors, committed offsets in `__consumer_offsets`.
 //! - [`transport`]: how requests reach brokers ([`transport::LocalTransport`]
 //!   in-process, or your own); [`protocol`]: the messages.
 //! - [`broker`] and [`cluster`]: request handling, long-poll fetches, the
@@ -37,8 +39,8 @@
 //!   truncation, leader-epoch cache, checkpoints and crash recovery — in memory
 //!   ([`MemoryStorage`](storage::MemoryStorage)) or in files
 //!   ([`FileStorage`](storage::FileStorage)), or in a storage of your own.
-//!
-//! Replication and consumer groups build on these layers next.
+//! - [`replication`]: the replica set of a partition (leader, followers,
+//!   ISR, high watermark) and idempotent producers' state.
 //!
 //! The log alone:
 //!
@@ -81,7 +83,7 @@ pub mod transport;
 
 pub use client::{
     Acks, Admin, AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, Producer,
-    ProducerConfig, ProducerRecord,
+    ProducerConfig, ProducerRecord, RebalanceListener,
 };
 pub use cluster::{Cluster, ClusterBuilder};
 pub use controller::{CONTROLLER_ID, MAX_PARTITIONS_PER_TOPIC};
