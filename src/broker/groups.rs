@@ -7,14 +7,15 @@
 //! shows up.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use super::purgatory::PendingGroup;
+use super::purgatory::{HeldHeartbeat, PendingGroup};
 use super::{BrokerShared, Partition, moved_since};
 use crate::error::{Error, Result};
 use crate::group::coordinator::{GroupCoordinator, Outcome, TopicCounts};
 use crate::group::records::GroupRecord;
 use crate::group::{CONSUMER_OFFSETS_TOPIC, offsets_partition_for, validate_group_id};
-use crate::protocol::{CreateTopicsRequest, NodeId, Request, Response};
+use crate::protocol::{CreateTopicsRequest, GroupHeartbeatRequest, NodeId, Request, Response};
 use crate::record::RecordBatchBuilder;
 use crate::storage::CleanupPolicy;
 use crate::time::Millis;
@@ -137,6 +138,19 @@ impl BrokerShared {
         run: impl FnOnce(&mut GroupCoordinator, u32, &TopicCounts, Millis) -> Result<Outcome<T>>,
         respond: impl FnOnce(T) -> Response,
     ) {
+        self.coordinate_or_hold(group, reply, run, respond, |_, reply, _| Some(reply));
+    }
+
+    /// [`coordinate`](Self::coordinate), but when the request wrote nothing
+    /// `hold` may keep its reply (returning `None`) to answer later.
+    fn coordinate_or_hold<T>(
+        &self,
+        group: &str,
+        reply: Reply,
+        run: impl FnOnce(&mut GroupCoordinator, u32, &TopicCounts, Millis) -> Result<Outcome<T>>,
+        respond: impl FnOnce(T) -> Response,
+        hold: impl FnOnce(&T, Reply, u64) -> Option<Reply>,
+    ) {
         let (p, partition, epoch) = match self.coordinator_partition(group) {
             Ok(found) => found,
             Err(e) => return reply.send(Err(e)),
@@ -157,12 +171,14 @@ impl BrokerShared {
                 return reply.send(Err(e));
             }
         };
-        let wait_for = if outcome.records.is_empty() {
+        let wrote = !outcome.records.is_empty();
+        let wait_for = if !wrote {
             outcome.wait_for
         } else {
             match self.append_group_records(&partition, epoch, &outcome.records, now) {
                 Ok(end) => {
                     coordinator.written(p, group, end);
+                    self.group_writes.fetch_add(1, Ordering::AcqRel);
                     end
                 }
                 Err(e) => {
@@ -173,7 +189,16 @@ impl BrokerShared {
                 }
             }
         };
+        let writes_seen = self.group_writes.load(Ordering::Acquire);
         drop(coordinator);
+        let reply = if wrote {
+            reply
+        } else {
+            match hold(&outcome.value, reply, writes_seen) {
+                Some(reply) => reply,
+                None => return,
+            }
+        };
         let wait = PendingGroup {
             reply,
             response: respond(outcome.value),
@@ -183,10 +208,75 @@ impl BrokerShared {
             group: group.to_string(),
             deadline: now + self.config.offsets_commit_timeout_ms as Millis,
         };
-        if wait_for > 0 {
+        if wrote {
+            // Followers waiting for data copy the records now; members
+            // whose heartbeats were held look at the group again.
             self.partition_moved(&partition.tp);
+            self.wake_heartbeats(&partition.tp);
         }
         self.settle_group(wait);
+    }
+
+    /// A member's heartbeat. One that brings nothing new and learns nothing
+    /// new is held for up to its `max_wait_ms` (a long poll), and answered
+    /// as soon as its group writes something: so members learn of a
+    /// rebalance at once, not at their next heartbeat. `held_until` is the
+    /// deadline of a heartbeat held before.
+    pub(super) fn group_heartbeat(
+        &self,
+        request: GroupHeartbeatRequest,
+        reply: Reply,
+        held_until: Option<Millis>,
+    ) {
+        let group = request.group.clone();
+        let now = self.clock.now_ms();
+        let until = held_until.unwrap_or(now + Millis::from(request.max_wait_ms));
+        let parked = (request.member_epoch > 0 && until > now).then(|| request.clone());
+        let (epoch, acked) = (request.member_epoch, request.acked_assignment);
+        self.coordinate_or_hold(
+            &group,
+            reply,
+            |c, p, topics, now| c.heartbeat(p, request, topics, now),
+            Response::GroupHeartbeat,
+            |response, reply, writes_seen| {
+                let idle = response.member_epoch == epoch
+                    && response.assignment_id == acked
+                    && !response.reconciling;
+                let request = match parked {
+                    Some(request) if idle => request,
+                    _ => return Some(reply),
+                };
+                let tp = match self.coordinator_partition(&group) {
+                    Ok((_, partition, _)) => partition.tp.clone(),
+                    Err(_) => return Some(reply),
+                };
+                let mut held = self.held_heartbeats.lock();
+                let held_one = HeldHeartbeat {
+                    request,
+                    reply,
+                    deadline: until,
+                };
+                if self.group_writes.load(Ordering::Acquire) != writes_seen {
+                    // A group wrote since this one was looked at, and its
+                    // wake-up may have missed it: look again.
+                    drop(held);
+                    self.group_heartbeat(held_one.request, held_one.reply, Some(until));
+                    return None;
+                }
+                held.park(held_one, vec![tp], until);
+                drop(held);
+                self.kick_runtime();
+                None
+            },
+        );
+    }
+
+    /// Looks again at the heartbeats held for groups of `tp`.
+    pub(super) fn wake_heartbeats(&self, tp: &TopicPartition) {
+        let held = self.held_heartbeats.lock().take_watching(tp);
+        for h in held {
+            self.group_heartbeat(h.request, h.reply, Some(h.deadline));
+        }
     }
 
     /// A lost leadership is the client's cue to find the coordinator again.
@@ -381,6 +471,7 @@ impl BrokerShared {
             match self.append_group_records(&partition, epoch, &write.records, now) {
                 Ok(end) => {
                     coordinator.written(write.partition, &write.group, end);
+                    self.group_writes.fetch_add(1, Ordering::AcqRel);
                     moved.push(tp);
                 }
                 Err(_) => coordinator.unload(write.partition),
@@ -389,6 +480,7 @@ impl BrokerShared {
         drop(coordinator);
         for tp in &moved {
             self.partition_moved(tp);
+            self.wake_heartbeats(tp);
         }
     }
 

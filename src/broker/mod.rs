@@ -49,7 +49,7 @@ use crate::storage::{PartitionLog, Storage};
 use crate::time::{Clock, Millis};
 use crate::topic::{INTERNAL_TOPIC_PREFIX, TopicPartition};
 use crate::transport::{Peer, Reply, RequestHandler, Transport};
-use purgatory::{PendingFetch, PendingGroup, PendingProduce, Purgatory};
+use purgatory::{HeldHeartbeat, PendingFetch, PendingGroup, PendingProduce, Purgatory};
 
 /// Longest the runtime thread sleeps between checks, so deadlines are met
 /// within this much even under a [`ManualClock`](crate::ManualClock).
@@ -224,6 +224,12 @@ struct BrokerShared {
     /// this broker leads. Lock order: `groups` before a partition's state.
     groups: Mutex<GroupCoordinator>,
     group_waits: Mutex<Purgatory<PendingGroup>>,
+    /// Heartbeats held until their group changes, by the group's
+    /// `__consumer_offsets` partition.
+    held_heartbeats: Mutex<Purgatory<HeldHeartbeat>>,
+    /// Counts group writes, so a heartbeat about to be held can tell it
+    /// missed one.
+    group_writes: AtomicU64,
     /// When this broker last asked for `__consumer_offsets` to be created.
     offsets_topic_requested: Mutex<Option<Millis>>,
 }
@@ -344,6 +350,8 @@ impl Broker {
             truncations: Mutex::new(Vec::new()),
             groups: Mutex::new(GroupCoordinator::new(id, assignors)),
             group_waits: Mutex::new(Purgatory::default()),
+            held_heartbeats: Mutex::new(Purgatory::default()),
+            group_writes: AtomicU64::new(0),
             offsets_topic_requested: Mutex::new(None),
         });
         transport.register(id, shared.clone())?;
@@ -390,6 +398,12 @@ impl Broker {
         let fetches = shared.fetches.lock().drain();
         let produces = shared.produces.lock().drain();
         let group_waits = shared.group_waits.lock().drain();
+        for held in shared.held_heartbeats.lock().drain() {
+            held.reply.send(Err(Error::NotCoordinator {
+                group: held.request.group,
+                node: shared.id,
+            }));
+        }
         if graceful {
             let now = shared.clock.now_ms();
             for wait in group_waits {
@@ -492,15 +506,7 @@ impl RequestHandler for BrokerShared {
             Request::FindCoordinator(group) => {
                 reply.send(self.find_coordinator(&group).map(Response::FindCoordinator))
             }
-            Request::GroupHeartbeat(request) => {
-                let group = request.group.clone();
-                self.coordinate(
-                    &group,
-                    reply,
-                    |c, p, topics, now| c.heartbeat(p, request, topics, now),
-                    Response::GroupHeartbeat,
-                );
-            }
+            Request::GroupHeartbeat(request) => self.group_heartbeat(request, reply, None),
             Request::OffsetCommit(request) => {
                 let group = request.group.clone();
                 self.coordinate(
@@ -1306,6 +1312,11 @@ impl BrokerShared {
             for wait in expired {
                 self.settle_group(wait);
             }
+            let due = self.held_heartbeats.lock().expire(now);
+            for held in due {
+                // Answered now: `held_until` is past.
+                self.group_heartbeat(held.request, held.reply, Some(now));
+            }
             if self.next_group_deadline().is_some_and(|at| now >= at) {
                 self.tick_groups(now);
             }
@@ -1329,6 +1340,7 @@ impl BrokerShared {
                 self.fetches.lock().next_deadline(),
                 self.produces.lock().next_deadline(),
                 self.group_waits.lock().next_deadline(),
+                self.held_heartbeats.lock().next_deadline(),
                 self.next_group_deadline(),
                 Some(next_heartbeat),
                 Some(next_isr),

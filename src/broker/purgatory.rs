@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::protocol::{FetchRequest, ProducedPartition, Response};
+use crate::protocol::{FetchRequest, GroupHeartbeatRequest, ProducedPartition, Response};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
 use crate::transport::Reply;
@@ -51,6 +51,15 @@ pub(crate) struct PendingGroup {
     pub(crate) required: u64,
     pub(crate) leader_epoch: i32,
     pub(crate) group: String,
+    pub(crate) deadline: Millis,
+}
+
+/// A heartbeat held because it had nothing new: answered when its group
+/// writes something, or at `deadline`.
+#[derive(Debug)]
+pub(crate) struct HeldHeartbeat {
+    pub(crate) request: GroupHeartbeatRequest,
+    pub(crate) reply: Reply,
     pub(crate) deadline: Millis,
 }
 

@@ -411,6 +411,16 @@ pub(crate) struct Limits {
     pub(crate) max_poll_interval: Duration,
 }
 
+impl Limits {
+    /// How long the coordinator may hold a heartbeat with nothing new. The
+    /// member counts its session from the last answered heartbeat's send, so
+    /// an interval plus a hold must stay well inside the session.
+    fn max_hold(&self) -> Duration {
+        let spare = self.session_timeout.saturating_sub(self.heartbeat_interval) / 2;
+        self.heartbeat_interval.min(spare)
+    }
+}
+
 /// A subscribed consumer's membership: its state and heartbeat thread.
 pub(crate) struct Membership {
     pub(crate) client: Arc<GroupClient>,
@@ -504,9 +514,10 @@ impl Membership {
             state.stop = true;
             self.shared.wake.notify_all();
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        // Not joined: it may be in a heartbeat the coordinator holds (up to
+        // `heartbeat_interval_ms`); it ends when that returns, and leaving
+        // below makes the coordinator answer it at once.
+        drop(self.thread.take());
         let (member_id, epoch, subscription) = {
             let state = self.shared.state.lock();
             (
@@ -568,6 +579,11 @@ impl MembershipShared {
             acked_assignment,
             session_timeout_ms: ms(self.limits.session_timeout),
             rebalance_timeout_ms: ms(self.limits.max_poll_interval),
+            max_wait_ms: if member_epoch > 0 {
+                ms(self.limits.max_hold())
+            } else {
+                0
+            },
         })
     }
 
@@ -668,14 +684,22 @@ impl MembershipShared {
                     state.target = Some((response.assignment_id, assignment));
                     (self.notify)();
                 }
-                let interval = if response.reconciling {
-                    self.limits
-                        .heartbeat_interval
-                        .min(Duration::from_millis(RECONCILING_HEARTBEAT_MS))
+                // In step with the coordinator, the next heartbeat goes out at
+                // once and the coordinator holds it until the group changes
+                // (or for its interval): a long poll. With a new assignment
+                // the application applies it first and then asks for a
+                // heartbeat; while partitions are still coming, ask often.
+                let quick = self
+                    .limits
+                    .heartbeat_interval
+                    .min(Duration::from_millis(RECONCILING_HEARTBEAT_MS));
+                state.next_heartbeat = if response.reconciling {
+                    now + quick
+                } else if !changed {
+                    sent + quick
                 } else {
-                    self.limits.heartbeat_interval
+                    sent + self.limits.heartbeat_interval
                 };
-                state.next_heartbeat = now + interval;
             }
             Ok(other) => {
                 state.fatal = Some(unexpected("ConsumerGroupHeartbeat", &other));

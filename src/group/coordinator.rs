@@ -819,7 +819,9 @@ impl Group {
                 id
             }
             epoch => {
-                let Some(m) = self.members.get(&request.member_id) else {
+                // A static member that left for now sends nothing more; a
+                // heartbeat of its is an old one arriving late.
+                let Some(m) = self.members.get(&request.member_id).filter(|m| !m.left) else {
                     return Err(self.unknown_member(&request.member_id));
                 };
                 if epoch != m.epoch && epoch != m.previous_epoch {
@@ -837,7 +839,6 @@ impl Group {
             return Err(self.unknown_member(&member_id));
         };
         m.last_heartbeat = now;
-        m.left = false;
         m.client_id = request.client_id;
         m.session_timeout_ms = request.session_timeout_ms;
         m.rebalance_timeout_ms = request.rebalance_timeout_ms;

@@ -58,6 +58,10 @@ pub struct GroupHeartbeatRequest {
     /// The member is removed when it does not give up partitions being
     /// revoked within this long (its `max_poll_interval_ms`).
     pub rebalance_timeout_ms: u32,
+    /// How long the coordinator may hold a heartbeat that has nothing new
+    /// for the member, answering it as soon as the group changes (0: answer
+    /// at once). Below the session timeout.
+    pub max_wait_ms: u32,
 }
 
 /// The coordinator's answer to a heartbeat.
