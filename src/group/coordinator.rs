@@ -481,13 +481,43 @@ impl Shard {
 }
 
 impl Member {
+    /// The first millisecond at which the member is out of time.
+    ///
+    /// The consumer gives its partitions up once *more* than its session
+    /// timeout has passed since it sent its last answered heartbeat (or its
+    /// rebalance timeout since the heartbeat it times a revocation from),
+    /// measured on a clock finer than ours; it sent that heartbeat at or
+    /// before the millisecond we stamped it with. So the member is out of
+    /// time only strictly after the limit: removing it at the limit itself
+    /// could hand its partitions to another member while it still consumes
+    /// them.
     fn deadline(&self) -> Millis {
         let session = self.last_heartbeat + Millis::from(self.session_timeout_ms);
-        self.revocation_deadline.map_or(session, |d| d.min(session))
+        self.revocation_deadline.map_or(session, |d| d.min(session)) + 1
     }
 
     fn expired(&self, now: Millis) -> bool {
         now >= self.deadline()
+    }
+
+    /// Runs the revocation clock while the member reports holding a
+    /// partition it must give up: it starts at the first heartbeat that
+    /// does, and stops at one that does not.
+    ///
+    /// That is how the consumer times a revocation: from the heartbeat
+    /// whose answer showed it that partitions it holds are being revoked,
+    /// until one whose answer shows it holds none of them. A pending
+    /// partition it does not hold is not timed on its side, whether it
+    /// never took it (a newer assignment replaced the one that gave it) or
+    /// already let it go (before it acknowledged the assignment that asked).
+    /// Timing such a partition here would remove the member, and give away
+    /// the partitions it does hold, while it still consumes them.
+    fn time_revocation(&mut self, owned: &BTreeSet<TopicPartition>, now: Millis) {
+        if !self.pending.iter().any(|tp| owned.contains(tp)) {
+            self.revocation_deadline = None;
+        } else if self.revocation_deadline.is_none() {
+            self.revocation_deadline = Some(now + Millis::from(self.rebalance_timeout_ms));
+        }
     }
 
     fn owns(&self, tp: &TopicPartition) -> bool {
@@ -524,6 +554,7 @@ impl Member {
             instance_id: self.instance_id.clone(),
             client_id: self.client_id.clone(),
             subscription: self.subscription.clone(),
+            topics: self.topics.iter().cloned().collect(),
             epoch: self.epoch,
             previous_epoch: self.previous_epoch,
             assigned: store(&self.assigned),
@@ -590,6 +621,7 @@ impl Group {
                 .map(|(t, n)| (t.clone(), *n))
                 .collect(),
             members: self.members.values().map(Member::value).collect(),
+            replaced: self.replaced.iter().cloned().collect(),
         })
     }
 
@@ -603,13 +635,14 @@ impl Group {
             .map(|(m, tps)| Ok((m.clone(), restore(tps)?)))
             .collect::<Result<_>>()?;
         self.target_partitions = v.target_partitions.into_iter().collect();
+        self.replaced = v.replaced.into_iter().collect();
         self.members.clear();
         for m in v.members {
             let pending: BTreeSet<TopicPartition> =
                 restore(&m.pending_revocation)?.into_iter().collect();
             let member = Member {
                 pattern: compile(&m.subscription)?,
-                topics: BTreeSet::new(),
+                topics: m.topics.into_iter().collect(),
                 id: m.member_id,
                 instance_id: m.instance_id,
                 client_id: m.client_id,
@@ -619,8 +652,9 @@ impl Group {
                 assigned: restore(&m.assigned)?.into_iter().collect(),
                 assignment_id: m.assignment_id,
                 revoked_at: m.revoked_at,
-                revocation_deadline: (!pending.is_empty())
-                    .then(|| now + Millis::from(m.rebalance_timeout_ms)),
+                // What the member holds is unknown until it heartbeats: the
+                // revocation clock restarts then (`Member::time_revocation`).
+                revocation_deadline: None,
                 pending,
                 session_timeout_ms: m.session_timeout_ms,
                 rebalance_timeout_ms: m.rebalance_timeout_ms,
@@ -629,19 +663,6 @@ impl Group {
             };
             self.members.insert(member.id.clone(), member);
         }
-        // The members' resolved topics are those the target was computed
-        // for, until they heartbeat again.
-        let subscribed: BTreeSet<String> = self.target_partitions.keys().cloned().collect();
-        for m in self.members.values_mut() {
-            m.topics = match &m.subscription {
-                Subscription::Topics(t) => t.clone(),
-                Subscription::Pattern(_) => subscribed
-                    .iter()
-                    .filter(|t| m.pattern.as_ref().is_some_and(|r| r.is_match(t)))
-                    .cloned()
-                    .collect(),
-            };
-        }
         Ok(())
     }
 
@@ -649,6 +670,7 @@ impl Group {
         self.members.clear();
         self.target.clear();
         self.target_partitions.clear();
+        self.replaced.clear();
         self.group_epoch = 0;
         self.target_epoch = 0;
         self.assignor.clear();
@@ -961,9 +983,7 @@ impl Group {
         if acked >= m.revoked_at {
             m.pending.retain(|tp| owned.contains(tp));
         }
-        if m.pending.is_empty() {
-            m.revocation_deadline = None;
-        }
+        m.time_revocation(owned, now);
         if m.epoch != target_epoch {
             if !m.pending.is_empty() {
                 return;
@@ -989,7 +1009,7 @@ impl Group {
                 if !ask.is_empty() {
                     m.pending = ask;
                     m.revoked_at = m.assignment_id;
-                    m.revocation_deadline = Some(now + Millis::from(m.rebalance_timeout_ms));
+                    m.time_revocation(owned, now);
                     return;
                 }
             }

@@ -68,6 +68,9 @@ pub(crate) struct MemberValue {
     pub(crate) instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) subscription: Subscription,
+    /// The topics the subscription resolved to at the member's last
+    /// heartbeat (what the target was computed with).
+    pub(crate) topics: Vec<String>,
     pub(crate) epoch: i32,
     pub(crate) previous_epoch: i32,
     pub(crate) assigned: Vec<StoredPartition>,
@@ -89,6 +92,10 @@ pub(crate) struct GroupValue {
     pub(crate) target: Vec<(String, Vec<StoredPartition>)>,
     pub(crate) target_partitions: Vec<(String, u32)>,
     pub(crate) members: Vec<MemberValue>,
+    /// Static members replaced by a newer member with the same instance id,
+    /// oldest first: (member id, instance id). They stay fenced after a
+    /// failover too.
+    pub(crate) replaced: Vec<(String, String)>,
 }
 
 /// A decoded record: its key and, unless it is a tombstone, its value.
