@@ -717,7 +717,7 @@ impl<K, V> Consumer<K, V> {
             return Ok(());
         };
         let shared = m.shared.clone();
-        let (lost, target) = {
+        let (lost, target, incarnation) = {
             let mut state = shared.state.lock();
             state.last_poll = Instant::now();
             if let Some(e) = state.fatal.clone() {
@@ -734,7 +734,7 @@ impl<K, V> Consumer<K, V> {
                 state.owned.clear();
                 state.lost_because = None;
             }
-            (lost, state.target.take())
+            (lost, state.target.take(), state.incarnation)
         };
         if lost {
             let gone: Vec<TopicPartition> =
@@ -783,6 +783,17 @@ impl<K, V> Consumer<K, V> {
                     return if e.is_retriable() { Ok(()) } else { Err(e) };
                 }
             };
+            {
+                // The membership may have ended while the offsets were looked
+                // up: its assignment is no one's to take then. Otherwise the
+                // partitions count as held from here on, so an end of the
+                // membership from now marks them lost.
+                let mut state = shared.state.lock();
+                if state.incarnation != incarnation {
+                    return Ok(());
+                }
+                state.owned.extend(added.iter().cloned());
+            }
             for tp in &added {
                 let state = PartitionState {
                     position: committed.get(tp).map(|o| o.offset),
@@ -790,10 +801,15 @@ impl<K, V> Consumer<K, V> {
                 };
                 self.assignment.insert(tp.clone(), state);
             }
-            shared.state.lock().owned.extend(added.iter().cloned());
             self.call_listener(|l, c| l.on_partitions_assigned(c, &added));
         }
-        shared.state.lock().acked = id;
+        {
+            let mut state = shared.state.lock();
+            if state.incarnation != incarnation {
+                return Ok(());
+            }
+            state.acked = id;
+        }
         if let Some(m) = &self.membership {
             m.heartbeat_now();
         }

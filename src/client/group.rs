@@ -344,12 +344,17 @@ pub(crate) struct MemberState {
     pub(crate) fatal: Option<Error>,
     pub(crate) last_poll: Instant,
     last_ok_sent: Option<Instant>,
-    /// When the heartbeat that asked for a still-unfinished revocation was sent.
+    /// When the heartbeat that may have asked for a still-unfinished
+    /// revocation was sent (the first one since the last answer).
     revocation_since: Option<Instant>,
+    /// When the first heartbeat since the last answer was sent: any of the
+    /// unanswered ones may have made the coordinator start a revocation.
+    first_unanswered: Option<Instant>,
     next_heartbeat: Instant,
     /// Bumped whenever membership restarts, so a late answer to an older
-    /// heartbeat is ignored.
-    incarnation: u64,
+    /// heartbeat is ignored and a reconciliation of the old membership is
+    /// abandoned.
+    pub(crate) incarnation: u64,
     stop: bool,
 }
 
@@ -367,6 +372,7 @@ impl MemberState {
         self.acked = 0;
         self.last_ok_sent = None;
         self.revocation_since = None;
+        self.first_unanswered = None;
         self.incarnation += 1;
         self.next_heartbeat = now;
     }
@@ -390,16 +396,18 @@ impl MemberState {
         }
     }
 
-    /// Whether the member's own limits say it no longer owns its partitions.
+    /// Whether the member's own limits say it no longer owns its partitions:
+    /// always before the coordinator could give them away, because every
+    /// clock here starts no later than the coordinator's.
     pub(crate) fn expired(&self, now: Instant, limits: &Limits) -> bool {
+        let older =
+            |at: Option<Instant>, limit| at.is_some_and(|at| now.duration_since(at) > limit);
         self.epoch > 0
             && (now.duration_since(self.last_poll) > limits.max_poll_interval
-                || self
-                    .last_ok_sent
-                    .is_some_and(|at| now.duration_since(at) > limits.session_timeout)
-                || self
-                    .revocation_since
-                    .is_some_and(|at| now.duration_since(at) > limits.max_poll_interval))
+                || older(self.last_ok_sent, limits.session_timeout)
+                || older(self.revocation_since, limits.max_poll_interval)
+                // An unanswered heartbeat may have started a revocation.
+                || older(self.first_unanswered, limits.max_poll_interval))
     }
 }
 
@@ -470,6 +478,7 @@ impl Membership {
                 last_poll: now,
                 last_ok_sent: None,
                 revocation_since: None,
+                first_unanswered: None,
                 next_heartbeat: now,
                 incarnation: 0,
                 stop: false,
@@ -638,6 +647,7 @@ impl MembershipShared {
                             state.owned.iter().cloned().collect(),
                             state.acked,
                         );
+                        state.first_unanswered.get_or_insert(now);
                         break (request, state.incarnation, false);
                     }
                     let wake = if state.subscription.is_some() && polling {
@@ -671,11 +681,14 @@ impl MembershipShared {
                 state.member_id = response.member_id;
                 state.epoch = response.member_epoch;
                 state.last_ok_sent = Some(sent);
+                // The coordinator may have asked for a revocation in any
+                // heartbeat since the last answer: time it from the first.
+                let asked_since = state.first_unanswered.take().unwrap_or(sent).min(sent);
                 let assignment: BTreeSet<TopicPartition> =
                     response.assignment.into_iter().collect();
                 let revokes = !state.owned.is_subset(&assignment);
                 if revokes {
-                    state.revocation_since.get_or_insert(sent);
+                    state.revocation_since.get_or_insert(asked_since);
                 } else {
                     state.revocation_since = None;
                 }

@@ -19,9 +19,10 @@
 //! Stable with every subscribed partition held by exactly one consumer,
 //! balanced within one.
 //!
-//! The model follows the consumer except where [`ClientFixes`] says: the
-//! consumer has two bugs that break safety whatever the coordinator does,
-//! shown by the `client_bug_*` tests. Explicit scenarios replay the
+//! The model follows the consumer, including the two rules of
+//! [`ClientFixes`] that keep it safe whatever the timing; the
+//! `without_rule_*` tests switch one off and show safety break. Explicit
+//! scenarios replay the
 //! coordinator bugs the property found (each fails without its fix), and the
 //! last tests drive the coordinator's API by hand (commit fencing, expiry
 //! times, static members, eager and cooperative revocation).
@@ -213,28 +214,27 @@ impl Coordinator {
 
 // ----- the consumers ----------------------------------------------------------
 
-/// Where the model departs from the real consumer: two bugs of
-/// `client::group` and `Consumer::apply_group_changes` that break safety
-/// with a correct coordinator (the `client_bug_*` tests show them with the
-/// consumer's actual behaviour). The properties run with both fixed, so that
-/// they test the coordinator.
+/// Two rules of `client::group` and `Consumer::apply_group_changes` without
+/// which safety breaks even with a correct coordinator (the `without_rule_*`
+/// tests switch one off). The consumer follows both (earlier it did not);
+/// the properties run with both.
 #[derive(Debug, Clone, Copy)]
 struct ClientFixes {
     /// When the membership ends (`MemberState::reset`) while the application
     /// is between the revoke and add steps of a reconciliation, the
-    /// reconciliation is abandoned. The consumer instead finishes it: with
-    /// nothing held and no newer assignment stored, `reset` marks nothing
-    /// lost, so the application adds the dead membership's partitions and
-    /// keeps them, and rejoins acknowledging that membership's assignment.
+    /// reconciliation is abandoned. Without the rule, with nothing held and
+    /// no newer assignment stored, `reset` marks nothing lost, so the
+    /// application would add the dead membership's partitions and keep them,
+    /// and rejoin acknowledging that membership's assignment.
     abandon_reconciliation: bool,
     /// Any heartbeat whose answer did not arrive may have asked for a
     /// revocation, and the coordinator times a revocation from when it asked.
     /// So a revocation is timed (`MemberState::revocation_since`) from the
     /// first heartbeat since the last answer that arrived, and a member that
     /// gets no answer for its rebalance timeout gives up (this matters when
-    /// that is shorter than its session timeout). The consumer times a
-    /// revocation only from the heartbeat whose answer showed it, so it can
-    /// still be consuming partitions the coordinator already gave away.
+    /// that is shorter than its session timeout). Timed only from the
+    /// heartbeat whose answer showed it, a member could still be consuming
+    /// partitions the coordinator already gave away.
     time_revocation_from_unanswered: bool,
 }
 
@@ -375,6 +375,7 @@ impl Client {
             acked_assignment: self.acked,
             session_timeout_ms: self.limits.session as u32,
             rebalance_timeout_ms: self.limits.rebalance as u32,
+            max_wait_ms: 0,
         }
     }
 
@@ -1702,13 +1703,13 @@ fn a_reconciliation_outliving_its_membership_is_safe_when_abandoned() {
     ));
 }
 
-// The consumer's actual behaviour in the three scenarios above: these show
-// the bugs in `client::group` / `Consumer::apply_group_changes` (they must
-// panic, with the invariant that breaks).
+// The three scenarios above with one of the consumer's rules switched off
+// (as the consumer was before): they must panic, with the invariant that
+// breaks.
 
 #[test]
 #[should_panic(expected = "INVARIANT: c0 holds")]
-fn client_bug_a_revocation_asked_in_a_lost_answer_is_timed_too_late() {
+fn without_rule_a_revocation_asked_in_a_lost_answer_is_timed_too_late() {
     let fixes = ClientFixes {
         time_revocation_from_unanswered: false,
         ..ClientFixes::ALL
@@ -1719,7 +1720,7 @@ fn client_bug_a_revocation_asked_in_a_lost_answer_is_timed_too_late() {
 
 #[test]
 #[should_panic(expected = "INVARIANT: c0 holds")]
-fn client_bug_a_revocation_never_answered_is_not_timed() {
+fn without_rule_a_revocation_never_answered_is_not_timed() {
     let fixes = ClientFixes {
         time_revocation_from_unanswered: false,
         ..ClientFixes::ALL
@@ -1730,7 +1731,7 @@ fn client_bug_a_revocation_never_answered_is_not_timed() {
 
 #[test]
 #[should_panic(expected = "SAFETY: t0-0 is held by c0 and c1")]
-fn client_bug_a_reconciliation_outliving_its_membership_is_finished() {
+fn without_rule_a_reconciliation_outliving_its_membership_is_finished() {
     let fixes = ClientFixes {
         abandon_reconciliation: false,
         ..ClientFixes::ALL
@@ -1787,6 +1788,7 @@ impl Direct {
             acked_assignment: acked,
             session_timeout_ms: self.limits.session as u32,
             rebalance_timeout_ms: self.limits.rebalance as u32,
+            max_wait_ms: 0,
         };
         self.coord.heartbeat(request, &self.topics, self.now)
     }
