@@ -13,24 +13,14 @@ use ferrolog::client::{
     AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
 };
 use ferrolog::record::{RecordBatch, RecordBatchBuilder};
-use ferrolog::storage::{
-    CleanupPolicy, FileStorage, LogConfig, MemoryStorage, PartitionLog, Storage,
-};
+use ferrolog::storage::{CleanupPolicy, FileStorage, LogConfig, PartitionLog, Storage};
 use ferrolog::{Admin, Cluster, Error, ManualClock, NewTopic, TopicPartition};
 
-const T0: i64 = 1_700_000_000_000;
+mod common;
+
+use common::{T0, on_both};
 
 type Entry = (u64, Vec<u8>, Option<Vec<u8>>);
-
-/// Runs `test` once on each storage, both driven by the same manual clock.
-fn on_both(test: impl Fn(&dyn Storage, &ManualClock)) {
-    let clock = ManualClock::new(T0);
-    test(&MemoryStorage::with_clock(Arc::new(clock.clone())), &clock);
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let files = FileStorage::with_clock(dir.path(), Arc::new(clock.clone())).unwrap();
-    test(&files, &clock);
-}
 
 fn tp() -> TopicPartition {
     TopicPartition::new("compacted", 0).unwrap()

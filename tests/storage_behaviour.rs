@@ -1,23 +1,13 @@
 //! Named behaviours of both built-in storages, each proved on `MemoryStorage`
 //! and `FileStorage` through the public API.
 
-use std::sync::Arc;
-
 use ferrolog::record::{RecordBatch, RecordBatchBuilder};
-use ferrolog::storage::{FileStorage, LogConfig, MemoryStorage, PartitionLog, Storage};
-use ferrolog::{Error, ManualClock, TopicPartition};
+use ferrolog::storage::{LogConfig, PartitionLog};
+use ferrolog::{Error, TopicPartition};
 
-const T0: i64 = 1_700_000_000_000;
+mod common;
 
-/// Runs `test` once on each storage, both driven by the same manual clock.
-fn on_both(test: impl Fn(&dyn Storage, &ManualClock)) {
-    let clock = ManualClock::new(T0);
-    test(&MemoryStorage::with_clock(Arc::new(clock.clone())), &clock);
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let files = FileStorage::with_clock(dir.path(), Arc::new(clock.clone())).unwrap();
-    test(&files, &clock);
-}
+use common::{T0, on_both};
 
 fn tp() -> TopicPartition {
     TopicPartition::new("behaviour", 0).unwrap()
