@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::purgatory::{HeldHeartbeat, PendingGroup};
-use super::{BrokerShared, Partition, moved_since};
+use super::{BrokerShared, Partition};
 use crate::error::{Error, Result};
 use crate::group::coordinator::{GroupCoordinator, Outcome, TopicCounts};
 use crate::group::records::GroupRecord;
@@ -138,7 +138,7 @@ impl BrokerShared {
         run: impl FnOnce(&mut GroupCoordinator, u32, &TopicCounts, Millis) -> Result<Outcome<T>>,
         respond: impl FnOnce(T) -> Response,
     ) {
-        self.coordinate_or_hold(group, reply, run, respond, |_, reply, _| Some(reply));
+        self.coordinate_or_hold(group, reply, run, respond, |_, reply, _, _| Some(reply));
     }
 
     /// [`coordinate`](Self::coordinate), but when the request wrote nothing
@@ -149,7 +149,7 @@ impl BrokerShared {
         reply: Reply,
         run: impl FnOnce(&mut GroupCoordinator, u32, &TopicCounts, Millis) -> Result<Outcome<T>>,
         respond: impl FnOnce(T) -> Response,
-        hold: impl FnOnce(&T, Reply, u64) -> Option<Reply>,
+        hold: impl FnOnce(&T, Reply, u64, &TopicPartition) -> Option<Reply>,
     ) {
         let (p, partition, epoch) = match self.coordinator_partition(group) {
             Ok(found) => found,
@@ -194,7 +194,7 @@ impl BrokerShared {
         let reply = if wrote {
             reply
         } else {
-            match hold(&outcome.value, reply, writes_seen) {
+            match hold(&outcome.value, reply, writes_seen, &partition.tp) {
                 Some(reply) => reply,
                 None => return,
             }
@@ -238,17 +238,13 @@ impl BrokerShared {
             reply,
             |c, p, topics, now| c.heartbeat(p, request, topics, now),
             Response::GroupHeartbeat,
-            |response, reply, writes_seen| {
+            |response, reply, writes_seen, tp| {
                 let idle = response.member_epoch == epoch
                     && response.assignment_id == acked
                     && !response.reconciling;
                 let request = match parked {
                     Some(request) if idle => request,
                     _ => return Some(reply),
-                };
-                let tp = match self.coordinator_partition(&group) {
-                    Ok((_, partition, _)) => partition.tp.clone(),
-                    Err(_) => return Some(reply),
                 };
                 let mut held = self.held_heartbeats.lock();
                 let held_one = HeldHeartbeat {
@@ -263,7 +259,7 @@ impl BrokerShared {
                     self.group_heartbeat(held_one.request, held_one.reply, Some(until));
                     return None;
                 }
-                held.park(held_one, vec![tp], until);
+                held.park(held_one, vec![tp.clone()], until);
                 drop(held);
                 self.kick_runtime();
                 None
@@ -392,15 +388,10 @@ impl BrokerShared {
                 None => return,
                 Some(w) => w,
             };
-            let mut parked = self.group_waits.lock();
-            if !moved_since(&seen) {
-                let tp = wait.partition.clone();
-                let deadline = wait.deadline;
-                parked.park(wait, vec![tp], deadline);
-                drop(parked);
-                self.kick_runtime();
-                return;
-            }
+            wait = match self.park_unless_moved(&self.group_waits, wait, &seen) {
+                None => return,
+                Some(w) => w,
+            };
         }
     }
 

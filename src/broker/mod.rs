@@ -49,7 +49,7 @@ use crate::storage::{PartitionLog, Storage};
 use crate::time::{Clock, Millis};
 use crate::topic::{INTERNAL_TOPIC_PREFIX, TopicPartition};
 use crate::transport::{Peer, Reply, RequestHandler, Transport};
-use purgatory::{HeldHeartbeat, PendingFetch, PendingGroup, PendingProduce, Purgatory};
+use purgatory::{HeldHeartbeat, PendingFetch, PendingGroup, PendingProduce, Purgatory, Waiter};
 
 /// Longest the runtime thread sleeps between checks, so deadlines are met
 /// within this much even under a [`ManualClock`](crate::ManualClock).
@@ -662,14 +662,30 @@ impl BrokerShared {
                 None => return,
                 Some(p) => p,
             };
-            let mut parked = self.produces.lock();
-            if !moved_since(&seen) {
-                parked.park_produce(produce);
-                drop(parked);
-                self.kick_runtime();
-                return;
-            }
+            produce = match self.park_unless_moved(&self.produces, produce, &seen) {
+                None => return,
+                Some(p) => p,
+            };
         }
+    }
+
+    /// Parks `waiter` unless a partition it watches changed since `seen`
+    /// (counted before it was last looked at); then it is handed back to be
+    /// looked at again, so no change between the look and the park is missed.
+    fn park_unless_moved<T: Waiter>(
+        &self,
+        purgatory: &Mutex<Purgatory<T>>,
+        waiter: T,
+        seen: &[(Arc<Partition>, u64)],
+    ) -> Option<T> {
+        let mut parked = purgatory.lock();
+        if moved_since(seen) {
+            return Some(waiter);
+        }
+        parked.park_waiter(waiter);
+        drop(parked);
+        self.kick_runtime();
+        None
     }
 
     /// Settles what can be: a partition whose HW reached the batch is done,
@@ -740,7 +756,7 @@ impl BrokerShared {
 
     /// Answers a fetch that has enough data, failed, or is due; parks the
     /// rest.
-    fn try_fetch(&self, fetch: PendingFetch) {
+    fn try_fetch(&self, mut fetch: PendingFetch) {
         loop {
             let mut proposals = Vec::new();
             let (response, bytes, seen) = self.read_fetch_with(&fetch.request, &mut proposals);
@@ -760,13 +776,10 @@ impl BrokerShared {
                 fetch.reply.send(Ok(Response::Fetch(response)));
                 return;
             }
-            let mut parked = self.fetches.lock();
-            if !moved_since(&seen) {
-                parked.park_fetch(fetch);
-                drop(parked);
-                self.kick_runtime();
-                return;
-            }
+            fetch = match self.park_unless_moved(&self.fetches, fetch, &seen) {
+                None => return,
+                Some(f) => f,
+            };
         }
     }
 

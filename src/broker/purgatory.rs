@@ -147,26 +147,53 @@ impl<T> Purgatory<T> {
     }
 }
 
-impl Purgatory<PendingFetch> {
-    /// Parks a fetch until its deadline, watching its partitions.
-    pub(crate) fn park_fetch(&mut self, fetch: PendingFetch) {
-        let partitions = fetch
-            .request
+/// A request that parks until one of its partitions moves or its deadline.
+pub(crate) trait Waiter {
+    /// The partitions whose moves may settle it.
+    fn watched(&self) -> Vec<TopicPartition>;
+    /// When it is answered whatever happens.
+    fn deadline(&self) -> Millis;
+}
+
+impl Waiter for PendingFetch {
+    fn watched(&self) -> Vec<TopicPartition> {
+        self.request
             .partitions
             .iter()
             .map(|p| p.partition.clone())
-            .collect();
-        let deadline = fetch.deadline;
-        self.park(fetch, partitions, deadline);
+            .collect()
+    }
+
+    fn deadline(&self) -> Millis {
+        self.deadline
     }
 }
 
-impl Purgatory<PendingProduce> {
-    /// Parks a produce until its deadline, watching its waiting partitions.
-    pub(crate) fn park_produce(&mut self, produce: PendingProduce) {
-        let partitions = produce.partitions().cloned().collect();
-        let deadline = produce.deadline;
-        self.park(produce, partitions, deadline);
+impl Waiter for PendingProduce {
+    fn watched(&self) -> Vec<TopicPartition> {
+        self.partitions().cloned().collect()
+    }
+
+    fn deadline(&self) -> Millis {
+        self.deadline
+    }
+}
+
+impl Waiter for PendingGroup {
+    fn watched(&self) -> Vec<TopicPartition> {
+        vec![self.partition.clone()]
+    }
+
+    fn deadline(&self) -> Millis {
+        self.deadline
+    }
+}
+
+impl<T: Waiter> Purgatory<T> {
+    /// Parks `waiter` until its deadline, watching its partitions.
+    pub(crate) fn park_waiter(&mut self, waiter: T) {
+        let (partitions, deadline) = (waiter.watched(), waiter.deadline());
+        self.park(waiter, partitions, deadline);
     }
 }
 
