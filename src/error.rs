@@ -216,6 +216,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A message frame that does not decode: wrong length, unknown version
+    /// or tag, a field that runs past the frame, a count larger than the
+    /// frame could hold (Kafka answers malformed requests with
+    /// `INVALID_REQUEST` and closes the connection). Nothing it claims is
+    /// allocated or acted on.
+    #[error("malformed message frame: {reason}")]
+    InvalidFrame {
+        /// What did not decode.
+        reason: String,
+    },
+
     /// No response arrived within the request timeout (Kafka:
     /// `REQUEST_TIMED_OUT`). Retriable.
     #[error("{operation} timed out after {timeout_ms} ms")]
@@ -534,6 +545,70 @@ impl Error {
                 | Error::CoordinatorLoadInProgress { .. }
                 | Error::CoordinatorNotAvailable { .. }
         )
+    }
+
+    /// Kafka's numeric error code for this error (`Errors.java`), or -1
+    /// (`UNKNOWN_SERVER_ERROR`) for errors Kafka has no code for (most of
+    /// them happen only in a client and never cross the wire). The wire
+    /// codec carries this code with every error.
+    ///
+    /// ```
+    /// use ferrolog::{Error, TopicPartition};
+    /// let e = Error::NotLeaderOrFollower { broker: 1, partition: TopicPartition::new("t", 0)? };
+    /// assert_eq!(e.code(), 6);
+    /// # Ok::<(), ferrolog::Error>(())
+    /// ```
+    pub fn code(&self) -> i16 {
+        match self {
+            Error::OffsetOutOfRange { .. } => 1,
+            Error::CorruptRecord { .. } => 2,
+            Error::UnknownTopicOrPartition { .. } | Error::InvalidPartition { .. } => 3,
+            Error::NotLeaderOrFollower { .. } => 6,
+            Error::RequestTimedOut { .. } => 7,
+            Error::RecordTooLarge { .. } => 10,
+            Error::Network { .. } => 13,
+            Error::CoordinatorLoadInProgress { .. } => 14,
+            Error::CoordinatorNotAvailable { .. } => 15,
+            Error::NotCoordinator { .. } => 16,
+            Error::InvalidTopic { .. } => 17,
+            Error::NotEnoughReplicas { .. } => 19,
+            Error::NotEnoughReplicasAfterAppend { .. } => 20,
+            Error::InconsistentGroupProtocol { .. } => 23,
+            Error::InvalidGroupId { .. } => 24,
+            Error::UnknownMemberId { .. } => 25,
+            Error::TopicAlreadyExists { .. } => 36,
+            Error::InvalidPartitions { .. } => 37,
+            Error::InvalidReplicationFactor { .. } => 38,
+            Error::InvalidConfig { .. } => 40,
+            Error::NotController { .. } => 41,
+            Error::InvalidRequest { .. } | Error::InvalidFrame { .. } => 42,
+            Error::OutOfOrderSequence { .. } => 45,
+            Error::InvalidProducerEpoch { .. } => 47,
+            Error::CorruptLog { .. }
+            | Error::LogOffline { .. }
+            | Error::LogInUse { .. }
+            | Error::Io { .. } => 56,
+            Error::NonEmptyGroup { .. } => 68,
+            Error::GroupIdNotFound { .. } => 69,
+            Error::FencedLeaderEpoch { .. } => 74,
+            Error::UnsupportedCompression { .. } => 76,
+            Error::FencedInstanceId { .. } => 82,
+            Error::InvalidRecord { .. } => 87,
+            Error::InvalidUpdateVersion { .. } => 95,
+            Error::FencedMemberEpoch { .. } => 110,
+            Error::InvalidPattern { .. } => 128,
+            Error::UnexpectedAppendOffset { .. }
+            | Error::DeliveryTimeout { .. }
+            | Error::BufferExhausted { .. }
+            | Error::Serialization { .. }
+            | Error::RecordDeserialization { .. }
+            | Error::DroppedByInterceptor
+            | Error::ClientClosed { .. }
+            | Error::NoOffsetForPartition { .. }
+            | Error::NotAssigned
+            | Error::PartitionNotAssigned { .. }
+            | Error::InvalidAssignment { .. } => -1,
+        }
     }
 
     pub(crate) fn corrupt(reason: impl Into<String>) -> Self {

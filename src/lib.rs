@@ -86,8 +86,9 @@ pub use client::{
     ProducerConfig, ProducerRecord, RebalanceListener,
 };
 pub use cluster::{Cluster, ClusterBuilder};
-pub use controller::{CONTROLLER_ID, MAX_PARTITIONS_PER_TOPIC};
+pub use controller::MAX_PARTITIONS_PER_TOPIC;
 pub use error::{Error, Result};
+pub use protocol::CONTROLLER_ID;
 pub use time::{Clock, ManualClock, Millis, SystemClock};
 pub use topic::{
     INTERNAL_TOPIC_PREFIX, MAX_TOPIC_NAME_LEN, NewTopic, TopicConfig, TopicPartition,

@@ -7,6 +7,8 @@
 //! tested without sleeping.
 
 use std::sync::Arc;
+
+use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Milliseconds since the Unix epoch, Kafka's timestamp unit.
@@ -68,4 +70,18 @@ impl Clock for ManualClock {
     fn now_ms(&self) -> Millis {
         self.now.load(Ordering::SeqCst)
     }
+}
+
+/// Largest duration a config accepts, in ms (Kafka's int configs: about 24.8
+/// days). Larger values would overflow deadline arithmetic.
+pub const MAX_CONFIG_MS: u64 = i32::MAX as u64;
+
+pub(crate) fn at_most_max_ms(field: &'static str, value: u64) -> Result<()> {
+    if value > MAX_CONFIG_MS {
+        return Err(Error::config(
+            field,
+            format!("{value} ms is more than the maximum of {MAX_CONFIG_MS} ms"),
+        ));
+    }
+    Ok(())
 }

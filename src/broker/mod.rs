@@ -4,14 +4,14 @@
 //! produced batches, serves consumers below the high watermark and followers
 //! up to its log end, and completes `acks=all` produces once the high
 //! watermark passes them; as a follower it copies its leaders' logs (the
-//! [`fetcher`] thread), truncating where its log diverges. Who leads and who
+//! fetcher thread), truncating where its log diverges. Who leads and who
 //! is in sync is decided per partition by a [`ReplicaSet`] state machine and,
 //! for the cluster, by the controller, which the broker tells it is alive
 //! (heartbeats) and asks for ISR changes. Metadata from the controller
 //! (UpdateMetadata) opens, removes, promotes and demotes replicas.
 //!
 //! Request handling never blocks on anything but the local log: a request
-//! that must wait keeps its [`Reply`] in a [`purgatory`] and is completed by
+//! that must wait keeps its [`Reply`] in a purgatory and is completed by
 //! whoever moves the partition it waits for (an append, a high watermark
 //! advance, a leadership change) or by the broker's runtime thread at its
 //! deadline. No lock is held while a `Reply` is completed or a request is
@@ -29,11 +29,11 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::controller::CONTROLLER_ID;
 use crate::error::{Error, Result};
 use crate::group::Assignor;
 use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::Acks;
+use crate::protocol::CONTROLLER_ID;
 use crate::protocol::{
     AlterPartitionRequest, BrokerHeartbeatRequest, ClusterMetadata, FetchPartition, FetchRequest,
     FetchResponse, FetchedData, FetchedPartition, ListOffsetsRequest, ListOffsetsResponse,
@@ -129,7 +129,7 @@ impl BrokerConfig {
             ("broker_session_timeout_ms", self.broker_session_timeout_ms),
             ("offsets_commit_timeout_ms", self.offsets_commit_timeout_ms),
         ] {
-            crate::client::at_most_max_ms(field, ms)?;
+            crate::time::at_most_max_ms(field, ms)?;
             if ms == 0 {
                 return Err(Error::config(field, "must be positive"));
             }

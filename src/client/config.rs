@@ -54,19 +54,8 @@ macro_rules! config_builder {
     };
 }
 
-/// Largest duration a config accepts, in ms (Kafka's int configs: about 24.8
-/// days). Larger values would overflow deadline arithmetic.
-pub const MAX_CONFIG_MS: u64 = i32::MAX as u64;
-
-pub(crate) fn at_most_max_ms(field: &'static str, value: u64) -> Result<()> {
-    if value > MAX_CONFIG_MS {
-        return Err(Error::config(
-            field,
-            format!("{value} ms is more than the maximum of {MAX_CONFIG_MS} ms"),
-        ));
-    }
-    Ok(())
-}
+pub use crate::time::MAX_CONFIG_MS;
+pub(crate) use crate::time::at_most_max_ms;
 
 fn positive(field: &'static str, value: u64) -> Result<()> {
     if value == 0 {

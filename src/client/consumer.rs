@@ -117,7 +117,7 @@ impl FetchInbox {
     }
 }
 
-/// Reads records from assigned partitions; see the [module docs](self).
+/// Reads records from assigned partitions; see the [`client` module docs](crate::client).
 ///
 /// ```
 /// use std::time::Duration;

@@ -4,7 +4,7 @@
 //! [`Admin`] client, their configs, the (de)serializers that turn application
 //! types into record bytes, and the partitioner that picks a partition for a
 //! key exactly as Kafka does ([`partitioner`]). Clients reach brokers only
-//! through a [`Transport`](crate::transport::Transport) named by a
+//! through a [`Transport`] named by a
 //! [`Bootstrap`]; they never touch a broker's state directly, so the same
 //! client code runs against an embedded cluster or remote nodes.
 //!
@@ -24,7 +24,6 @@ mod serialization;
 use std::sync::Arc;
 
 pub use admin::{Admin, ClusterDescription, ConsumerGroupDescription, OffsetReset, PartitionLag};
-pub(crate) use config::at_most_max_ms;
 pub use config::{
     AdminConfig, AutoOffsetReset, ConsumerConfig, ConsumerConfigBuilder, MAX_CONFIG_MS,
     ProducerConfig, ProducerConfigBuilder,

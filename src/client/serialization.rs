@@ -49,7 +49,7 @@ pub trait Deserializer<T>: Send + Sync {
 }
 
 /// Bytes, strings, integers and floats, as Kafka's built-in serializers write
-/// them; see the [module docs](self).
+/// them; see the [`client` module docs](crate::client).
 ///
 /// ```
 /// use ferrolog::client::{DefaultSerde, Deserializer, Serializer};

@@ -28,13 +28,13 @@ use serde::{Deserialize, Serialize};
 mod node;
 mod store;
 
-pub use node::CONTROLLER_ID;
+pub use crate::protocol::CONTROLLER_ID;
 pub(crate) use node::ControllerNode;
 use store::{LogMetadataStore, MetadataStore};
 
-use crate::client::partitioner::murmur2;
 use crate::error::{Error, Result};
 use crate::protocol::{BrokerInfo, ClusterMetadata, NodeId, PartitionMetadata, TopicMetadata};
+use crate::record::murmur2;
 use crate::storage::Storage;
 use crate::time::Millis;
 use crate::topic::{

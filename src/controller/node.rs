@@ -16,14 +16,11 @@ use parking_lot::{Condvar, Mutex};
 use super::Controller;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    BrokerHeartbeatRequest, ClusterMetadata, MetadataRequest, MetadataResponse, NodeId, Request,
-    Response, TopicResults, UpdateMetadataRequest,
+    BrokerHeartbeatRequest, CONTROLLER_ID, ClusterMetadata, MetadataRequest, MetadataResponse,
+    NodeId, Request, Response, TopicResults, UpdateMetadataRequest,
 };
 use crate::time::{Clock, Millis};
 use crate::transport::{Peer, Reply, RequestHandler, Transport};
-
-/// The node id of an embedded cluster's controller.
-pub const CONTROLLER_ID: NodeId = 1 << 16;
 
 /// The controller node and its liveness thread.
 #[derive(Debug)]

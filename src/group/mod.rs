@@ -23,8 +23,9 @@ pub use assignor::{
 pub(crate) mod coordinator;
 pub(crate) mod records;
 
-use crate::protocol::{CommittedOffsets, NodeId};
-use crate::topic::TopicPartition;
+pub use crate::protocol::{
+    GroupDescription, GroupListing, GroupState, MemberDescription, OffsetAndMetadata,
+};
 
 /// The internal topic holding committed offsets and group state.
 pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -32,93 +33,6 @@ pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Longest group id accepted (Kafka has no hard limit; ids end up in keys of
 /// `__consumer_offsets`, so ferrolog bounds them).
 pub const MAX_GROUP_ID_LEN: usize = 255;
-
-/// A committed offset: the next offset the group will read in a partition,
-/// with the application's note and the time of the commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffsetAndMetadata {
-    /// The offset of the next record to read (last processed + 1).
-    pub offset: u64,
-    /// Free text the application attached to the commit.
-    pub metadata: String,
-    /// When the coordinator took the commit (ms since the epoch; 0 until then).
-    pub commit_timestamp: i64,
-}
-
-impl OffsetAndMetadata {
-    /// An offset to commit, without metadata.
-    pub fn new(offset: u64) -> Self {
-        Self {
-            offset,
-            metadata: String::new(),
-            commit_timestamp: 0,
-        }
-    }
-}
-
-/// Where a group stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GroupState {
-    /// No members (it may still have committed offsets).
-    Empty,
-    /// Members are moving towards a new target assignment: some still have
-    /// partitions to revoke or to receive.
-    Reconciling,
-    /// Every member owns exactly its target assignment.
-    Stable,
-}
-
-/// A group as `list_groups` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupListing {
-    /// The group id.
-    pub group: String,
-    /// Its state.
-    pub state: GroupState,
-    /// How many members it has.
-    pub members: usize,
-    /// The broker coordinating it.
-    pub coordinator: NodeId,
-}
-
-/// One member of a described group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberDescription {
-    /// The member's id.
-    pub member_id: String,
-    /// The static member's instance id.
-    pub group_instance_id: Option<String>,
-    /// The consumer's `client_id`.
-    pub client_id: String,
-    /// The member's epoch (generation).
-    pub member_epoch: i32,
-    /// The partitions it owns now.
-    pub assignment: Vec<TopicPartition>,
-    /// Partitions it was asked to give up and has not yet.
-    pub pending_revocation: Vec<TopicPartition>,
-    /// What the assignor wants it to own.
-    pub target: Vec<TopicPartition>,
-}
-
-/// A group as its coordinator describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupDescription {
-    /// The group id.
-    pub group: String,
-    /// Its state.
-    pub state: GroupState,
-    /// The group epoch: bumped by every change of members, subscriptions or
-    /// subscribed partitions.
-    pub group_epoch: i32,
-    /// The assignor the group uses.
-    pub assignor: String,
-    /// The broker coordinating it.
-    pub coordinator: NodeId,
-    /// The members, by id.
-    pub members: Vec<MemberDescription>,
-    /// The committed offsets.
-    pub offsets: CommittedOffsets,
-}
 
 /// Checks a group id: 1 to [`MAX_GROUP_ID_LEN`] bytes.
 pub fn validate_group_id(group: &str) -> crate::Result<()> {

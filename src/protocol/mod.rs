@@ -16,22 +16,38 @@
 //!
 //! The module holds data only; it must not know brokers, storage or clients.
 
+pub mod codec;
+mod envelope;
 mod group;
 
 use std::sync::Arc;
 
+pub use envelope::{Envelope, Message};
 pub use group::{
-    CommittedOffsets, GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH,
-    LEAVE_GROUP_EPOCH, OffsetCommitRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
+    CommittedOffsets, GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse,
+    GroupListing, GroupState, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, MemberDescription,
+    OffsetAndMetadata, OffsetCommitRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
 };
 
 use crate::error::Result;
-use crate::group::{GroupDescription, GroupListing};
 use crate::record::{RecordBatch, Records};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
 
 /// A broker's id within its cluster.
 pub type NodeId = u32;
+
+/// The node id of an embedded cluster's controller.
+pub const CONTROLLER_ID: NodeId = 1 << 16;
+
+/// Who sends or receives a message: a client (producer, consumer, admin)
+/// by a process-unique id, or a node (a broker or the controller) by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    /// A client (producer, consumer, admin), by a process-unique id.
+    Client(u64),
+    /// A node by its id: a broker, or the controller ([`CONTROLLER_ID`]).
+    Broker(NodeId),
+}
 
 /// How many replicas must have a record before the producer is told it is
 /// written (Kafka's `acks`).
@@ -92,6 +108,33 @@ pub enum Request {
 }
 
 impl Request {
+    /// The API's key: Kafka's number for it (Produce 0, Fetch 1, …), which
+    /// the wire codec writes in front of its fields.
+    pub fn api_key(&self) -> i16 {
+        use codec::api;
+        match self {
+            Request::Produce(_) => api::PRODUCE,
+            Request::Fetch(_) => api::FETCH,
+            Request::ListOffsets(_) => api::LIST_OFFSETS,
+            Request::Metadata(_) => api::METADATA,
+            Request::CreateTopics(_) => api::CREATE_TOPICS,
+            Request::DeleteTopics(_) => api::DELETE_TOPICS,
+            Request::CreatePartitions(_) => api::CREATE_PARTITIONS,
+            Request::UpdateMetadata(_) => api::UPDATE_METADATA,
+            Request::BrokerHeartbeat(_) => api::BROKER_HEARTBEAT,
+            Request::AlterPartition(_) => api::ALTER_PARTITION,
+            Request::InitProducerId => api::INIT_PRODUCER_ID,
+            Request::AlterPartitionReassignments(_) => api::ALTER_PARTITION_REASSIGNMENTS,
+            Request::RegisterBroker(_) => api::BROKER_REGISTRATION,
+            Request::FindCoordinator(_) => api::FIND_COORDINATOR,
+            Request::GroupHeartbeat(_) => api::CONSUMER_GROUP_HEARTBEAT,
+            Request::OffsetCommit(_) => api::OFFSET_COMMIT,
+            Request::OffsetFetch(_) => api::OFFSET_FETCH,
+            Request::ListGroups => api::LIST_GROUPS,
+            Request::DescribeGroup(_) => api::CONSUMER_GROUP_DESCRIBE,
+        }
+    }
+
     /// The API's name, as Kafka spells it (`"Produce"`, `"Fetch"`, …).
     pub fn api_name(&self) -> &'static str {
         match self {
@@ -168,6 +211,32 @@ pub enum Response {
 }
 
 impl Response {
+    /// The API's key, the same as its request's ([`Request::api_key`]).
+    pub fn api_key(&self) -> i16 {
+        use codec::api;
+        match self {
+            Response::Produce(_) => api::PRODUCE,
+            Response::Fetch(_) => api::FETCH,
+            Response::ListOffsets(_) => api::LIST_OFFSETS,
+            Response::Metadata(_) => api::METADATA,
+            Response::CreateTopics(_) => api::CREATE_TOPICS,
+            Response::DeleteTopics(_) => api::DELETE_TOPICS,
+            Response::CreatePartitions(_) => api::CREATE_PARTITIONS,
+            Response::UpdateMetadata => api::UPDATE_METADATA,
+            Response::BrokerHeartbeat(_) => api::BROKER_HEARTBEAT,
+            Response::AlterPartition(_) => api::ALTER_PARTITION,
+            Response::InitProducerId(_) => api::INIT_PRODUCER_ID,
+            Response::AlterPartitionReassignments(_) => api::ALTER_PARTITION_REASSIGNMENTS,
+            Response::RegisterBroker(_) => api::BROKER_REGISTRATION,
+            Response::FindCoordinator(_) => api::FIND_COORDINATOR,
+            Response::GroupHeartbeat(_) => api::CONSUMER_GROUP_HEARTBEAT,
+            Response::OffsetCommit => api::OFFSET_COMMIT,
+            Response::OffsetFetch(_) => api::OFFSET_FETCH,
+            Response::ListGroups(_) => api::LIST_GROUPS,
+            Response::DescribeGroup(_) => api::CONSUMER_GROUP_DESCRIBE,
+        }
+    }
+
     /// The API's name, as Kafka spells it.
     pub fn api_name(&self) -> &'static str {
         match self {
@@ -488,7 +557,7 @@ pub struct AlterPartitionRequest {
     /// The leader asking.
     pub broker: NodeId,
     /// The proposal: partition, the epochs it was made in, the new ISR.
-    pub proposal: crate::replication::IsrProposal,
+    pub proposal: IsrProposal,
 }
 
 /// The controller's push of the current metadata to a broker.
@@ -496,4 +565,17 @@ pub struct AlterPartitionRequest {
 pub struct UpdateMetadataRequest {
     /// The metadata.
     pub metadata: Arc<ClusterMetadata>,
+}
+
+/// A change of the in-sync replica set for the controller to decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The leader epoch the proposal was made in.
+    pub leader_epoch: i32,
+    /// The partition epoch (version of leader and ISR) it was made against.
+    pub partition_epoch: u32,
+    /// The proposed ISR, sorted.
+    pub isr: Vec<NodeId>,
 }

@@ -6,6 +6,7 @@
 //! batches as [`bytes::Bytes`] and use this module to check and read them.
 
 mod batch;
+mod hash;
 mod varint;
 
 pub(crate) use batch::BatchHeader;
@@ -14,6 +15,7 @@ pub use batch::{
     NO_PRODUCER_ID, NO_SEQUENCE, RecordBatch, RecordBatchBuilder, RecordIter, batch_size_at,
     stamp_header,
 };
+pub use hash::murmur2;
 
 use bytes::Bytes;
 

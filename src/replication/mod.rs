@@ -33,6 +33,7 @@ pub use producer_state::{BATCHES_KEPT, ProducerIds, ProducerStateTable, Sequence
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
+pub use crate::protocol::IsrProposal;
 use crate::protocol::NodeId;
 use crate::time::Millis;
 use crate::topic::TopicPartition;
@@ -47,19 +48,6 @@ struct FollowerState {
     /// The leader's LEO at the follower's previous fetch, and when that was.
     last_fetch_leader_leo: u64,
     last_fetch_ms: Millis,
-}
-
-/// A change of the in-sync replica set for the controller to decide on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IsrProposal {
-    /// The partition.
-    pub partition: TopicPartition,
-    /// The leader epoch the proposal was made in.
-    pub leader_epoch: i32,
-    /// The partition epoch (version of leader and ISR) it was made against.
-    pub partition_epoch: u32,
-    /// The proposed ISR, sorted.
-    pub isr: Vec<NodeId>,
 }
 
 /// This replica's role.

@@ -74,7 +74,7 @@ pub enum SequenceCheck {
     },
 }
 
-/// The idempotent producers of one partition; see the [module docs](self).
+/// The idempotent producers of one partition; see the [`replication` module docs](crate::replication).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,

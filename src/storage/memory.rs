@@ -27,7 +27,7 @@ struct StoredLog {
     open: bool,
 }
 
-/// Partition logs in memory; see the [module docs](self).
+/// Partition logs in memory; see the [`storage` module docs](crate::storage).
 ///
 /// Clones share the same logs.
 ///

@@ -39,16 +39,8 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
+pub use crate::protocol::Peer;
 use crate::protocol::{NodeId, Request, Response};
-
-/// Who sent a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Peer {
-    /// A client (producer, consumer, admin), by a process-unique id.
-    Client(u64),
-    /// A broker, by its id.
-    Broker(NodeId),
-}
 
 /// Handles the requests addressed to one broker. Implemented by the broker;
 /// a transport calls it.

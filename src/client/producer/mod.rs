@@ -278,7 +278,7 @@ impl ProducerShared {
     }
 }
 
-/// Sends records to a cluster; see the [module docs](self).
+/// Sends records to a cluster; see the [`client` module docs](crate::client).
 ///
 /// `Send + Sync`: share one producer between threads (it batches their
 /// records together). Dropping it closes it, which waits until every record

@@ -170,7 +170,7 @@ fn init_producer_id(shared: &ProducerShared, timeout: Duration) -> Option<(i64, 
         .core
         .metadata()
         .controller
-        .unwrap_or(crate::controller::CONTROLLER_ID);
+        .unwrap_or(crate::protocol::CONTROLLER_ID);
     match shared
         .core
         .call(controller, Request::InitProducerId, timeout)

@@ -72,7 +72,7 @@ const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 const LOCK_FILE: &str = "lock";
 
 /// Partition logs in files under one root directory; see the
-/// [module docs](self) for the layout, durability and recovery.
+/// [`storage` module docs](crate::storage) for the layout, durability and recovery.
 ///
 /// ```
 /// use ferrolog::storage::{FileStorage, LogConfig, Storage};
