@@ -76,6 +76,7 @@ pub mod group;
 pub mod protocol;
 pub mod record;
 pub mod replication;
+mod runtime;
 pub mod storage;
 mod time;
 mod topic;

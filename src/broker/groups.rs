@@ -6,11 +6,8 @@
 //! It asks the controller for `__consumer_offsets` when the first group
 //! shows up.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
-use super::purgatory::{HeldHeartbeat, PendingGroup};
-use super::{BrokerShared, Partition};
+use super::BrokerCore;
+use super::purgatory::{HeldHeartbeat, PendingGroup, ReplyTo};
 use crate::error::{Error, Result};
 use crate::group::coordinator::{GroupCoordinator, Outcome, TopicCounts};
 use crate::group::records::GroupRecord;
@@ -20,23 +17,33 @@ use crate::record::RecordBatchBuilder;
 use crate::storage::CleanupPolicy;
 use crate::time::Millis;
 use crate::topic::{INTERNAL_TOPIC_PREFIX, NewTopic, TopicConfig, TopicPartition};
-use crate::transport::{Peer, Reply};
 
 /// How often a broker asks the controller again for `__consumer_offsets`
 /// while it does not exist.
 const OFFSETS_TOPIC_RETRY_MS: Millis = 1_000;
 
-impl BrokerShared {
+/// A group request the coordinator ran: its answer's value, and what the
+/// answer waits for.
+struct Coordinated<T> {
+    value: T,
+    /// Whether the request wrote records.
+    wrote: bool,
+    /// The offset the partition's high watermark must reach.
+    wait_for: u64,
+    partition: TopicPartition,
+    leader_epoch: i32,
+}
+
+impl BrokerCore {
     /// The broker that coordinates `group`: the leader of its
     /// `__consumer_offsets` partition. Creates the topic on first use.
-    pub(super) fn find_coordinator(&self, group: &str) -> Result<NodeId> {
+    pub(super) fn find_coordinator(&mut self, now: Millis, group: &str) -> Result<NodeId> {
         validate_group_id(group)?;
-        let metadata = self.metadata.read().clone();
         let unavailable = || Error::CoordinatorNotAvailable {
             group: group.to_string(),
         };
-        let Some(topic) = metadata.topics.get(CONSUMER_OFFSETS_TOPIC) else {
-            self.request_offsets_topic();
+        let Some(topic) = self.metadata.topics.get(CONSUMER_OFFSETS_TOPIC) else {
+            self.request_offsets_topic(now);
             return Err(unavailable());
         };
         let p = offsets_partition_for(group, topic.partitions.len() as u32);
@@ -50,16 +57,15 @@ impl BrokerShared {
     /// Asks the controller to create `__consumer_offsets` (compacted, with
     /// `offsets_topic_num_partitions` partitions and as many replicas as
     /// `offsets_topic_replication_factor` and the live brokers allow).
-    fn request_offsets_topic(&self) {
-        let now = self.clock.now_ms();
+    fn request_offsets_topic(&mut self, now: Millis) {
+        if self
+            .offsets_topic_requested
+            .is_some_and(|at| now < at + OFFSETS_TOPIC_RETRY_MS)
         {
-            let mut last = self.offsets_topic_requested.lock();
-            if last.is_some_and(|at| now < at + OFFSETS_TOPIC_RETRY_MS) {
-                return;
-            }
-            *last = Some(now);
+            return;
         }
-        let live = self.metadata.read().brokers.len().max(1);
+        self.offsets_topic_requested = Some(now);
+        let live = self.metadata.brokers.len().max(1);
         let replication_factor = usize::from(self.config.offsets_topic_replication_factor)
             .min(live)
             .max(1) as u16;
@@ -73,21 +79,15 @@ impl BrokerShared {
             segment_bytes: self.config.offsets_topic_segment_bytes,
             ..TopicConfig::default()
         });
-        let controller = self.controller();
-        self.transport.send(
-            Peer::Broker(self.id),
-            controller,
-            Request::CreateTopics(CreateTopicsRequest {
-                topics: vec![topic],
-            }),
-            Reply::ignored(controller),
-        );
+        let request = Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![topic],
+        });
+        self.send_request(self.controller(), request);
     }
 
     /// The partitions members can be assigned, from the current metadata.
     fn topic_counts(&self) -> TopicCounts {
         self.metadata
-            .read()
             .topics
             .values()
             .filter(|t| !t.name.starts_with(INTERNAL_TOPIC_PREFIX))
@@ -96,8 +96,8 @@ impl BrokerShared {
     }
 
     /// The `__consumer_offsets` partition of `group` if this broker leads
-    /// it: (its number, the hosted partition, the leader epoch).
-    fn coordinator_partition(&self, group: &str) -> Result<(u32, Arc<Partition>, i32)> {
+    /// it: (its number, the partition, the leader epoch).
+    fn coordinator_partition(&self, group: &str) -> Result<(u32, TopicPartition, i32)> {
         validate_group_id(group)?;
         let not_coordinator = || Error::NotCoordinator {
             group: group.to_string(),
@@ -105,116 +105,116 @@ impl BrokerShared {
         };
         let count = self
             .metadata
-            .read()
             .topics
             .get(CONSUMER_OFFSETS_TOPIC)
             .map(|t| t.partitions.len() as u32)
             .ok_or_else(not_coordinator)?;
         let p = offsets_partition_for(group, count);
         let tp = TopicPartition::from_shared(CONSUMER_OFFSETS_TOPIC.into(), p);
-        let partition = self
-            .partitions
-            .read()
-            .get(&tp)
-            .cloned()
-            .ok_or_else(not_coordinator)?;
-        let epoch = {
-            let state = partition.state.lock();
-            if !state.replicas.is_leader() {
-                return Err(not_coordinator());
+        match self.partitions.get(&tp) {
+            Some(partition) if partition.replicas.is_leader() => {
+                let epoch = partition.replicas.leader_epoch();
+                Ok((p, tp, epoch))
             }
-            state.replicas.leader_epoch()
-        };
-        Ok((p, partition, epoch))
+            _ => Err(not_coordinator()),
+        }
+    }
+
+    /// Runs a group request on the coordinator and answers it once the
+    /// partition's high watermark covers the group's records.
+    pub(super) fn coordinate<T>(
+        &mut self,
+        now: Millis,
+        group: &str,
+        reply: ReplyTo,
+        run: impl FnOnce(&mut GroupCoordinator, u32, &TopicCounts, Millis) -> Result<Outcome<T>>,
+        respond: impl FnOnce(T) -> Response,
+    ) {
+        if let Some(done) = self.run_group(now, group, reply, run) {
+            self.wait_group(now, group, reply, done, respond);
+        }
     }
 
     /// Runs a group request on the coordinator: loads the group's partition
-    /// if needed, appends what the request wrote, and answers once the
-    /// partition's high watermark covers the group's records.
-    pub(super) fn coordinate<T>(
-        &self,
+    /// if needed and appends what the request wrote. An error is answered
+    /// here (`None`).
+    fn run_group<T>(
+        &mut self,
+        now: Millis,
         group: &str,
-        reply: Reply,
+        reply: ReplyTo,
         run: impl FnOnce(&mut GroupCoordinator, u32, &TopicCounts, Millis) -> Result<Outcome<T>>,
-        respond: impl FnOnce(T) -> Response,
-    ) {
-        self.coordinate_or_hold(group, reply, run, respond, |_, reply, _, _| Some(reply));
-    }
-
-    /// [`coordinate`](Self::coordinate), but when the request wrote nothing
-    /// `hold` may keep its reply (returning `None`) to answer later.
-    fn coordinate_or_hold<T>(
-        &self,
-        group: &str,
-        reply: Reply,
-        run: impl FnOnce(&mut GroupCoordinator, u32, &TopicCounts, Millis) -> Result<Outcome<T>>,
-        respond: impl FnOnce(T) -> Response,
-        hold: impl FnOnce(&T, Reply, u64, &TopicPartition) -> Option<Reply>,
-    ) {
-        let (p, partition, epoch) = match self.coordinator_partition(group) {
+    ) -> Option<Coordinated<T>> {
+        let (p, tp, epoch) = match self.coordinator_partition(group) {
             Ok(found) => found,
-            Err(e) => return reply.send(Err(e)),
+            Err(e) => {
+                self.respond(reply, Err(e));
+                return None;
+            }
         };
         let topics = self.topic_counts();
-        let now = self.clock.now_ms();
-        let mut coordinator = self.groups.lock();
-        if !coordinator.is_loaded(p, epoch)
-            && let Err(e) = self.load_groups(&mut coordinator, p, &partition, epoch, now)
+        if !self.groups.is_loaded(p, epoch)
+            && let Err(e) = self.load_groups(p, &tp, epoch, now)
         {
-            drop(coordinator);
-            return reply.send(Err(e));
+            self.respond(reply, Err(e));
+            return None;
         }
-        let outcome = match run(&mut coordinator, p, &topics, now) {
+        let outcome = match run(&mut self.groups, p, &topics, now) {
             Ok(outcome) => outcome,
             Err(e) => {
-                drop(coordinator);
-                return reply.send(Err(e));
+                self.respond(reply, Err(e));
+                return None;
             }
         };
         let wrote = !outcome.records.is_empty();
         let wait_for = if !wrote {
             outcome.wait_for
         } else {
-            match self.append_group_records(&partition, epoch, &outcome.records, now) {
+            match self.append_group_records(now, &tp, epoch, &outcome.records) {
                 Ok(end) => {
-                    coordinator.written(p, group, end);
-                    self.group_writes.fetch_add(1, Ordering::AcqRel);
+                    self.groups.written(p, group, end);
+                    // Followers waiting for data copy the records now;
+                    // members whose heartbeats were held look again.
+                    self.group_written.insert(tp.clone());
                     end
                 }
                 Err(e) => {
                     // The state in memory is ahead of the log: read it again.
-                    coordinator.unload(p);
-                    drop(coordinator);
-                    return reply.send(Err(self.append_failure(group, e)));
+                    self.groups.unload(p);
+                    let e = self.append_failure(group, e);
+                    self.respond(reply, Err(e));
+                    return None;
                 }
             }
         };
-        let writes_seen = self.group_writes.load(Ordering::Acquire);
-        drop(coordinator);
-        let reply = if wrote {
-            reply
-        } else {
-            match hold(&outcome.value, reply, writes_seen, &partition.tp) {
-                Some(reply) => reply,
-                None => return,
-            }
-        };
+        Some(Coordinated {
+            value: outcome.value,
+            wrote,
+            wait_for,
+            partition: tp,
+            leader_epoch: epoch,
+        })
+    }
+
+    /// Answers a group request once its records are committed.
+    fn wait_group<T>(
+        &mut self,
+        now: Millis,
+        group: &str,
+        reply: ReplyTo,
+        done: Coordinated<T>,
+        respond: impl FnOnce(T) -> Response,
+    ) {
         let wait = PendingGroup {
             reply,
-            response: respond(outcome.value),
-            partition: partition.tp.clone(),
-            required: wait_for,
-            leader_epoch: epoch,
+            response: respond(done.value),
+            partition: done.partition,
+            required: done.wait_for,
+            leader_epoch: done.leader_epoch,
             group: group.to_string(),
             deadline: now + self.config.offsets_commit_timeout_ms as Millis,
         };
-        if wrote {
-            // Followers waiting for data copy the records now; members
-            // whose heartbeats were held look at the group again.
-            self.partition_moved(&partition.tp);
-            self.wake_heartbeats(&partition.tp);
-        }
-        self.settle_group(wait);
+        self.settle_group(now, wait);
     }
 
     /// A member's heartbeat. One that brings nothing new and learns nothing
@@ -223,56 +223,35 @@ impl BrokerShared {
     /// rebalance at once, not at their next heartbeat. `held_until` is the
     /// deadline of a heartbeat held before.
     pub(super) fn group_heartbeat(
-        &self,
+        &mut self,
+        now: Millis,
         request: GroupHeartbeatRequest,
-        reply: Reply,
+        reply: ReplyTo,
         held_until: Option<Millis>,
     ) {
         let group = request.group.clone();
-        let now = self.clock.now_ms();
         let until = held_until.unwrap_or(now + Millis::from(request.max_wait_ms));
-        let parked = (request.member_epoch > 0 && until > now).then(|| request.clone());
+        let holdable = (request.member_epoch > 0 && until > now).then(|| request.clone());
         let (epoch, acked) = (request.member_epoch, request.acked_assignment);
-        self.coordinate_or_hold(
-            &group,
-            reply,
-            |c, p, topics, now| c.heartbeat(p, request, topics, now),
-            Response::GroupHeartbeat,
-            |response, reply, writes_seen, tp| {
-                let idle = response.member_epoch == epoch
-                    && response.assignment_id == acked
-                    && !response.reconciling;
-                let request = match parked {
-                    Some(request) if idle => request,
-                    _ => return Some(reply),
-                };
-                let mut held = self.held_heartbeats.lock();
-                let held_one = HeldHeartbeat {
-                    request,
-                    reply,
-                    deadline: until,
-                };
-                if self.group_writes.load(Ordering::Acquire) != writes_seen {
-                    // A group wrote since this one was looked at, and its
-                    // wake-up may have missed it: look again.
-                    drop(held);
-                    self.group_heartbeat(held_one.request, held_one.reply, Some(until));
-                    return None;
-                }
-                held.park(held_one, vec![tp.clone()], until);
-                drop(held);
-                self.kick_runtime();
-                None
-            },
-        );
-    }
-
-    /// Looks again at the heartbeats held for groups of `tp`.
-    pub(super) fn wake_heartbeats(&self, tp: &TopicPartition) {
-        let held = self.held_heartbeats.lock().take_watching(tp);
-        for h in held {
-            self.group_heartbeat(h.request, h.reply, Some(h.deadline));
+        let Some(done) = self.run_group(now, &group, reply, |c, p, topics, now| {
+            c.heartbeat(p, request, topics, now)
+        }) else {
+            return;
+        };
+        let idle = !done.wrote
+            && done.value.member_epoch == epoch
+            && done.value.assignment_id == acked
+            && !done.value.reconciling;
+        if let (true, Some(request)) = (idle, holdable) {
+            self.held_heartbeats.park(HeldHeartbeat {
+                request,
+                reply,
+                partition: done.partition,
+                deadline: until,
+            });
+            return;
         }
+        self.wait_group(now, &group, reply, done, Response::GroupHeartbeat);
     }
 
     /// A lost leadership is the client's cue to find the coordinator again.
@@ -291,38 +270,24 @@ impl BrokerShared {
     /// Reads partition `p` of `__consumer_offsets` from its start to its end
     /// and rebuilds its groups. A record that does not decode (which the
     /// coordinator never writes) is skipped.
-    fn load_groups(
-        &self,
-        coordinator: &mut GroupCoordinator,
-        p: u32,
-        partition: &Partition,
-        epoch: i32,
-        now: Millis,
-    ) -> Result<()> {
-        let mut chunks = Vec::new();
-        let end = {
-            let mut state = partition.state.lock();
-            let log = state.log()?;
-            let end = log.log_end_offset();
-            let mut offset = log.log_start_offset();
-            while offset < end {
-                let records = log.read(offset, 1 << 20)?;
-                let mut next = offset;
-                for batch in records.batches() {
-                    next = next.max(batch?.next_offset());
-                }
-                if next == offset {
-                    break;
-                }
-                chunks.push(records);
-                offset = next;
-            }
-            end
-        };
+    fn load_groups(&mut self, p: u32, tp: &TopicPartition, epoch: i32, now: Millis) -> Result<()> {
+        let partition = self
+            .partitions
+            .get(tp)
+            .ok_or_else(|| Error::NotCoordinator {
+                group: String::new(),
+                node: self.id,
+            })?;
+        let log = &partition.log;
+        let end = log.log_end_offset();
+        let mut offset = log.log_start_offset();
         let mut decoded = Vec::new();
-        for records in &chunks {
+        while offset < end {
+            let records = log.read(offset, 1 << 20)?;
+            let mut next = offset;
             for batch in records.batches() {
                 let batch = batch?;
+                next = next.max(batch.next_offset());
                 if batch.is_control() {
                     continue;
                 }
@@ -336,18 +301,22 @@ impl BrokerShared {
                     }
                 }
             }
+            if next == offset {
+                break;
+            }
+            offset = next;
         }
-        coordinator.load(p, epoch, decoded, end, now)
+        self.groups.load(p, epoch, decoded, end, now)
     }
 
     /// Appends the coordinator's records as the partition's leader in
     /// `epoch`; returns the log end offset after them.
     fn append_group_records(
-        &self,
-        partition: &Partition,
+        &mut self,
+        now: Millis,
+        tp: &TopicPartition,
         epoch: i32,
         records: &[GroupRecord],
-        now: Millis,
     ) -> Result<u64> {
         let mut builder = RecordBatchBuilder::new();
         for record in records {
@@ -355,64 +324,44 @@ impl BrokerShared {
             builder.append(now, Some(&key), value.as_deref(), &[]);
         }
         let batch = builder.build();
-        let proposals = {
-            let mut state = partition.state.lock();
-            let r = &state.replicas;
-            if !r.is_leader() || r.leader_epoch() != epoch {
-                return Err(Error::NotLeaderOrFollower {
-                    broker: self.id,
-                    partition: partition.tp.clone(),
-                });
-            }
-            state.replicas.check_acks_all()?;
-            let log = state.log()?;
-            log.append(batch, epoch)?;
-            let end = log.log_end_offset();
-            let update = state.replicas.on_append(end);
-            state.apply(&update);
-            partition.changed();
-            (end, update.proposal)
+        let not_leader = || Error::NotLeaderOrFollower {
+            broker: self.id,
+            partition: tp.clone(),
         };
-        let (end, proposal) = proposals;
-        self.send_proposals(proposal.into_iter().collect());
+        let partition = self.partitions.get_mut(tp).ok_or_else(not_leader)?;
+        if !partition.leads_in(epoch) {
+            return Err(not_leader());
+        }
+        partition.replicas.check_acks_all()?;
+        partition.log.append(batch, epoch)?;
+        let end = partition.log.log_end_offset();
+        let update = partition.replicas.on_append(end);
+        partition.apply(&update);
+        self.moved.insert(tp.clone());
+        if let Some(proposal) = update.proposal {
+            self.send_proposal(now, proposal);
+        }
         Ok(end)
     }
 
     /// Answers a group request whose records are committed, or parks it.
-    pub(super) fn settle_group(&self, wait: PendingGroup) {
-        let mut wait = wait;
-        loop {
-            let seen = self.change_counts(std::iter::once(&wait.partition));
-            let now = self.clock.now_ms();
-            wait = match self.finish_group(wait, now, false) {
-                None => return,
-                Some(w) => w,
-            };
-            wait = match self.park_unless_moved(&self.group_waits, wait, &seen) {
-                None => return,
-                Some(w) => w,
-            };
+    pub(super) fn settle_group(&mut self, now: Millis, wait: PendingGroup) {
+        if let Some(wait) = self.finish_group(now, wait, false) {
+            self.group_waits.park(wait);
         }
     }
 
-    /// Replies if the wait is over: committed, leadership lost, or due.
+    /// Answers if the wait is over: committed, leadership lost, or due.
     pub(super) fn finish_group(
-        &self,
-        wait: PendingGroup,
+        &mut self,
         now: Millis,
+        wait: PendingGroup,
         force: bool,
     ) -> Option<PendingGroup> {
         let state = self
             .partitions
-            .read()
             .get(&wait.partition)
-            .cloned()
-            .map(|p| {
-                let state = p.state.lock();
-                let r = &state.replicas;
-                let leads = r.is_leader() && r.leader_epoch() == wait.leader_epoch;
-                (leads, r.high_watermark())
-            });
+            .map(|p| (p.leads_in(wait.leader_epoch), p.replicas.high_watermark()));
         let outcome = match state {
             Some((true, hw)) if hw >= wait.required => Some(Ok(wait.response.clone())),
             Some((true, _)) if force || now >= wait.deadline => Some(Err(Error::RequestTimedOut {
@@ -427,7 +376,7 @@ impl BrokerShared {
         };
         match outcome {
             Some(result) => {
-                wait.reply.send(result);
+                self.respond(wait.reply, result);
                 None
             }
             None => Some(wait),
@@ -437,46 +386,31 @@ impl BrokerShared {
     /// Expires members whose session or revocation time ran out, forgets
     /// the groups of partitions this broker no longer leads, and appends
     /// what changed.
-    pub(super) fn tick_groups(&self, now: Millis) {
+    pub(super) fn tick_groups(&mut self, now: Millis) {
         let topics = self.topic_counts();
-        let mut coordinator = self.groups.lock();
-        for (p, epoch) in coordinator.loaded() {
+        for (p, epoch) in self.groups.loaded() {
             let tp = TopicPartition::from_shared(CONSUMER_OFFSETS_TOPIC.into(), p);
-            let still = self.partitions.read().get(&tp).is_some_and(|partition| {
-                let state = partition.state.lock();
-                state.replicas.is_leader() && state.replicas.leader_epoch() == epoch
-            });
+            let still = self
+                .partitions
+                .get(&tp)
+                .is_some_and(|partition| partition.leads_in(epoch));
             if !still {
-                coordinator.unload(p);
+                self.groups.unload(p);
             }
         }
-        let writes = coordinator.tick(&topics, now);
-        let mut moved = Vec::new();
-        for write in writes {
+        for write in self.groups.tick(&topics, now) {
             let tp = TopicPartition::from_shared(CONSUMER_OFFSETS_TOPIC.into(), write.partition);
-            let Some(partition) = self.partitions.read().get(&tp).cloned() else {
-                coordinator.unload(write.partition);
+            let Some(epoch) = self.partitions.get(&tp).map(|p| p.replicas.leader_epoch()) else {
+                self.groups.unload(write.partition);
                 continue;
             };
-            let epoch = partition.state.lock().replicas.leader_epoch();
-            match self.append_group_records(&partition, epoch, &write.records, now) {
+            match self.append_group_records(now, &tp, epoch, &write.records) {
                 Ok(end) => {
-                    coordinator.written(write.partition, &write.group, end);
-                    self.group_writes.fetch_add(1, Ordering::AcqRel);
-                    moved.push(tp);
+                    self.groups.written(write.partition, &write.group, end);
+                    self.group_written.insert(tp);
                 }
-                Err(_) => coordinator.unload(write.partition),
+                Err(_) => self.groups.unload(write.partition),
             }
         }
-        drop(coordinator);
-        for tp in &moved {
-            self.partition_moved(tp);
-            self.wake_heartbeats(tp);
-        }
-    }
-
-    /// When the coordinator next needs a tick.
-    pub(super) fn next_group_deadline(&self) -> Option<Millis> {
-        self.groups.lock().next_deadline()
     }
 }

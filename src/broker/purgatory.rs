@@ -1,24 +1,32 @@
 //! Requests waiting for the log to move (Kafka's purgatories).
 //!
-//! A fetch that finds fewer than `min_bytes` parks here with its [`Reply`]
-//! and a deadline; an `acks=all` produce parks until the high watermark
-//! passes its records. Whoever moves a partition (an append, a high
-//! watermark advance, a leadership change) takes the waiters watching it and
-//! re-evaluates them; the broker's runtime takes them at their deadline. This
-//! module only keeps the book: it never reads a log or replies.
+//! A fetch that finds fewer than `min_bytes` parks here with the address of
+//! its answer and a deadline; an `acks=all` produce parks until the high
+//! watermark passes its records. Whatever moves a partition (an append, a
+//! high watermark advance, a leadership change) has the broker take the
+//! waiters watching it and look at them again; the broker's timeout takes
+//! them at their deadline. This module only keeps the book: it never reads a
+//! log or answers. Everything is ordered (by id, partition and deadline), so
+//! waiters come out in the same order for the same inputs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::protocol::{FetchRequest, GroupHeartbeatRequest, ProducedPartition, Response};
+use crate::protocol::{FetchRequest, GroupHeartbeatRequest, Peer, ProducedPartition, Response};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
-use crate::transport::Reply;
+
+/// Where the answer to a request goes: its sender and correlation id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplyTo {
+    pub(crate) peer: Peer,
+    pub(crate) correlation_id: u64,
+}
 
 /// A parked fetch.
 #[derive(Debug)]
 pub(crate) struct PendingFetch {
     pub(crate) request: FetchRequest,
-    pub(crate) reply: Reply,
+    pub(crate) reply: ReplyTo,
     pub(crate) deadline: Millis,
 }
 
@@ -26,26 +34,18 @@ pub(crate) struct PendingFetch {
 /// still waiting, the offset its high watermark must reach.
 #[derive(Debug)]
 pub(crate) struct PendingProduce {
-    pub(crate) reply: Reply,
+    pub(crate) reply: ReplyTo,
     pub(crate) results: Vec<ProducedPartition>,
     /// (index into `results`, offset the HW must reach, leader epoch of the append)
     pub(crate) waiting: Vec<(usize, u64, i32)>,
     pub(crate) deadline: Millis,
 }
 
-impl PendingProduce {
-    fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
-        self.waiting
-            .iter()
-            .map(|&(i, _, _)| &self.results[i].partition)
-    }
-}
-
 /// A parked group request: its answer, sent once the coordinator's
 /// partition has committed the group's records up to `required`.
 #[derive(Debug)]
 pub(crate) struct PendingGroup {
-    pub(crate) reply: Reply,
+    pub(crate) reply: ReplyTo,
     pub(crate) response: Response,
     pub(crate) partition: TopicPartition,
     pub(crate) required: u64,
@@ -59,92 +59,9 @@ pub(crate) struct PendingGroup {
 #[derive(Debug)]
 pub(crate) struct HeldHeartbeat {
     pub(crate) request: GroupHeartbeatRequest,
-    pub(crate) reply: Reply,
+    pub(crate) reply: ReplyTo,
+    pub(crate) partition: TopicPartition,
     pub(crate) deadline: Millis,
-}
-
-/// Parked requests of one kind, indexed by partition and deadline.
-#[derive(Debug)]
-pub(crate) struct Purgatory<T> {
-    next_id: u64,
-    waiters: HashMap<u64, (T, Vec<TopicPartition>, Millis)>,
-    by_partition: HashMap<TopicPartition, Vec<u64>>,
-    deadlines: BTreeSet<(Millis, u64)>,
-}
-
-impl<T> Default for Purgatory<T> {
-    fn default() -> Self {
-        Self {
-            next_id: 0,
-            waiters: HashMap::new(),
-            by_partition: HashMap::new(),
-            deadlines: BTreeSet::new(),
-        }
-    }
-}
-
-impl<T> Purgatory<T> {
-    /// Parks `waiter`, watching `partitions`, until `deadline`.
-    pub(crate) fn park(&mut self, waiter: T, partitions: Vec<TopicPartition>, deadline: Millis) {
-        let id = self.next_id;
-        self.next_id += 1;
-        for tp in &partitions {
-            self.by_partition.entry(tp.clone()).or_default().push(id);
-        }
-        self.deadlines.insert((deadline, id));
-        self.waiters.insert(id, (waiter, partitions, deadline));
-    }
-
-    /// Removes and returns the waiters watching `partition`.
-    pub(crate) fn take_watching(&mut self, partition: &TopicPartition) -> Vec<T> {
-        let ids = self
-            .by_partition
-            .get(partition)
-            .cloned()
-            .unwrap_or_default();
-        ids.into_iter().filter_map(|id| self.remove(id)).collect()
-    }
-
-    /// Removes and returns the waiters whose deadline is at or before `now`.
-    pub(crate) fn expire(&mut self, now: Millis) -> Vec<T> {
-        let due: Vec<u64> = self
-            .deadlines
-            .iter()
-            .take_while(|(deadline, _)| *deadline <= now)
-            .map(|&(_, id)| id)
-            .collect();
-        due.into_iter().filter_map(|id| self.remove(id)).collect()
-    }
-
-    /// Removes and returns every waiter (shutdown).
-    pub(crate) fn drain(&mut self) -> Vec<T> {
-        let ids: Vec<u64> = self.waiters.keys().copied().collect();
-        ids.into_iter().filter_map(|id| self.remove(id)).collect()
-    }
-
-    /// The earliest deadline, if anything waits.
-    pub(crate) fn next_deadline(&self) -> Option<Millis> {
-        self.deadlines.first().map(|&(deadline, _)| deadline)
-    }
-
-    /// How many requests wait.
-    pub(crate) fn len(&self) -> usize {
-        self.waiters.len()
-    }
-
-    fn remove(&mut self, id: u64) -> Option<T> {
-        let (waiter, partitions, deadline) = self.waiters.remove(&id)?;
-        self.deadlines.remove(&(deadline, id));
-        for tp in &partitions {
-            if let Some(ids) = self.by_partition.get_mut(tp) {
-                ids.retain(|&x| x != id);
-                if ids.is_empty() {
-                    self.by_partition.remove(tp);
-                }
-            }
-        }
-        Some(waiter)
-    }
 }
 
 /// A request that parks until one of its partitions moves or its deadline.
@@ -171,7 +88,10 @@ impl Waiter for PendingFetch {
 
 impl Waiter for PendingProduce {
     fn watched(&self) -> Vec<TopicPartition> {
-        self.partitions().cloned().collect()
+        self.waiting
+            .iter()
+            .map(|&(i, _, _)| self.results[i].partition.clone())
+            .collect()
     }
 
     fn deadline(&self) -> Millis {
@@ -189,11 +109,95 @@ impl Waiter for PendingGroup {
     }
 }
 
+impl Waiter for HeldHeartbeat {
+    fn watched(&self) -> Vec<TopicPartition> {
+        vec![self.partition.clone()]
+    }
+
+    fn deadline(&self) -> Millis {
+        self.deadline
+    }
+}
+
+/// Parked requests of one kind, indexed by partition and deadline.
+#[derive(Debug)]
+pub(crate) struct Purgatory<T> {
+    next_id: u64,
+    waiters: BTreeMap<u64, (T, Vec<TopicPartition>, Millis)>,
+    by_partition: BTreeMap<TopicPartition, BTreeSet<u64>>,
+    deadlines: BTreeSet<(Millis, u64)>,
+}
+
+impl<T> Default for Purgatory<T> {
+    fn default() -> Self {
+        Self {
+            next_id: 0,
+            waiters: BTreeMap::new(),
+            by_partition: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+        }
+    }
+}
+
 impl<T: Waiter> Purgatory<T> {
     /// Parks `waiter` until its deadline, watching its partitions.
-    pub(crate) fn park_waiter(&mut self, waiter: T) {
+    pub(crate) fn park(&mut self, waiter: T) {
         let (partitions, deadline) = (waiter.watched(), waiter.deadline());
-        self.park(waiter, partitions, deadline);
+        let id = self.next_id;
+        self.next_id += 1;
+        for tp in &partitions {
+            self.by_partition.entry(tp.clone()).or_default().insert(id);
+        }
+        self.deadlines.insert((deadline, id));
+        self.waiters.insert(id, (waiter, partitions, deadline));
+    }
+}
+
+impl<T> Purgatory<T> {
+    /// Removes and returns the waiters watching `partition`, oldest first.
+    pub(crate) fn take_watching(&mut self, partition: &TopicPartition) -> Vec<T> {
+        let ids = self
+            .by_partition
+            .get(partition)
+            .cloned()
+            .unwrap_or_default();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Removes and returns the waiters whose deadline is at or before `now`.
+    pub(crate) fn expire(&mut self, now: Millis) -> Vec<T> {
+        let due: Vec<u64> = self
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|&(_, id)| id)
+            .collect();
+        due.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Removes and returns every waiter, oldest first (shutdown).
+    pub(crate) fn drain(&mut self) -> Vec<T> {
+        let ids: Vec<u64> = self.waiters.keys().copied().collect();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// The earliest deadline, if anything waits.
+    pub(crate) fn next_deadline(&self) -> Option<Millis> {
+        self.deadlines.first().map(|&(deadline, _)| deadline)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<T> {
+        let (waiter, partitions, deadline) = self.waiters.remove(&id)?;
+        self.deadlines.remove(&(deadline, id));
+        for tp in &partitions {
+            if let Some(ids) = self.by_partition.get_mut(tp) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_partition.remove(tp);
+                }
+            }
+        }
+        Some(waiter)
     }
 }
 
@@ -201,19 +205,31 @@ impl<T: Waiter> Purgatory<T> {
 mod tests {
     use super::*;
 
+    struct W(&'static str, Vec<TopicPartition>, Millis);
+
+    impl Waiter for W {
+        fn watched(&self) -> Vec<TopicPartition> {
+            self.1.clone()
+        }
+        fn deadline(&self) -> Millis {
+            self.2
+        }
+    }
+
     #[test]
     fn waiters_are_taken_by_partition_or_by_deadline_once() {
         let a = TopicPartition::new("a", 0).unwrap();
         let b = TopicPartition::new("b", 0).unwrap();
-        let mut p: Purgatory<&str> = Purgatory::default();
-        p.park("ab", vec![a.clone(), b.clone()], 30);
-        p.park("b", vec![b.clone()], 10);
+        let mut p: Purgatory<W> = Purgatory::default();
+        p.park(W("ab", vec![a.clone(), b.clone()], 30));
+        p.park(W("b", vec![b.clone()], 10));
         assert_eq!(p.next_deadline(), Some(10));
-        assert_eq!(p.take_watching(&a), ["ab"]);
+        let names = |v: Vec<W>| v.into_iter().map(|w| w.0).collect::<Vec<_>>();
+        assert_eq!(names(p.take_watching(&a)), ["ab"]);
         assert!(p.take_watching(&a).is_empty(), "taken once");
         assert!(p.expire(9).is_empty());
-        assert_eq!(p.expire(10), ["b"]);
-        assert_eq!((p.len(), p.next_deadline()), (0, None));
+        assert_eq!(names(p.expire(10)), ["b"]);
+        assert_eq!((p.waiters.len(), p.next_deadline()), (0, None));
         assert!(p.by_partition.is_empty() && p.deadlines.is_empty());
     }
 }

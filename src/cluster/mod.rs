@@ -21,15 +21,21 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::broker::{Broker, BrokerConfig, Truncation};
+use crate::broker::{BrokerConfig, BrokerCore, Truncation};
 use crate::client::Bootstrap;
-use crate::controller::{CONTROLLER_ID, Controller, ControllerNode};
+use crate::controller::{CONTROLLER_ID, ControllerCore};
 use crate::error::{Error, Result};
 use crate::group::{Assignor, built_in_assignors};
 use crate::protocol::{BrokerInfo, NodeId, Request, Response, UpdateMetadataRequest};
+use crate::runtime::NodeRuntime;
 use crate::storage::{FileStorage, MemoryStorage, Storage};
 use crate::time::{Clock, Millis, SystemClock};
 use crate::transport::{self, LocalTransport, Peer, Transport};
+
+/// A broker running in this process.
+type Broker = NodeRuntime<BrokerCore>;
+/// The controller running in this process.
+type ControllerNode = NodeRuntime<ControllerCore>;
 
 /// Most brokers one in-process cluster may have.
 pub const MAX_BROKERS: u32 = 1024;
@@ -237,7 +243,7 @@ impl Cluster {
     /// (`broker_session_timeout_ms`). Stopping a stopped broker does nothing.
     pub fn stop_broker(&self, id: NodeId) -> Result<()> {
         match self.take_broker(id)? {
-            Some(broker) => broker.shutdown(),
+            Some(broker) => broker.stop(BrokerCore::shutdown),
             None => Ok(()),
         }
     }
@@ -246,7 +252,10 @@ impl Cluster {
     /// logs (a restart recovers them as after a process crash).
     pub fn crash_broker(&self, id: NodeId) -> Result<()> {
         if let Some(broker) = self.take_broker(id)? {
-            broker.crash();
+            broker.stop(|core, _| {
+                core.crash();
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -262,13 +271,19 @@ impl Cluster {
         if slot.is_some() {
             return Ok(());
         }
-        let broker = Broker::start(
+        let core = BrokerCore::new(
             id,
             self.broker_config.clone(),
             self.storage.clone(),
-            self.clock.clone(),
-            self.transport.clone(),
             self.assignors.clone(),
+            self.clock.now_ms(),
+        )?;
+        let broker = Broker::start(
+            id,
+            core,
+            self.transport.clone(),
+            self.clock.clone(),
+            format!("ferrolog-broker-{id}"),
         )?;
         *slot = Some(broker);
         drop(brokers);
@@ -278,7 +293,7 @@ impl Cluster {
             .controller
             .lock()
             .as_ref()
-            .and_then(ControllerNode::metadata);
+            .and_then(|controller| controller.with_core(|core| core.metadata()));
         if let Some(metadata) = metadata {
             let request = Request::UpdateMetadata(UpdateMetadataRequest { metadata });
             let _ = transport::call(
@@ -329,7 +344,10 @@ impl Cluster {
     /// [`restart_controller`](Self::restart_controller).
     pub fn crash_controller(&self) {
         if let Some(controller) = self.controller.lock().take() {
-            controller.crash();
+            let _ = controller.stop(|core, _| {
+                core.crash();
+                Ok(())
+            });
         }
     }
 
@@ -343,18 +361,20 @@ impl Cluster {
             return Ok(());
         }
         let session = self.broker_config.broker_session_timeout_ms as Millis;
-        let controller = Controller::load(
-            &*self.storage,
+        let core = ControllerCore::load(
             CONTROLLER_ID,
+            &*self.storage,
             self.broker_infos.clone(),
             self.clock.now_ms(),
             session,
+            (session / 10).clamp(1, 100),
         )?;
         *slot = Some(ControllerNode::start(
-            controller,
+            CONTROLLER_ID,
+            core,
             self.transport.clone(),
             self.clock.clone(),
-            (session / 10).clamp(1, 100),
+            "ferrolog-controller".into(),
         )?);
         Ok(())
     }
@@ -366,7 +386,7 @@ impl Cluster {
             .lock()
             .iter()
             .flatten()
-            .flat_map(Broker::truncations)
+            .flat_map(|broker| broker.with_core(|core| core.truncations().to_vec()))
             .collect()
     }
 
@@ -386,11 +406,12 @@ impl Cluster {
             .filter_map(Option::take)
             .collect();
         for broker in brokers {
-            if let Err(e) = broker.shutdown() {
+            if let Err(e) = broker.stop(BrokerCore::shutdown) {
                 first_error.get_or_insert(e);
             }
         }
-        if let Some(Err(e)) = self.controller.lock().take().map(|c| c.shutdown()) {
+        let controller = self.controller.lock().take();
+        if let Some(Err(e)) = controller.map(|c| c.stop(|core, _| core.shutdown())) {
             first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)

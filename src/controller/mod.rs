@@ -12,8 +12,9 @@
 //! The log sits behind the `MetadataStore` seam (`store.rs`), so a
 //! replicated store can replace the in-process one.
 //!
-//! The controller decides; it does not talk to brokers. Its caller (the broker
-//! hosting it) publishes each new [`ClusterMetadata`] to every broker.
+//! The controller decides; it does not talk to brokers. Its node
+//! (`ControllerCore`) turns requests into its calls and publishes each new
+//! [`ClusterMetadata`] to every live broker.
 //!
 //! Placement follows Kafka's round-robin assignment (R2): partition `p`'s first
 //! replica is broker `(start + p) mod n`, followers follow with a shift that
@@ -29,7 +30,7 @@ mod node;
 mod store;
 
 pub use crate::protocol::CONTROLLER_ID;
-pub(crate) use node::ControllerNode;
+pub(crate) use node::ControllerCore;
 use store::{LogMetadataStore, MetadataStore};
 
 use crate::error::{Error, Result};

@@ -1,118 +1,186 @@
-//! The controller as a node of its own: it answers admin requests, broker
-//! heartbeats and ISR changes, runs the liveness clock, and publishes every
-//! new [`ClusterMetadata`] to the live brokers.
+//! The controller as a node of its own, as a deterministic state machine
+//! ([`ControllerCore`]): it answers admin requests, broker heartbeats and
+//! ISR changes, runs the liveness clock, and publishes every new
+//! [`ClusterMetadata`] to the live brokers.
 //!
 //! Like KRaft's controllers it is separate from the brokers, so a broker can
-//! crash and restart without taking the metadata with it. Its state machine
-//! ([`Controller`]) never talks to anyone; this node does the talking, never
-//! while holding the state lock.
+//! crash and restart without taking the metadata with it. The decisions are
+//! the [`Controller`]'s; this core turns requests into its calls and its
+//! changes into messages, and never talks to anyone itself: everything it
+//! sends leaves through [`ControllerCore::poll_transmit`].
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
-
-use parking_lot::{Condvar, Mutex};
 
 use super::Controller;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    BrokerHeartbeatRequest, CONTROLLER_ID, ClusterMetadata, MetadataRequest, MetadataResponse,
-    NodeId, Request, Response, TopicResults, UpdateMetadataRequest,
+    BrokerHeartbeatRequest, BrokerInfo, ClusterMetadata, Envelope, Message, MetadataRequest,
+    MetadataResponse, NodeId, Peer, Request, Response, TopicResults, UpdateMetadataRequest,
 };
-use crate::time::{Clock, Millis};
-use crate::transport::{Peer, Reply, RequestHandler, Transport};
+use crate::storage::Storage;
+use crate::time::Millis;
 
-/// The controller node and its liveness thread.
-#[derive(Debug)]
-pub(crate) struct ControllerNode {
-    shared: Arc<ControllerShared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+/// Where an answer goes: the requester and its correlation id.
+#[derive(Debug, Clone, Copy)]
+struct ReplyTo {
+    peer: Peer,
+    correlation_id: u64,
 }
 
+/// A metadata change being published: the answer to the request that made
+/// it waits until every live broker has answered the push (or the deadline
+/// passed), so that a client that hears "created" finds the topic on any
+/// broker it asks next.
 #[derive(Debug)]
-struct ControllerShared {
-    transport: Arc<dyn Transport>,
-    clock: Arc<dyn Clock>,
-    state: Mutex<Option<Controller>>,
-    stop: Mutex<bool>,
-    wake: Condvar,
+struct Publish {
+    /// The correlation ids of the pushes not answered yet.
+    waiting: BTreeSet<u64>,
+    answer: Option<(ReplyTo, Result<Response>)>,
+    deadline: Millis,
+}
+
+/// The controller node; see the [module docs](self).
+pub(crate) struct ControllerCore {
+    id: NodeId,
+    /// `None` once shut down or crashed.
+    controller: Option<Controller>,
     tick_ms: Millis,
+    next_tick: Millis,
+    /// How long a publish waits for a broker's answer.
+    publish_timeout_ms: Millis,
+    publishes: BTreeMap<u64, Publish>,
+    /// Push correlation id → the publish it belongs to.
+    pushes: BTreeMap<u64, u64>,
+    next_publish: u64,
+    next_correlation_id: u64,
+    outbox: VecDeque<Envelope>,
 }
 
-impl ControllerNode {
-    /// Registers `controller` as [`CONTROLLER_ID`] and starts its liveness
-    /// thread, which checks sessions every `tick_ms`.
-    pub(crate) fn start(
-        controller: Controller,
-        transport: Arc<dyn Transport>,
-        clock: Arc<dyn Clock>,
+impl std::fmt::Debug for ControllerCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerCore")
+            .field("id", &self.id)
+            .field("running", &self.controller.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerCore {
+    /// Loads the controller `id` from its metadata log in `storage` (a new
+    /// controller epoch) at `now`. Every broker of `brokers` counts as alive
+    /// until `session_timeout_ms` passes without a heartbeat from it;
+    /// sessions are checked every `tick_ms`.
+    pub(crate) fn load(
+        id: NodeId,
+        storage: &dyn Storage,
+        brokers: Vec<BrokerInfo>,
+        now: Millis,
+        session_timeout_ms: Millis,
         tick_ms: Millis,
     ) -> Result<Self> {
-        let shared = Arc::new(ControllerShared {
-            transport: transport.clone(),
-            clock,
-            state: Mutex::new(Some(controller)),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-            tick_ms: tick_ms.max(1),
-        });
-        transport.register(CONTROLLER_ID, shared.clone())?;
-        let runner = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("ferrolog-controller".into())
-            .spawn(move || runner.run())
-            .map_err(|e| Error::io("spawning the controller thread", e))?;
+        let controller = Controller::load(storage, id, brokers, now, session_timeout_ms)?;
+        let tick_ms = tick_ms.max(1);
         Ok(Self {
-            shared,
-            thread: Mutex::new(Some(thread)),
+            id,
+            controller: Some(controller),
+            tick_ms,
+            next_tick: now + tick_ms,
+            publish_timeout_ms: session_timeout_ms,
+            publishes: BTreeMap::new(),
+            pushes: BTreeMap::new(),
+            next_publish: 0,
+            next_correlation_id: 0,
+            outbox: VecDeque::new(),
         })
     }
 
-    /// The current metadata.
+    /// The current metadata (`None` once stopped).
     pub(crate) fn metadata(&self) -> Option<Arc<ClusterMetadata>> {
-        self.shared.state.lock().as_ref().map(Controller::metadata)
+        self.controller.as_ref().map(Controller::metadata)
     }
 
-    fn stop(&self) -> Option<Controller> {
-        self.shared.transport.deregister(CONTROLLER_ID);
-        *self.shared.stop.lock() = true;
-        self.shared.wake.notify_all();
-        if let Some(thread) = self.thread.lock().take() {
-            let _ = thread.join();
+    /// Handles a request to the controller, or a broker's answer to a push.
+    pub(crate) fn handle_message(&mut self, now: Millis, envelope: Envelope) {
+        let Envelope {
+            from,
+            correlation_id,
+            message,
+            ..
+        } = envelope;
+        match message {
+            Message::Request(request) => {
+                let reply = ReplyTo {
+                    peer: from,
+                    correlation_id,
+                };
+                self.handle_request(now, from, reply, request);
+            }
+            Message::Response(_) => {
+                if let Some(publish) = self.pushes.remove(&correlation_id) {
+                    self.push_answered(publish, correlation_id);
+                }
+            }
         }
-        self.shared.state.lock().take()
     }
 
-    /// Stops the node and closes the metadata log.
-    pub(crate) fn shutdown(&self) -> Result<()> {
-        self.stop().map_or(Ok(()), Controller::close)
+    /// Fences brokers whose session expired and publishes the result;
+    /// answers publishes whose brokers did not answer in time.
+    pub(crate) fn handle_timeout(&mut self, now: Millis) {
+        if now >= self.next_tick {
+            self.next_tick = now + self.tick_ms;
+            let ticked = self.controller.as_mut().map(|c| c.tick(now));
+            if let Some(Ok(true)) = ticked {
+                self.publish(now, None);
+            }
+        }
+        let overdue: Vec<u64> = self
+            .publishes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in overdue {
+            if let Some(publish) = self.publishes.remove(&id) {
+                self.pushes.retain(|_, p| *p != id);
+                self.answer(publish.answer);
+            }
+        }
     }
 
-    /// Stops the node at once; the metadata log is dropped, not closed.
-    pub(crate) fn crash(&self) {
-        drop(self.stop());
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub(crate) fn poll_timeout(&self) -> Option<Millis> {
+        self.controller.as_ref()?;
+        let publishes = self.publishes.values().map(|p| p.deadline);
+        publishes.chain([self.next_tick]).min()
     }
-}
 
-impl Drop for ControllerNode {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
+    /// The next envelope to send.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Envelope> {
+        self.outbox.pop_front()
     }
-}
 
-impl RequestHandler for ControllerShared {
-    fn handle(&self, from: Peer, request: Request, reply: Reply) {
-        let now = self.clock.now_ms();
-        let mut guard = self.state.lock();
-        let Some(controller) = guard.as_mut() else {
-            drop(guard);
-            reply.send(Err(Error::NotController {
-                broker: CONTROLLER_ID,
-            }));
-            return;
+    /// Stops and closes the metadata log. Calling it again does nothing.
+    pub(crate) fn shutdown(&mut self) -> Result<()> {
+        self.controller.take().map_or(Ok(()), Controller::close)
+    }
+
+    /// Stops at once; the metadata log is dropped, not closed.
+    pub(crate) fn crash(&mut self) {
+        self.controller = None;
+        self.publishes.clear();
+        self.pushes.clear();
+        self.outbox.clear();
+    }
+
+    fn handle_request(&mut self, now: Millis, from: Peer, reply: ReplyTo, request: Request) {
+        let Some(controller) = self.controller.as_mut() else {
+            let stopped = Err(Error::NotController { broker: self.id });
+            return self.answer(Some((reply, stopped)));
         };
         let before = controller.metadata();
-        let (response, push_to) = match request {
+        let mut push_to = None;
+        let response = match request {
             Request::Metadata(MetadataRequest { topics }) => {
                 let m = &before;
                 let topics = m
@@ -125,163 +193,129 @@ impl RequestHandler for ControllerShared {
                     })
                     .map(|t| (**t).clone())
                     .collect();
-                let response = MetadataResponse {
+                Ok(Response::Metadata(MetadataResponse {
                     version: m.version,
                     controller: m.controller,
                     brokers: m.brokers.clone(),
                     topics,
-                };
-                (Ok(Response::Metadata(response)), None)
+                }))
             }
-            Request::CreateTopics(r) => (
-                Ok(Response::CreateTopics(TopicResults {
-                    topics: controller.create_topics_as(
-                        r.topics,
-                        matches!(from, Peer::Broker(_)),
-                        now,
-                    ),
-                })),
-                None,
-            ),
-            Request::DeleteTopics(r) => (
-                Ok(Response::DeleteTopics(TopicResults {
-                    topics: controller.delete_topics(r.topics, now),
-                })),
-                None,
-            ),
-            Request::CreatePartitions(r) => (
-                Ok(Response::CreatePartitions(TopicResults {
-                    topics: controller.create_partitions(r.topics, now),
-                })),
-                None,
-            ),
+            Request::CreateTopics(r) => Ok(Response::CreateTopics(TopicResults {
+                topics: controller.create_topics_as(r.topics, matches!(from, Peer::Broker(_)), now),
+            })),
+            Request::DeleteTopics(r) => Ok(Response::DeleteTopics(TopicResults {
+                topics: controller.delete_topics(r.topics, now),
+            })),
+            Request::CreatePartitions(r) => Ok(Response::CreatePartitions(TopicResults {
+                topics: controller.create_partitions(r.topics, now),
+            })),
             Request::BrokerHeartbeat(BrokerHeartbeatRequest {
                 broker,
                 metadata_version,
-            }) => match controller.heartbeat(broker, now) {
-                Ok(_) => {
-                    let m = controller.metadata();
-                    let behind = metadata_version < (m.controller_epoch, m.version);
-                    (
-                        Ok(Response::BrokerHeartbeat(m.version)),
-                        behind.then_some(broker),
-                    )
+            }) => controller.heartbeat(broker, now).map(|_| {
+                let m = controller.metadata();
+                if metadata_version < (m.controller_epoch, m.version) {
+                    // The broker is behind: send it the metadata again.
+                    push_to = Some(broker);
                 }
-                Err(e) => (Err(e), None),
-            },
-            Request::AlterPartition(r) => (
-                Ok(Response::AlterPartition(
-                    controller.alter_partition(&r.proposal, now),
-                )),
-                None,
-            ),
-            Request::InitProducerId => (
-                Ok(Response::InitProducerId(
-                    controller.allocate_producer_id(now),
-                )),
-                None,
-            ),
-            Request::AlterPartitionReassignments(r) => (
-                Ok(Response::AlterPartitionReassignments(
-                    controller.reassign(r.partitions, now),
-                )),
-                None,
-            ),
-            Request::RegisterBroker(info) => (
-                Ok(Response::RegisterBroker(
-                    controller.register_broker(info, now),
-                )),
-                None,
-            ),
-            other => (
-                Err(Error::InvalidRequest {
-                    reason: format!("the controller does not serve {}", other.api_name()),
-                }),
-                None,
-            ),
+                Response::BrokerHeartbeat(m.version)
+            }),
+            Request::AlterPartition(r) => Ok(Response::AlterPartition(
+                controller.alter_partition(&r.proposal, now),
+            )),
+            Request::InitProducerId => Ok(Response::InitProducerId(
+                controller.allocate_producer_id(now),
+            )),
+            Request::AlterPartitionReassignments(r) => Ok(Response::AlterPartitionReassignments(
+                controller.reassign(r.partitions, now),
+            )),
+            Request::RegisterBroker(info) => Ok(Response::RegisterBroker(
+                controller.register_broker(info, now),
+            )),
+            other => Err(Error::InvalidRequest {
+                reason: format!("the controller does not serve {}", other.api_name()),
+            }),
         };
         let after = controller.metadata();
-        drop(guard);
-        if after.version != before.version || after.controller_epoch != before.controller_epoch {
-            self.publish(after, Some((reply, response)));
+        let answer = Some((reply, response));
+        if (after.controller_epoch, after.version) != (before.controller_epoch, before.version) {
+            self.publish(now, answer);
         } else {
             if let Some(broker) = push_to {
-                self.push(&after, broker, None);
+                self.push(&after, broker);
             }
-            reply.send(response);
-        }
-    }
-}
-
-type Pending = Arc<Mutex<(usize, Option<(Reply, Result<Response>)>)>>;
-
-impl ControllerShared {
-    /// Sends `metadata` to every live broker; then answers `then`, if given.
-    fn publish(&self, metadata: Arc<ClusterMetadata>, then: Option<(Reply, Result<Response>)>) {
-        let pending: Pending = Arc::new(Mutex::new((metadata.brokers.len(), then)));
-        if metadata.brokers.is_empty() {
-            finish(&pending, true);
-            return;
-        }
-        for broker in &metadata.brokers {
-            self.push(&metadata, broker.id, Some(pending.clone()));
+            self.answer(answer);
         }
     }
 
-    fn push(&self, metadata: &Arc<ClusterMetadata>, broker: NodeId, pending: Option<Pending>) {
-        self.transport.send(
-            Peer::Broker(CONTROLLER_ID),
-            broker,
-            Request::UpdateMetadata(UpdateMetadataRequest {
-                metadata: metadata.clone(),
-            }),
-            Reply::new(broker, move |_| {
-                if let Some(pending) = pending {
-                    finish(&pending, false);
-                }
-            }),
-        );
+    /// Publishes the current metadata to every live broker; `answer` waits
+    /// for their answers.
+    fn publish(&mut self, now: Millis, answer: Option<(ReplyTo, Result<Response>)>) {
+        let Some(after) = self.metadata() else {
+            return self.answer(answer);
+        };
+        let id = self.next_publish;
+        self.next_publish += 1;
+        let mut waiting = BTreeSet::new();
+        for broker in &after.brokers {
+            let correlation_id = self.push(&after, broker.id);
+            waiting.insert(correlation_id);
+            self.pushes.insert(correlation_id, id);
+        }
+        if waiting.is_empty() {
+            self.answer(answer);
+        } else {
+            let deadline = now + self.publish_timeout_ms;
+            self.publishes.insert(
+                id,
+                Publish {
+                    waiting,
+                    answer,
+                    deadline,
+                },
+            );
+        }
     }
 
-    /// The liveness thread: fences silent brokers and publishes the result.
-    fn run(&self) {
-        loop {
-            {
-                let mut stop = self.stop.lock();
-                if *stop {
-                    return;
-                }
-                self.wake
-                    .wait_for(&mut stop, Duration::from_millis(self.tick_ms as u64));
-                if *stop {
-                    return;
-                }
+    /// Sends `metadata` to `broker`; returns the push's correlation id.
+    fn push(&mut self, metadata: &Arc<ClusterMetadata>, broker: NodeId) -> u64 {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let request = Request::UpdateMetadata(UpdateMetadataRequest {
+            metadata: metadata.clone(),
+        });
+        self.outbox.push_back(Envelope::request(
+            Peer::Broker(self.id),
+            Peer::Broker(broker),
+            correlation_id,
+            request,
+        ));
+        correlation_id
+    }
+
+    /// A broker answered a push (however): the last answer of a publish
+    /// releases the request's answer.
+    fn push_answered(&mut self, publish: u64, correlation_id: u64) {
+        let done = match self.publishes.get_mut(&publish) {
+            Some(p) => {
+                p.waiting.remove(&correlation_id);
+                p.waiting.is_empty()
             }
-            let now = self.clock.now_ms();
-            let changed = {
-                let mut guard = self.state.lock();
-                match guard.as_mut().map(|c| c.tick(now)) {
-                    Some(Ok(true)) => guard.as_ref().map(Controller::metadata),
-                    _ => None,
-                }
-            };
-            if let Some(metadata) = changed {
-                self.publish(metadata, None);
-            }
+            None => false,
+        };
+        if done && let Some(p) = self.publishes.remove(&publish) {
+            self.answer(p.answer);
         }
     }
-}
 
-/// Counts one broker's answer; the last one releases the reply.
-fn finish(pending: &Pending, all: bool) {
-    let done = {
-        let mut p = pending.lock();
-        if !all {
-            p.0 = p.0.saturating_sub(1);
+    fn answer(&mut self, answer: Option<(ReplyTo, Result<Response>)>) {
+        if let Some((reply, response)) = answer {
+            self.outbox.push_back(Envelope {
+                from: Peer::Broker(self.id),
+                to: reply.peer,
+                correlation_id: reply.correlation_id,
+                message: Message::Response(response),
+            });
         }
-        if p.0 == 0 || all { p.1.take() } else { None }
-    };
-    if let Some((reply, response)) = done {
-        reply.send(response);
     }
 }

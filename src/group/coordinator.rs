@@ -16,7 +16,7 @@
 //! and receives its target partitions as their previous owners release them.
 //! A partition is never in two members' `assigned ∪ pending`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::assignor::{Assignment, Assignor, MemberSubscription, RebalanceProtocol};
@@ -65,7 +65,7 @@ pub(crate) struct TickWrite {
 pub(crate) struct GroupCoordinator {
     node: NodeId,
     assignors: BTreeMap<String, Arc<dyn Assignor>>,
-    shards: HashMap<u32, Shard>,
+    shards: BTreeMap<u32, Shard>,
 }
 
 #[derive(Debug)]
@@ -125,7 +125,7 @@ impl GroupCoordinator {
                 .into_iter()
                 .map(|a| (a.name().to_string(), a))
                 .collect(),
-            shards: HashMap::new(),
+            shards: BTreeMap::new(),
         }
     }
 

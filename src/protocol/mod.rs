@@ -1,7 +1,7 @@
 //! The messages brokers and clients exchange.
 //!
 //! This module owns the request and response types that travel over a
-//! [`Transport`](crate::transport::Transport): one [`Request`] variant per API
+//! transport: one [`Request`] variant per API
 //! (named after Kafka's: Produce, Fetch, ListOffsets, Metadata, CreateTopics,
 //! DeleteTopics, CreatePartitions, the consumer-group APIs, and the
 //! controller's UpdateMetadata), each

@@ -423,6 +423,24 @@ impl ReplicaSet {
         Update::default()
     }
 
+    /// Checks the leader epoch a fetcher believes current against this
+    /// leader's: an older one is [`Error::FencedLeaderEpoch`] (the fetcher
+    /// must learn the new epoch), a newer one
+    /// [`Error::NotLeaderOrFollower`] (this replica has not learned it yet).
+    pub fn check_fetch_epoch(&self, current_leader_epoch: Option<i32>) -> Result<()> {
+        match current_leader_epoch {
+            Some(e) if e < self.leader_epoch => Err(Error::FencedLeaderEpoch {
+                epoch: e,
+                latest: self.leader_epoch,
+            }),
+            Some(e) if e > self.leader_epoch => Err(Error::NotLeaderOrFollower {
+                broker: self.local,
+                partition: self.partition.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// A follower learned the leader's HW: its own is that, bounded by its
     /// LEO.
     pub fn follower_high_watermark(
@@ -435,6 +453,45 @@ impl ReplicaSet {
             self.high_watermark = hw;
             hw
         })
+    }
+}
+
+/// Where a follower's log departs from the leader's (KIP-101, KIP-279),
+/// decided by the leader: the follower's newest epoch is `last_fetched_epoch`
+/// and it fetches from `fetch_offset`; `leader_epoch_end` is the leader's
+/// largest epoch at or below that one and where it ends in the leader's log
+/// (`None`: the leader has no such epoch), `log_start_offset` the leader's log
+/// start. `None` means the logs agree; otherwise the epoch and end offset to
+/// send the follower, which truncates there.
+pub fn diverging_epoch(
+    last_fetched_epoch: i32,
+    fetch_offset: u64,
+    leader_epoch_end: Option<(i32, u64)>,
+    log_start_offset: u64,
+) -> Option<(i32, u64)> {
+    match leader_epoch_end {
+        Some((epoch, end)) if epoch == last_fetched_epoch && end >= fetch_offset => None,
+        Some(found) => Some(found),
+        None => Some((-1, log_start_offset)),
+    }
+}
+
+/// Where a follower truncates when its leader reports the diverging epoch
+/// `(leader_epoch, leader_end)`: the end of that epoch in the follower's own
+/// log if it has the epoch (never past the leader's end), else the end of the
+/// follower's largest epoch below it (`own_epoch_end`, `None` if it has
+/// none: its log start). Never just the high watermark, which would lose
+/// committed records after a double failure (KIP-101).
+pub fn truncation_offset(
+    leader_epoch: i32,
+    leader_end: u64,
+    own_epoch_end: Option<(i32, u64)>,
+    log_start_offset: u64,
+) -> u64 {
+    match own_epoch_end {
+        Some((own, own_end)) if own == leader_epoch => own_end.min(leader_end),
+        Some((_, own_end)) => own_end,
+        None => log_start_offset,
     }
 }
 

@@ -10,7 +10,7 @@
 //! a new leader knows the same; a replica that opens or truncates its log
 //! rebuilds the table by reading the batch headers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::{Error, Result};
 use crate::record::RecordBatch;
@@ -77,7 +77,7 @@ pub enum SequenceCheck {
 /// The idempotent producers of one partition; see the [`replication` module docs](crate::replication).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
-    producers: HashMap<i64, ProducerEntry>,
+    producers: BTreeMap<i64, ProducerEntry>,
 }
 
 impl ProducerStateTable {

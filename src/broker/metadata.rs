@@ -1,0 +1,175 @@
+//! Metadata from the controller: which replicas this broker hosts and what
+//! role each one has.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{BrokerCore, Partition};
+use crate::error::Result;
+use crate::protocol::{ClusterMetadata, PartitionMetadata, TopicMetadata};
+use crate::replication::{ProducerStateTable, ReplicaSet};
+use crate::time::Millis;
+use crate::topic::{INTERNAL_TOPIC_PREFIX, TopicPartition};
+
+impl BrokerCore {
+    /// Makes the hosted partitions match `metadata`: opens the logs of new
+    /// replicas, closes and removes the logs of deleted topics (and of a
+    /// topic deleted and created again under the same name, told apart by its
+    /// id), and gives each replica its role: leader, or follower of whom. A
+    /// log that fails to open or remove is skipped and reported; the rest of
+    /// the change still applies, and the next metadata retries it. Metadata
+    /// older than what the broker has (by controller epoch, then version) is
+    /// ignored.
+    pub(super) fn apply_metadata(
+        &mut self,
+        now: Millis,
+        metadata: Arc<ClusterMetadata>,
+    ) -> Result<()> {
+        let current = (self.metadata.controller_epoch, self.metadata.version);
+        if (metadata.controller_epoch, metadata.version) <= current {
+            return Ok(());
+        }
+        let first = self.metadata.version == 0;
+        let mut wanted: BTreeMap<TopicPartition, (&PartitionMetadata, &TopicMetadata)> =
+            BTreeMap::new();
+        for topic in metadata.topics.values() {
+            for p in &topic.partitions {
+                if p.replicas.contains(&self.id) {
+                    let tp = TopicPartition::from_shared(topic.name.clone(), p.partition);
+                    wanted.insert(tp, (p, topic));
+                }
+            }
+        }
+        let mut first_error = None;
+        // Replaced incarnations go first, so their files are gone before the
+        // new topic's log is opened at the same place.
+        let stale: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(tp, p)| wanted.get(*tp).is_none_or(|(_, t)| t.id != p.topic_id))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in stale {
+            if let Some(partition) = self.partitions.remove(&tp) {
+                self.moved.insert(tp.clone());
+                let removed = partition
+                    .log
+                    .close()
+                    .and_then(|()| self.storage.remove(&tp, self.id));
+                if let Err(e) = removed {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        for (tp, (p, topic)) in &wanted {
+            if let Some(existing) = self.partitions.get_mut(tp) {
+                if assign_role(existing, self.id, p, now) {
+                    self.moved.insert(tp.clone());
+                }
+                continue;
+            }
+            match self.open_partition(tp, p, topic) {
+                Ok(mut partition) => {
+                    // Without its producers' state the replica still serves;
+                    // duplicate checks start from what it copies next.
+                    if let Err(e) = partition.rebuild_producers() {
+                        first_error.get_or_insert(e);
+                    }
+                    assign_role(&mut partition, self.id, p, now);
+                    self.partitions.insert(tp.clone(), partition);
+                    self.moved.insert(tp.clone());
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // A log left behind by a deletion that a crash interrupted. Only
+        // trusted when the metadata has history: a lost metadata log must not
+        // make the broker delete data it merely cannot name.
+        if first && metadata.version > 2 {
+            match self.storage.partitions(self.id) {
+                Ok(on_disk) => {
+                    for tp in on_disk {
+                        if !tp.topic().starts_with(INTERNAL_TOPIC_PREFIX)
+                            && !wanted.contains_key(&tp)
+                            && let Err(e) = self.storage.remove(&tp, self.id)
+                        {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        drop(wanted);
+        self.metadata = metadata;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Opens the log of a replica new to this broker.
+    fn open_partition(
+        &self,
+        tp: &TopicPartition,
+        p: &PartitionMetadata,
+        topic: &TopicMetadata,
+    ) -> Result<Partition> {
+        let log = self.storage.open(tp, self.id, &topic.config)?;
+        let replicas = ReplicaSet::new(
+            tp.clone(),
+            self.id,
+            p.replicas.clone(),
+            usize::from(topic.config.min_insync_replicas),
+            self.config.replica_lag_time_max_ms as Millis,
+            log.high_watermark(),
+        );
+        Ok(Partition {
+            tp: tp.clone(),
+            topic_id: topic.id,
+            compacted: topic.config.cleanup_policy.compacts(),
+            log,
+            replicas,
+            producers: ProducerStateTable::new(),
+        })
+    }
+}
+
+/// Gives a replica on broker `id` the role `p` says. Returns whether
+/// anything changed.
+fn assign_role(partition: &mut Partition, id: u32, p: &PartitionMetadata, now: Millis) -> bool {
+    let r = &partition.replicas;
+    let lead = p.leader == Some(id);
+    let new_epoch = p.leader_epoch > r.leader_epoch() || (lead != r.is_leader());
+    if !new_epoch && p.partition_epoch <= r.partition_epoch() {
+        return false;
+    }
+    let end = partition.log.log_end_offset();
+    if new_epoch && lead {
+        let update = partition.replicas.become_leader(
+            p.leader_epoch,
+            p.partition_epoch,
+            p.replicas.clone(),
+            p.isr.clone(),
+            end,
+            now,
+        );
+        partition.apply(&update);
+    } else if new_epoch {
+        partition.replicas.become_follower(
+            p.leader,
+            p.leader_epoch,
+            p.partition_epoch,
+            p.replicas.clone(),
+            p.isr.clone(),
+        );
+    } else {
+        partition.replicas.reassigned(p.replicas.clone());
+        let update = partition
+            .replicas
+            .isr_committed(p.isr.clone(), p.partition_epoch, end);
+        partition.apply(&update);
+    }
+    true
+}

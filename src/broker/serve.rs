@@ -1,0 +1,375 @@
+//! The data path of a leader: produce, fetch (consumers and followers),
+//! offset look-ups and metadata answers.
+
+use super::purgatory::{PendingFetch, PendingProduce, ReplyTo};
+use super::{BrokerCore, Partition};
+use crate::error::{Error, Result};
+use crate::protocol::{
+    Acks, ClusterMetadata, FetchPartition, FetchRequest, FetchResponse, FetchedData,
+    FetchedPartition, ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MetadataRequest,
+    MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec, ProduceAck, ProducePartition,
+    ProduceRequest, ProduceResponse, ProducedPartition, Response,
+};
+use crate::record::{RecordBatch, Records};
+use crate::replication::{ProducerIds, SequenceCheck, diverging_epoch};
+use crate::time::Millis;
+use crate::topic::{INTERNAL_TOPIC_PREFIX, TopicPartition};
+
+impl BrokerCore {
+    // ----- produce -------------------------------------------------------
+
+    pub(super) fn produce(&mut self, now: Millis, reply: ReplyTo, request: ProduceRequest) {
+        let mut results = Vec::with_capacity(request.partitions.len());
+        let mut waiting = Vec::new();
+        for (i, ProducePartition { partition, batch }) in request.partitions.into_iter().enumerate()
+        {
+            let result = self.append(now, &partition, batch, request.acks);
+            let result = result.map(|(ack, required, epoch)| {
+                if request.acks == Acks::All {
+                    waiting.push((i, required, epoch));
+                }
+                ack
+            });
+            results.push(ProducedPartition { partition, result });
+        }
+        if request.acks == Acks::None {
+            return; // acks=0: nobody waits for an answer
+        }
+        let produce = PendingProduce {
+            reply,
+            results,
+            waiting,
+            deadline: now + Millis::from(request.timeout_ms),
+        };
+        self.settle_produce(now, produce);
+    }
+
+    /// Appends as the leader. Returns the ack, the offset the HW must reach
+    /// for the batch to be committed, and the leader epoch it was written in.
+    fn append(
+        &mut self,
+        now: Millis,
+        tp: &TopicPartition,
+        batch: RecordBatch,
+        acks: Acks,
+    ) -> Result<(ProduceAck, u64, i32)> {
+        if batch.is_control() {
+            return Err(Error::InvalidRecord {
+                reason: "clients cannot write control batches".into(),
+            });
+        }
+        if tp.topic().starts_with(INTERNAL_TOPIC_PREFIX) {
+            return Err(Error::InvalidTopic {
+                name: tp.topic().to_string(),
+                reason: "internal topics are written by the brokers only",
+            });
+        }
+        let partition = leader_partition(&mut self.partitions, &self.metadata, self.id, tp)?;
+        if acks == Acks::All {
+            partition.replicas.check_acks_all()?;
+        }
+        let epoch = partition.replicas.leader_epoch();
+        let ids = ProducerIds::of(&batch);
+        if let SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = partition.producers.check(tp, &batch)?
+        {
+            // A retry of a batch already written: its offsets, nothing new.
+            let ack = ProduceAck {
+                base_offset,
+                log_start_offset: partition.log.log_start_offset(),
+            };
+            return Ok((ack, last_offset + 1, epoch));
+        }
+        let info = partition.log.append(batch, epoch)?;
+        let end = partition.log.log_end_offset();
+        let start = partition.log.log_start_offset();
+        partition
+            .producers
+            .record_at(ids, info.base_offset, info.last_offset);
+        let update = partition.replicas.on_append(end);
+        partition.apply(&update);
+        self.moved.insert(tp.clone());
+        if let Some(proposal) = update.proposal {
+            self.send_proposal(now, proposal);
+        }
+        let ack = ProduceAck {
+            base_offset: info.base_offset,
+            log_start_offset: start,
+        };
+        Ok((ack, info.last_offset + 1, epoch))
+    }
+
+    /// Answers a produce whose partitions all settled, or parks it.
+    pub(super) fn settle_produce(&mut self, now: Millis, produce: PendingProduce) {
+        if let Some(produce) = self.finish_produce(produce, now, false) {
+            self.produces.park(produce);
+        }
+    }
+
+    /// Settles what can be: a partition whose HW reached the batch is done,
+    /// one that lost leadership fails with `NotLeaderOrFollower`, one whose ISR
+    /// fell below `min_insync_replicas` with `NotEnoughReplicasAfterAppend`,
+    /// and at the deadline (or with `force`) the rest with `RequestTimedOut`.
+    /// Answers and returns `None` once nothing waits.
+    pub(super) fn finish_produce(
+        &mut self,
+        mut produce: PendingProduce,
+        now: Millis,
+        force: bool,
+    ) -> Option<PendingProduce> {
+        let timed_out = force || now >= produce.deadline;
+        let results = &mut produce.results;
+        let partitions = &self.partitions;
+        let id = self.id;
+        produce.waiting.retain(|&(i, required, epoch)| {
+            let tp = &results[i].partition;
+            let not_leader = || Error::NotLeaderOrFollower {
+                broker: id,
+                partition: tp.clone(),
+            };
+            let outcome = match partitions.get(tp) {
+                Some(p) if !p.leads_in(epoch) => Some(Err(not_leader())),
+                Some(p) if p.replicas.high_watermark() >= required => Some(Ok(())),
+                Some(p) if p.replicas.check_acks_all().is_err() => {
+                    Some(Err(Error::NotEnoughReplicasAfterAppend {
+                        partition: tp.clone(),
+                    }))
+                }
+                Some(_) => None,
+                None => Some(Err(not_leader())),
+            };
+            match outcome {
+                Some(Ok(())) => false,
+                Some(Err(e)) => {
+                    results[i].result = Err(e);
+                    false
+                }
+                None if timed_out => {
+                    results[i].result = Err(Error::RequestTimedOut {
+                        operation: "replication of an acks=all produce",
+                        timeout_ms: 0,
+                    });
+                    false
+                }
+                None => true,
+            }
+        });
+        if produce.waiting.is_empty() {
+            let response = ProduceResponse {
+                partitions: produce.results,
+            };
+            self.respond(produce.reply, Ok(Response::Produce(response)));
+            return None;
+        }
+        Some(produce)
+    }
+
+    // ----- fetch ---------------------------------------------------------
+
+    /// Answers a fetch that has enough data, failed, or is due; parks the
+    /// rest.
+    pub(super) fn try_fetch(&mut self, now: Millis, fetch: PendingFetch) {
+        let (response, bytes) = self.read_fetch(now, &fetch.request);
+        let failed = response.partitions.iter().any(|p| {
+            p.result
+                .as_ref()
+                .map_or(true, |d| d.diverging_epoch.is_some())
+        });
+        let due = now >= fetch.deadline;
+        if fetch.request.max_wait_ms == 0
+            || bytes >= u64::from(fetch.request.min_bytes)
+            || failed
+            || due
+            || self.stopped
+        {
+            self.respond(fetch.reply, Ok(Response::Fetch(response)));
+        } else {
+            self.fetches.park(fetch);
+        }
+    }
+
+    /// Reads every partition of `request`: the response and its size in
+    /// bytes.
+    pub(super) fn read_fetch(
+        &mut self,
+        now: Millis,
+        request: &FetchRequest,
+    ) -> (FetchResponse, u64) {
+        let mut budget = request.max_bytes as usize;
+        let mut total = 0u64;
+        let mut partitions = Vec::with_capacity(request.partitions.len());
+        for fp in &request.partitions {
+            let result = self.read_partition(now, fp, request.replica, budget);
+            if let Ok(data) = &result {
+                budget = budget.saturating_sub(data.records.size());
+                total += data.records.size() as u64;
+            }
+            partitions.push(FetchedPartition {
+                partition: fp.partition.clone(),
+                result,
+            });
+        }
+        (FetchResponse { partitions }, total)
+    }
+
+    fn read_partition(
+        &mut self,
+        now: Millis,
+        fp: &FetchPartition,
+        replica: Option<NodeId>,
+        budget: usize,
+    ) -> Result<FetchedData> {
+        let tp = &fp.partition;
+        let partition = leader_partition(&mut self.partitions, &self.metadata, self.id, tp)?;
+        partition
+            .replicas
+            .check_fetch_epoch(fp.current_leader_epoch)?;
+        let log_start_offset = partition.log.log_start_offset();
+        let end = partition.log.log_end_offset();
+        if let (Some(_), Some(last)) = (replica, fp.last_fetched_epoch) {
+            let leader_end = partition.log.end_offset_for_epoch(last);
+            if let Some(diverging) =
+                diverging_epoch(last, fp.fetch_offset, leader_end, log_start_offset)
+            {
+                return Ok(FetchedData {
+                    high_watermark: partition.log.high_watermark(),
+                    log_start_offset,
+                    records: Records::empty(),
+                    diverging_epoch: Some(diverging),
+                });
+            }
+        }
+        if fp.fetch_offset < log_start_offset || fp.fetch_offset > end {
+            return Err(Error::OffsetOutOfRange {
+                offset: fp.fetch_offset,
+                log_start_offset,
+                log_end_offset: end,
+            });
+        }
+        let mut proposal = None;
+        if let Some(follower) = replica {
+            let update = partition
+                .replicas
+                .on_follower_fetch(follower, fp.fetch_offset, end, now);
+            if partition.apply(&update) {
+                self.moved.insert(tp.clone());
+            }
+            proposal = update.proposal;
+        }
+        let high_watermark = partition.log.high_watermark();
+        // Followers copy everything; consumers see only what is committed.
+        let visible = if replica.is_some() {
+            end
+        } else {
+            high_watermark
+        };
+        let max_bytes = (fp.max_bytes as usize).min(budget);
+        let records = if fp.fetch_offset >= visible || max_bytes == 0 {
+            Records::empty()
+        } else {
+            let mut records = partition.log.read(fp.fetch_offset, max_bytes)?;
+            records.truncate_at_offset(visible);
+            records
+        };
+        if let Some(proposal) = proposal {
+            self.send_proposal(now, proposal);
+        }
+        Ok(FetchedData {
+            high_watermark,
+            log_start_offset,
+            records,
+            diverging_epoch: None,
+        })
+    }
+
+    // ----- offsets and metadata -----------------------------------------
+
+    pub(super) fn list_offsets(&mut self, request: ListOffsetsRequest) -> ListOffsetsResponse {
+        let partitions = request
+            .partitions
+            .into_iter()
+            .map(|(partition, spec)| {
+                let result = self.lookup_offset(&partition, spec);
+                ListedOffset { partition, result }
+            })
+            .collect();
+        ListOffsetsResponse { partitions }
+    }
+
+    fn lookup_offset(
+        &mut self,
+        tp: &TopicPartition,
+        spec: OffsetSpec,
+    ) -> Result<Option<OffsetAndTimestamp>> {
+        let partition = leader_partition(&mut self.partitions, &self.metadata, self.id, tp)?;
+        let log = &partition.log;
+        let at = |offset| {
+            Some(OffsetAndTimestamp {
+                offset,
+                timestamp: None,
+            })
+        };
+        Ok(match spec {
+            OffsetSpec::Earliest => at(log.log_start_offset()),
+            OffsetSpec::Latest => at(log.high_watermark()),
+            OffsetSpec::Timestamp(ts) => log
+                .offset_for_timestamp(ts)?
+                .filter(|found| found.offset < log.high_watermark())
+                .map(|found| OffsetAndTimestamp {
+                    offset: found.offset,
+                    timestamp: Some(found.timestamp),
+                }),
+        })
+    }
+
+    pub(super) fn describe(&self, request: MetadataRequest) -> MetadataResponse {
+        let metadata = &self.metadata;
+        let topics = match request.topics {
+            None => metadata.topics.values().map(|t| (**t).clone()).collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|name| metadata.topics.get(name.as_str()))
+                .map(|t| (**t).clone())
+                .collect(),
+        };
+        MetadataResponse {
+            version: metadata.version,
+            controller: metadata.controller,
+            brokers: metadata.brokers.clone(),
+            topics,
+        }
+    }
+}
+
+/// The hosted partition `tp` if broker `id` leads it, else the error a
+/// client should see: unknown topic, no such partition, or not the leader.
+pub(super) fn leader_partition<'a>(
+    partitions: &'a mut std::collections::BTreeMap<TopicPartition, Partition>,
+    metadata: &ClusterMetadata,
+    id: NodeId,
+    tp: &TopicPartition,
+) -> Result<&'a mut Partition> {
+    if let Some(p) = partitions.get_mut(tp)
+        && p.replicas.is_leader()
+    {
+        return Ok(p);
+    }
+    match metadata.topics.get(tp.topic()) {
+        None => Err(Error::UnknownTopicOrPartition {
+            topic: tp.topic().to_string(),
+        }),
+        Some(topic) if tp.partition() as usize >= topic.partitions.len() => {
+            Err(Error::InvalidPartition {
+                topic: tp.topic().to_string(),
+                partition: tp.partition(),
+                partition_count: topic.partitions.len() as u32,
+            })
+        }
+        Some(_) => Err(Error::NotLeaderOrFollower {
+            broker: id,
+            partition: tp.clone(),
+        }),
+    }
+}

@@ -1,0 +1,152 @@
+//! The architecture's rules, checked on the source: protocol code (the
+//! broker, the controller, replication, groups, the messages and the record
+//! format) holds no lock, thread, sleep or clock, and imports only point
+//! down the layers of DESIGN.md.
+//!
+//! The exact rule: no line outside a comment in `src/broker`,
+//! `src/controller`, `src/replication`, `src/group`, `src/protocol` or
+//! `src/record` contains `Mutex`, `RwLock`, `Condvar`, `thread::spawn`,
+//! `thread::sleep`, `Instant::now` or `SystemTime`. Those live in
+//! `src/runtime`, `src/transport`, `src/time.rs`, the storage
+//! implementations and the public handles (`src/cluster`, `src/client`).
+
+use std::path::{Path, PathBuf};
+
+/// Folders of deterministic protocol code.
+const CORES: &[&str] = &[
+    "broker",
+    "controller",
+    "replication",
+    "group",
+    "protocol",
+    "record",
+];
+
+const FORBIDDEN: &[&str] = &[
+    "Mutex",
+    "RwLock",
+    "Condvar",
+    "thread::spawn",
+    "thread::sleep",
+    "Instant::now",
+    "SystemTime",
+];
+
+/// For each layer, the layers above it that it must not import.
+const NOT_UPWARDS: &[(&str, &[&str])] = &[
+    (
+        "protocol",
+        &[
+            "broker",
+            "controller",
+            "group",
+            "replication",
+            "client",
+            "cluster",
+            "runtime",
+            "transport",
+        ],
+    ),
+    (
+        "replication",
+        &[
+            "broker",
+            "controller",
+            "client",
+            "cluster",
+            "runtime",
+            "transport",
+        ],
+    ),
+    (
+        "group",
+        &[
+            "broker",
+            "controller",
+            "client",
+            "cluster",
+            "runtime",
+            "transport",
+        ],
+    ),
+    (
+        "broker",
+        &["controller", "client", "cluster", "runtime", "transport"],
+    ),
+    (
+        "controller",
+        &["broker", "client", "cluster", "runtime", "transport"],
+    ),
+];
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The lines of the files under `src/<folder>` that are code, not comments.
+fn code_lines(folder: &str) -> Vec<(String, usize, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(folder);
+    let mut lines = Vec::new();
+    for file in rust_files(&dir) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if !line.trim_start().starts_with("//") {
+                lines.push((file.display().to_string(), n + 1, line.to_string()));
+            }
+        }
+    }
+    assert!(!lines.is_empty(), "src/{folder} has code");
+    lines
+}
+
+#[test]
+fn protocol_code_has_no_lock_thread_sleep_or_clock() {
+    let mut found = Vec::new();
+    for folder in CORES {
+        for (file, n, line) in code_lines(folder) {
+            for token in FORBIDDEN {
+                if line.contains(token) {
+                    found.push(format!("{file}:{n}: {token}: {}", line.trim()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "found:\n{}", found.join("\n"));
+}
+
+#[test]
+fn imports_only_point_down() {
+    let mut found = Vec::new();
+    for (layer, above) in NOT_UPWARDS {
+        for (file, n, line) in code_lines(layer) {
+            for upper in *above {
+                if line.contains(&format!("crate::{upper}::"))
+                    || line.contains(&format!("crate::{upper};"))
+                    || line.contains(&format!("crate::{upper}}}"))
+                {
+                    found.push(format!("{file}:{n}: imports {upper}: {}", line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "imports that point up:\n{}",
+        found.join("\n")
+    );
+}
