@@ -1,5 +1,7 @@
 //! Plugging in a transport of your own.
 //!
+//! A transport carries envelopes — requests and responses, each with its
+//! sender, receiver and correlation id — to the inbox of their receiver.
 //! `CountingDelayTransport` wraps the in-process [`LocalTransport`]: it counts
 //! every request by API and holds each Produce request back for a fixed delay
 //! (on a thread of its own, so `send` never blocks) before passing it on —
@@ -15,17 +17,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ferrolog::client::{Producer, ProducerConfig};
-use ferrolog::protocol::{NodeId, Request};
-use ferrolog::transport::{LocalTransport, Peer, Reply, RequestHandler, Transport};
+use ferrolog::protocol::{Envelope, Message, Request};
+use ferrolog::transport::{Inbox, LocalTransport, Peer, Transport, undeliverable};
 use ferrolog::{Admin, Cluster, NewTopic, ProducerRecord};
 
 /// A message held back until `due`.
 struct Delayed {
     due: Instant,
-    from: Peer,
-    to: NodeId,
-    request: Request,
-    reply: Reply,
+    envelope: Envelope,
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +46,7 @@ impl CountingDelayTransport {
                 if let Some(wait) = message.due.checked_duration_since(Instant::now()) {
                     thread::sleep(wait);
                 }
-                forward.send(message.from, message.to, message.request, message.reply);
+                forward.send(message.envelope);
             }
         });
         Self {
@@ -60,15 +59,18 @@ impl CountingDelayTransport {
 }
 
 impl Transport for CountingDelayTransport {
-    fn register(&self, node: NodeId, handler: Arc<dyn RequestHandler>) -> ferrolog::Result<()> {
-        self.inner.register(node, handler)
+    fn register(&self, peer: Peer, inbox: Arc<dyn Inbox>) -> ferrolog::Result<()> {
+        self.inner.register(peer, inbox)
     }
 
-    fn deregister(&self, node: NodeId) {
-        self.inner.deregister(node)
+    fn deregister(&self, peer: Peer) {
+        self.inner.deregister(peer)
     }
 
-    fn send(&self, from: Peer, to: NodeId, request: Request, reply: Reply) {
+    fn send(&self, envelope: Envelope) {
+        let Message::Request(request) = &envelope.message else {
+            return self.inner.send(envelope); // responses go straight back
+        };
         *self
             .counts
             .lock()
@@ -76,19 +78,21 @@ impl Transport for CountingDelayTransport {
             .entry(request.api_name())
             .or_default() += 1;
         if let Request::Produce(_) = request {
+            let failed = undeliverable(&envelope, "the delay thread is gone");
             let message = Delayed {
                 due: Instant::now() + self.produce_delay,
-                from,
-                to,
-                request,
-                reply,
+                envelope,
             };
-            // If the delay thread is gone the message (and its reply) is
-            // dropped, which the client sees as a retriable network error.
-            let _ = self.delayed.send(message);
+            // If the delay thread is gone the request cannot go: its sender
+            // is told so (a retriable network error).
+            if self.delayed.send(message).is_err()
+                && let Some(failed) = failed
+            {
+                self.inner.send(failed);
+            }
             return;
         }
-        self.inner.send(from, to, request, reply)
+        self.inner.send(envelope)
     }
 }
 

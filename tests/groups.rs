@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use ferrolog::broker::BrokerConfig;
 use ferrolog::client::{Bootstrap, OffsetReset, RebalanceListener};
 use ferrolog::group::{GroupState, OffsetAndMetadata};
-use ferrolog::protocol::{OffsetCommitRequest, Request, Response};
-use ferrolog::transport::{Peer, Reply, RequestHandler, Transport};
+use ferrolog::protocol::{Envelope, OffsetCommitRequest, Request, Response};
+use ferrolog::transport::{Endpoint, Inbox, Peer, Transport, undeliverable};
 use ferrolog::{
     Admin, AutoOffsetReset, CONTROLLER_ID, Cluster, Consumer, ConsumerConfig, Error, NewTopic,
     Producer, ProducerConfig, ProducerRecord, TopicPartition,
@@ -231,19 +231,23 @@ struct Switch {
 }
 
 impl Transport for Switch {
-    fn register(&self, node: u32, handler: Arc<dyn RequestHandler>) -> ferrolog::Result<()> {
-        self.inner.register(node, handler)
+    fn register(&self, peer: Peer, inbox: Arc<dyn Inbox>) -> ferrolog::Result<()> {
+        self.inner.register(peer, inbox)
     }
 
-    fn deregister(&self, node: u32) {
-        self.inner.deregister(node)
+    fn deregister(&self, peer: Peer) {
+        self.inner.deregister(peer)
     }
 
-    fn send(&self, from: Peer, to: u32, request: Request, reply: Reply) {
+    fn send(&self, envelope: Envelope) {
         if self.cut.load(Ordering::SeqCst) {
-            return drop(reply);
+            // The client's connection is broken: its requests fail.
+            if let Some(failed) = undeliverable(&envelope, "cut off") {
+                self.inner.send(failed);
+            }
+            return;
         }
-        self.inner.send(from, to, request, reply)
+        self.inner.send(envelope)
     }
 }
 
@@ -411,14 +415,9 @@ fn a_commit_from_a_fenced_member_or_a_stale_generation_is_rejected() {
             member_epoch: stale,
             offsets: vec![(tp.clone(), OffsetAndMetadata::new(0))],
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        cluster.transport().send(
-            Peer::Client(999),
-            coordinator,
-            request,
-            Reply::new(coordinator, move |r| drop(tx.send(r))),
-        );
-        let answer: ferrolog::Result<Response> = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let endpoint = Endpoint::new(cluster.transport()).unwrap();
+        let answer: ferrolog::Result<Response> =
+            endpoint.call(coordinator, request, Duration::from_secs(5));
         assert!(
             matches!(answer, Err(Error::FencedMemberEpoch { epoch, .. }) if epoch == stale),
             "{answer:?}"

@@ -12,8 +12,10 @@ use ferrolog::client::{
     Acks, AutoOffsetReset, Consumer, ConsumerConfig, DefaultSerde, Partitioner, Postcard, Producer,
     ProducerConfig, ProducerInterceptor, ProducerRecord, RecordMetadata,
 };
-use ferrolog::protocol::{FetchPartition, FetchRequest, Request, Response};
-use ferrolog::transport::{LocalTransport, Peer, Reply, RequestHandler, Transport};
+use ferrolog::protocol::{Envelope, FetchPartition, FetchRequest, Message, Request, Response};
+use ferrolog::transport::{
+    Endpoint, Inbox, LocalTransport, Peer, PendingAnswer, Transport, undeliverable,
+};
 use ferrolog::{Admin, Cluster, Error, NewTopic, TopicConfig, TopicPartition};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -75,14 +77,14 @@ fn all_partitions(topic: &str, n: u32) -> Vec<TopicPartition> {
 }
 
 /// A transport that passes everything to a [`LocalTransport`] except the
-/// Produce requests `fault` decides to stall (keep the reply, never answer)
-/// or lose (drop the reply).
+/// Produce requests `fault` decides to stall (keep, never deliver) or lose
+/// (the producer is told the network failed).
 #[derive(Debug, Clone)]
 struct FaultyProduce {
     inner: LocalTransport,
     produce_requests: Arc<AtomicUsize>,
     mode: Arc<parking_lot::Mutex<Fault>>,
-    stalled: Arc<parking_lot::Mutex<Vec<Reply>>>,
+    stalled: Arc<parking_lot::Mutex<Vec<Envelope>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,24 +106,29 @@ impl FaultyProduce {
 }
 
 impl Transport for FaultyProduce {
-    fn register(&self, node: u32, handler: Arc<dyn RequestHandler>) -> ferrolog::Result<()> {
-        self.inner.register(node, handler)
+    fn register(&self, peer: Peer, inbox: Arc<dyn Inbox>) -> ferrolog::Result<()> {
+        self.inner.register(peer, inbox)
     }
 
-    fn deregister(&self, node: u32) {
-        self.inner.deregister(node)
+    fn deregister(&self, peer: Peer) {
+        self.inner.deregister(peer)
     }
 
-    fn send(&self, from: Peer, to: u32, request: Request, reply: Reply) {
-        if let Request::Produce(_) = &request {
+    fn send(&self, envelope: Envelope) {
+        if let Message::Request(Request::Produce(_)) = &envelope.message {
             let n = self.produce_requests.fetch_add(1, Ordering::SeqCst);
             match *self.mode.lock() {
-                Fault::StallAll => return self.stalled.lock().push(reply),
-                Fault::LoseFirst(k) if n < k => return drop(reply),
+                Fault::StallAll => return self.stalled.lock().push(envelope),
+                Fault::LoseFirst(k) if n < k => {
+                    if let Some(failed) = undeliverable(&envelope, "lost") {
+                        self.inner.send(failed);
+                    }
+                    return;
+                }
                 _ => {}
             }
         }
-        self.inner.send(from, to, request, reply)
+        self.inner.send(envelope)
     }
 }
 
@@ -471,8 +478,7 @@ fn raw_fetch(
     partition: &TopicPartition,
     offset: u64,
     max_wait_ms: u32,
-) -> mpsc::Receiver<ferrolog::Result<Response>> {
-    let (tx, rx) = mpsc::channel();
+) -> (Endpoint, PendingAnswer) {
     let request = Request::Fetch(FetchRequest {
         max_wait_ms,
         min_bytes: 1,
@@ -486,15 +492,9 @@ fn raw_fetch(
         }],
         replica: None,
     });
-    cluster.transport().send(
-        Peer::Client(999),
-        0,
-        request,
-        Reply::new(0, move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    rx
+    let endpoint = Endpoint::new(cluster.transport()).unwrap();
+    let pending = endpoint.send(0, request);
+    (endpoint, pending)
 }
 
 fn fetched_values(response: ferrolog::Result<Response>) -> Vec<Bytes> {
@@ -515,8 +515,8 @@ fn fetched_values(response: ferrolog::Result<Response>) -> Vec<Bytes> {
 fn a_fetch_without_data_waits_max_wait_ms_then_answers_empty() {
     let cluster = cluster_with(&[("t", 1)]);
     let started = Instant::now();
-    let rx = raw_fetch(&cluster, &tp("t", 0), 0, 300);
-    let response = rx.recv_timeout(WAIT).expect("answered");
+    let (_endpoint, pending) = raw_fetch(&cluster, &tp("t", 0), 0, 300);
+    let response = pending.wait_timeout(WAIT).expect("answered");
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(300),
@@ -531,8 +531,11 @@ fn a_waiting_fetch_returns_as_soon_as_data_arrives() {
     let cluster = cluster_with(&[("t", 1)]);
     let started = Instant::now();
     // Parked: the broker holds it for up to 60 s.
-    let rx = raw_fetch(&cluster, &tp("t", 0), 0, 60_000);
-    assert!(rx.try_recv().is_err(), "no data yet, so no answer yet");
+    let (_endpoint, pending) = raw_fetch(&cluster, &tp("t", 0), 0, 60_000);
+    assert!(
+        pending.try_take().is_none(),
+        "no data yet, so no answer yet"
+    );
     let producer: Producer<(), Bytes> =
         Producer::with_serializers(&cluster, fast_producer(), Postcard, DefaultSerde).unwrap();
     producer
@@ -540,7 +543,9 @@ fn a_waiting_fetch_returns_as_soon_as_data_arrives() {
         .unwrap()
         .wait()
         .unwrap();
-    let response = rx.recv_timeout(WAIT).expect("answered once data arrived");
+    let response = pending
+        .wait_timeout(WAIT)
+        .expect("answered once data arrived");
     assert_eq!(fetched_values(response), [Bytes::from_static(b"wake up")]);
     assert!(started.elapsed() < Duration::from_secs(30));
 }
@@ -1117,27 +1122,30 @@ struct SlowAnswers {
 }
 
 impl Transport for SlowAnswers {
-    fn register(&self, node: u32, handler: Arc<dyn RequestHandler>) -> ferrolog::Result<()> {
-        self.inner.register(node, handler)
+    fn register(&self, peer: Peer, inbox: Arc<dyn Inbox>) -> ferrolog::Result<()> {
+        self.inner.register(peer, inbox)
     }
 
-    fn deregister(&self, node: u32) {
-        self.inner.deregister(node)
+    fn deregister(&self, peer: Peer) {
+        self.inner.deregister(peer)
     }
 
-    fn send(&self, from: Peer, to: u32, request: Request, reply: Reply) {
-        if !matches!(request, Request::Produce(_)) {
-            return self.inner.send(from, to, request, reply);
+    fn send(&self, envelope: Envelope) {
+        match &envelope.message {
+            Message::Request(Request::Produce(_)) => {
+                self.produce_requests.fetch_add(1, Ordering::SeqCst);
+            }
+            Message::Response(Ok(Response::Produce(_))) => {
+                let (inner, delay) = (self.inner.clone(), self.delay);
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    inner.send(envelope);
+                });
+                return;
+            }
+            _ => {}
         }
-        self.produce_requests.fetch_add(1, Ordering::SeqCst);
-        let delay = self.delay;
-        let late = Reply::new(to, move |response| {
-            std::thread::spawn(move || {
-                std::thread::sleep(delay);
-                reply.send(response);
-            });
-        });
-        self.inner.send(from, to, request, late)
+        self.inner.send(envelope)
     }
 }
 

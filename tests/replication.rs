@@ -9,10 +9,11 @@ use ferrolog::broker::BrokerConfig;
 use ferrolog::client::{
     Acks, AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
 };
+use ferrolog::protocol::{Envelope, Message};
 use ferrolog::protocol::{PartitionMetadata, ProducePartition, ProduceRequest, Request, Response};
 use ferrolog::record::RecordBatchBuilder;
 use ferrolog::storage::{LogConfig, MemoryStorage, Storage};
-use ferrolog::transport::{FaultyTransport, LocalTransport, Peer, Reply};
+use ferrolog::transport::{Endpoint, FaultyTransport, Inbox, LocalTransport, Peer};
 use ferrolog::{Admin, CONTROLLER_ID, Cluster, Error, NewTopic, TopicConfig, TopicPartition};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -180,14 +181,8 @@ fn raw_produce(
             batch: batch.build(),
         }],
     });
-    let (tx, rx) = std::sync::mpsc::channel();
-    setup.cluster.transport().send(
-        Peer::Client(7),
-        node,
-        request,
-        Reply::new(node, move |r| tx.send(r).unwrap()),
-    );
-    let Ok(Response::Produce(mut response)) = rx.recv_timeout(WAIT).unwrap() else {
+    let endpoint = Endpoint::new(setup.cluster.transport()).unwrap();
+    let Ok(Response::Produce(mut response)) = endpoint.call(node, request, WAIT) else {
         panic!("no produce response")
     };
     response.partitions.remove(0).result
@@ -527,31 +522,34 @@ struct LoseFirstProduceAnswer {
 }
 
 impl ferrolog::transport::Transport for LoseFirstProduceAnswer {
-    fn register(
-        &self,
-        node: u32,
-        handler: std::sync::Arc<dyn ferrolog::transport::RequestHandler>,
-    ) -> ferrolog::Result<()> {
-        self.inner.register(node, handler)
+    fn register(&self, peer: Peer, inbox: std::sync::Arc<dyn Inbox>) -> ferrolog::Result<()> {
+        self.inner.register(peer, inbox)
     }
 
-    fn deregister(&self, node: u32) {
-        self.inner.deregister(node)
+    fn deregister(&self, peer: Peer) {
+        self.inner.deregister(peer)
     }
 
-    fn send(&self, from: Peer, to: u32, request: Request, reply: Reply) {
+    fn send(&self, envelope: Envelope) {
         use std::sync::atomic::Ordering;
-        if matches!(request, Request::Produce(_)) && self.armed.swap(false, Ordering::SeqCst) {
-            let lost = self.lost.clone();
-            let dropping = Reply::new(to, move |_| {
-                if let Some(tx) = lost.lock().unwrap().take() {
-                    let _ = tx.send(to);
-                }
-                drop(reply);
-            });
-            return self.inner.send(from, to, request, dropping);
+        if let (Message::Response(Ok(Response::Produce(_))), Peer::Broker(leader)) =
+            (&envelope.message, envelope.from)
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
+            if let Some(tx) = self.lost.lock().unwrap().take() {
+                let _ = tx.send(leader);
+            }
+            // The producer is told the network failed.
+            let lost = Envelope {
+                message: Message::Response(Err(Error::Network {
+                    node: leader,
+                    reason: "the answer was lost".into(),
+                })),
+                ..envelope
+            };
+            return self.inner.send(lost);
         }
-        self.inner.send(from, to, request, reply)
+        self.inner.send(envelope)
     }
 }
 
@@ -711,23 +709,10 @@ fn a_new_controller_takes_over_and_an_older_controllers_metadata_is_ignored() {
     let request = Request::UpdateMetadata(ferrolog::protocol::UpdateMetadataRequest {
         metadata: std::sync::Arc::new(stale),
     });
-    let (tx, rx) = std::sync::mpsc::channel();
-    setup.cluster.transport().send(
-        Peer::Broker(CONTROLLER_ID),
-        0,
-        request,
-        Reply::new(0, move |r| tx.send(r).unwrap()),
-    );
-    assert!(rx.recv_timeout(WAIT).unwrap().is_ok());
-    let (tx, rx) = std::sync::mpsc::channel();
+    let endpoint = Endpoint::new(setup.cluster.transport()).unwrap();
+    assert!(endpoint.call(0, request, WAIT).is_ok());
     let ask = Request::Metadata(ferrolog::protocol::MetadataRequest::default());
-    setup.cluster.transport().send(
-        Peer::Client(9),
-        0,
-        ask,
-        Reply::new(0, move |r| tx.send(r).unwrap()),
-    );
-    let Ok(Response::Metadata(seen)) = rx.recv_timeout(WAIT).unwrap() else {
+    let Ok(Response::Metadata(seen)) = endpoint.call(0, ask, WAIT) else {
         panic!("no metadata")
     };
     let names: Vec<&str> = seen.topics.iter().map(|t| &*t.name).collect();

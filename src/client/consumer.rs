@@ -37,7 +37,6 @@ use crate::protocol::{
 };
 use crate::record::{Header, Record, TimestampType};
 use crate::topic::TopicPartition;
-use crate::transport::Reply;
 
 /// Wait before re-fetching a partition whose fetch failed with a retriable
 /// error.
@@ -953,14 +952,10 @@ impl<K, V> Consumer<K, V> {
                 },
             );
             let inbox = self.inbox.clone();
-            self.core.send(
-                node,
-                request,
-                Reply::new(node, move |response| {
-                    inbox.responses.lock().responses.push((id, response));
-                    inbox.arrived.notify_one();
-                }),
-            );
+            self.core.send(node, request, move |response| {
+                inbox.responses.lock().responses.push((id, response));
+                inbox.arrived.notify_one();
+            });
         }
     }
 

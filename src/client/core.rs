@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -14,9 +13,7 @@ use crate::protocol::{
     TopicMetadata,
 };
 use crate::topic::TopicPartition;
-use crate::transport::{self, Peer, Reply, Transport};
-
-static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+use crate::transport::{Endpoint, Peer};
 
 /// Wait before asking again for offsets of partitions whose leader failed.
 const LIST_OFFSETS_BACKOFF: Duration = Duration::from_millis(100);
@@ -45,7 +42,7 @@ impl MetadataSnapshot {
 #[derive(Debug)]
 pub(crate) struct ClientCore {
     pub(crate) peer: Peer,
-    transport: Arc<dyn Transport>,
+    endpoint: Endpoint,
     bootstrap: Vec<NodeId>,
     metadata: RwLock<Arc<MetadataSnapshot>>,
     refresh: Mutex<()>,
@@ -56,18 +53,30 @@ impl ClientCore {
         if bootstrap.nodes.is_empty() {
             return Err(Error::config("bootstrap", "names no broker"));
         }
+        let endpoint = Endpoint::new(bootstrap.transport)?;
         Ok(Arc::new(Self {
-            peer: Peer::Client(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed)),
-            transport: bootstrap.transport,
+            peer: endpoint.peer(),
+            endpoint,
             bootstrap: bootstrap.nodes,
             metadata: RwLock::new(Arc::new(MetadataSnapshot::default())),
             refresh: Mutex::new(()),
         }))
     }
 
-    /// Sends without waiting; the outcome goes to `reply`.
-    pub(crate) fn send(&self, node: NodeId, request: Request, reply: Reply) {
-        self.transport.send(self.peer, node, request, reply);
+    /// Sends without waiting; the outcome goes to `on_answer`, on whatever
+    /// thread delivers it (it must be quick and must not block).
+    pub(crate) fn send(
+        &self,
+        node: NodeId,
+        request: Request,
+        on_answer: impl FnOnce(Result<Response>) + Send + 'static,
+    ) {
+        self.endpoint.send_with(node, request, on_answer);
+    }
+
+    /// Sends a request that is never answered (an acks=0 produce).
+    pub(crate) fn send_unanswered(&self, node: NodeId, request: Request) {
+        self.endpoint.send_unanswered(node, request);
     }
 
     /// Sends and waits for the outcome, at most `timeout`.
@@ -77,7 +86,7 @@ impl ClientCore {
         request: Request,
         timeout: Duration,
     ) -> Result<Response> {
-        transport::call(&*self.transport, self.peer, node, request, timeout)
+        self.endpoint.call(node, request, timeout)
     }
 
     /// The cached metadata.

@@ -28,7 +28,6 @@ use crate::protocol::{
     OffsetCommitRequest, OffsetFetchRequest, Request, Response, STATIC_LEAVE_EPOCH, Subscription,
 };
 use crate::topic::TopicPartition;
-use crate::transport::Reply;
 
 /// While a member is still receiving partitions, it heartbeats at least
 /// this often (ms) so that it takes them soon after they are released.
@@ -289,17 +288,13 @@ impl GroupClient {
             offsets,
         });
         let done = handle.clone();
-        self.core.send(
-            node,
-            request,
-            Reply::new(node, move |response| {
-                done.complete(match response {
-                    Ok(Response::OffsetCommit) => Ok(()),
-                    Ok(other) => Err(unexpected("OffsetCommit", &other)),
-                    Err(e) => Err(e),
-                })
-            }),
-        );
+        self.core.send(node, request, move |response| {
+            done.complete(match response {
+                Ok(Response::OffsetCommit) => Ok(()),
+                Ok(other) => Err(unexpected("OffsetCommit", &other)),
+                Err(e) => Err(e),
+            })
+        });
         handle
     }
 

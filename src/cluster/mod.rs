@@ -30,7 +30,7 @@ use crate::protocol::{BrokerInfo, NodeId, Request, Response, UpdateMetadataReque
 use crate::runtime::NodeRuntime;
 use crate::storage::{FileStorage, MemoryStorage, Storage};
 use crate::time::{Clock, Millis, SystemClock};
-use crate::transport::{self, LocalTransport, Peer, Transport};
+use crate::transport::{Endpoint, LocalTransport, Transport};
 
 /// A broker running in this process.
 type Broker = NodeRuntime<BrokerCore>;
@@ -151,6 +151,7 @@ impl ClusterBuilder {
             })
             .collect();
         let cluster = Cluster {
+            endpoint: Endpoint::new(transport.clone())?,
             transport,
             storage,
             clock,
@@ -177,6 +178,9 @@ impl ClusterBuilder {
 #[derive(Debug)]
 pub struct Cluster {
     transport: Arc<dyn Transport>,
+    /// How the cluster itself sends requests (start-up metadata, broker
+    /// registration).
+    endpoint: Endpoint,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     broker_config: BrokerConfig,
@@ -296,13 +300,7 @@ impl Cluster {
             .and_then(|controller| controller.with_core(|core| core.metadata()));
         if let Some(metadata) = metadata {
             let request = Request::UpdateMetadata(UpdateMetadataRequest { metadata });
-            let _ = transport::call(
-                &*self.transport,
-                Peer::Broker(CONTROLLER_ID),
-                id,
-                request,
-                Duration::from_secs(30),
-            );
+            let _ = self.endpoint.call(id, request, Duration::from_secs(30));
         }
         Ok(())
     }
@@ -319,13 +317,10 @@ impl Cluster {
             ));
         }
         let request = Request::RegisterBroker(BrokerInfo { id, rack });
-        match transport::call(
-            &*self.transport,
-            Peer::Broker(id),
-            CONTROLLER_ID,
-            request,
-            Duration::from_secs(30),
-        )? {
+        match self
+            .endpoint
+            .call(CONTROLLER_ID, request, Duration::from_secs(30))?
+        {
             Response::RegisterBroker(result) => result?,
             other => {
                 return Err(Error::InvalidRequest {

@@ -1,9 +1,9 @@
 //! [`NodeRuntime`]: one node's core, its registration with the transport,
 //! and its timer thread.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use super::{Core, MAX_TIMER_SLEEP_MS, deliver};
 use crate::error::{Error, Result};
 use crate::protocol::{Acks, Envelope, Message, NodeId, Peer, Request};
 use crate::time::{Clock, Millis};
-use crate::transport::{Reply, RequestHandler, Transport};
+use crate::transport::{Inbox, Transport};
 
 /// A running node: its core, registered with the transport as `id`, and
 /// the thread that calls its timeouts. Stopping it (or dropping it) shuts
@@ -33,11 +33,7 @@ impl<C: Core> std::fmt::Debug for NodeRuntime<C> {
 
 struct Shared<C> {
     id: NodeId,
-    core: Mutex<C>,
-    /// Answers owed to requests that came with a [`Reply`], by the
-    /// correlation id this runtime gave them.
-    replies: Mutex<BTreeMap<u64, Reply>>,
-    next_correlation_id: AtomicU64,
+    node: Mutex<Node<C>>,
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
     timer: Mutex<TimerState>,
@@ -53,8 +49,30 @@ struct TimerState {
     woken: bool,
 }
 
-/// What the transport calls for requests to this node.
-struct Handler<C>(Arc<Shared<C>>);
+/// A core and the answers it owes.
+struct Node<C> {
+    core: C,
+    /// The requests handed to the core and not answered yet, by sender and
+    /// correlation id: when the node stops, each gets a network error, as a
+    /// closed connection would give it.
+    owed: BTreeSet<(Peer, u64)>,
+}
+
+impl<C: Core> Node<C> {
+    /// The core's outputs, crossing off the answers among them.
+    fn drain(&mut self) -> Vec<Envelope> {
+        let outputs: Vec<Envelope> = std::iter::from_fn(|| self.core.poll_transmit()).collect();
+        for envelope in &outputs {
+            if let Message::Response(_) = envelope.message {
+                self.owed.remove(&(envelope.to, envelope.correlation_id));
+            }
+        }
+        outputs
+    }
+}
+
+/// Where the transport delivers this node's envelopes.
+struct NodeInbox<C>(Arc<Shared<C>>);
 
 impl<C: Core> NodeRuntime<C> {
     /// Registers `core` as node `id` with `transport`, starts its timer
@@ -68,22 +86,23 @@ impl<C: Core> NodeRuntime<C> {
     ) -> Result<Self> {
         let shared = Arc::new(Shared {
             id,
-            core: Mutex::new(core),
-            replies: Mutex::new(BTreeMap::new()),
-            next_correlation_id: AtomicU64::new(0),
+            node: Mutex::new(Node {
+                core,
+                owed: BTreeSet::new(),
+            }),
             transport: transport.clone(),
             clock,
             timer: Mutex::new(TimerState::default()),
             timer_wake: Condvar::new(),
             planned_wake: AtomicI64::new(Millis::MAX),
         });
-        transport.register(id, Arc::new(Handler(shared.clone())))?;
+        transport.register(Peer::Broker(id), Arc::new(NodeInbox(shared.clone())))?;
         let runner = shared.clone();
         let timer = std::thread::Builder::new()
             .name(name)
             .spawn(move || runner.run_timer())
             .map_err(|e| {
-                transport.deregister(id);
+                transport.deregister(Peer::Broker(id));
                 Error::io("spawning a node's timer thread", e)
             })?;
         let first = shared.clone();
@@ -96,32 +115,51 @@ impl<C: Core> NodeRuntime<C> {
 
     /// Runs `f` on the core (for a look at its state).
     pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut C) -> T) -> T {
-        f(&mut self.shared.core.lock())
+        f(&mut self.shared.node.lock().core)
     }
 
     /// Stops the node: it is deregistered, its timer thread ends, and `stop`
     /// runs on the core (a shutdown or a crash); what that sends goes out,
-    /// and requests still owed an answer then get a network error. Calling it
-    /// again does nothing.
+    /// and requests still owed an answer then get a network error (as a
+    /// closed connection gives). Calling it again does nothing.
     pub(crate) fn stop(&self, stop: impl FnOnce(&mut C, Millis) -> Result<()>) -> Result<()> {
         let Some(timer) = self.timer.lock().take() else {
             return Ok(());
         };
         let shared = &self.shared;
-        shared.transport.deregister(shared.id);
+        shared.transport.deregister(Peer::Broker(shared.id));
         {
             let mut state = shared.timer.lock();
             state.stop = true;
             shared.timer_wake.notify_all();
         }
         let _ = timer.join();
-        let result = {
-            let mut core = shared.core.lock();
-            stop(&mut core, shared.clock.now_ms())
+        let (result, mut outputs) = {
+            let mut node = shared.node.lock();
+            let result = stop(&mut node.core, shared.clock.now_ms());
+            let outputs = node.drain();
+            let owed = std::mem::take(&mut node.owed);
+            (result, (outputs, owed))
         };
+        let unanswered = outputs
+            .1
+            .into_iter()
+            .map(|(peer, correlation_id)| Envelope {
+                from: Peer::Broker(shared.id),
+                to: peer,
+                correlation_id,
+                message: Message::Response(Err(Error::Network {
+                    node: shared.id,
+                    reason: "the node stopped".into(),
+                })),
+            });
+        outputs.0.extend(unanswered);
         let last = shared.clone();
-        deliver(Box::new(move || last.drain_and_send()));
-        drop(std::mem::take(&mut *shared.replies.lock()));
+        deliver(Box::new(move || {
+            for envelope in outputs.0 {
+                last.transport.send(envelope);
+            }
+        }));
         result
     }
 }
@@ -132,16 +170,9 @@ impl<C: Core> Drop for NodeRuntime<C> {
     }
 }
 
-impl<C: Core> RequestHandler for Handler<C> {
-    fn handle(&self, from: Peer, request: Request, reply: Reply) {
+impl<C: Core> Inbox for NodeInbox<C> {
+    fn deliver(&self, envelope: Envelope) {
         let shared = self.0.clone();
-        let correlation_id = shared.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        // An acks=0 produce is never answered.
-        let unanswered = matches!(&request, Request::Produce(p) if p.acks == Acks::None);
-        if !unanswered {
-            shared.replies.lock().insert(correlation_id, reply);
-        }
-        let envelope = Envelope::request(from, Peer::Broker(shared.id), correlation_id, request);
         deliver(Box::new(move || shared.process(envelope)));
     }
 }
@@ -150,59 +181,30 @@ impl<C: Core> Shared<C> {
     /// Feeds one envelope to the core, then sends what it produced.
     fn process(self: &Arc<Self>, envelope: Envelope) {
         let (outputs, next) = {
-            let mut core = self.core.lock();
-            core.handle_message(self.clock.now_ms(), envelope);
-            (drain(&mut *core), core.poll_timeout())
+            let mut node = self.node.lock();
+            if let Message::Request(request) = &envelope.message {
+                // An acks=0 produce is never answered.
+                let answered = !matches!(request, Request::Produce(p) if p.acks == Acks::None);
+                if answered {
+                    node.owed.insert((envelope.from, envelope.correlation_id));
+                }
+            }
+            node.core.handle_message(self.clock.now_ms(), envelope);
+            (node.drain(), node.core.poll_timeout())
         };
         if next.is_some_and(|at| at < self.planned_wake.load(Ordering::Acquire)) {
             self.timer.lock().woken = true;
             self.timer_wake.notify_one();
         }
         for envelope in outputs {
-            self.send(envelope);
+            self.transport.send(envelope);
         }
     }
 
     fn drain_and_send(self: &Arc<Self>) {
-        let outputs = drain(&mut *self.core.lock());
+        let outputs = self.node.lock().drain();
         for envelope in outputs {
-            self.send(envelope);
-        }
-    }
-
-    /// Sends one of the core's outputs: an answer to its owed reply, or a
-    /// request whose answer comes back to the core.
-    fn send(self: &Arc<Self>, envelope: Envelope) {
-        let Envelope {
-            to,
-            correlation_id,
-            message,
-            ..
-        } = envelope;
-        match message {
-            Message::Response(response) => {
-                let reply = self.replies.lock().remove(&correlation_id);
-                if let Some(reply) = reply {
-                    reply.send(response);
-                }
-            }
-            Message::Request(request) => {
-                let Peer::Broker(node) = to else {
-                    return; // nodes send requests to nodes only
-                };
-                let me = Peer::Broker(self.id);
-                let shared = self.clone();
-                let reply = Reply::new(node, move |response| {
-                    let answer = Envelope {
-                        from: to,
-                        to: me,
-                        correlation_id,
-                        message: Message::Response(response),
-                    };
-                    deliver(Box::new(move || shared.process(answer)));
-                });
-                self.transport.send(me, node, request, reply);
-            }
+            self.transport.send(envelope);
         }
     }
 
@@ -212,17 +214,17 @@ impl<C: Core> Shared<C> {
         loop {
             let now = self.clock.now_ms();
             let (outputs, next) = {
-                let mut core = self.core.lock();
-                if core.poll_timeout().is_some_and(|at| at <= now) {
-                    core.handle_timeout(now);
+                let mut node = self.node.lock();
+                if node.core.poll_timeout().is_some_and(|at| at <= now) {
+                    node.core.handle_timeout(now);
                 }
-                (drain(&mut *core), core.poll_timeout())
+                (node.drain(), node.core.poll_timeout())
             };
             if !outputs.is_empty() {
                 let shared = self.clone();
                 deliver(Box::new(move || {
                     for envelope in outputs {
-                        shared.send(envelope);
+                        shared.transport.send(envelope);
                     }
                 }));
             }
@@ -246,8 +248,4 @@ impl<C: Core> Shared<C> {
             }
         }
     }
-}
-
-fn drain(core: &mut impl Core) -> Vec<Envelope> {
-    std::iter::from_fn(|| core.poll_transmit()).collect()
 }

@@ -9,25 +9,28 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Peer, Reply, RequestHandler, Transport};
-use crate::error::Result;
-use crate::protocol::{NodeId, Request};
+use super::{Inbox, Peer, Transport, undeliverable};
+use crate::error::{Error, Result};
+use crate::protocol::{Envelope, Message, NodeId};
 
 /// What a [`FaultyTransport`] has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultStats {
     /// Requests handed on.
     pub delivered: u64,
-    /// Requests lost before reaching their node.
+    /// Requests lost before reaching their node (the sender is told the
+    /// network failed, as a broken connection tells it).
     pub dropped_requests: u64,
     /// Responses lost after the node handled the request (the sender sees a
     /// network error although the request took effect).
     pub dropped_responses: u64,
-    /// Requests delivered a second time (the second answer is discarded).
+    /// Requests delivered a second time (the sender keeps the first answer
+    /// and ignores the second).
     pub duplicated: u64,
     /// Requests held back before delivery.
     pub delayed: u64,
-    /// Requests refused because the network was cut between the two sides.
+    /// Requests and responses refused because the network was cut between
+    /// the two sides (the requester is told the network failed).
     pub cut: u64,
 }
 
@@ -65,14 +68,15 @@ impl Faults {
         p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 
-    /// Whether the answer from `to` back to `from` is cut now.
-    fn cut_back(&self, from: Peer, to: NodeId) -> bool {
-        match from {
-            Peer::Broker(node) => self.cut(Peer::Broker(to), node),
-            Peer::Client(_) => self.isolated.contains(&to),
+    /// Whether an answer from node `from` back to `to` is cut now.
+    fn cut_back(&self, from: NodeId, to: Peer) -> bool {
+        match to {
+            Peer::Broker(node) => self.cut(Peer::Broker(from), node),
+            Peer::Client(_) => self.isolated.contains(&from),
         }
     }
 
+    /// Whether a request from `from` to node `to` is cut now.
     fn cut(&self, from: Peer, to: NodeId) -> bool {
         if self.isolated.contains(&to) {
             return true;
@@ -94,10 +98,7 @@ impl Faults {
 struct Delayed {
     due: Instant,
     seq: u64,
-    from: Peer,
-    to: NodeId,
-    request: Request,
-    reply: Reply,
+    envelope: Envelope,
 }
 
 impl PartialEq for Delayed {
@@ -257,7 +258,7 @@ fn deliver_when_due(inner: Arc<dyn Transport>, incoming: mpsc::Receiver<Delayed>
         let now = Instant::now();
         while held.peek().is_some_and(|Reverse(m)| m.due <= now) {
             if let Some(Reverse(m)) = held.pop() {
-                inner.send(m.from, m.to, m.request, m.reply);
+                inner.send(m.envelope);
             }
         }
         let next = match held.peek() {
@@ -274,28 +275,78 @@ fn deliver_when_due(inner: Arc<dyn Transport>, incoming: mpsc::Receiver<Delayed>
     }
 }
 
-impl Transport for FaultyTransport {
-    fn register(&self, node: NodeId, handler: Arc<dyn RequestHandler>) -> Result<()> {
-        self.inner.register(node, handler)
+impl FaultyTransport {
+    /// Tells the requester of `envelope` (a request, or the answer to one)
+    /// that the network failed: what a broken connection tells it.
+    fn fail(&self, envelope: &Envelope, reason: &str) {
+        let failure = match &envelope.message {
+            Message::Request(_) => undeliverable(envelope, reason),
+            Message::Response(_) => Some(Envelope {
+                from: envelope.from,
+                to: envelope.to,
+                correlation_id: envelope.correlation_id,
+                message: Message::Response(Err(Error::Network {
+                    node: super::node_of(envelope.from),
+                    reason: reason.to_string(),
+                })),
+            }),
+        };
+        if let Some(failure) = failure {
+            self.inner.send(failure);
+        }
     }
 
-    fn deregister(&self, node: NodeId) {
-        self.inner.deregister(node)
-    }
-
-    fn send(&self, from: Peer, to: NodeId, request: Request, reply: Reply) {
-        let (lose, lose_answer, twice, delay) = {
+    fn send_response(&self, envelope: Envelope) {
+        let Peer::Broker(from) = envelope.from else {
+            return self.inner.send(envelope);
+        };
+        let failure = {
             let mut f = self.faults();
-            if f.cut(from, to) {
+            if f.cut_back(from, envelope.to) {
+                f.stats.cut += 1;
+                Some("the network is cut")
+            } else {
+                let p = f.drop_response;
+                if f.chance(p) {
+                    f.stats.dropped_responses += 1;
+                    Some("the response was lost")
+                } else {
+                    None
+                }
+            }
+        };
+        match failure {
+            Some(reason) => self.fail(&envelope, reason),
+            None => self.inner.send(envelope),
+        }
+    }
+}
+
+impl Transport for FaultyTransport {
+    fn register(&self, peer: Peer, inbox: Arc<dyn Inbox>) -> Result<()> {
+        self.inner.register(peer, inbox)
+    }
+
+    fn deregister(&self, peer: Peer) {
+        self.inner.deregister(peer)
+    }
+
+    fn send(&self, envelope: Envelope) {
+        if matches!(envelope.message, Message::Response(_)) {
+            return self.send_response(envelope);
+        }
+        let Peer::Broker(to) = envelope.to else {
+            return self.inner.send(envelope);
+        };
+        let (lose, twice, delay) = {
+            let mut f = self.faults();
+            if f.cut(envelope.from, to) {
                 f.stats.cut += 1;
                 drop(f);
-                drop(reply);
-                return;
+                return self.fail(&envelope, "the network is cut");
             }
-            let (drop_request, drop_response, duplicate) =
-                (f.drop_request, f.drop_response, f.duplicate);
+            let (drop_request, duplicate) = (f.drop_request, f.duplicate);
             let lose = f.chance(drop_request);
-            let lose_answer = !lose && f.chance(drop_response);
             let twice = !lose && f.chance(duplicate);
             let delay = match f.delay {
                 Some((min, max)) if !lose => {
@@ -307,35 +358,16 @@ impl Transport for FaultyTransport {
             };
             let stats = &mut f.stats;
             stats.dropped_requests += u64::from(lose);
-            stats.dropped_responses += u64::from(lose_answer);
             stats.duplicated += u64::from(twice);
             stats.delayed += u64::from(delay.is_some());
             stats.delivered += u64::from(!lose);
-            (lose, lose_answer, twice, delay)
+            (lose, twice, delay)
         };
         if lose {
-            return; // `reply` is dropped: the sender sees a network error
+            return self.fail(&envelope, "the request was lost");
         }
-        // An answer must also get through the network as it is when the
-        // answer is sent: a request that crossed before a partition does not
-        // bring its answer back across it.
-        let faults = self.faults.clone();
-        let reply = Reply::new(to, move |response| {
-            let mut f = faults.lock().unwrap_or_else(PoisonError::into_inner);
-            if lose_answer {
-                return drop(reply);
-            }
-            if f.cut_back(from, to) {
-                f.stats.cut += 1;
-                drop(f);
-                return drop(reply);
-            }
-            drop(f);
-            reply.send(response);
-        });
         if twice {
-            self.inner
-                .send(from, to, request.clone(), Reply::ignored(to));
+            self.inner.send(envelope.clone());
         }
         match delay {
             Some(delay) => {
@@ -343,13 +375,10 @@ impl Transport for FaultyTransport {
                 self.hold(Delayed {
                     due: Instant::now() + delay,
                     seq,
-                    from,
-                    to,
-                    request,
-                    reply,
+                    envelope,
                 });
             }
-            None => self.inner.send(from, to, request, reply),
+            None => self.inner.send(envelope),
         }
     }
 }
@@ -357,54 +386,91 @@ impl Transport for FaultyTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
-    use crate::protocol::{MetadataRequest, Response};
-    use crate::transport::LocalTransport;
+    use crate::protocol::{MetadataRequest, Request, Response};
+    use crate::transport::{Endpoint, LocalTransport, PendingAnswer};
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    struct Counter(AtomicU64);
+    /// A node that answers every request and counts them.
+    struct Counter {
+        transport: Mutex<Option<Arc<dyn Transport>>>,
+        seen: AtomicU64,
+    }
 
-    impl RequestHandler for Counter {
-        fn handle(&self, _from: Peer, _request: Request, reply: Reply) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            reply.send(Ok(Response::UpdateMetadata));
+    impl Inbox for Counter {
+        fn deliver(&self, envelope: Envelope) {
+            self.seen.fetch_add(1, Ordering::SeqCst);
+            let transport = self.transport.lock().unwrap().clone();
+            if let Some(transport) = transport {
+                transport.send(envelope.reply(Ok(Response::UpdateMetadata)));
+            }
         }
     }
 
-    fn setup(seed: u64) -> (FaultyTransport, Arc<Counter>) {
-        let faulty = FaultyTransport::new(LocalTransport::new(), seed);
-        let counter = Arc::new(Counter(AtomicU64::new(0)));
-        faulty.register(0, counter.clone()).unwrap();
-        faulty.register(1, counter.clone()).unwrap();
+    fn setup(seed: u64) -> (Arc<FaultyTransport>, Arc<Counter>) {
+        let faulty = Arc::new(FaultyTransport::new(LocalTransport::new(), seed));
+        let counter = Arc::new(Counter {
+            transport: Mutex::new(Some(faulty.clone())),
+            seen: AtomicU64::new(0),
+        });
+        faulty.register(Peer::Broker(0), counter.clone()).unwrap();
+        faulty.register(Peer::Broker(1), counter.clone()).unwrap();
         (faulty, counter)
     }
 
-    fn ask(t: &FaultyTransport, from: Peer, to: NodeId) -> mpsc::Receiver<Result<Response>> {
-        let (tx, rx) = mpsc::channel();
-        let request = Request::Metadata(MetadataRequest::default());
-        t.send(
-            from,
-            to,
-            request,
-            Reply::new(to, move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        rx
+    fn ask(endpoint: &Endpoint, to: NodeId) -> PendingAnswer {
+        endpoint.send(to, Request::Metadata(MetadataRequest::default()))
+    }
+
+    fn answer(pending: PendingAnswer) -> Result<Response> {
+        pending.wait_timeout(Duration::from_secs(5)).unwrap()
+    }
+
+    /// A peer that sends as node `id` (registered as a client, so the
+    /// answers reach it).
+    fn node_peer(t: &Arc<FaultyTransport>, id: NodeId, to: NodeId) -> PendingAnswer {
+        struct Back(std::sync::Mutex<Option<PendingAnswerSlot>>);
+        type PendingAnswerSlot = std::sync::mpsc::Sender<Result<Response>>;
+        impl Inbox for Back {
+            fn deliver(&self, envelope: Envelope) {
+                if let (Message::Response(r), Some(tx)) =
+                    (envelope.message, self.0.lock().unwrap().take())
+                {
+                    let _ = tx.send(r);
+                }
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let me = Peer::Broker(1000 + id);
+        let _ = t.register(me, Arc::new(Back(std::sync::Mutex::new(Some(tx)))));
+        t.send(Envelope::request(
+            me,
+            Peer::Broker(to),
+            1,
+            Request::Metadata(MetadataRequest::default()),
+        ));
+        let slot = Arc::new((parking_lot::Mutex::new(None), parking_lot::Condvar::new()));
+        *slot.0.lock() = rx.recv_timeout(Duration::from_secs(5)).ok();
+        t.deregister(me);
+        PendingAnswer { slot }
     }
 
     #[test]
     fn lost_requests_and_lost_responses_differ_in_whether_the_node_saw_them() {
         let (t, counter) = setup(1);
+        let client = Endpoint::new(t.clone()).unwrap();
         t.drop_requests(1.0);
-        let r = ask(&t, Peer::Client(1), 0).recv().unwrap();
+        let r = answer(ask(&client, 0));
         assert!(matches!(r, Err(Error::Network { .. })));
-        assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+        assert_eq!(counter.seen.load(Ordering::SeqCst), 0);
         t.heal();
         t.drop_responses(1.0);
-        let r = ask(&t, Peer::Client(1), 0).recv().unwrap();
+        let r = answer(ask(&client, 0));
         assert!(matches!(r, Err(Error::Network { .. })));
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "handled, answer lost");
+        assert_eq!(
+            counter.seen.load(Ordering::SeqCst),
+            1,
+            "handled, answer lost"
+        );
         assert_eq!(
             (t.stats().dropped_requests, t.stats().dropped_responses),
             (1, 1)
@@ -412,33 +478,34 @@ mod tests {
     }
 
     #[test]
-    fn partitions_cut_brokers_apart_but_not_clients() {
+    fn partitions_cut_nodes_apart_but_not_clients() {
         let (t, _) = setup(2);
-        t.partition(&[&[0], &[1]]);
-        assert!(ask(&t, Peer::Broker(0), 1).recv().unwrap().is_err());
-        assert!(
-            ask(&t, Peer::Broker(1), 1).recv().unwrap().is_ok(),
-            "a node reaches itself"
-        );
-        assert!(ask(&t, Peer::Client(9), 1).recv().unwrap().is_ok());
+        let client = Endpoint::new(t.clone()).unwrap();
+        t.partition(&[&[0, 1000], &[1, 1001]]);
+        let r = node_peer(&t, 0, 1).try_take().unwrap();
+        assert!(r.is_err(), "0 cannot reach 1");
+        let r = node_peer(&t, 1, 1).try_take().unwrap();
+        assert!(r.is_ok(), "a group reaches itself");
+        assert!(answer(ask(&client, 1)).is_ok());
         t.isolate(1);
-        assert!(ask(&t, Peer::Client(9), 1).recv().unwrap().is_err());
+        assert!(answer(ask(&client, 1)).is_err());
         t.heal();
-        assert!(ask(&t, Peer::Broker(0), 1).recv().unwrap().is_ok());
+        assert!(node_peer(&t, 0, 1).try_take().unwrap().is_ok());
         assert_eq!(t.stats().cut, 2);
     }
 
     #[test]
     fn duplicates_are_delivered_twice_and_delays_reorder() {
         let (t, counter) = setup(3);
+        let client = Endpoint::new(t.clone()).unwrap();
         t.duplicate_requests(1.0);
-        assert!(ask(&t, Peer::Client(1), 0).recv().unwrap().is_ok());
-        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert!(answer(ask(&client, 0)).is_ok());
+        assert_eq!(counter.seen.load(Ordering::SeqCst), 2);
         t.heal();
         t.delay(Some((Duration::from_millis(1), Duration::from_millis(30))));
-        let answers: Vec<_> = (0..20).map(|_| ask(&t, Peer::Client(1), 0)).collect();
-        for rx in answers {
-            assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap().is_ok());
+        let answers: Vec<_> = (0..20).map(|_| ask(&client, 0)).collect();
+        for pending in answers {
+            assert!(answer(pending).is_ok());
         }
         assert_eq!(t.stats().delayed, 20);
     }
@@ -447,9 +514,10 @@ mod tests {
     fn the_same_seed_makes_the_same_choices() {
         let run = |seed| {
             let (t, _) = setup(seed);
+            let client = Endpoint::new(t.clone()).unwrap();
             t.drop_requests(0.5);
             (0..64)
-                .map(|_| ask(&t, Peer::Client(1), 0).recv().unwrap().is_ok())
+                .map(|_| answer(ask(&client, 0)).is_ok())
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));

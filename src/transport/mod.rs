@@ -1,152 +1,114 @@
-//! How requests reach brokers.
+//! How messages reach nodes and clients.
 //!
-//! This module owns the [`Transport`] trait, the seam between protocol code and
-//! the network, and [`LocalTransport`], the in-process default. Protocol code
-//! (brokers, the controller, clients) never knows which transport it runs on:
-//! it registers a [`RequestHandler`] per broker and sends [`Request`]s with a
-//! [`Reply`] that the far side completes, now or later.
+//! This module owns the [`Transport`] trait, the seam between the nodes and
+//! clients and whatever carries their messages, and [`LocalTransport`], the
+//! in-process default. Everything that travels is an [`Envelope`]: a request
+//! or a response, with its sender, its receiver and a correlation id that
+//! pairs a response with its request. Each peer (a node, a client) registers
+//! an [`Inbox`]; sending hands an envelope to the inbox of its receiver.
 //!
 //! # Writing your own transport
 //!
-//! A transport delivers each request to the handler registered for its
-//! destination, and each response to the request's [`Reply`]. The contract:
+//! A transport delivers each envelope to the inbox registered for its `to`
+//! peer. The contract:
 //!
-//! - `send` must not block on the far side: deliver inline (as
-//!   [`LocalTransport`] does, handlers never block) or hand the request to a
-//!   thread of your own.
-//! - Every [`Reply`] is completed at most once. Dropping one without completing
-//!   it completes it with [`Error::Network`] ("dropped without a response"),
-//!   so a lost message becomes a retriable error, never a hang. Clients also
-//!   time out requests on their own (`request_timeout_ms`), so a transport may
-//!   hold a reply as long as it likes (to delay or reorder messages).
-//! - A request to a node with no registered handler is answered with
-//!   [`Error::Network`].
+//! - [`send`](Transport::send) must not block on the far side: deliver
+//!   inline (inboxes never block: [`LocalTransport`] does this) or hand the
+//!   envelope to a thread of your own.
+//! - A request that cannot be delivered (nobody is registered for its
+//!   receiver, the connection failed) is answered by the transport with
+//!   [`Error::Network`] in a response to its sender, with its correlation
+//!   id: senders then retry at once instead of waiting out a timeout. A
+//!   response that cannot be delivered is dropped.
+//! - A transport may delay, reorder, duplicate or lose envelopes; senders
+//!   match responses by correlation id and ignore answers they no longer
+//!   wait for.
 //!
 //! `examples/custom_transport.rs` wraps [`LocalTransport`] to count and delay
 //! messages; [`FaultyTransport`] is such a wrapper for tests: it loses,
-//! duplicates, delays and reorders messages, isolates a broker, and splits
-//! the cluster into groups, from a seed.
+//! duplicates, delays and reorders messages, isolates a node, and splits
+//! the cluster into groups, from a seed. [`Endpoint`] is a peer of its own on
+//! a transport, for sending a request and waiting for its answer.
 
 mod faulty;
 
 pub use faulty::{FaultStats, FaultyTransport};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 pub use crate::protocol::Peer;
-use crate::protocol::{NodeId, Request, Response};
+use crate::protocol::{Envelope, Message, NodeId, Request, Response};
 
-/// Handles the requests addressed to one broker. Implemented by the broker;
-/// a transport calls it.
-pub trait RequestHandler: Send + Sync {
-    /// Handles `request` from `from` and completes `reply`, now or later. Must
-    /// not block: a request that has to wait (a long-poll fetch) keeps `reply`
-    /// and completes it when its condition is met.
-    fn handle(&self, from: Peer, request: Request, reply: Reply);
+/// Where a transport delivers the envelopes addressed to one peer.
+/// Implemented by the nodes' runtime and by clients.
+pub trait Inbox: Send + Sync {
+    /// Takes one envelope addressed to this peer. Must not block; it may run
+    /// on any thread.
+    fn deliver(&self, envelope: Envelope);
 }
 
-/// Carries requests between clients and brokers; see the [module docs](self).
+/// Carries envelopes between peers; see the [module docs](self).
 pub trait Transport: Send + Sync + fmt::Debug {
-    /// Makes `node` reachable: requests sent to it go to `handler`. A node
+    /// Makes `peer` reachable: envelopes to it go to `inbox`. A peer
     /// registered twice is [`Error::InvalidConfig`].
-    fn register(&self, node: NodeId, handler: Arc<dyn RequestHandler>) -> Result<()>;
+    fn register(&self, peer: Peer, inbox: Arc<dyn Inbox>) -> Result<()>;
 
-    /// Makes `node` unreachable; requests to it get [`Error::Network`].
-    fn deregister(&self, node: NodeId);
+    /// Makes `peer` unreachable: requests to it are answered with
+    /// [`Error::Network`].
+    fn deregister(&self, peer: Peer);
 
-    /// Delivers `request` from `from` to node `to`; its response, or the
-    /// transport's error, goes to `reply`.
-    fn send(&self, from: Peer, to: NodeId, request: Request, reply: Reply);
+    /// Delivers `envelope` to its receiver, or answers an undeliverable
+    /// request with [`Error::Network`] to its sender.
+    fn send(&self, envelope: Envelope);
 }
 
-type ReplyFn = Box<dyn FnOnce(Result<Response>) + Send>;
-
-/// The one-shot completion of a request: whoever holds it answers the request.
-///
-/// Dropping a `Reply` without calling [`send`](Reply::send) answers
-/// `Err(Error::Network)`, so no request waits forever on a lost message.
-pub struct Reply {
-    node: NodeId,
-    callback: Option<ReplyFn>,
-}
-
-impl Reply {
-    /// A reply for a request to `node` that calls `callback` with the outcome.
-    /// The callback runs on whichever thread completes the request; it must be
-    /// quick and must not block.
-    pub fn new(node: NodeId, callback: impl FnOnce(Result<Response>) + Send + 'static) -> Self {
-        Self {
-            node,
-            callback: Some(Box::new(callback)),
-        }
-    }
-
-    /// A reply whose outcome nobody waits for (acks=0 produces).
-    pub fn ignored(node: NodeId) -> Self {
-        Self {
-            node,
-            callback: None,
-        }
-    }
-
-    /// The node the request was sent to.
-    pub fn node(&self) -> NodeId {
-        self.node
-    }
-
-    /// Completes the request.
-    pub fn send(mut self, response: Result<Response>) {
-        if let Some(callback) = self.callback.take() {
-            callback(response);
-        }
+/// The node id a [`Error::Network`] names for `peer` (a client has none:
+/// `u32::MAX`).
+pub(crate) fn node_of(peer: Peer) -> NodeId {
+    match peer {
+        Peer::Broker(id) => id,
+        Peer::Client(_) => u32::MAX,
     }
 }
 
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if let Some(callback) = self.callback.take() {
-            callback(Err(Error::Network {
-                node: self.node,
-                reason: "the request was dropped without a response".into(),
-            }));
-        }
-    }
+/// The answer a transport gives in place of a request it could not deliver.
+pub fn undeliverable(envelope: &Envelope, reason: &str) -> Option<Envelope> {
+    matches!(envelope.message, Message::Request(_)).then(|| {
+        envelope.reply(Err(Error::Network {
+            node: node_of(envelope.to),
+            reason: reason.to_string(),
+        }))
+    })
 }
 
-impl fmt::Debug for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply")
-            .field("node", &self.node)
-            .field("pending", &self.callback.is_some())
-            .finish()
-    }
-}
-
-/// The in-process transport: a request is handed to the destination's handler
+/// The in-process transport: an envelope is handed to its receiver's inbox
 /// on the sender's thread, as Rust values; record data is `Bytes` passed
 /// through, never serialized or copied. Clones share the same registry.
 ///
 /// ```
-/// use ferrolog::transport::{LocalTransport, Peer, Reply, Transport};
+/// use std::time::Duration;
+/// use ferrolog::transport::{Endpoint, LocalTransport};
 /// use ferrolog::protocol::{MetadataRequest, Request};
 /// use ferrolog::Error;
 ///
-/// let transport = LocalTransport::new();
-/// // Nothing is registered as node 7, so the reply is a network error.
-/// let (tx, rx) = std::sync::mpsc::channel();
-/// transport.send(Peer::Client(1), 7, Request::Metadata(MetadataRequest::default()),
-///     Reply::new(7, move |r| tx.send(r).unwrap()));
-/// assert!(matches!(rx.recv().unwrap(), Err(Error::Network { node: 7, .. })));
+/// let transport = std::sync::Arc::new(LocalTransport::new());
+/// let endpoint = Endpoint::new(transport)?;
+/// // Nothing is registered as node 7, so the answer is a network error.
+/// let answer = endpoint.call(7, Request::Metadata(MetadataRequest::default()),
+///     Duration::from_secs(1));
+/// assert!(matches!(answer, Err(Error::Network { node: 7, .. })));
+/// # Ok::<(), ferrolog::Error>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct LocalTransport {
-    handlers: Arc<RwLock<HashMap<NodeId, Arc<dyn RequestHandler>>>>,
+    inboxes: Arc<RwLock<HashMap<Peer, Arc<dyn Inbox>>>>,
 }
 
 impl LocalTransport {
@@ -158,76 +120,223 @@ impl LocalTransport {
 
 impl fmt::Debug for LocalTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut nodes: Vec<NodeId> = self.handlers.read().keys().copied().collect();
-        nodes.sort_unstable();
+        let mut peers: Vec<Peer> = self.inboxes.read().keys().copied().collect();
+        peers.sort_unstable();
         f.debug_struct("LocalTransport")
-            .field("nodes", &nodes)
+            .field("peers", &peers)
             .finish()
     }
 }
 
 impl Transport for LocalTransport {
-    fn register(&self, node: NodeId, handler: Arc<dyn RequestHandler>) -> Result<()> {
-        let mut handlers = self.handlers.write();
-        if handlers.contains_key(&node) {
+    fn register(&self, peer: Peer, inbox: Arc<dyn Inbox>) -> Result<()> {
+        let mut inboxes = self.inboxes.write();
+        if inboxes.contains_key(&peer) {
             return Err(Error::config(
                 "node",
-                format!("node {node} is already registered"),
+                format!("{peer:?} is already registered"),
             ));
         }
-        handlers.insert(node, handler);
+        inboxes.insert(peer, inbox);
         Ok(())
     }
 
-    fn deregister(&self, node: NodeId) {
-        self.handlers.write().remove(&node);
+    fn deregister(&self, peer: Peer) {
+        self.inboxes.write().remove(&peer);
     }
 
-    fn send(&self, from: Peer, to: NodeId, request: Request, reply: Reply) {
-        let handler = self.handlers.read().get(&to).cloned();
-        match handler {
-            Some(handler) => handler.handle(from, request, reply),
-            None => reply.send(Err(Error::Network {
-                node: to,
-                reason: "no such node is reachable".into(),
-            })),
+    fn send(&self, envelope: Envelope) {
+        let inbox = self.inboxes.read().get(&envelope.to).cloned();
+        match inbox {
+            Some(inbox) => inbox.deliver(envelope),
+            None => {
+                if let Some(answer) = undeliverable(&envelope, "no such node is reachable") {
+                    let back = self.inboxes.read().get(&answer.to).cloned();
+                    if let Some(back) = back {
+                        back.deliver(answer);
+                    }
+                }
+            }
         }
     }
 }
 
-/// Sends `request` and blocks until its reply or `timeout`. Edge code only
-/// (clients, cluster start-up): protocol code never blocks.
-pub(crate) fn call(
-    transport: &dyn Transport,
-    from: Peer,
-    to: NodeId,
-    request: Request,
-    timeout: Duration,
-) -> Result<Response> {
-    let operation = request.api_name();
-    let slot = Arc::new((Mutex::new(None::<Result<Response>>), Condvar::new()));
-    let filled = slot.clone();
-    transport.send(
-        from,
-        to,
-        request,
-        Reply::new(to, move |response| {
-            *filled.0.lock() = Some(response);
-            filled.1.notify_one();
-        }),
-    );
-    let (lock, ready) = &*slot;
-    let mut guard = lock.lock();
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(response) = guard.take() {
-            return response;
+/// What to do with an answer that arrives for an [`Endpoint`].
+type OnAnswer = Box<dyn FnOnce(Result<Response>) + Send>;
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A peer of its own on a transport (a [`Peer::Client`] with a
+/// process-unique id): it numbers the requests it sends and hands each
+/// answer to whoever waits for it. The clients are built on one; a test or a
+/// tool can use one to send raw requests. Dropping it deregisters it;
+/// answers still on their way are then dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// use ferrolog::transport::Endpoint;
+/// use ferrolog::protocol::{MetadataRequest, Request, Response};
+/// use ferrolog::Cluster;
+///
+/// let cluster = Cluster::builder().build()?;
+/// let endpoint = Endpoint::new(cluster.transport())?;
+/// let pending = endpoint.send(0, Request::Metadata(MetadataRequest::default()));
+/// let answer = pending.wait_timeout(Duration::from_secs(5)).expect("answered in time")?;
+/// assert!(matches!(answer, Response::Metadata(_)));
+/// # Ok::<(), ferrolog::Error>(())
+/// ```
+pub struct Endpoint {
+    peer: Peer,
+    transport: Arc<dyn Transport>,
+    waiting: Arc<Waiting>,
+}
+
+/// The answers an endpoint waits for, by correlation id.
+#[derive(Default)]
+struct Waiting {
+    next_correlation_id: AtomicU64,
+    answers: Mutex<BTreeMap<u64, OnAnswer>>,
+}
+
+impl Inbox for Waiting {
+    fn deliver(&self, envelope: Envelope) {
+        let Message::Response(response) = envelope.message else {
+            return; // a client serves no requests
+        };
+        let waiter = self.answers.lock().remove(&envelope.correlation_id);
+        if let Some(waiter) = waiter {
+            waiter(response);
         }
-        if ready.wait_until(&mut guard, deadline).timed_out() && guard.is_none() {
-            return Err(Error::RequestTimedOut {
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("peer", &self.peer)
+            .field("waiting", &self.waiting.answers.lock().len())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// A new client peer on `transport`.
+    pub fn new(transport: Arc<dyn Transport>) -> Result<Self> {
+        let peer = Peer::Client(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
+        let waiting = Arc::new(Waiting::default());
+        transport.register(peer, waiting.clone())?;
+        Ok(Self {
+            peer,
+            transport,
+            waiting,
+        })
+    }
+
+    /// This endpoint's peer id.
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// Sends `request` to node `to`; `on_answer` gets the answer, on whatever
+    /// thread delivers it (it must be quick and must not block).
+    pub(crate) fn send_with(
+        &self,
+        to: NodeId,
+        request: Request,
+        on_answer: impl FnOnce(Result<Response>) + Send + 'static,
+    ) -> u64 {
+        let id = self
+            .waiting
+            .next_correlation_id
+            .fetch_add(1, Ordering::Relaxed);
+        self.waiting.answers.lock().insert(id, Box::new(on_answer));
+        self.transport
+            .send(Envelope::request(self.peer, Peer::Broker(to), id, request));
+        id
+    }
+
+    /// Sends a request nobody answers (an acks=0 produce).
+    pub(crate) fn send_unanswered(&self, to: NodeId, request: Request) {
+        let id = self
+            .waiting
+            .next_correlation_id
+            .fetch_add(1, Ordering::Relaxed);
+        self.transport
+            .send(Envelope::request(self.peer, Peer::Broker(to), id, request));
+    }
+
+    /// Stops waiting for the answer to request `id`.
+    pub(crate) fn forget(&self, id: u64) {
+        self.waiting.answers.lock().remove(&id);
+    }
+
+    /// Sends `request` to node `to`; the answer can be waited for.
+    pub fn send(&self, to: NodeId, request: Request) -> PendingAnswer {
+        let slot = Arc::new((Mutex::new(None), Condvar::new()));
+        let filled = slot.clone();
+        self.send_with(to, request, move |answer| {
+            *filled.0.lock() = Some(answer);
+            filled.1.notify_all();
+        });
+        PendingAnswer { slot }
+    }
+
+    /// Sends `request` to node `to` and waits for its answer, at most
+    /// `timeout` ([`Error::RequestTimedOut`] then).
+    pub fn call(&self, to: NodeId, request: Request, timeout: Duration) -> Result<Response> {
+        let operation = request.api_name();
+        let slot = Arc::new((Mutex::new(None), Condvar::new()));
+        let filled = slot.clone();
+        let id = self.send_with(to, request, move |answer| {
+            *filled.0.lock() = Some(answer);
+            filled.1.notify_all();
+        });
+        let answer = PendingAnswer { slot }.wait_timeout(timeout);
+        answer.unwrap_or_else(|| {
+            self.forget(id);
+            Err(Error::RequestTimedOut {
                 operation,
                 timeout_ms: timeout.as_millis() as u64,
-            });
+            })
+        })
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.transport.deregister(self.peer);
+    }
+}
+
+/// The answer to a request sent with [`Endpoint::send`], once it comes.
+#[derive(Debug, Clone)]
+pub struct PendingAnswer {
+    slot: Arc<(Mutex<Option<Result<Response>>>, Condvar)>,
+}
+
+impl PendingAnswer {
+    /// Waits up to `timeout` for the answer; `None` if it did not come.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<Response>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let (lock, ready) = &*self.slot;
+        let mut answer = lock.lock();
+        loop {
+            if let Some(answer) = answer.take() {
+                return Some(answer);
+            }
+            match deadline {
+                Some(deadline) => {
+                    if ready.wait_until(&mut answer, deadline).timed_out() {
+                        return answer.take();
+                    }
+                }
+                None => ready.wait(&mut answer),
+            }
         }
+    }
+
+    /// The answer, if it came already.
+    pub fn try_take(&self) -> Option<Result<Response>> {
+        self.slot.0.lock().take()
     }
 }

@@ -6,8 +6,8 @@
 //! (refreshing metadata when the leader may have moved), anything else — or
 //! `delivery_timeout_ms` running out — fails it. A request is never sent
 //! again while its first attempt is unanswered (see [`InFlight`]), so a slow
-//! answer cannot turn into a duplicate or a reordering. Responses arrive through
-//! [`Reply`] callbacks that only queue them and wake this thread; user
+//! answer cannot turn into a duplicate or a reordering. Responses arrive on
+//! the delivering thread, which only queues them and wakes this thread; user
 //! callbacks and interceptors run here, never under a lock.
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +25,6 @@ use crate::protocol::{
 };
 use crate::time::Millis;
 use crate::topic::TopicPartition;
-use crate::transport::Reply;
 
 /// Longest the sender sleeps when nothing is due, so it re-checks its state.
 const IDLE_SLEEP_MS: Millis = 1_000;
@@ -36,8 +35,9 @@ const MIN_REFRESH_BACKOFF_MS: Millis = 50;
 
 /// A Produce request without an answer yet.
 ///
-/// It stays in flight until its [`Reply`] completes, however long that takes
-/// (a transport completes or drops every reply): sending the batch again
+/// It stays in flight until its answer comes, however long that takes (a
+/// transport answers an undeliverable request with a network error, and a
+/// node that stops answers what it owes the same way): sending the batch again
 /// while the first attempt may still land would write it twice, or after
 /// the partition's next batch. Batches whose delivery timeout passes in the
 /// meantime are failed at once, but their partitions stay blocked until the
@@ -315,7 +315,7 @@ fn send(
                 partitions,
             });
             if config.acks == Acks::None {
-                shared.core.send(node, request, Reply::ignored(node));
+                shared.core.send_unanswered(node, request);
                 {
                     let mut acc = shared.acc.lock();
                     for b in &batches {
@@ -338,14 +338,10 @@ fn send(
                 },
             );
             let inbox = shared.clone();
-            shared.core.send(
-                node,
-                request,
-                Reply::new(node, move |response| {
-                    inbox.acc.lock().inbox.push((id, response));
-                    inbox.wake.notify_one();
-                }),
-            );
+            shared.core.send(node, request, move |response| {
+                inbox.acc.lock().inbox.push((id, response));
+                inbox.wake.notify_one();
+            });
         }
     }
 }
