@@ -13,7 +13,7 @@ use crate::protocol::{
     TopicMetadata,
 };
 use crate::topic::TopicPartition;
-use crate::transport::{Endpoint, Peer};
+use crate::transport::Endpoint;
 
 /// Wait before asking again for offsets of partitions whose leader failed.
 const LIST_OFFSETS_BACKOFF: Duration = Duration::from_millis(100);
@@ -41,7 +41,6 @@ impl MetadataSnapshot {
 /// A client's connection to the cluster.
 #[derive(Debug)]
 pub(crate) struct ClientCore {
-    pub(crate) peer: Peer,
     endpoint: Endpoint,
     bootstrap: Vec<NodeId>,
     metadata: RwLock<Arc<MetadataSnapshot>>,
@@ -55,7 +54,6 @@ impl ClientCore {
         }
         let endpoint = Endpoint::new(bootstrap.transport)?;
         Ok(Arc::new(Self {
-            peer: endpoint.peer(),
             endpoint,
             bootstrap: bootstrap.nodes,
             metadata: RwLock::new(Arc::new(MetadataSnapshot::default())),
@@ -72,11 +70,6 @@ impl ClientCore {
         on_answer: impl FnOnce(Result<Response>) + Send + 'static,
     ) {
         self.endpoint.send_with(node, request, on_answer);
-    }
-
-    /// Sends a request that is never answered (an acks=0 produce).
-    pub(crate) fn send_unanswered(&self, node: NodeId, request: Request) {
-        self.endpoint.send_unanswered(node, request);
     }
 
     /// Sends and waits for the outcome, at most `timeout`.

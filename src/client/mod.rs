@@ -17,6 +17,7 @@ mod config;
 mod consumer;
 mod core;
 pub mod group;
+mod metadata;
 pub mod partitioner;
 mod producer;
 mod serialization;

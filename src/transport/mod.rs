@@ -166,6 +166,11 @@ type OnAnswer = Box<dyn FnOnce(Result<Response>) + Send>;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A client peer id unique in this process.
+pub(crate) fn new_client_peer() -> Peer {
+    Peer::Client(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A peer of its own on a transport (a [`Peer::Client`] with a
 /// process-unique id): it numbers the requests it sends and hands each
 /// answer to whoever waits for it. The clients are built on one; a test or a
@@ -222,7 +227,7 @@ impl fmt::Debug for Endpoint {
 impl Endpoint {
     /// A new client peer on `transport`.
     pub fn new(transport: Arc<dyn Transport>) -> Result<Self> {
-        let peer = Peer::Client(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
+        let peer = new_client_peer();
         let waiting = Arc::new(Waiting::default());
         transport.register(peer, waiting.clone())?;
         Ok(Self {
@@ -253,16 +258,6 @@ impl Endpoint {
         self.transport
             .send(Envelope::request(self.peer, Peer::Broker(to), id, request));
         id
-    }
-
-    /// Sends a request nobody answers (an acks=0 produce).
-    pub(crate) fn send_unanswered(&self, to: NodeId, request: Request) {
-        let id = self
-            .waiting
-            .next_correlation_id
-            .fetch_add(1, Ordering::Relaxed);
-        self.transport
-            .send(Envelope::request(self.peer, Peer::Broker(to), id, request));
     }
 
     /// Stops waiting for the answer to request `id`.

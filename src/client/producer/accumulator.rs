@@ -5,22 +5,19 @@
 //! has lingered `linger_ms`, or a flush or close asks for it. A partition has
 //! at most one batch in flight, and a batch that is retried goes back to the
 //! front of its queue, so records reach the log in send order. The accumulator
-//! is plain data behind the producer's lock: it never blocks, sends or calls
-//! back.
+//! is plain data inside the producer core: it never blocks, sends or calls
+//! back, and it knows batches by id (the producer's handle keeps what waits
+//! for them).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use super::delivery::{BatchResult, DeliveryFuture, RecordMetadata};
 use crate::client::ProducerConfig;
-use crate::error::{Error, Result};
-use crate::protocol::{NodeId, Response};
+use crate::error::Error;
+use crate::protocol::NodeId;
 use crate::record::{BATCH_HEADER_LEN, Header, RecordBatch, RecordBatchBuilder};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
-
-/// A completion callback given to `send_with_callback`.
-pub(crate) type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
 
 /// Records bound for one partition, sent together.
 pub(crate) struct ProducerBatch {
@@ -28,13 +25,10 @@ pub(crate) struct ProducerBatch {
     pub(crate) partition: TopicPartition,
     builder: Option<RecordBatchBuilder>,
     built: Option<RecordBatch>,
-    pub(crate) result: Arc<BatchResult>,
     pub(crate) created_ms: Millis,
     pub(crate) attempts: u32,
     pub(crate) last_error: Option<Error>,
-    pub(crate) timestamps: Vec<i64>,
-    pub(crate) callbacks: Vec<(u32, Callback)>,
-    pub(crate) reserved: usize,
+    records: usize,
     size: usize,
     /// The sequence of its first record, once an idempotent producer
     /// numbered it (on first send; retries keep it).
@@ -63,7 +57,7 @@ impl ProducerBatch {
 
     /// Records in the batch.
     pub(crate) fn record_count(&self) -> usize {
-        self.timestamps.len()
+        self.records
     }
 }
 
@@ -76,11 +70,12 @@ struct PartitionQueue {
 
 /// What [`Accumulator::append`] did.
 pub(crate) struct Appended {
-    pub(crate) future: DeliveryFuture,
+    /// The batch the record went to.
+    pub(crate) batch: u64,
+    /// The record's index in it.
+    pub(crate) index: u32,
     /// The sender should look now (new first batch, full batch, no linger).
     pub(crate) wake_sender: bool,
-    /// A batch was opened; the producer tracks it until it completes.
-    pub(crate) opened: Option<(u64, Arc<BatchResult>)>,
 }
 
 /// What [`Accumulator::drain`] found.
@@ -98,14 +93,12 @@ pub(crate) struct Drained {
 
 /// The producer's batches; see the [module docs](self).
 pub(crate) struct Accumulator {
-    queues: HashMap<TopicPartition, PartitionQueue>,
-    sticky: HashMap<Arc<str>, (u32, usize)>,
+    queues: BTreeMap<TopicPartition, PartitionQueue>,
+    sticky: BTreeMap<Arc<str>, (u32, usize)>,
     seed: u32,
     next_batch_id: u64,
     /// An idempotent producer's next sequence per partition.
-    next_sequence: HashMap<TopicPartition, i32>,
-    /// Responses to in-flight requests, for the sender.
-    pub(crate) inbox: Vec<(u64, Result<Response>)>,
+    next_sequence: BTreeMap<TopicPartition, i32>,
     /// Flushes in progress: while non-zero every batch is ready.
     pub(crate) flushing: usize,
     /// The producer is closing: every batch is ready, `send` is refused.
@@ -115,12 +108,11 @@ pub(crate) struct Accumulator {
 impl Accumulator {
     pub(crate) fn new(seed: u32) -> Self {
         Self {
-            queues: HashMap::new(),
-            sticky: HashMap::new(),
+            queues: BTreeMap::new(),
+            sticky: BTreeMap::new(),
             seed,
             next_batch_id: 0,
-            next_sequence: HashMap::new(),
-            inbox: Vec::new(),
+            next_sequence: BTreeMap::new(),
             flushing: 0,
             closed: false,
         }
@@ -161,7 +153,6 @@ impl Accumulator {
         value: Option<&[u8]>,
         headers: &[Header],
         reserved: usize,
-        callback: Option<Callback>,
         now: Millis,
         config: &ProducerConfig,
     ) -> Appended {
@@ -175,11 +166,9 @@ impl Accumulator {
                     <= config.batch_size
             })
         });
-        let mut opened = None;
         if !fits {
             let id = self.next_batch_id;
             self.next_batch_id += 1;
-            let result = BatchResult::new(tp.clone());
             // Grown as records arrive, so memory follows what `buffer_memory`
             // accounts for rather than `batch_size` per open batch.
             let needed = BATCH_HEADER_LEN + reserved;
@@ -188,18 +177,15 @@ impl Accumulator {
                 partition: tp.clone(),
                 builder: Some(RecordBatchBuilder::with_capacity(needed.max(1024))),
                 built: None,
-                result: result.clone(),
                 created_ms: now,
                 attempts: 0,
                 last_error: None,
-                timestamps: Vec::new(),
-                callbacks: Vec::new(),
-                reserved: 0,
+                records: 0,
                 size: BATCH_HEADER_LEN,
                 base_sequence: None,
             });
-            opened = Some((id, result));
         }
+        let opened = !fits;
         let only_batch = queue.batches.len() == 1;
         let Some(batch) = queue.batches.back_mut() else {
             unreachable!("a batch was just pushed or found");
@@ -209,17 +195,13 @@ impl Accumulator {
         };
         builder.append(timestamp, key, value, headers);
         batch.size = builder.size();
-        let index = batch.timestamps.len() as u32;
-        batch.timestamps.push(timestamp);
-        batch.reserved += reserved;
-        if let Some(callback) = callback {
-            batch.callbacks.push((index, callback));
-        }
+        let index = batch.records as u32;
+        batch.records += 1;
         let full = batch.size >= config.batch_size;
         Appended {
-            future: DeliveryFuture::new(batch.result.clone(), index, timestamp),
-            wake_sender: (opened.is_some() && only_batch) || full || config.linger_ms == 0,
-            opened,
+            batch: batch.id,
+            index,
+            wake_sender: (opened && only_batch) || full || config.linger_ms == 0,
         }
     }
 

@@ -13,11 +13,12 @@
 //! included.
 
 mod accumulator;
+pub(crate) mod core;
 mod delivery;
 mod sender;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -27,15 +28,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::core::ClientCore;
 use super::partitioner::partition_for_key;
 use super::{Bootstrap, DefaultSerde, ProducerConfig, Serializer};
 use crate::error::{Error, Result};
-use crate::protocol::PartitionMetadata;
+use crate::protocol::{Envelope, PartitionMetadata, Peer, TopicMetadata};
 use crate::record::{BATCH_HEADER_LEN, Header};
 use crate::time::{Clock, SystemClock};
 use crate::topic::TopicPartition;
-use accumulator::{Accumulator, Callback, ProducerBatch};
+use crate::transport::Transport;
+use core::ProducerCore;
 use delivery::BatchResult;
 pub use delivery::{DeliveryFuture, RecordMetadata};
 
@@ -203,14 +204,36 @@ impl Memory {
     }
 }
 
+/// A completion callback given to `send_with_callback`.
+type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
+
+/// What waits for one batch the core holds: its records' futures, their
+/// callbacks and timestamps, and the `buffer_memory` room it takes.
+struct PendingBatch {
+    result: Arc<BatchResult>,
+    timestamps: Vec<i64>,
+    callbacks: Vec<(u32, Callback)>,
+    reserved: usize,
+}
+
+/// The core, what waits for its batches, and the answers not yet fed to it.
+struct ProducerState {
+    core: ProducerCore,
+    batches: BTreeMap<u64, PendingBatch>,
+    inbox: Vec<Envelope>,
+}
+
 /// What the producer handle and its sender thread share.
 pub(crate) struct ProducerShared {
-    core: Arc<ClientCore>,
+    peer: Peer,
+    transport: Arc<dyn Transport>,
     config: ProducerConfig,
     clock: Arc<dyn Clock>,
-    acc: Mutex<Accumulator>,
-    /// Wakes the sender; used with `acc`.
+    state: Mutex<ProducerState>,
+    /// Wakes the sender; used with `state`.
     wake: Condvar,
+    /// Wakes sends waiting for a topic's metadata; used with `state`.
+    metadata_changed: Condvar,
     memory: Memory,
     closed: AtomicBool,
     /// Set by `close_timeout` when time ran out: fail what is left and stop.
@@ -220,7 +243,6 @@ pub(crate) struct ProducerShared {
     stopped_signal: Condvar,
     /// The sender thread, where callbacks and interceptors run.
     sender_thread: OnceLock<ThreadId>,
-    incomplete: Mutex<HashMap<u64, Arc<BatchResult>>>,
     ack_hooks: RwLock<Vec<AckHook>>,
 }
 
@@ -228,7 +250,7 @@ impl ProducerShared {
     /// Resolves a batch: futures, callbacks, interceptors, memory.
     /// Callbacks and interceptors run first, then the futures resolve (as in
     /// Kafka), so `flush` returning means every callback has run.
-    fn finish(&self, batch: ProducerBatch, outcome: Result<Option<u64>>) {
+    fn finish(&self, batch: PendingBatch, outcome: Result<Option<u64>>) {
         let metadata = |index: u32| {
             let timestamp = batch.timestamps.get(index as usize).copied().unwrap_or(-1);
             batch.result.metadata(&outcome, index, timestamp)
@@ -249,7 +271,6 @@ impl ProducerShared {
         }
         batch.result.complete(outcome);
         self.memory.release(batch.reserved);
-        self.incomplete.lock().remove(&batch.id);
     }
 
     /// The sender died (a panic in a transport or storage it called): refuse
@@ -257,12 +278,14 @@ impl ProducerShared {
     /// forever.
     fn fail_everything(&self) {
         self.closed.store(true, Ordering::Release);
-        self.acc.lock().closed = true;
+        let pending = {
+            let mut state = self.state.lock();
+            state.core.close();
+            std::mem::take(&mut state.batches)
+        };
         let closed = Err(Error::ClientClosed { client: "producer" });
-        let pending: Vec<Arc<BatchResult>> =
-            self.incomplete.lock().drain().map(|(_, b)| b).collect();
-        for batch in pending {
-            batch.complete(closed.clone());
+        for batch in pending.into_values() {
+            batch.result.complete(closed.clone());
         }
     }
 
@@ -275,6 +298,47 @@ impl ProducerShared {
         for hook in self.ack_hooks.read().iter() {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| hook(&result)));
         }
+    }
+
+    /// The topic's metadata: from the core's cache, else after the next
+    /// refresh (asked for now), waiting at most until `deadline`.
+    fn topic(
+        &self,
+        name: &str,
+        deadline: Instant,
+        max_block_ms: u64,
+    ) -> Result<Arc<TopicMetadata>> {
+        let mut state = self.state.lock();
+        if let Some(topic) = state.core.metadata.topic(name) {
+            return Ok(topic);
+        }
+        // Wait for a refresh that starts from now on and succeeds (failed
+        // ones go on to the next node).
+        let target = state.core.metadata.sent + 1;
+        state.core.metadata.want_refresh();
+        state.core.wake();
+        self.wake.notify_one();
+        while state.core.metadata.last_success < target {
+            if self
+                .metadata_changed
+                .wait_until(&mut state, deadline)
+                .timed_out()
+                && state.core.metadata.last_success < target
+            {
+                let timed_out = Error::RequestTimedOut {
+                    operation: "Metadata",
+                    timeout_ms: max_block_ms,
+                };
+                return Err(state.core.metadata.last_error.clone().unwrap_or(timed_out));
+            }
+        }
+        state
+            .core
+            .metadata
+            .topic(name)
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+            })
     }
 }
 
@@ -333,13 +397,19 @@ impl<K, V> Producer<K, V> {
         value_serializer: impl Serializer<V> + 'static,
     ) -> Result<Self> {
         config.validate()?;
-        let core = ClientCore::new(bootstrap.into())?;
-        let seed = match core.peer {
-            crate::transport::Peer::Client(id) => id as u32,
-            crate::transport::Peer::Broker(id) => id,
+        let bootstrap: Bootstrap = bootstrap.into();
+        if bootstrap.nodes.is_empty() {
+            return Err(Error::config("bootstrap", "names no broker"));
+        }
+        let peer = crate::transport::new_client_peer();
+        let seed = match peer {
+            Peer::Client(id) => id as u32,
+            Peer::Broker(id) => id,
         };
+        let core = ProducerCore::new(peer, config.clone(), bootstrap.nodes, seed);
         let shared = Arc::new(ProducerShared {
-            core,
+            peer,
+            transport: bootstrap.transport,
             memory: Memory {
                 limit: config.buffer_memory,
                 used: Mutex::new(0),
@@ -347,16 +417,22 @@ impl<K, V> Producer<K, V> {
             },
             config,
             clock: Arc::new(SystemClock),
-            acc: Mutex::new(Accumulator::new(seed)),
+            state: Mutex::new(ProducerState {
+                core,
+                batches: BTreeMap::new(),
+                inbox: Vec::new(),
+            }),
             wake: Condvar::new(),
+            metadata_changed: Condvar::new(),
             closed: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             stopped: Mutex::new(false),
             stopped_signal: Condvar::new(),
             sender_thread: OnceLock::new(),
-            incomplete: Mutex::new(HashMap::new()),
             ack_hooks: RwLock::new(Vec::new()),
         });
+        let inbox = Arc::new(sender::ProducerInbox(Arc::downgrade(&shared)));
+        shared.transport.register(peer, inbox)?;
         let runner = shared.clone();
         let name = format!("ferrolog-producer-{seed}");
         let sender = std::thread::Builder::new()
@@ -369,7 +445,10 @@ impl<K, V> Producer<K, V> {
                 *runner.stopped.lock() = true;
                 runner.stopped_signal.notify_all();
             })
-            .map_err(|e| Error::io("spawning the producer's sender thread", e))?;
+            .map_err(|e| {
+                shared.transport.deregister(peer);
+                Error::io("spawning the producer's sender thread", e)
+            })?;
         let _ = shared.sender_thread.set(sender.thread().id());
         Ok(Self {
             shared,
@@ -442,20 +521,27 @@ impl<K, V> Producer<K, V> {
             self.shared.wake.notify_one();
             return;
         }
-        self.shared.acc.lock().flushing += 1;
+        let pending: Vec<Arc<BatchResult>> = {
+            let mut state = self.shared.state.lock();
+            state.core.flushing(true);
+            state.batches.values().map(|b| b.result.clone()).collect()
+        };
         self.shared.wake.notify_one();
-        let pending: Vec<Arc<BatchResult>> =
-            self.shared.incomplete.lock().values().cloned().collect();
         for batch in pending {
             batch.wait();
         }
-        self.shared.acc.lock().flushing -= 1;
+        self.shared.state.lock().core.flushing(false);
     }
 
     /// The partitions of `topic`, with their leaders.
     pub fn partitions_for(&self, topic: &str) -> Result<Vec<PartitionMetadata>> {
-        let timeout = Duration::from_millis(self.shared.config.max_block_ms);
-        Ok(self.shared.core.topic(topic, timeout)?.partitions.clone())
+        let max_block_ms = self.shared.config.max_block_ms;
+        let deadline = Instant::now() + Duration::from_millis(max_block_ms);
+        Ok(self
+            .shared
+            .topic(topic, deadline, max_block_ms)?
+            .partitions
+            .clone())
     }
 
     /// Refuses new sends, delivers (or fails) everything held, and stops the
@@ -473,7 +559,7 @@ impl<K, V> Producer<K, V> {
     pub fn close_timeout(&self, timeout: Duration) {
         let shared = &self.shared;
         shared.closed.store(true, Ordering::Release);
-        shared.acc.lock().closed = true;
+        shared.state.lock().core.close();
         shared.wake.notify_one();
         if shared.on_sender_thread() {
             shared.abort.store(true, Ordering::Release);
@@ -499,11 +585,12 @@ impl<K, V> Producer<K, V> {
         }
         shared.abort.store(true, Ordering::Release);
         {
-            let _acc = shared.acc.lock();
+            let _state = shared.state.lock();
             shared.wake.notify_one();
         }
         if let Some(sender) = self.sender.lock().take() {
             let _ = sender.join();
+            shared.transport.deregister(shared.peer);
         }
     }
 
@@ -550,7 +637,7 @@ impl<K, V> Producer<K, V> {
             None => None,
         };
         let max_block = Duration::from_millis(config.max_block_ms);
-        let topic = shared.core.topic(topic_name, max_block)?;
+        let topic = shared.topic(topic_name, started + max_block, config.max_block_ms)?;
         let count = topic.partitions.len() as u32;
         let size = record_size_bound(key.as_deref(), value.as_deref(), &record.headers);
         if size + BATCH_HEADER_LEN > config.max_request_size {
@@ -585,36 +672,48 @@ impl<K, V> Producer<K, V> {
             .memory
             .reserve(size, started + max_block, config.max_block_ms)?;
         let now = shared.clock.now_ms();
-        let mut acc = shared.acc.lock();
-        if acc.closed {
-            drop(acc);
-            shared.memory.release(size);
-            return Err(Error::ClientClosed { client: "producer" });
-        }
+        let mut state = shared.state.lock();
         let partition = match chosen {
             Some(p) => p,
-            None => acc.sticky_partition(&topic.name, count, size, config.batch_size),
+            None => state.core.sticky_partition(&topic.name, count, size),
         };
         let tp = TopicPartition::from_shared(topic.name.clone(), partition);
-        let appended = acc.append(
+        let appended = match state.core.append(
             &tp,
             timestamp,
             key.as_deref(),
             value.as_deref(),
             &record.headers,
             size,
-            callback,
             now,
-            config,
-        );
-        if let Some((id, result)) = appended.opened {
-            shared.incomplete.lock().insert(id, result);
+        ) {
+            Ok(appended) => appended,
+            Err(e) => {
+                drop(state);
+                shared.memory.release(size);
+                return Err(e);
+            }
+        };
+        let batch = state
+            .batches
+            .entry(appended.batch)
+            .or_insert_with(|| PendingBatch {
+                result: BatchResult::new(tp.clone()),
+                timestamps: Vec::new(),
+                callbacks: Vec::new(),
+                reserved: 0,
+            });
+        batch.timestamps.push(timestamp);
+        batch.reserved += size;
+        if let Some(callback) = callback {
+            batch.callbacks.push((appended.index, callback));
         }
-        drop(acc);
+        let future = DeliveryFuture::new(batch.result.clone(), appended.index, timestamp);
+        drop(state);
         if appended.wake_sender {
             shared.wake.notify_one();
         }
-        Ok(appended.future)
+        Ok(future)
     }
 }
 
