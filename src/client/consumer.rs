@@ -18,29 +18,27 @@
 //! [`seek_to_end`](Consumer::seek_to_end) move it; paused partitions are not
 //! fetched or returned until resumed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::core::{ClientCore, unexpected};
+use super::consumer_core::ConsumerCore;
+use super::core::ClientCore;
 use super::group::{
     CommitHandle, ConsumerGroupMetadata, GroupClient, Membership, RebalanceListener,
 };
-use super::{AutoOffsetReset, Bootstrap, ConsumerConfig, DefaultSerde, Deserializer};
+use super::{Bootstrap, ConsumerConfig, DefaultSerde, Deserializer};
 use crate::error::{Error, Result};
 use crate::group::OffsetAndMetadata;
-use crate::protocol::{CommittedOffsets, Subscription};
 use crate::protocol::{
-    FetchPartition, FetchRequest, NodeId, OffsetAndTimestamp, OffsetSpec, Request, Response,
+    CommittedOffsets, Envelope, OffsetAndTimestamp, OffsetSpec, Peer, Subscription,
 };
-use crate::record::{Header, Record, TimestampType};
+use crate::record::{Header, TimestampType};
+use crate::time::{Clock, Millis, SystemClock};
 use crate::topic::TopicPartition;
-
-/// Wait before re-fetching a partition whose fetch failed with a retriable
-/// error.
-const FETCH_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+use crate::transport::Transport;
 
 /// A record as a consumer returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,45 +71,30 @@ impl<K, V> ConsumerRecord<K, V> {
     }
 }
 
-#[derive(Debug, Default)]
-struct PartitionState {
-    /// Offset of the next record to return; `None` until reset.
-    position: Option<u64>,
-    /// A pending seek to the beginning or end.
-    reset: Option<OffsetSpec>,
-    paused: bool,
-    /// The fetch in flight for this partition: only its answer is used, so
-    /// an answer to a fetch from before a re-assignment is ignored.
-    fetch_id: Option<u64>,
-    retry_at: Option<Instant>,
-    buffered: VecDeque<(Record, TimestampType)>,
-    /// The offset after the last fetched batch: once the buffer is drained
-    /// the position moves there, past offsets compaction removed and
-    /// control batches.
-    skip_to: Option<u64>,
-}
-
-struct InFlightFetch {
-    partitions: Vec<(TopicPartition, u64)>,
-    deadline: Instant,
-}
-
+/// Where the transport delivers the consumer's answers; `poll` takes them.
 #[derive(Default)]
-struct FetchInbox {
-    responses: Mutex<Inbox>,
+struct ConsumerInbox {
+    state: Mutex<Inbox>,
     arrived: Condvar,
 }
 
 #[derive(Default)]
 struct Inbox {
-    responses: Vec<(u64, Result<Response>)>,
+    answers: Vec<Envelope>,
     /// The group membership changed: `poll` has something to apply.
     woken: bool,
 }
 
-impl FetchInbox {
+impl ConsumerInbox {
     fn wake(&self) {
-        self.responses.lock().woken = true;
+        self.state.lock().woken = true;
+        self.arrived.notify_all();
+    }
+}
+
+impl crate::transport::Inbox for ConsumerInbox {
+    fn deliver(&self, envelope: Envelope) {
+        self.state.lock().answers.push(envelope);
         self.arrived.notify_all();
     }
 }
@@ -138,15 +121,17 @@ impl FetchInbox {
 /// # Ok::<(), ferrolog::Error>(())
 /// ```
 pub struct Consumer<K, V> {
+    /// Lookups that wait (metadata, offsets for times, committed offsets).
     core: Arc<ClientCore>,
+    /// Positions, fetches and fetched records.
+    fetch: ConsumerCore,
+    peer: Peer,
+    transport: Arc<dyn Transport>,
+    inbox: Arc<ConsumerInbox>,
+    clock: SystemClock,
     config: ConsumerConfig,
     key_deserializer: Box<dyn Deserializer<K>>,
     value_deserializer: Box<dyn Deserializer<V>>,
-    assignment: BTreeMap<TopicPartition, PartitionState>,
-    inbox: Arc<FetchInbox>,
-    in_flight: HashMap<u64, InFlightFetch>,
-    next_fetch: u64,
-    drain_from: usize,
     closed: bool,
     /// The group's coordinator client, with a `group_id`.
     group: Option<Arc<GroupClient>>,
@@ -162,7 +147,7 @@ impl<K, V> std::fmt::Debug for Consumer<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("client_id", &self.config.client_id)
-            .field("assignment", &self.assignment.keys().collect::<Vec<_>>())
+            .field("assignment", &self.fetch.assignment())
             .finish()
     }
 }
@@ -185,7 +170,8 @@ impl<K, V> Consumer<K, V> {
         value_deserializer: impl Deserializer<V> + 'static,
     ) -> Result<Self> {
         config.validate()?;
-        let core = ClientCore::new(bootstrap.into())?;
+        let bootstrap: Bootstrap = bootstrap.into();
+        let core = ClientCore::new(bootstrap.clone())?;
         let group = config.group_id.clone().map(|group| {
             Arc::new(GroupClient::new(
                 core.clone(),
@@ -194,8 +180,16 @@ impl<K, V> Consumer<K, V> {
                 Duration::from_millis(config.retry_backoff_ms),
             ))
         });
+        let peer = crate::transport::new_client_peer();
+        let inbox = Arc::new(ConsumerInbox::default());
+        bootstrap.transport.register(peer, inbox.clone())?;
         Ok(Self {
             core,
+            fetch: ConsumerCore::new(peer, config.clone(), bootstrap.nodes),
+            peer,
+            transport: bootstrap.transport,
+            inbox,
+            clock: SystemClock,
             next_auto_commit: Instant::now()
                 + Duration::from_millis(config.auto_commit_interval_ms),
             group,
@@ -205,11 +199,6 @@ impl<K, V> Consumer<K, V> {
             config,
             key_deserializer: Box::new(key_deserializer),
             value_deserializer: Box::new(value_deserializer),
-            assignment: BTreeMap::new(),
-            inbox: Arc::new(FetchInbox::default()),
-            in_flight: HashMap::new(),
-            next_fetch: 0,
-            drain_from: 0,
             closed: false,
         })
     }
@@ -248,12 +237,7 @@ impl<K, V> Consumer<K, V> {
         for tp in &partitions {
             self.core.check_partition(tp, self.api_timeout())?;
         }
-        let mut next = BTreeMap::new();
-        for tp in partitions {
-            let state = self.assignment.remove(&tp).unwrap_or_default();
-            next.insert(tp, state);
-        }
-        self.assignment = next;
+        self.fetch.assign(partitions);
         Ok(())
     }
 
@@ -267,15 +251,7 @@ impl<K, V> Consumer<K, V> {
                 return Vec::new();
             }
         }
-        self.assignment.keys().cloned().collect()
-    }
-
-    fn state(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
-        self.assignment
-            .get_mut(tp)
-            .ok_or_else(|| Error::PartitionNotAssigned {
-                partition: tp.clone(),
-            })
+        self.fetch.assignment()
     }
 
     /// Returns the next records of the non-paused assigned partitions,
@@ -298,26 +274,25 @@ impl<K, V> Consumer<K, V> {
                 reason: "poll cannot be called from a rebalance listener".into(),
             });
         }
-        if self.assignment.is_empty() && self.membership.is_none() {
+        if self.fetch.is_empty() && self.membership.is_none() {
             return Err(Error::NotAssigned);
         }
         let deadline = Instant::now().checked_add(timeout);
+        let max_wait = Millis::from(self.config.fetch_max_wait_ms);
         let mut last_round = false;
         loop {
-            self.inbox.responses.lock().woken = false;
+            self.inbox.state.lock().woken = false;
             self.apply_group_changes()?;
             self.maybe_auto_commit();
-            self.handle_responses()?;
-            match self.update_positions(None, deadline) {
-                // Positions not found within the poll's time are looked up
-                // again by the next poll.
-                Err(Error::RequestTimedOut { .. }) => {}
-                other => other?,
+            self.fetch.check_resettable(None)?;
+            self.pump(max_wait);
+            if let Some(e) = self.fetch.take_error() {
+                return Err(e);
             }
             let records = self.drain()?;
-            let max_wait = Duration::from_millis(self.config.fetch_max_wait_ms.into());
             if !records.is_empty() {
-                self.send_fetches(max_wait);
+                // The next fetch goes out while the application works.
+                self.pump(max_wait);
                 return Ok(records);
             }
             if last_round {
@@ -325,27 +300,48 @@ impl<K, V> Consumer<K, V> {
             }
             let now = Instant::now();
             let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
-            self.send_fetches(left.min(max_wait));
+            self.pump(max_wait.min(left.as_millis().min(Millis::MAX as u128) as Millis));
             if left.is_zero() {
                 last_round = true;
                 continue;
             }
-            let retries = self
-                .assignment
-                .values()
-                .filter(|s| !s.paused)
-                .filter_map(|s| s.retry_at)
-                .filter(|&at| at > now);
-            let timeouts = self.in_flight.values().map(|f| f.deadline);
-            let wake = retries.chain(timeouts).chain(deadline).min();
-            let mut inbox = self.inbox.responses.lock();
-            if inbox.responses.is_empty() && !inbox.woken {
-                match wake {
-                    Some(wake) => {
-                        let _ = self.inbox.arrived.wait_until(&mut inbox, wake);
-                    }
-                    None => self.inbox.arrived.wait(&mut inbox),
+            self.wait(deadline);
+        }
+    }
+
+    /// Feeds the core the answers that arrived and the time, and sends what
+    /// it wants sent; a fetch may wait at the broker up to `max_wait_ms`.
+    fn pump(&mut self, max_wait_ms: Millis) {
+        let answers = std::mem::take(&mut self.inbox.state.lock().answers);
+        let now = self.clock.now_ms();
+        for envelope in answers {
+            self.fetch.handle_message(now, envelope);
+        }
+        self.fetch.handle_timeout(now, max_wait_ms);
+        while let Some(envelope) = self.fetch.poll_transmit() {
+            self.transport.send(envelope);
+        }
+    }
+
+    /// Waits for an answer, a group change, the core's next deadline, or
+    /// `deadline`, whichever comes first; not at all while records wait to
+    /// be returned.
+    fn wait(&self, deadline: Option<Instant>) {
+        if self.fetch.has_records() {
+            return;
+        }
+        let core_wake = self.fetch.poll_timeout().map(|at| {
+            let in_ms = at.saturating_sub(self.clock.now_ms()).max(0) as u64;
+            Instant::now() + Duration::from_millis(in_ms)
+        });
+        let wake = core_wake.into_iter().chain(deadline).min();
+        let mut inbox = self.inbox.state.lock();
+        if inbox.answers.is_empty() && !inbox.woken {
+            match wake {
+                Some(wake) => {
+                    let _ = self.inbox.arrived.wait_until(&mut inbox, wake);
                 }
+                None => self.inbox.arrived.wait(&mut inbox),
             }
         }
     }
@@ -353,12 +349,7 @@ impl<K, V> Consumer<K, V> {
     /// Moves the position of `tp` to `offset`; the next `poll` returns the
     /// record there. Buffered records of `tp` are dropped.
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
-        let state = self.state(tp)?;
-        state.position = Some(offset);
-        state.reset = None;
-        state.buffered.clear();
-        state.skip_to = None;
-        Ok(())
+        self.fetch.seek(tp, offset)
     }
 
     /// Moves the positions to the first offset still in each log.
@@ -384,15 +375,9 @@ impl<K, V> Consumer<K, V> {
         spec: OffsetSpec,
     ) -> Result<()> {
         let partitions: Vec<&TopicPartition> = partitions.into_iter().collect();
-        for tp in &partitions {
-            self.state(tp)?;
-        }
+        self.fetch.check_assigned(partitions.iter().copied())?;
         for tp in partitions {
-            let state = self.state(tp)?;
-            state.position = None;
-            state.reset = Some(spec);
-            state.buffered.clear();
-            state.skip_to = None;
+            self.fetch.seek_to(tp, spec)?;
         }
         Ok(())
     }
@@ -400,14 +385,27 @@ impl<K, V> Consumer<K, V> {
     /// The offset of the next record `poll` would return for `tp`, resolving
     /// a pending reset first.
     pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
-        self.state(tp)?;
-        let deadline = Instant::now().checked_add(self.api_timeout());
-        self.update_positions(Some(tp), deadline)?;
-        self.state(tp)?
-            .position
-            .ok_or_else(|| Error::NoOffsetForPartition {
-                partition: tp.clone(),
-            })
+        let deadline = Instant::now() + self.api_timeout();
+        loop {
+            if let Some(position) = self.fetch.position(tp)? {
+                return Ok(position);
+            }
+            self.fetch.check_resettable(Some(tp))?;
+            self.pump(Millis::from(self.config.fetch_max_wait_ms));
+            if let Some(e) = self.fetch.take_error() {
+                return Err(e);
+            }
+            if self.fetch.position(tp)?.is_some() {
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::RequestTimedOut {
+                    operation: "ListOffsets",
+                    timeout_ms: self.config.default_api_timeout_ms,
+                });
+            }
+            self.wait(Some(deadline));
+        }
     }
 
     /// Stops fetching and returning records of these partitions.
@@ -432,22 +430,16 @@ impl<K, V> Consumer<K, V> {
         paused: bool,
     ) -> Result<()> {
         let partitions: Vec<&TopicPartition> = partitions.into_iter().collect();
-        for tp in &partitions {
-            self.state(tp)?;
-        }
+        self.fetch.check_assigned(partitions.iter().copied())?;
         for tp in partitions {
-            self.state(tp)?.paused = paused;
+            self.fetch.set_paused(tp, paused)?;
         }
         Ok(())
     }
 
     /// The paused partitions.
     pub fn paused(&self) -> Vec<TopicPartition> {
-        self.assignment
-            .iter()
-            .filter(|(_, s)| s.paused)
-            .map(|(tp, _)| tp.clone())
-            .collect()
+        self.fetch.paused()
     }
 
     /// For each partition, the first offset whose timestamp is at or after the
@@ -514,8 +506,8 @@ impl<K, V> Consumer<K, V> {
             membership.stop(true);
         }
         self.closed = true;
-        self.assignment.clear();
-        self.in_flight.clear();
+        self.fetch.clear();
+        self.transport.deregister(self.peer);
     }
 
     // ----- groups --------------------------------------------------------------
@@ -555,7 +547,7 @@ impl<K, V> Consumer<K, V> {
                 reason: "subscribing needs a group_id in the consumer's config",
             });
         };
-        if self.membership.is_none() && !self.assignment.is_empty() {
+        if self.membership.is_none() && !self.fetch.is_empty() {
             return Err(Error::InvalidRequest {
                 reason: "the consumer assigned partitions by hand; assign an empty set before subscribing".into(),
             });
@@ -582,7 +574,7 @@ impl<K, V> Consumer<K, V> {
     pub fn unsubscribe(&mut self) -> Result<()> {
         self.check_open()?;
         if self.membership.is_none() {
-            self.assignment.clear();
+            self.fetch.clear();
             return Ok(());
         }
         if self.config.enable_auto_commit {
@@ -591,8 +583,7 @@ impl<K, V> Consumer<K, V> {
         if let Some(mut membership) = self.membership.take() {
             membership.stop(true);
         }
-        self.assignment.clear();
-        self.in_flight.clear();
+        self.fetch.clear();
         Ok(())
     }
 
@@ -644,9 +635,10 @@ impl<K, V> Consumer<K, V> {
 
     /// The position of every assigned partition that has one.
     fn consumed_offsets(&self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
-        self.assignment
-            .iter()
-            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), OffsetAndMetadata::new(p))))
+        self.fetch
+            .positions()
+            .into_iter()
+            .map(|(tp, p)| (tp, OffsetAndMetadata::new(p)))
             .collect()
     }
 
@@ -721,8 +713,8 @@ impl<K, V> Consumer<K, V> {
             state.last_poll = Instant::now();
             if let Some(e) = state.fatal.clone() {
                 drop(state);
-                let lost: Vec<TopicPartition> =
-                    std::mem::take(&mut self.assignment).into_keys().collect();
+                let lost = self.fetch.assignment();
+                self.fetch.clear();
                 if !lost.is_empty() {
                     self.call_listener(|l, c| l.on_partitions_lost(c, &lost));
                 }
@@ -736,9 +728,8 @@ impl<K, V> Consumer<K, V> {
             (lost, state.target.take(), state.incarnation)
         };
         if lost {
-            let gone: Vec<TopicPartition> =
-                std::mem::take(&mut self.assignment).into_keys().collect();
-            self.in_flight.clear();
+            let gone = self.fetch.assignment();
+            self.fetch.clear();
             if !gone.is_empty() {
                 self.call_listener(|l, c| l.on_partitions_lost(c, &gone));
             }
@@ -746,9 +737,9 @@ impl<K, V> Consumer<K, V> {
         let Some((id, target)) = target else {
             return Ok(());
         };
-        let revoked: Vec<TopicPartition> = self
-            .assignment
-            .keys()
+        let assigned = self.fetch.assignment();
+        let revoked: Vec<TopicPartition> = assigned
+            .iter()
             .filter(|tp| !target.contains(*tp))
             .cloned()
             .collect();
@@ -763,13 +754,14 @@ impl<K, V> Consumer<K, V> {
             }
             self.call_listener(|l, c| l.on_partitions_revoked(c, &revoked));
             for tp in &revoked {
-                self.assignment.remove(tp);
+                self.fetch.remove(tp);
             }
             shared.state.lock().owned.retain(|tp| !revoked.contains(tp));
         }
+        let assigned = self.fetch.assignment();
         let added: Vec<TopicPartition> = target
             .iter()
-            .filter(|tp| !self.assignment.contains_key(*tp))
+            .filter(|tp| !assigned.contains(*tp))
             .cloned()
             .collect();
         if !added.is_empty() {
@@ -794,11 +786,8 @@ impl<K, V> Consumer<K, V> {
                 state.owned.extend(added.iter().cloned());
             }
             for tp in &added {
-                let state = PartitionState {
-                    position: committed.get(tp).map(|o| o.offset),
-                    ..PartitionState::default()
-                };
-                self.assignment.insert(tp.clone(), state);
+                let position = committed.get(tp).map(|o| o.offset);
+                self.fetch.add(tp.clone(), position);
             }
             self.call_listener(|l, c| l.on_partitions_assigned(c, &added));
         }
@@ -836,270 +825,15 @@ impl<K, V> Consumer<K, V> {
         self.core.list_offsets(wanted, deadline)
     }
 
-    /// Gives partitions without a position (all, or just `only`) the one
-    /// their pending seek or `auto_offset_reset` says, looking offsets up
-    /// until `deadline` (at most `default_api_timeout_ms`).
-    fn update_positions(
-        &mut self,
-        only: Option<&TopicPartition>,
-        deadline: Option<Instant>,
-    ) -> Result<()> {
-        let mut wanted = Vec::new();
-        for (tp, state) in &self.assignment {
-            if state.position.is_some() || only.is_some_and(|o| o != tp) {
-                continue;
-            }
-            let spec = match (state.reset, self.config.auto_offset_reset) {
-                (Some(spec), _) => spec,
-                (None, AutoOffsetReset::Earliest) => OffsetSpec::Earliest,
-                (None, AutoOffsetReset::Latest) => OffsetSpec::Latest,
-                (None, AutoOffsetReset::None) => {
-                    return Err(Error::NoOffsetForPartition {
-                        partition: tp.clone(),
-                    });
-                }
-            };
-            wanted.push((tp.clone(), spec));
-        }
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let limit = Instant::now() + self.api_timeout();
-        let deadline = deadline.map_or(limit, |d| d.min(limit));
-        for (tp, offset) in self.core.list_offsets(wanted, deadline)? {
-            if let Some(state) = self.assignment.get_mut(&tp)
-                && state.position.is_none()
-            {
-                state.position = offset.map(|o| o.offset);
-                state.reset = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends one fetch per leader for the partitions that need data.
-    fn send_fetches(&mut self, max_wait: Duration) {
-        let now = Instant::now();
-        let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        let max_age = Duration::from_millis(self.config.metadata_max_age_ms);
-        let metadata = self
-            .core
-            .metadata_at_most(max_age, timeout)
-            .unwrap_or_else(|_| self.core.metadata());
-        let mut by_node: BTreeMap<NodeId, Vec<(TopicPartition, u64)>> = BTreeMap::new();
-        let mut leader_unknown = Vec::new();
-        for (tp, state) in &self.assignment {
-            let Some(position) = state.position else {
-                continue;
-            };
-            if state.paused
-                || state.fetch_id.is_some()
-                || !state.buffered.is_empty()
-                || state.retry_at.is_some_and(|at| at > now)
-            {
-                continue;
-            }
-            match metadata.leader(tp) {
-                Some(node) => by_node
-                    .entry(node)
-                    .or_default()
-                    .push((tp.clone(), position)),
-                None => leader_unknown.push(tp.clone()),
-            }
-        }
-        for tp in &leader_unknown {
-            if let Some(state) = self.assignment.get_mut(tp) {
-                state.retry_at = Some(now + FETCH_RETRY_BACKOFF);
-            }
-        }
-        if !leader_unknown.is_empty() {
-            let _ = self
-                .core
-                .refresh_metadata(Duration::from_millis(self.config.request_timeout_ms));
-        }
-        for (node, partitions) in by_node {
-            let id = self.next_fetch;
-            self.next_fetch += 1;
-            let request = Request::Fetch(FetchRequest {
-                max_wait_ms: max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
-                min_bytes: self.config.fetch_min_bytes,
-                max_bytes: self.config.fetch_max_bytes,
-                replica: None,
-                partitions: partitions
-                    .iter()
-                    .map(|(tp, offset)| FetchPartition {
-                        partition: tp.clone(),
-                        fetch_offset: *offset,
-                        max_bytes: self.config.max_partition_fetch_bytes,
-                        current_leader_epoch: None,
-                        last_fetched_epoch: None,
-                    })
-                    .collect(),
-            });
-            for (tp, _) in &partitions {
-                if let Some(state) = self.assignment.get_mut(tp) {
-                    state.fetch_id = Some(id);
-                    state.retry_at = None;
-                }
-            }
-            self.in_flight.insert(
-                id,
-                InFlightFetch {
-                    partitions,
-                    deadline: now
-                        + max_wait
-                        + Duration::from_millis(self.config.request_timeout_ms),
-                },
-            );
-            let inbox = self.inbox.clone();
-            self.core.send(node, request, move |response| {
-                inbox.responses.lock().responses.push((id, response));
-                inbox.arrived.notify_one();
-            });
-        }
-    }
-
-    /// Moves fetched data into the partitions' buffers. Every response is
-    /// handled; the first error is returned afterwards.
-    fn handle_responses(&mut self) -> Result<()> {
-        let now = Instant::now();
-        let mut responses = std::mem::take(&mut self.inbox.responses.lock().responses);
-        let timed_out: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in timed_out {
-            responses.push((
-                id,
-                Err(Error::RequestTimedOut {
-                    operation: "Fetch",
-                    timeout_ms: self.config.request_timeout_ms,
-                }),
-            ));
-        }
-        let mut first_error = None;
-        let mut refresh = false;
-        for (id, response) in responses {
-            let Some(fetch) = self.in_flight.remove(&id) else {
-                continue;
-            };
-            let mine: Vec<TopicPartition> = fetch
-                .partitions
-                .iter()
-                .map(|(tp, _)| tp)
-                .filter(|tp| {
-                    self.assignment
-                        .get(*tp)
-                        .is_some_and(|s| s.fetch_id == Some(id))
-                })
-                .cloned()
-                .collect();
-            for tp in &mine {
-                if let Some(state) = self.assignment.get_mut(tp) {
-                    state.fetch_id = None;
-                }
-            }
-            let fetched = match response {
-                Ok(Response::Fetch(fetched)) => fetched,
-                Ok(other) => {
-                    first_error.get_or_insert(unexpected("Fetch", &other));
-                    continue;
-                }
-                Err(e) => {
-                    refresh = true;
-                    for tp in &mine {
-                        if let Some(state) = self.assignment.get_mut(tp) {
-                            state.retry_at = Some(now + FETCH_RETRY_BACKOFF);
-                        }
-                    }
-                    if !e.is_retriable() {
-                        first_error.get_or_insert(e);
-                    }
-                    continue;
-                }
-            };
-            for part in fetched.partitions {
-                let requested = fetch
-                    .partitions
-                    .iter()
-                    .find(|(tp, _)| *tp == part.partition && mine.contains(tp))
-                    .map(|&(_, offset)| offset);
-                let Some(state) = self.assignment.get_mut(&part.partition) else {
-                    continue;
-                };
-                if requested.is_none() || state.position != requested {
-                    continue; // seeked or reassigned since
-                }
-                let fetch_offset = requested.unwrap_or_default();
-                match part.result {
-                    Ok(data) => {
-                        match buffer(
-                            state,
-                            &data.records,
-                            fetch_offset..data.high_watermark,
-                            self.config.check_crcs,
-                        ) {
-                            Ok(end) => state.skip_to = end,
-                            Err(e) => {
-                                first_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    Err(Error::OffsetOutOfRange { .. })
-                        if self.config.auto_offset_reset != AutoOffsetReset::None =>
-                    {
-                        state.position = None;
-                        state.reset = Some(match self.config.auto_offset_reset {
-                            AutoOffsetReset::Earliest => OffsetSpec::Earliest,
-                            _ => OffsetSpec::Latest,
-                        });
-                    }
-                    Err(e) if e.is_retriable() => {
-                        refresh = true;
-                        state.retry_at = Some(now + FETCH_RETRY_BACKOFF);
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        if refresh {
-            let _ = self
-                .core
-                .refresh_metadata(Duration::from_millis(self.config.request_timeout_ms));
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// Takes up to `max_poll_records` buffered records, deserialized, starting
-    /// from a different partition each time for fairness.
+    /// Takes up to `max_poll_records` buffered records, deserialized. A
+    /// record that does not deserialize stops the poll with the position on
+    /// it; what was read before it is returned first.
     fn drain(&mut self) -> Result<Vec<ConsumerRecord<K, V>>> {
-        let max = self.config.max_poll_records;
         let mut out = Vec::new();
-        let count = self.assignment.len();
-        let start = self.drain_from % count.max(1);
-        self.drain_from = self.drain_from.wrapping_add(1);
-        let keys: Vec<TopicPartition> = self.assignment.keys().cloned().collect();
-        for i in 0..count {
-            let tp = &keys[(start + i) % count];
-            let Some(state) = self.assignment.get_mut(tp) else {
-                continue;
-            };
-            if state.paused {
-                continue;
-            }
-            while out.len() < max {
-                let Some((record, timestamp_type)) = state.buffered.front() else {
-                    if let (Some(end), Some(position)) = (state.skip_to.take(), state.position)
-                        && end > position
-                    {
-                        state.position = Some(end);
-                    }
-                    break;
-                };
+        let (keys, values) = (&self.key_deserializer, &self.value_deserializer);
+        let drained = self.fetch.drain(
+            self.config.max_poll_records,
+            |tp, record, timestamp_type| {
                 let topic = tp.topic();
                 let bad = |what: &str, e: Error| Error::RecordDeserialization {
                     partition: tp.clone(),
@@ -1109,43 +843,29 @@ impl<K, V> Consumer<K, V> {
                 let key = record
                     .key
                     .clone()
-                    .map(|k| {
-                        self.key_deserializer
-                            .deserialize(topic, k)
-                            .map_err(|e| bad("key", e))
-                    })
-                    .transpose();
+                    .map(|k| keys.deserialize(topic, k).map_err(|e| bad("key", e)))
+                    .transpose()?;
                 let value = record
                     .value
                     .clone()
-                    .map(|v| {
-                        self.value_deserializer
-                            .deserialize(topic, v)
-                            .map_err(|e| bad("value", e))
-                    })
-                    .transpose();
-                // A bad record stops the poll; the position stays on it. What
-                // was read before it is returned first.
-                let (key, value) = match (key, value) {
-                    (Ok(key), Ok(value)) => (key, value),
-                    (Err(e), _) | (_, Err(e)) if out.is_empty() => return Err(e),
-                    _ => return Ok(out),
-                };
-                let record = ConsumerRecord {
+                    .map(|v| values.deserialize(topic, v).map_err(|e| bad("value", e)))
+                    .transpose()?;
+                out.push(ConsumerRecord {
                     topic_partition: tp.clone(),
                     offset: record.offset,
                     timestamp: record.timestamp,
-                    timestamp_type: *timestamp_type,
+                    timestamp_type,
                     key,
                     value,
                     headers: record.headers.clone(),
-                };
-                state.position = Some(record.offset + 1);
-                state.buffered.pop_front();
-                out.push(record);
-            }
+                });
+                Ok(())
+            },
+        );
+        match drained {
+            Err(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
         }
-        Ok(out)
     }
 }
 
@@ -1153,41 +873,4 @@ impl<K, V> Drop for Consumer<K, V> {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Appends the records of `records` within `wanted` (from the fetch offset to
-/// the high watermark) to the partition's buffer. Returns the offset after
-/// the last batch read (within `wanted`), if it read any: once the buffer is
-/// drained the position moves there, past what a batch no longer holds (a
-/// compacted log's emptied batches, records removed from the end of a
-/// batch, control batches), so the next fetch does not ask for the same
-/// batches again.
-fn buffer(
-    state: &mut PartitionState,
-    records: &crate::record::Records,
-    wanted: std::ops::Range<u64>,
-    check_crcs: bool,
-) -> Result<Option<u64>> {
-    let mut end = None;
-    for batch in records.batches() {
-        let batch = batch?;
-        if check_crcs {
-            batch.validate()?;
-        }
-        if batch.last_offset() < wanted.start {
-            continue;
-        }
-        end = Some(batch.next_offset().min(wanted.end));
-        if batch.is_control() {
-            continue;
-        }
-        let timestamp_type = batch.timestamp_type();
-        for record in batch.records() {
-            let record = record?;
-            if wanted.contains(&record.offset) {
-                state.buffered.push_back((record, timestamp_type));
-            }
-        }
-    }
-    Ok(end)
 }

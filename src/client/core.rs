@@ -24,7 +24,6 @@ pub(crate) struct MetadataSnapshot {
     pub(crate) controller: Option<NodeId>,
     pub(crate) brokers: Vec<NodeId>,
     pub(crate) topics: HashMap<Arc<str>, Arc<TopicMetadata>>,
-    pub(crate) fetched_at: Option<Instant>,
 }
 
 impl MetadataSnapshot {
@@ -115,7 +114,6 @@ impl ClientCore {
                             .into_iter()
                             .map(|t| (t.name.clone(), Arc::new(t)))
                             .collect(),
-                        fetched_at: Some(Instant::now()),
                     });
                     *self.metadata.write() = snapshot.clone();
                     return Ok(snapshot);
@@ -128,19 +126,6 @@ impl ClientCore {
             operation: "Metadata",
             timeout_ms: timeout.as_millis() as u64,
         }))
-    }
-
-    /// Refreshes the metadata if it is older than `max_age`.
-    pub(crate) fn metadata_at_most(
-        &self,
-        max_age: Duration,
-        timeout: Duration,
-    ) -> Result<Arc<MetadataSnapshot>> {
-        let cached = self.metadata();
-        match cached.fetched_at {
-            Some(at) if at.elapsed() < max_age => Ok(cached),
-            _ => self.refresh_metadata(timeout),
-        }
     }
 
     /// The topic's metadata: from the cache, else after one refresh.

@@ -15,6 +15,7 @@
 mod admin;
 mod config;
 mod consumer;
+mod consumer_core;
 mod core;
 pub mod group;
 mod metadata;
