@@ -71,6 +71,8 @@ pub mod broker;
 pub mod client;
 pub mod cluster;
 mod controller;
+#[cfg(test)]
+mod core_tests;
 mod error;
 pub mod group;
 pub mod protocol;

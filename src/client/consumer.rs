@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::consumer_core::ConsumerCore;
+use super::ConsumerCore;
 use super::core::ClientCore;
 use super::group::{
     CommitHandle, ConsumerGroupMetadata, GroupClient, Membership, RebalanceListener,

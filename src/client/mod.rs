@@ -31,7 +31,9 @@ pub use config::{
     ProducerConfig, ProducerConfigBuilder,
 };
 pub use consumer::{Consumer, ConsumerRecord};
+pub(crate) use consumer_core::ConsumerCore;
 pub use group::{CommitHandle, ConsumerGroupMetadata, RebalanceListener};
+pub(crate) use producer::core::ProducerCore;
 pub use producer::{
     DefaultPartitioner, DeliveryFuture, Partitioner, Producer, ProducerInterceptor, ProducerRecord,
     RecordMetadata,

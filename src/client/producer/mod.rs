@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use super::ProducerCore;
 use super::partitioner::partition_for_key;
 use super::{Bootstrap, DefaultSerde, ProducerConfig, Serializer};
 use crate::error::{Error, Result};
@@ -36,7 +37,6 @@ use crate::record::{BATCH_HEADER_LEN, Header};
 use crate::time::{Clock, SystemClock};
 use crate::topic::TopicPartition;
 use crate::transport::Transport;
-use core::ProducerCore;
 use delivery::BatchResult;
 pub use delivery::{DeliveryFuture, RecordMetadata};
 
