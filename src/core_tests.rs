@@ -306,22 +306,28 @@ impl World {
         }
     }
 
-    /// Produces `values` (one record each) to `tp` and returns their batch
-    /// ids.
-    fn produce(&mut self, tp: &TopicPartition, values: &[String]) -> Vec<u64> {
+    /// Produces 20 records `<prefix>-<i>` to `tp` and runs until every one
+    /// is acknowledged (acks=all: the in-sync replicas have it).
+    fn produce_acknowledged(&mut self, tp: &TopicPartition, prefix: &str) {
         let now = self.now;
-        let ids = values
-            .iter()
-            .map(|v| {
+        let batches: Vec<u64> = (0..20)
+            .map(|i| {
+                let value = format!("{prefix}-{i}");
                 self.producer()
-                    .append(tp, now, None, Some(v.as_bytes()), &[], 64, now)
+                    .append(tp, now, None, Some(value.as_bytes()), &[], 64, now)
                     .unwrap()
                     .batch
             })
             .collect();
         self.producer().wake();
         self.drain(PRODUCER);
-        ids
+        self.run_until(20_000, |w| {
+            batches.iter().all(|b| w.acknowledged.contains_key(b))
+        });
+        for b in &batches {
+            let outcome = &self.acknowledged[b];
+            assert!(matches!(outcome, Ok(Some(_))), "{outcome:?}");
+        }
     }
 
     /// Reads records from the consumer until it has `n` in all.
@@ -378,18 +384,7 @@ fn scenario() -> Run {
     world.consumer().assign(vec![tp.clone()]);
 
     // Replicated produce: acknowledged only once the ISR has it.
-    let first: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
-    let batches = world.produce(&tp, &first);
-    world.run_until(10_000, |w| {
-        batches.iter().all(|b| w.acknowledged.contains_key(b))
-    });
-    for b in &batches {
-        assert!(
-            matches!(world.acknowledged[b], Ok(Some(_))),
-            "{:?}",
-            world.acknowledged[b]
-        );
-    }
+    world.produce_acknowledged(&tp, "before");
     let mut read = Vec::new();
     world.consume(&mut read, 20);
 
@@ -399,18 +394,7 @@ fn scenario() -> Run {
     world.crash(old_leader);
     world.run_until(10_000, |w| w.leader(&tp).is_some_and(|l| l != old_leader));
     let new_leader = world.leader(&tp).expect("a new leader");
-    let second: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
-    let batches = world.produce(&tp, &second);
-    world.run_until(20_000, |w| {
-        batches.iter().all(|b| w.acknowledged.contains_key(b))
-    });
-    for b in &batches {
-        assert!(
-            matches!(world.acknowledged[b], Ok(Some(_))),
-            "{:?}",
-            world.acknowledged[b]
-        );
-    }
+    world.produce_acknowledged(&tp, "after");
     world.consume(&mut read, 40);
     Run {
         trace: world.trace,

@@ -7,12 +7,14 @@
 //! shows up.
 
 use super::BrokerCore;
-use super::purgatory::{HeldHeartbeat, PendingGroup, ReplyTo};
+use super::purgatory::{HeldHeartbeat, PendingGroup};
 use crate::error::{Error, Result};
 use crate::group::coordinator::{GroupCoordinator, Outcome, TopicCounts};
 use crate::group::records::GroupRecord;
 use crate::group::{CONSUMER_OFFSETS_TOPIC, offsets_partition_for, validate_group_id};
-use crate::protocol::{CreateTopicsRequest, GroupHeartbeatRequest, NodeId, Request, Response};
+use crate::protocol::{
+    CreateTopicsRequest, GroupHeartbeatRequest, NodeId, ReplyTo, Request, Response,
+};
 use crate::record::RecordBatchBuilder;
 use crate::storage::CleanupPolicy;
 use crate::time::Millis;

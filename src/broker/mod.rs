@@ -38,13 +38,13 @@ use crate::group::Assignor;
 use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::{
     AlterPartitionRequest, BrokerHeartbeatRequest, CONTROLLER_ID, ClusterMetadata, Envelope,
-    IsrProposal, Message, NodeId, Peer, Request, Response, UpdateMetadataRequest,
+    IsrProposal, Message, NodeId, Peer, ReplyTo, Request, Response, UpdateMetadataRequest,
 };
 use crate::replication::{ProducerStateTable, ReplicaSet, Update};
 use crate::storage::{PartitionLog, Storage};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
-use purgatory::{HeldHeartbeat, PendingFetch, PendingGroup, PendingProduce, Purgatory, ReplyTo};
+use purgatory::{HeldHeartbeat, PendingFetch, PendingGroup, PendingProduce, Purgatory};
 
 /// Settings of a broker, with Kafka's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,21 +373,12 @@ impl BrokerCore {
     /// Handles one envelope addressed to this broker: a request (answered
     /// now or parked) or the answer to one of its own requests.
     pub fn handle_message(&mut self, now: Millis, envelope: Envelope) {
-        let Envelope {
-            from,
-            correlation_id,
-            message,
-            ..
-        } = envelope;
-        match message {
-            Message::Request(request) => {
-                let reply = ReplyTo {
-                    peer: from,
-                    correlation_id,
-                };
-                self.handle_request(now, reply, request);
+        let reply = envelope.reply_to();
+        match envelope.message {
+            Message::Request(request) => self.handle_request(now, reply, request),
+            Message::Response(response) => {
+                self.handle_response(now, reply.correlation_id, response)
             }
-            Message::Response(response) => self.handle_response(now, correlation_id, response),
         }
         self.settle(now);
     }
@@ -660,12 +651,8 @@ impl BrokerCore {
     }
 
     fn respond(&mut self, reply: ReplyTo, response: Result<Response>) {
-        self.outbox.push_back(Envelope {
-            from: Peer::Broker(self.id),
-            to: reply.peer,
-            correlation_id: reply.correlation_id,
-            message: Message::Response(response),
-        });
+        let answer = reply.answer(Peer::Broker(self.id), response);
+        self.outbox.push_back(answer);
     }
 
     /// Queues a request of this broker's own; returns its correlation id.

@@ -11,16 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::protocol::{FetchRequest, GroupHeartbeatRequest, Peer, ProducedPartition, Response};
+use crate::protocol::{FetchRequest, GroupHeartbeatRequest, ProducedPartition, ReplyTo, Response};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
-
-/// Where the answer to a request goes: its sender and correlation id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReplyTo {
-    pub(crate) peer: Peer,
-    pub(crate) correlation_id: u64,
-}
 
 /// A parked fetch.
 #[derive(Debug)]

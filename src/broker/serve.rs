@@ -1,14 +1,14 @@
 //! The data path of a leader: produce, fetch (consumers and followers),
 //! offset look-ups and metadata answers.
 
-use super::purgatory::{PendingFetch, PendingProduce, ReplyTo};
+use super::purgatory::{PendingFetch, PendingProduce};
 use super::{BrokerCore, Partition};
 use crate::error::{Error, Result};
 use crate::protocol::{
     Acks, ClusterMetadata, FetchPartition, FetchRequest, FetchResponse, FetchedData,
     FetchedPartition, ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MetadataRequest,
     MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec, ProduceAck, ProducePartition,
-    ProduceRequest, ProduceResponse, ProducedPartition, Response,
+    ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo, Response,
 };
 use crate::record::{RecordBatch, Records};
 use crate::replication::{ProducerIds, SequenceCheck, diverging_epoch};

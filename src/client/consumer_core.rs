@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::metadata::MetadataCache;
+use super::metadata::{MetadataCache, queue_request};
 use super::{AutoOffsetReset, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::protocol::{
@@ -665,20 +665,6 @@ impl ConsumerCore {
             }
         }
     }
-}
-
-/// Queues a request of client `peer`; returns its correlation id.
-fn queue_request(
-    peer: Peer,
-    next_correlation_id: &mut u64,
-    outbox: &mut VecDeque<Envelope>,
-    to: NodeId,
-    request: Request,
-) -> u64 {
-    let id = *next_correlation_id;
-    *next_correlation_id += 1;
-    outbox.push_back(Envelope::request(peer, Peer::Broker(to), id, request));
-    id
 }
 
 /// Appends the records of `records` within `wanted` (from the fetch offset to

@@ -1,12 +1,13 @@
-//! The cluster as a client core sees it, and how the core keeps it fresh —
-//! without blocking: a refresh is a Metadata request the core sends and an
-//! answer it applies.
+//! What the client cores share: the cluster as a core sees it, and how the
+//! core keeps it fresh without blocking (a refresh is a Metadata request the
+//! core sends and an answer it applies), and how a core numbers the
+//! requests it queues.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::protocol::{MetadataRequest, NodeId, Request, Response, TopicMetadata};
+use crate::protocol::{Envelope, MetadataRequest, NodeId, Peer, Request, Response, TopicMetadata};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
 
@@ -180,4 +181,19 @@ impl MetadataCache {
         nodes.extend(self.bootstrap.iter().filter(|n| !self.brokers.contains(n)));
         nodes
     }
+}
+
+/// Queues a request of client `peer` to node `to`, numbered with the next
+/// correlation id; returns that id.
+pub(crate) fn queue_request(
+    peer: Peer,
+    next_correlation_id: &mut u64,
+    outbox: &mut VecDeque<Envelope>,
+    to: NodeId,
+    request: Request,
+) -> u64 {
+    let id = *next_correlation_id;
+    *next_correlation_id += 1;
+    outbox.push_back(Envelope::request(peer, Peer::Broker(to), id, request));
+    id
 }

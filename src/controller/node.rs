@@ -16,17 +16,11 @@ use super::Controller;
 use crate::error::{Error, Result};
 use crate::protocol::{
     BrokerHeartbeatRequest, BrokerInfo, ClusterMetadata, Envelope, Message, MetadataRequest,
-    MetadataResponse, NodeId, Peer, Request, Response, TopicResults, UpdateMetadataRequest,
+    MetadataResponse, NodeId, Peer, ReplyTo, Request, Response, TopicResults,
+    UpdateMetadataRequest,
 };
 use crate::storage::Storage;
 use crate::time::Millis;
-
-/// Where an answer goes: the requester and its correlation id.
-#[derive(Debug, Clone, Copy)]
-struct ReplyTo {
-    peer: Peer,
-    correlation_id: u64,
-}
 
 /// A metadata change being published: the answer to the request that made
 /// it waits until every live broker has answered the push (or the deadline
@@ -102,23 +96,13 @@ impl ControllerCore {
 
     /// Handles a request to the controller, or a broker's answer to a push.
     pub(crate) fn handle_message(&mut self, now: Millis, envelope: Envelope) {
-        let Envelope {
-            from,
-            correlation_id,
-            message,
-            ..
-        } = envelope;
-        match message {
-            Message::Request(request) => {
-                let reply = ReplyTo {
-                    peer: from,
-                    correlation_id,
-                };
-                self.handle_request(now, from, reply, request);
-            }
+        let reply = envelope.reply_to();
+        match envelope.message {
+            Message::Request(request) => self.handle_request(now, reply, request),
             Message::Response(_) => {
-                if let Some(publish) = self.pushes.remove(&correlation_id) {
-                    self.push_answered(publish, correlation_id);
+                let id = reply.correlation_id;
+                if let Some(publish) = self.pushes.remove(&id) {
+                    self.push_answered(publish, id);
                 }
             }
         }
@@ -173,7 +157,7 @@ impl ControllerCore {
         self.outbox.clear();
     }
 
-    fn handle_request(&mut self, now: Millis, from: Peer, reply: ReplyTo, request: Request) {
+    fn handle_request(&mut self, now: Millis, reply: ReplyTo, request: Request) {
         let Some(controller) = self.controller.as_mut() else {
             let stopped = Err(Error::NotController { broker: self.id });
             return self.answer(Some((reply, stopped)));
@@ -201,7 +185,11 @@ impl ControllerCore {
                 }))
             }
             Request::CreateTopics(r) => Ok(Response::CreateTopics(TopicResults {
-                topics: controller.create_topics_as(r.topics, matches!(from, Peer::Broker(_)), now),
+                topics: controller.create_topics_as(
+                    r.topics,
+                    matches!(reply.peer, Peer::Broker(_)),
+                    now,
+                ),
             })),
             Request::DeleteTopics(r) => Ok(Response::DeleteTopics(TopicResults {
                 topics: controller.delete_topics(r.topics, now),
@@ -310,12 +298,8 @@ impl ControllerCore {
 
     fn answer(&mut self, answer: Option<(ReplyTo, Result<Response>)>) {
         if let Some((reply, response)) = answer {
-            self.outbox.push_back(Envelope {
-                from: Peer::Broker(self.id),
-                to: reply.peer,
-                correlation_id: reply.correlation_id,
-                message: Message::Response(response),
-            });
+            let answer = reply.answer(Peer::Broker(self.id), response);
+            self.outbox.push_back(answer);
         }
     }
 }

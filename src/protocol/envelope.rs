@@ -49,7 +49,37 @@ pub struct Envelope {
     pub message: Message,
 }
 
+/// Where the answer to a request goes: its sender and its correlation id.
+/// A node that keeps a request for later (a parked fetch) keeps this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The requester.
+    pub peer: Peer,
+    /// The request's correlation id.
+    pub correlation_id: u64,
+}
+
+impl ReplyTo {
+    /// The answer `from` sends to this requester.
+    pub fn answer(self, from: Peer, response: Result<Response>) -> Envelope {
+        Envelope {
+            from,
+            to: self.peer,
+            correlation_id: self.correlation_id,
+            message: Message::Response(response),
+        }
+    }
+}
+
 impl Envelope {
+    /// Where this envelope's answer goes.
+    pub fn reply_to(&self) -> ReplyTo {
+        ReplyTo {
+            peer: self.from,
+            correlation_id: self.correlation_id,
+        }
+    }
+
     /// A request from `from` to `to`.
     pub fn request(from: Peer, to: Peer, correlation_id: u64, request: Request) -> Self {
         Self {
@@ -63,11 +93,6 @@ impl Envelope {
     /// The answer to this envelope's request: addressed back to its sender,
     /// with its correlation id.
     pub fn reply(&self, response: Result<Response>) -> Self {
-        Self {
-            from: self.to,
-            to: self.from,
-            correlation_id: self.correlation_id,
-            message: Message::Response(response),
-        }
+        self.reply_to().answer(self.to, response)
     }
 }

@@ -22,7 +22,7 @@ mod group;
 
 use std::sync::Arc;
 
-pub use envelope::{Envelope, Message};
+pub use envelope::{Envelope, Message, ReplyTo};
 pub use group::{
     CommittedOffsets, GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse,
     GroupListing, GroupState, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, MemberDescription,

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::accumulator::{Accumulator, Appended, ProducerBatch};
 use crate::client::ProducerConfig;
-use crate::client::metadata::MetadataCache;
+use crate::client::metadata::{MetadataCache, queue_request};
 use crate::error::{Error, Result};
 use crate::protocol::{
     Acks, CONTROLLER_ID, Envelope, Message, NodeId, Peer, ProduceAck, ProducePartition,
@@ -489,20 +489,6 @@ impl ProducerCore {
             }
         }
     }
-}
-
-/// Queues a request of client `peer`; returns its correlation id.
-fn queue_request(
-    peer: Peer,
-    next_correlation_id: &mut u64,
-    outbox: &mut VecDeque<Envelope>,
-    to: NodeId,
-    request: Request,
-) -> u64 {
-    let id = *next_correlation_id;
-    *next_correlation_id += 1;
-    outbox.push_back(Envelope::request(peer, Peer::Broker(to), id, request));
-    id
 }
 
 /// The error of a batch that waited longer than `delivery_timeout_ms`.
