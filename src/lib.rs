@@ -28,10 +28,15 @@
 //! - [`client`]: [`Producer`], [`Consumer`], [`Admin`] and their configs.
 //! - [`group`]: consumer groups — the coordinator's state machine, the
 //!   assignors, committed offsets in `__consumer_offsets`.
-//! - [`transport`]: how requests reach brokers ([`transport::LocalTransport`]
-//!   in-process, or your own); [`protocol`]: the messages.
-//! - [`broker`] and [`cluster`]: request handling, long-poll fetches, the
-//!   controller's metadata log, and the embedded [`Cluster`].
+//! - [`cluster`]: the embedded [`Cluster`], whose runtime drives the nodes.
+//! - [`transport`]: how envelopes reach nodes and clients
+//!   ([`transport::LocalTransport`] in-process, or your own);
+//!   [`protocol`]: the messages, their envelopes and their wire codec.
+//! - [`broker`]: a broker as a deterministic state machine
+//!   ([`broker::BrokerCore`]): request handling, long-poll fetches,
+//!   replication, the group coordinator. Like every core it never blocks,
+//!   sleeps, reads a clock or calls another node; a runtime (or a test, in
+//!   one thread) feeds it messages and time and sends what it returns.
 //!
 //! - [`record`]: the RecordBatch v2 format, byte for byte as Kafka writes it
 //!   (one layout on disk, in memory and on the wire).

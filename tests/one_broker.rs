@@ -1131,19 +1131,16 @@ impl Transport for SlowAnswers {
     }
 
     fn send(&self, envelope: Envelope) {
-        match &envelope.message {
-            Message::Request(Request::Produce(_)) => {
-                self.produce_requests.fetch_add(1, Ordering::SeqCst);
-            }
-            Message::Response(Ok(Response::Produce(_))) => {
-                let (inner, delay) = (self.inner.clone(), self.delay);
-                std::thread::spawn(move || {
-                    std::thread::sleep(delay);
-                    inner.send(envelope);
-                });
-                return;
-            }
-            _ => {}
+        if let Message::Response(Ok(Response::Produce(_))) = &envelope.message {
+            let (inner, delay) = (self.inner.clone(), self.delay);
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                inner.send(envelope);
+            });
+            return;
+        }
+        if let Message::Request(Request::Produce(_)) = &envelope.message {
+            self.produce_requests.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.send(envelope)
     }
