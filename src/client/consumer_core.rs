@@ -296,16 +296,20 @@ impl ConsumerCore {
             .map(|(&id, _)| id)
             .collect();
         for id in overdue {
-            let timed_out = Err(Error::RequestTimedOut {
-                operation: "Fetch",
-                timeout_ms: self.config.request_timeout_ms,
-            });
+            let timed_out = |operation| {
+                Err(Error::RequestTimedOut {
+                    operation,
+                    timeout_ms: self.config.request_timeout_ms,
+                })
+            };
             match self.in_flight.remove(&id) {
                 Some(InFlight::Fetch { partitions, .. }) => {
-                    self.fetched(now, id, &partitions, timed_out)
+                    let answer = timed_out("Fetch");
+                    self.fetched(now, id, &partitions, answer)
                 }
                 Some(InFlight::Lookup { partitions, .. }) => {
-                    self.looked_up(now, id, &partitions, timed_out)
+                    let answer = timed_out("ListOffsets");
+                    self.looked_up(now, id, &partitions, answer)
                 }
                 None => {}
             }

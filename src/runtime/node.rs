@@ -134,29 +134,24 @@ impl<C: Core> NodeRuntime<C> {
             shared.timer_wake.notify_all();
         }
         let _ = timer.join();
-        let (result, mut outputs) = {
+        let (result, mut outputs, owed) = {
             let mut node = shared.node.lock();
             let result = stop(&mut node.core, shared.clock.now_ms());
             let outputs = node.drain();
-            let owed = std::mem::take(&mut node.owed);
-            (result, (outputs, owed))
+            (result, outputs, std::mem::take(&mut node.owed))
         };
-        let unanswered = outputs
-            .1
-            .into_iter()
-            .map(|(peer, correlation_id)| Envelope {
-                from: Peer::Broker(shared.id),
-                to: peer,
-                correlation_id,
-                message: Message::Response(Err(Error::Network {
-                    node: shared.id,
-                    reason: "the node stopped".into(),
-                })),
-            });
-        outputs.0.extend(unanswered);
+        outputs.extend(owed.into_iter().map(|(peer, correlation_id)| Envelope {
+            from: Peer::Broker(shared.id),
+            to: peer,
+            correlation_id,
+            message: Message::Response(Err(Error::Network {
+                node: shared.id,
+                reason: "the node stopped".into(),
+            })),
+        }));
         let last = shared.clone();
         deliver(Box::new(move || {
-            for envelope in outputs.0 {
+            for envelope in outputs {
                 last.transport.send(envelope);
             }
         }));
