@@ -2,14 +2,16 @@
 //! and a consumer driven in one thread by a tiny deterministic world — a
 //! queue of envelopes and a virtual clock, no threads, locks or sleeps —
 //! through topic creation, replicated produce, consumption, the leader's
-//! crash, failover and more produce. Every envelope delivered is written to
-//! a trace with the wire codec; two runs from the same inputs must give the
-//! same trace, byte for byte.
+//! crash, failover and more produce; and two group members sharing a
+//! topic's partitions, committing and handing over. Every envelope
+//! delivered is written to a trace with the wire codec; two runs from the
+//! same inputs must give the same trace, byte for byte.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::broker::{BrokerConfig, BrokerCore};
+use crate::client::member_core::{Limits, MemberConfig, MemberCore};
 use crate::client::{
     Acks, AutoOffsetReset, ConsumerConfig, ConsumerCore, ProducerConfig, ProducerCore,
 };
@@ -36,6 +38,7 @@ enum Node {
     Controller(Box<ControllerCore>),
     Producer(Box<ProducerCore>),
     Consumer(Box<ConsumerCore>),
+    Member(Box<MemberCore>),
 }
 
 impl Node {
@@ -45,6 +48,7 @@ impl Node {
             Node::Controller(c) => c.handle_message(now, envelope),
             Node::Producer(c) => c.handle_message(now, envelope),
             Node::Consumer(c) => c.handle_message(now, envelope),
+            Node::Member(c) => c.handle_message(now, envelope),
         }
     }
 
@@ -54,6 +58,7 @@ impl Node {
             Node::Controller(c) => c.handle_timeout(now),
             Node::Producer(c) => c.handle_timeout(now),
             Node::Consumer(c) => c.handle_timeout(now, 100),
+            Node::Member(c) => c.handle_timeout(now),
         }
     }
 
@@ -63,6 +68,7 @@ impl Node {
             Node::Controller(c) => c.poll_timeout(),
             Node::Producer(c) => c.poll_timeout(),
             Node::Consumer(c) => c.poll_timeout(),
+            Node::Member(c) => c.poll_timeout(),
         }
     }
 
@@ -72,6 +78,7 @@ impl Node {
             Node::Controller(c) => c.poll_transmit(),
             Node::Producer(c) => c.poll_transmit(),
             Node::Consumer(c) => c.poll_transmit(),
+            Node::Member(c) => c.poll_transmit(),
         }
     }
 }
@@ -367,20 +374,7 @@ fn scenario() -> Run {
             min_insync_replicas: 2,
             ..TopicConfig::default()
         });
-    world.queue.push_back(Envelope::request(
-        ADMIN,
-        Peer::Broker(CONTROLLER_ID),
-        0,
-        Request::CreateTopics(CreateTopicsRequest {
-            topics: vec![topic],
-        }),
-    ));
-    world.run_until(5_000, |w| !w.admin_answers.is_empty());
-    let created = world.admin_answers.remove(0);
-    assert!(
-        matches!(&created.message, Message::Response(Ok(Response::CreateTopics(r))) if r.topics[0].1.is_ok()),
-        "{created:?}"
-    );
+    world.create_topic(topic);
     world.consumer().assign(vec![tp.clone()]);
 
     // Replicated produce: acknowledged only once the ISR has it.
@@ -431,6 +425,201 @@ fn three_brokers_a_controller_a_producer_and_a_consumer_run_in_one_thread_and_re
         run.leaders.1,
         run.delivered,
         run.virtual_ms,
+        run.trace.len()
+    );
+}
+
+// ----- a group of two members ------------------------------------------------
+
+const MEMBERS: [Peer; 2] = [Peer::Client(10), Peer::Client(11)];
+
+impl World {
+    fn member(&mut self, peer: Peer) -> &mut MemberCore {
+        match self.nodes.get_mut(&peer) {
+            Some(Node::Member(m)) => m,
+            _ => unreachable!("members are added before they are used"),
+        }
+    }
+
+    /// Applies a member's changes as a consumer's poll does: lost first,
+    /// then revoked, then assigned, then says so.
+    fn reconcile(&mut self, peer: Peer, held: &mut BTreeSet<TopicPartition>) {
+        let now = self.now;
+        let member = self.member(peer);
+        let changes = member.changes(now);
+        if changes.lost {
+            held.clear();
+        }
+        if let Some((id, target)) = changes.target {
+            let revoked: Vec<TopicPartition> = held.difference(&target).cloned().collect();
+            held.retain(|tp| target.contains(tp));
+            member.release(&revoked);
+            let added: Vec<TopicPartition> = target.difference(held).cloned().collect();
+            if member.hold(changes.incarnation, &added) {
+                held.extend(added);
+            }
+            member.reconciled(now, changes.incarnation, id);
+        }
+        self.drain(peer);
+    }
+
+    /// Runs, reconciling both members after every step and checking that
+    /// no partition is ever held twice, until `done` holds.
+    fn run_group_until(
+        &mut self,
+        held: &mut [BTreeSet<TopicPartition>; 2],
+        mut done: impl FnMut(&mut World, &[BTreeSet<TopicPartition>; 2]) -> bool,
+    ) {
+        let until = self.now + 20_000;
+        loop {
+            for (i, peer) in MEMBERS.iter().enumerate() {
+                if self.nodes.contains_key(peer) {
+                    self.reconcile(*peer, &mut held[i]);
+                }
+            }
+            assert!(
+                held[0].is_disjoint(&held[1]),
+                "a partition held twice: {held:?}"
+            );
+            if done(self, held) {
+                return;
+            }
+            assert!(self.step(until), "nothing happened by {until}");
+        }
+    }
+
+    /// Creates `topic` through the controller, as an admin would.
+    fn create_topic(&mut self, topic: NewTopic) {
+        self.queue.push_back(Envelope::request(
+            ADMIN,
+            Peer::Broker(CONTROLLER_ID),
+            0,
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![topic],
+            }),
+        ));
+        self.run_until(5_000, |w| !w.admin_answers.is_empty());
+        let created = self.admin_answers.remove(0);
+        assert!(
+            matches!(&created.message, Message::Response(Ok(Response::CreateTopics(r))) if r.topics[0].1.is_ok()),
+            "{created:?}"
+        );
+    }
+}
+
+/// What a run of the group scenario saw.
+struct GroupRun {
+    trace: Vec<u8>,
+    split: [BTreeSet<TopicPartition>; 2],
+    committed: Vec<(TopicPartition, u64)>,
+    last: BTreeSet<TopicPartition>,
+}
+
+fn group_scenario() -> GroupRun {
+    let mut world = World::new();
+    world.create_topic(NewTopic::new("events", 4).replication_factor(3));
+    let config = MemberConfig {
+        group: "billing".into(),
+        instance_id: None,
+        client_id: "member".into(),
+        assignor: "range".into(),
+        limits: Limits {
+            session_timeout: 3_000,
+            heartbeat_interval: 300,
+            max_poll_interval: 60_000,
+        },
+        request_timeout: 5_000,
+        retry_backoff: 50,
+    };
+    let bootstrap: Vec<NodeId> = (0..BROKERS).collect();
+    let subscription =
+        crate::protocol::Subscription::Topics(["events".to_string()].into_iter().collect());
+    for peer in MEMBERS {
+        let mut member = MemberCore::new(peer, config.clone(), bootstrap.clone(), world.now);
+        member.subscribe(world.now, subscription.clone());
+        world.nodes.insert(peer, Node::Member(Box::new(member)));
+        world.drain(peer);
+    }
+    // Both join; the four partitions are split between them.
+    let mut held: [BTreeSet<TopicPartition>; 2] = Default::default();
+    world.run_group_until(&mut held, |_, held| {
+        held[0].len() == 2 && held[1].len() == 2
+    });
+    let split = held.clone();
+    // The first commits what it read of its partitions, then reads it back.
+    let now = world.now;
+    let offsets: Vec<_> = split[0]
+        .iter()
+        .map(|tp| (tp.clone(), crate::protocol::OffsetAndMetadata::new(5)))
+        .collect();
+    let commit = world
+        .member(MEMBERS[0])
+        .commit(now, offsets, now + 5_000, true);
+    let commit = commit.expect("a member in the group may commit");
+    let lookup = world
+        .member(MEMBERS[0])
+        .fetch_committed(now, None, now + 5_000);
+    world.drain(MEMBERS[0]);
+    let mut answers = BTreeMap::new();
+    world.run_group_until(&mut held, |w, _| {
+        while let Some((op, result)) = w.member(MEMBERS[0]).poll_completion() {
+            answers.insert(op, result);
+        }
+        answers.len() == 2
+    });
+    assert!(
+        matches!(answers[&commit], Ok(Response::OffsetCommit)),
+        "{:?}",
+        answers[&commit]
+    );
+    let committed: Vec<(TopicPartition, u64)> = match &answers[&lookup] {
+        Ok(Response::OffsetFetch(found)) => {
+            found.iter().map(|(tp, o)| (tp.clone(), o.offset)).collect()
+        }
+        other => panic!("{other:?}"),
+    };
+    // The first leaves: the second takes everything.
+    let now = world.now;
+    let leave = world.member(MEMBERS[0]).leave(now);
+    assert!(leave.is_some(), "a joined member sends a leave");
+    held[0].clear();
+    world.drain(MEMBERS[0]);
+    world.run_group_until(&mut held, |_, held| held[1].len() == 4);
+    GroupRun {
+        trace: world.trace,
+        split,
+        committed,
+        last: held[1].clone(),
+    }
+}
+
+#[test]
+fn two_members_split_a_topic_commit_and_hand_over_in_one_thread_and_replay_exactly() {
+    let run = group_scenario();
+    assert!(run.split[0].is_disjoint(&run.split[1]));
+    let mut committed = run.committed.clone();
+    committed.sort();
+    let expected: Vec<(TopicPartition, u64)> =
+        run.split[0].iter().map(|tp| (tp.clone(), 5)).collect();
+    assert_eq!(committed, expected, "the commit reads back");
+    assert_eq!(
+        run.last.len(),
+        4,
+        "the remaining member owns every partition"
+    );
+    let again = group_scenario();
+    assert_eq!(run.split, again.split);
+    assert!(run.trace == again.trace, "the two traces differ");
+    println!(
+        "group run: split {:?} / {:?}; trace of {} bytes, identical twice",
+        run.split[0]
+            .iter()
+            .map(|tp| tp.partition())
+            .collect::<Vec<_>>(),
+        run.split[1]
+            .iter()
+            .map(|tp| tp.partition())
+            .collect::<Vec<_>>(),
         run.trace.len()
     );
 }

@@ -3,21 +3,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use super::core::{ClientCore, unexpected};
-use super::group::GroupClient;
-use super::{AdminConfig, Bootstrap};
+use parking_lot::Mutex;
+
+use super::admin_core::{AdminAnswer, AdminAsk, AdminCore, AdminOp, MetadataView};
+use super::offsets::FoundOffsets;
+use super::{AdminConfig, Bootstrap, ClientInbox, unexpected};
 use crate::error::{Error, Result};
 use crate::group::{
     CONSUMER_OFFSETS_TOPIC, GroupDescription, GroupListing, OffsetAndMetadata,
     offsets_partition_for,
 };
-use crate::protocol::OffsetSpec;
 use crate::protocol::{
     AlterPartitionReassignmentsRequest, BrokerInfo, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, NodeId, Request, Response, TopicMetadata, TopicResults,
+    DeleteTopicsRequest, NodeId, OffsetCommitRequest, OffsetSpec, Peer, Request, Response,
+    TopicMetadata, TopicResults,
 };
+use crate::time::{Clock, Millis, SystemClock};
 use crate::topic::INTERNAL_TOPIC_PREFIX;
 use crate::topic::{NewTopic, TopicPartition};
 
@@ -80,7 +82,9 @@ pub enum OffsetReset {
 /// Every call blocks until the controller has recorded the change and sent
 /// it to every reachable broker (or fails), retrying retriable errors for up
 /// to `default_api_timeout_ms`. A broker that was unreachable gets the change
-/// when it is next told the metadata.
+/// when it is next told the metadata. The work runs on the calling thread;
+/// `Admin` is `Send + Sync`, and calls from several threads proceed
+/// together.
 ///
 /// ```
 /// use ferrolog::{Admin, Cluster, NewTopic};
@@ -95,10 +99,30 @@ pub enum OffsetReset {
 /// assert!(admin.list_topics()?.is_empty());
 /// # Ok::<(), ferrolog::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct Admin {
-    core: Arc<ClientCore>,
+    /// The requests in flight and the metadata (see [`AdminCore`]).
+    core: Mutex<AdminCore>,
+    /// Finished requests not yet taken by the call that made them.
+    finished: Mutex<BTreeMap<AdminOp, Result<AdminAnswer>>>,
+    peer: Peer,
+    bootstrap: Bootstrap,
+    inbox: Arc<ClientInbox>,
+    clock: SystemClock,
     config: AdminConfig,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.bootstrap.transport.deregister(self.peer);
+    }
 }
 
 impl Admin {
@@ -110,10 +134,96 @@ impl Admin {
     /// An admin client with `config` (validated).
     pub fn with_config(bootstrap: impl Into<Bootstrap>, config: AdminConfig) -> Result<Self> {
         config.validate()?;
+        let bootstrap: Bootstrap = bootstrap.into();
+        if bootstrap.nodes.is_empty() {
+            return Err(Error::config("bootstrap", "names no broker"));
+        }
+        let peer = crate::transport::new_client_peer();
+        let inbox = Arc::new(ClientInbox::default());
+        bootstrap.transport.register(peer, inbox.clone())?;
+        let core = AdminCore::new(
+            peer,
+            bootstrap.nodes.clone(),
+            config.default_api_timeout_ms as Millis,
+            config.retry_backoff_ms as Millis,
+        );
         Ok(Self {
-            core: ClientCore::new(bootstrap.into())?,
+            core: Mutex::new(core),
+            finished: Mutex::new(BTreeMap::new()),
+            peer,
+            bootstrap,
+            inbox,
+            clock: SystemClock,
             config,
         })
+    }
+
+    /// Runs `ask` to its end (at most `default_api_timeout_ms`), driving the
+    /// core on this thread.
+    fn run(&self, ask: AdminAsk) -> Result<AdminAnswer> {
+        let now = self.clock.now_ms();
+        let deadline = now + self.config.default_api_timeout_ms as Millis;
+        let id = self.core.lock().submit(now, ask, deadline);
+        loop {
+            self.inbox.unwake();
+            let core_wake = self.pump();
+            if let Some(outcome) = self.finished.lock().remove(&id) {
+                return outcome;
+            }
+            self.inbox.wait(&self.clock, core_wake, None);
+        }
+    }
+
+    /// Feeds the core what arrived and the time, sends what it wants sent,
+    /// and files what finished (waking the other calls); returns the core's
+    /// next deadline.
+    fn pump(&self) -> Option<Millis> {
+        let answers = self.inbox.take();
+        let now = self.clock.now_ms();
+        let mut core = self.core.lock();
+        for envelope in answers {
+            core.handle_message(now, envelope);
+        }
+        core.handle_timeout(now);
+        let outputs: Vec<_> = std::iter::from_fn(|| core.poll_transmit()).collect();
+        let done: Vec<_> = std::iter::from_fn(|| core.poll_completion()).collect();
+        let next = core.poll_timeout();
+        drop(core);
+        for envelope in outputs {
+            self.bootstrap.transport.send(envelope);
+        }
+        if !done.is_empty() {
+            self.finished.lock().extend(done);
+            self.inbox.wake();
+        }
+        next
+    }
+
+    fn request(&self, ask: AdminAsk) -> Result<Response> {
+        match self.run(ask)? {
+            AdminAnswer::Response(response) => Ok(response),
+            _ => Err(Error::InvalidRequest {
+                reason: "expected a response".into(),
+            }),
+        }
+    }
+
+    fn fresh_metadata(&self) -> Result<MetadataView> {
+        match self.run(AdminAsk::Metadata)? {
+            AdminAnswer::Metadata(view) => Ok(view),
+            _ => Err(Error::InvalidRequest {
+                reason: "expected metadata".into(),
+            }),
+        }
+    }
+
+    fn list_offsets(&self, wanted: Vec<(TopicPartition, OffsetSpec)>) -> Result<FoundOffsets> {
+        match self.run(AdminAsk::Offsets(wanted))? {
+            AdminAnswer::Offsets(found) => Ok(found),
+            _ => Err(Error::InvalidRequest {
+                reason: "expected offsets".into(),
+            }),
+        }
     }
 
     /// Creates one topic. Errors: [`Error::TopicAlreadyExists`],
@@ -152,7 +262,7 @@ impl Admin {
     /// A topic's partitions (leader, replicas, in-sync replicas, epoch) and
     /// settings, freshly asked.
     pub fn describe_topic(&self, name: &str) -> Result<TopicMetadata> {
-        let metadata = self.core.refresh_metadata(self.timeout())?;
+        let metadata = self.fresh_metadata()?;
         metadata
             .topics
             .get(name)
@@ -165,7 +275,7 @@ impl Admin {
     /// The names of all topics but the internal ones (`__consumer_offsets`),
     /// sorted.
     pub fn list_topics(&self) -> Result<Vec<String>> {
-        let metadata = self.core.refresh_metadata(self.timeout())?;
+        let metadata = self.fresh_metadata()?;
         let mut names: Vec<String> = metadata
             .topics
             .keys()
@@ -178,25 +288,15 @@ impl Admin {
 
     /// The brokers and the controller.
     pub fn describe_cluster(&self) -> Result<ClusterDescription> {
-        self.core.refresh_metadata(self.timeout())?;
-        let deadline = Instant::now() + self.timeout();
-        let metadata = self.core.metadata();
+        let metadata = self.fresh_metadata()?;
         let node = metadata.brokers.first().copied().unwrap_or_default();
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self
-            .core
-            .call(node, Request::Metadata(Default::default()), left)?
-        {
+        match self.request(AdminAsk::Node(node, Request::Metadata(Default::default())))? {
             Response::Metadata(m) => Ok(ClusterDescription {
                 brokers: m.brokers,
                 controller: m.controller,
             }),
             other => Err(unexpected("Metadata", &other)),
         }
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.default_api_timeout_ms)
     }
 
     /// Sends an admin request to the controller, retrying retriable errors.
@@ -211,35 +311,9 @@ impl Admin {
     }
 
     /// Sends a request to the controller, retrying retriable errors until
-    /// `default_api_timeout_ms`, then refreshes the cached metadata.
+    /// `default_api_timeout_ms`; answers once the metadata shows the change.
     fn call_controller(&self, request: Request) -> Result<Response> {
-        let deadline = Instant::now() + self.timeout();
-        let backoff = Duration::from_millis(self.config.retry_backoff_ms);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let metadata = match self.core.metadata().controller {
-                Some(_) => self.core.metadata(),
-                None => self.core.refresh_metadata(left)?,
-            };
-            let outcome = match metadata.controller {
-                Some(node) => self.core.call(node, request.clone(), left),
-                None => Err(Error::NotController { broker: 0 }),
-            };
-            match outcome {
-                Ok(response) => {
-                    self.core
-                        .refresh_metadata(deadline.saturating_duration_since(Instant::now()))?;
-                    return Ok(response);
-                }
-                Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
-                    std::thread::sleep(backoff);
-                    let _ = self
-                        .core
-                        .refresh_metadata(deadline.saturating_duration_since(Instant::now()));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.request(AdminAsk::Controller(request))
     }
 
     /// Moves partitions to new replicas (preferred leader first), as Kafka's
@@ -262,28 +336,22 @@ impl Admin {
 }
 
 impl Admin {
-    fn group_client(&self, group: &str) -> Result<GroupClient> {
+    /// Sends `request` to `group`'s coordinator, retrying while it moves.
+    fn group_call(&self, group: &str, request: Request) -> Result<Response> {
         crate::group::validate_group_id(group)?;
-        Ok(GroupClient::new(
-            self.core.clone(),
-            group.to_string(),
-            self.timeout(),
-            Duration::from_millis(self.config.retry_backoff_ms),
-        ))
+        self.request(AdminAsk::Coordinator(group.to_string(), request))
     }
 
     /// Every consumer group the cluster knows (with members or committed
     /// offsets), sorted by id, as their coordinators report them.
     pub fn list_groups(&self) -> Result<Vec<GroupListing>> {
-        let metadata = self.core.refresh_metadata(self.timeout())?;
-        let deadline = Instant::now() + self.timeout();
+        let metadata = self.fresh_metadata()?;
         // The coordinator of a group is the leader of its partition; a
         // broker that just lost the partition may still list it.
         let offsets = metadata.topics.get(CONSUMER_OFFSETS_TOPIC).cloned();
         let mut groups: BTreeMap<String, GroupListing> = BTreeMap::new();
         for &node in &metadata.brokers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let listed = match self.core.call(node, Request::ListGroups, left) {
+            let listed = match self.request(AdminAsk::Node(node, Request::ListGroups)) {
                 Ok(Response::ListGroups(listed)) => listed,
                 Ok(other) => return Err(unexpected("ListGroups", &other)),
                 Err(e) if e.is_retriable() => continue,
@@ -307,13 +375,10 @@ impl Admin {
     /// `kafka-consumer-groups --describe` prints). A group without members
     /// or offsets is [`Error::GroupIdNotFound`].
     pub fn describe_group(&self, group: &str) -> Result<ConsumerGroupDescription> {
-        let client = self.group_client(group)?;
-        let deadline = Instant::now() + self.timeout();
-        let description =
-            match client.call(|| Request::DescribeGroup(group.to_string()), deadline)? {
-                Response::DescribeGroup(d) => d,
-                other => return Err(unexpected("ConsumerGroupDescribe", &other)),
-            };
+        let description = match self.group_call(group, Request::DescribeGroup(group.to_string()))? {
+            Response::DescribeGroup(d) => d,
+            other => return Err(unexpected("ConsumerGroupDescribe", &other)),
+        };
         let mut owners: BTreeMap<TopicPartition, (String, String)> = BTreeMap::new();
         for m in &description.members {
             for tp in m.assignment.iter().chain(&m.pending_revocation) {
@@ -326,12 +391,11 @@ impl Admin {
             .chain(owners.keys())
             .cloned()
             .collect();
-        let ends = self.core.list_offsets(
+        let ends = self.list_offsets(
             partitions
                 .iter()
                 .map(|tp| (tp.clone(), OffsetSpec::Latest))
                 .collect(),
-            deadline,
         )?;
         let partitions = partitions
             .into_iter()
@@ -365,10 +429,8 @@ impl Admin {
         partitions: impl IntoIterator<Item = TopicPartition>,
         to: OffsetReset,
     ) -> Result<BTreeMap<TopicPartition, u64>> {
-        let client = self.group_client(group)?;
-        let deadline = Instant::now() + self.timeout();
         let partitions: Vec<TopicPartition> = partitions.into_iter().collect();
-        match client.call(|| Request::DescribeGroup(group.to_string()), deadline) {
+        match self.group_call(group, Request::DescribeGroup(group.to_string())) {
             Ok(Response::DescribeGroup(d)) if !d.members.is_empty() => {
                 return Err(Error::NonEmptyGroup {
                     group: group.to_string(),
@@ -379,10 +441,7 @@ impl Admin {
             Err(e) => return Err(e),
         }
         let ask = |spec: OffsetSpec| {
-            self.core.list_offsets(
-                partitions.iter().map(|tp| (tp.clone(), spec)).collect(),
-                deadline,
-            )
+            self.list_offsets(partitions.iter().map(|tp| (tp.clone(), spec)).collect())
         };
         let earliest = ask(OffsetSpec::Earliest)?;
         let latest = ask(OffsetSpec::Latest)?;
@@ -390,12 +449,9 @@ impl Admin {
             OffsetReset::Timestamp(ts) => Some(ask(OffsetSpec::Timestamp(ts))?),
             _ => None,
         };
-        let offset_of =
-            |map: &std::collections::HashMap<
-                TopicPartition,
-                Option<crate::protocol::OffsetAndTimestamp>,
-            >,
-             tp: &TopicPartition| { map.get(tp).cloned().flatten().map(|o| o.offset) };
+        let offset_of = |map: &FoundOffsets, tp: &TopicPartition| {
+            map.get(tp).cloned().flatten().map(|o| o.offset)
+        };
         let mut offsets = BTreeMap::new();
         for tp in &partitions {
             let (low, high) = (
@@ -417,16 +473,21 @@ impl Admin {
             .iter()
             .map(|(tp, &o)| (tp.clone(), OffsetAndMetadata::new(o)))
             .collect();
-        client
-            .commit((String::new(), -1), commit, deadline)
-            .map_err(|e| match e {
-                Error::UnknownMemberId { .. } => Error::NonEmptyGroup {
-                    group: group.to_string(),
-                    members: 1,
-                },
-                other => other,
-            })?;
-        Ok(offsets)
+        let request = Request::OffsetCommit(OffsetCommitRequest {
+            group: group.to_string(),
+            member_id: String::new(),
+            member_epoch: -1,
+            offsets: commit,
+        });
+        match self.group_call(group, request) {
+            Ok(Response::OffsetCommit) => Ok(offsets),
+            Ok(other) => Err(unexpected("OffsetCommit", &other)),
+            Err(Error::UnknownMemberId { .. }) => Err(Error::NonEmptyGroup {
+                group: group.to_string(),
+                members: 1,
+            }),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -19,17 +19,15 @@
 //! fetched or returned until resumed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::ConsumerCore;
-use super::core::ClientCore;
-use super::group::{
-    CommitHandle, ConsumerGroupMetadata, GroupClient, Membership, RebalanceListener,
-};
-use super::{Bootstrap, ConsumerConfig, DefaultSerde, Deserializer};
+use super::group::{CommitHandle, ConsumerGroupMetadata, GroupMember, RebalanceListener};
+use super::offsets::FoundOffsets;
+use super::{Bootstrap, ClientInbox, ConsumerConfig, DefaultSerde, Deserializer};
 use crate::error::{Error, Result};
 use crate::group::OffsetAndMetadata;
 use crate::protocol::{
@@ -38,7 +36,6 @@ use crate::protocol::{
 use crate::record::{Header, TimestampType};
 use crate::time::{Clock, Millis, SystemClock};
 use crate::topic::TopicPartition;
-use crate::transport::Transport;
 
 /// A record as a consumer returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,34 +68,6 @@ impl<K, V> ConsumerRecord<K, V> {
     }
 }
 
-/// Where the transport delivers the consumer's answers; `poll` takes them.
-#[derive(Default)]
-struct ConsumerInbox {
-    state: Mutex<Inbox>,
-    arrived: Condvar,
-}
-
-#[derive(Default)]
-struct Inbox {
-    answers: Vec<Envelope>,
-    /// The group membership changed: `poll` has something to apply.
-    woken: bool,
-}
-
-impl ConsumerInbox {
-    fn wake(&self) {
-        self.state.lock().woken = true;
-        self.arrived.notify_all();
-    }
-}
-
-impl crate::transport::Inbox for ConsumerInbox {
-    fn deliver(&self, envelope: Envelope) {
-        self.state.lock().answers.push(envelope);
-        self.arrived.notify_all();
-    }
-}
-
 /// Reads records from assigned partitions; see the [`client` module docs](crate::client).
 ///
 /// ```
@@ -121,22 +90,21 @@ impl crate::transport::Inbox for ConsumerInbox {
 /// # Ok::<(), ferrolog::Error>(())
 /// ```
 pub struct Consumer<K, V> {
-    /// Lookups that wait (metadata, offsets for times, committed offsets).
-    core: Arc<ClientCore>,
-    /// Positions, fetches and fetched records.
-    fetch: ConsumerCore,
+    /// Positions, fetches, fetched records and offset lookups (locked only
+    /// by the `&self` methods; the others reach it directly).
+    core: Mutex<ConsumerCore>,
     peer: Peer,
-    transport: Arc<dyn Transport>,
-    inbox: Arc<ConsumerInbox>,
+    bootstrap: Bootstrap,
+    inbox: Arc<ClientInbox>,
     clock: SystemClock,
     config: ConsumerConfig,
     key_deserializer: Box<dyn Deserializer<K>>,
     value_deserializer: Box<dyn Deserializer<V>>,
     closed: bool,
-    /// The group's coordinator client, with a `group_id`.
-    group: Option<Arc<GroupClient>>,
-    /// Membership, while subscribed.
-    membership: Option<Membership>,
+    /// The member core's driver, started at the first use of the group.
+    member: OnceLock<GroupMember>,
+    /// Whether the consumer subscribed (its partitions come from the group).
+    subscribed: bool,
     listener: Option<Box<dyn RebalanceListener<K, V>>>,
     /// Set while a listener runs (it must not poll).
     in_listener: bool,
@@ -147,7 +115,7 @@ impl<K, V> std::fmt::Debug for Consumer<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("client_id", &self.config.client_id)
-            .field("assignment", &self.fetch.assignment())
+            .field("assignment", &self.core.lock().assignment())
             .finish()
     }
 }
@@ -171,29 +139,26 @@ impl<K, V> Consumer<K, V> {
     ) -> Result<Self> {
         config.validate()?;
         let bootstrap: Bootstrap = bootstrap.into();
-        let core = ClientCore::new(bootstrap.clone())?;
-        let group = config.group_id.clone().map(|group| {
-            Arc::new(GroupClient::new(
-                core.clone(),
-                group,
-                Duration::from_millis(config.request_timeout_ms),
-                Duration::from_millis(config.retry_backoff_ms),
-            ))
-        });
+        if bootstrap.nodes.is_empty() {
+            return Err(Error::config("bootstrap", "names no broker"));
+        }
         let peer = crate::transport::new_client_peer();
-        let inbox = Arc::new(ConsumerInbox::default());
+        let inbox = Arc::new(ClientInbox::default());
         bootstrap.transport.register(peer, inbox.clone())?;
         Ok(Self {
-            core,
-            fetch: ConsumerCore::new(peer, config.clone(), bootstrap.nodes),
+            core: Mutex::new(ConsumerCore::new(
+                peer,
+                config.clone(),
+                bootstrap.nodes.clone(),
+            )),
             peer,
-            transport: bootstrap.transport,
+            bootstrap,
             inbox,
             clock: SystemClock,
             next_auto_commit: Instant::now()
                 + Duration::from_millis(config.auto_commit_interval_ms),
-            group,
-            membership: None,
+            member: OnceLock::new(),
+            subscribed: false,
             listener: None,
             in_listener: false,
             config,
@@ -212,6 +177,11 @@ impl<K, V> Consumer<K, V> {
         Duration::from_millis(self.config.default_api_timeout_ms)
     }
 
+    /// The core, for the `&mut self` methods.
+    fn fetch(&mut self) -> &mut ConsumerCore {
+        self.core.get_mut()
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed {
             return Err(Error::ClientClosed { client: "consumer" });
@@ -227,17 +197,15 @@ impl<K, V> Consumer<K, V> {
     /// ([`Error::InvalidRequest`]; [`unsubscribe`](Self::unsubscribe) first).
     pub fn assign(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) -> Result<()> {
         self.check_open()?;
-        if self.membership.is_some() {
+        if self.subscribed {
             return Err(Error::InvalidRequest {
                 reason: "the consumer is subscribed; unsubscribe before assigning partitions"
                     .into(),
             });
         }
         let partitions: Vec<TopicPartition> = partitions.into_iter().collect();
-        for tp in &partitions {
-            self.core.check_partition(tp, self.api_timeout())?;
-        }
-        self.fetch.assign(partitions);
+        self.check_partitions(&partitions)?;
+        self.fetch().assign(partitions);
         Ok(())
     }
 
@@ -245,13 +213,13 @@ impl<K, V> Consumer<K, V> {
     /// group (or hit its own session or poll limits) owns nothing, even
     /// before its next `poll` applies that.
     pub fn assignment(&self) -> Vec<TopicPartition> {
-        if let Some(m) = &self.membership {
-            let state = m.shared.state.lock();
-            if state.lost || state.expired(Instant::now(), &m.shared.limits) {
-                return Vec::new();
-            }
+        if self.subscribed
+            && let Some(member) = self.member.get()
+            && member.look(|core, now| core.holds_nothing(now))
+        {
+            return Vec::new();
         }
-        self.fetch.assignment()
+        self.core.lock().assignment()
     }
 
     /// Returns the next records of the non-paused assigned partitions,
@@ -274,19 +242,19 @@ impl<K, V> Consumer<K, V> {
                 reason: "poll cannot be called from a rebalance listener".into(),
             });
         }
-        if self.fetch.is_empty() && self.membership.is_none() {
+        if self.fetch().is_empty() && !self.subscribed {
             return Err(Error::NotAssigned);
         }
         let deadline = Instant::now().checked_add(timeout);
         let max_wait = Millis::from(self.config.fetch_max_wait_ms);
         let mut last_round = false;
         loop {
-            self.inbox.state.lock().woken = false;
+            self.inbox.unwake();
             self.apply_group_changes()?;
             self.maybe_auto_commit();
-            self.fetch.check_resettable(None)?;
+            self.fetch().check_resettable(None)?;
             self.pump(max_wait);
-            if let Some(e) = self.fetch.take_error() {
+            if let Some(e) = self.fetch().take_error() {
                 return Err(e);
             }
             let records = self.drain()?;
@@ -305,51 +273,45 @@ impl<K, V> Consumer<K, V> {
                 last_round = true;
                 continue;
             }
-            self.wait(deadline);
+            self.wait(deadline, true);
         }
     }
 
     /// Feeds the core the answers that arrived and the time, and sends what
     /// it wants sent; a fetch may wait at the broker up to `max_wait_ms`.
-    fn pump(&mut self, max_wait_ms: Millis) {
-        let answers = std::mem::take(&mut self.inbox.state.lock().answers);
+    fn pump(&self, max_wait_ms: Millis) {
+        let answers = self.inbox.take();
         let now = self.clock.now_ms();
+        let mut core = self.core.lock();
         for envelope in answers {
-            self.fetch.handle_message(now, envelope);
+            core.handle_message(now, envelope);
         }
-        self.fetch.handle_timeout(now, max_wait_ms);
-        while let Some(envelope) = self.fetch.poll_transmit() {
-            self.transport.send(envelope);
+        core.handle_timeout(now, max_wait_ms);
+        let outputs: Vec<Envelope> = std::iter::from_fn(|| core.poll_transmit()).collect();
+        drop(core);
+        for envelope in outputs {
+            self.bootstrap.transport.send(envelope);
         }
     }
 
     /// Waits for an answer, a group change, the core's next deadline, or
-    /// `deadline`, whichever comes first; not at all while records wait to
-    /// be returned.
-    fn wait(&self, deadline: Option<Instant>) {
-        if self.fetch.has_records() {
-            return;
-        }
-        let core_wake = self.fetch.poll_timeout().map(|at| {
-            let in_ms = at.saturating_sub(self.clock.now_ms()).max(0) as u64;
-            Instant::now() + Duration::from_millis(in_ms)
-        });
-        let wake = core_wake.into_iter().chain(deadline).min();
-        let mut inbox = self.inbox.state.lock();
-        if inbox.answers.is_empty() && !inbox.woken {
-            match wake {
-                Some(wake) => {
-                    let _ = self.inbox.arrived.wait_until(&mut inbox, wake);
-                }
-                None => self.inbox.arrived.wait(&mut inbox),
+    /// `deadline`, whichever comes first; with `for_records`, not at all
+    /// while records wait to be returned.
+    fn wait(&self, deadline: Option<Instant>, for_records: bool) {
+        let core_wake = {
+            let core = self.core.lock();
+            if for_records && core.has_records() {
+                return;
             }
-        }
+            core.poll_timeout()
+        };
+        self.inbox.wait(&self.clock, core_wake, deadline);
     }
 
     /// Moves the position of `tp` to `offset`; the next `poll` returns the
     /// record there. Buffered records of `tp` are dropped.
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
-        self.fetch.seek(tp, offset)
+        self.fetch().seek(tp, offset)
     }
 
     /// Moves the positions to the first offset still in each log.
@@ -375,9 +337,9 @@ impl<K, V> Consumer<K, V> {
         spec: OffsetSpec,
     ) -> Result<()> {
         let partitions: Vec<&TopicPartition> = partitions.into_iter().collect();
-        self.fetch.check_assigned(partitions.iter().copied())?;
+        self.fetch().check_assigned(partitions.iter().copied())?;
         for tp in partitions {
-            self.fetch.seek_to(tp, spec)?;
+            self.fetch().seek_to(tp, spec)?;
         }
         Ok(())
     }
@@ -387,15 +349,15 @@ impl<K, V> Consumer<K, V> {
     pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
         let deadline = Instant::now() + self.api_timeout();
         loop {
-            if let Some(position) = self.fetch.position(tp)? {
+            if let Some(position) = self.fetch().position(tp)? {
                 return Ok(position);
             }
-            self.fetch.check_resettable(Some(tp))?;
+            self.fetch().check_resettable(Some(tp))?;
             self.pump(Millis::from(self.config.fetch_max_wait_ms));
-            if let Some(e) = self.fetch.take_error() {
+            if let Some(e) = self.fetch().take_error() {
                 return Err(e);
             }
-            if self.fetch.position(tp)?.is_some() {
+            if self.fetch().position(tp)?.is_some() {
                 continue;
             }
             if Instant::now() >= deadline {
@@ -404,7 +366,7 @@ impl<K, V> Consumer<K, V> {
                     timeout_ms: self.config.default_api_timeout_ms,
                 });
             }
-            self.wait(Some(deadline));
+            self.wait(Some(deadline), true);
         }
     }
 
@@ -430,16 +392,16 @@ impl<K, V> Consumer<K, V> {
         paused: bool,
     ) -> Result<()> {
         let partitions: Vec<&TopicPartition> = partitions.into_iter().collect();
-        self.fetch.check_assigned(partitions.iter().copied())?;
+        self.fetch().check_assigned(partitions.iter().copied())?;
         for tp in partitions {
-            self.fetch.set_paused(tp, paused)?;
+            self.fetch().set_paused(tp, paused)?;
         }
         Ok(())
     }
 
     /// The paused partitions.
     pub fn paused(&self) -> Vec<TopicPartition> {
-        self.fetch.paused()
+        self.core.lock().paused()
     }
 
     /// For each partition, the first offset whose timestamp is at or after the
@@ -499,15 +461,19 @@ impl<K, V> Consumer<K, V> {
         if self.closed {
             return;
         }
-        if self.config.enable_auto_commit && self.group.is_some() {
+        if self.config.enable_auto_commit && self.config.group_id.is_some() {
             let _ = self.commit_sync();
         }
-        if let Some(mut membership) = self.membership.take() {
-            membership.stop(true);
+        // Dropping the member stops its thread.
+        if let Some(member) = self.member.take()
+            && self.subscribed
+        {
+            member.leave();
         }
+        self.subscribed = false;
         self.closed = true;
-        self.fetch.clear();
-        self.transport.deregister(self.peer);
+        self.fetch().clear();
+        self.bootstrap.transport.deregister(self.peer);
     }
 
     // ----- groups --------------------------------------------------------------
@@ -541,31 +507,20 @@ impl<K, V> Consumer<K, V> {
 
     fn set_subscription(&mut self, subscription: Subscription) -> Result<()> {
         self.check_open()?;
-        let Some(group) = self.group.clone() else {
+        if self.config.group_id.is_none() {
             return Err(Error::InvalidGroupId {
                 group: String::new(),
                 reason: "subscribing needs a group_id in the consumer's config",
             });
-        };
-        if self.membership.is_none() && !self.fetch.is_empty() {
+        }
+        if !self.subscribed && !self.fetch().is_empty() {
             return Err(Error::InvalidRequest {
                 reason: "the consumer assigned partitions by hand; assign an empty set before subscribing".into(),
             });
         }
-        if self.membership.is_none() {
-            let inbox = self.inbox.clone();
-            self.membership = Some(Membership::start(group, &self.config, move || {
-                inbox.wake()
-            })?);
-        }
-        if let Some(m) = &self.membership {
-            {
-                let mut state = m.shared.state.lock();
-                state.subscription = Some(subscription);
-                state.last_poll = Instant::now();
-            }
-            m.heartbeat_now();
-        }
+        self.member()?
+            .step(|core, now| core.subscribe(now, subscription));
+        self.subscribed = true;
         Ok(())
     }
 
@@ -573,17 +528,18 @@ impl<K, V> Consumer<K, V> {
     /// partition; the consumer may then `assign` or subscribe again.
     pub fn unsubscribe(&mut self) -> Result<()> {
         self.check_open()?;
-        if self.membership.is_none() {
-            self.fetch.clear();
+        if !self.subscribed {
+            self.fetch().clear();
             return Ok(());
         }
         if self.config.enable_auto_commit {
             let _ = self.commit_sync();
         }
-        if let Some(mut membership) = self.membership.take() {
-            membership.stop(true);
+        if let Some(member) = self.member.get() {
+            member.leave();
         }
-        self.fetch.clear();
+        self.subscribed = false;
+        self.fetch().clear();
         Ok(())
     }
 
@@ -595,47 +551,39 @@ impl<K, V> Consumer<K, V> {
 
     /// The consumer's place in its group, if it has a `group_id`.
     pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
-        let group = self.group.as_ref()?;
-        let (member_id, generation_id) = match &self.membership {
-            Some(m) => {
-                let state = m.shared.state.lock();
-                (state.member_id.clone(), state.epoch)
-            }
+        let group_id = self.config.group_id.clone()?;
+        let (member_id, generation_id) = match self.member.get() {
+            Some(member) => member.look(|core, _| core.identity()),
             None => (String::new(), -1),
         };
         Some(ConsumerGroupMetadata {
-            group_id: group.group.clone(),
+            group_id,
             member_id,
             generation_id,
             group_instance_id: self.config.group_instance_id.clone(),
         })
     }
 
-    /// The member id and epoch commits are made as: the membership's, or
-    /// ("", -1) for a consumer outside the group's membership. A member whose
-    /// partitions were lost (not yet dropped by `poll`) cannot commit their
-    /// positions: they are someone else's.
-    fn member(&self) -> Result<(String, i32)> {
-        match (&self.membership, &self.group) {
-            (Some(m), Some(group)) => m
-                .shared
-                .state
-                .lock()
-                .commit_identity(&group.group, &m.shared.limits),
-            _ => Ok((String::new(), -1)),
+    /// The group member's driver, started at its first use.
+    fn member(&self) -> Result<&GroupMember> {
+        if let Some(member) = self.member.get() {
+            return Ok(member);
         }
-    }
-
-    fn group_client(&self) -> Result<Arc<GroupClient>> {
-        self.group.clone().ok_or_else(|| Error::InvalidGroupId {
-            group: String::new(),
-            reason: "committing offsets needs a group_id in the consumer's config",
-        })
+        let Some(group) = self.config.group_id.clone() else {
+            return Err(Error::InvalidGroupId {
+                group: String::new(),
+                reason: "committing offsets needs a group_id in the consumer's config",
+            });
+        };
+        let inbox = self.inbox.clone();
+        let member =
+            GroupMember::start(&self.bootstrap, group, &self.config, move || inbox.wake())?;
+        Ok(self.member.get_or_init(|| member))
     }
 
     /// The position of every assigned partition that has one.
-    fn consumed_offsets(&self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
-        self.fetch
+    fn consumed_offsets(&mut self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        self.fetch()
             .positions()
             .into_iter()
             .map(|(tp, p)| (tp, OffsetAndMetadata::new(p)))
@@ -659,20 +607,24 @@ impl<K, V> Consumer<K, V> {
         offsets: impl IntoIterator<Item = (TopicPartition, OffsetAndMetadata)>,
     ) -> Result<()> {
         self.check_open()?;
-        let group = self.group_client()?;
+        if self.config.group_id.is_none() {
+            self.member()?; // the error saying a group_id is needed
+        }
         let offsets: Vec<_> = offsets.into_iter().collect();
         if offsets.is_empty() {
             return Ok(());
         }
-        group.commit(self.member()?, offsets, Instant::now() + self.api_timeout())
+        self.member()?
+            .commit(offsets, self.config.default_api_timeout_ms as Millis)
     }
 
     /// Commits the positions of all assigned partitions without waiting; the
     /// handle tells the outcome. Not retried: a later commit supersedes it.
     pub fn commit_async(&mut self) -> Result<CommitHandle> {
         self.check_open()?;
-        let group = self.group_client()?;
-        Ok(group.commit_async(self.member()?, self.consumed_offsets()))
+        self.member()?;
+        let offsets = self.consumed_offsets();
+        Ok(self.member()?.commit_async(offsets))
     }
 
     /// The group's committed offsets for `partitions` (absent: none yet).
@@ -681,13 +633,15 @@ impl<K, V> Consumer<K, V> {
         partitions: impl IntoIterator<Item = &'a TopicPartition>,
     ) -> Result<CommittedOffsets> {
         self.check_open()?;
-        let group = self.group_client()?;
         let partitions = partitions.into_iter().cloned().collect();
-        group.committed(Some(partitions), Instant::now() + self.api_timeout())
+        self.member()?.committed(
+            Some(partitions),
+            self.config.default_api_timeout_ms as Millis,
+        )
     }
 
     fn maybe_auto_commit(&mut self) {
-        if !self.config.enable_auto_commit || self.group.is_none() {
+        if !self.config.enable_auto_commit || self.config.group_id.is_none() {
             return;
         }
         let now = Instant::now();
@@ -696,48 +650,41 @@ impl<K, V> Consumer<K, V> {
         }
         self.next_auto_commit = now + Duration::from_millis(self.config.auto_commit_interval_ms);
         let offsets = self.consumed_offsets();
-        if let (Some(group), false, Ok(member)) = (&self.group, offsets.is_empty(), self.member()) {
-            let _ = group.commit_async(member, offsets);
+        if !offsets.is_empty()
+            && let Ok(member) = self.member()
+        {
+            let _ = member.commit_async(offsets);
         }
     }
 
-    /// Applies what the heartbeat thread learned: partitions lost, then
-    /// revoked, then assigned, calling the listener for each step.
-    fn apply_group_changes(&mut self) -> Result<()> {
-        let Some(m) = &self.membership else {
-            return Ok(());
-        };
-        let shared = m.shared.clone();
-        let (lost, target, incarnation) = {
-            let mut state = shared.state.lock();
-            state.last_poll = Instant::now();
-            if let Some(e) = state.fatal.clone() {
-                drop(state);
-                let lost = self.fetch.assignment();
-                self.fetch.clear();
-                if !lost.is_empty() {
-                    self.call_listener(|l, c| l.on_partitions_lost(c, &lost));
-                }
-                return Err(e);
-            }
-            let lost = std::mem::take(&mut state.lost);
-            if lost {
-                state.owned.clear();
-                state.lost_because = None;
-            }
-            (lost, state.target.take(), state.incarnation)
-        };
-        if lost {
-            let gone = self.fetch.assignment();
-            self.fetch.clear();
-            if !gone.is_empty() {
-                self.call_listener(|l, c| l.on_partitions_lost(c, &gone));
-            }
+    /// Drops every partition as lost, telling the listener.
+    fn drop_lost(&mut self) {
+        let lost = self.fetch().assignment();
+        self.fetch().clear();
+        if !lost.is_empty() {
+            self.call_listener(|l, c| l.on_partitions_lost(c, &lost));
         }
-        let Some((id, target)) = target else {
+    }
+
+    /// Applies what the member core learned: partitions lost, then revoked,
+    /// then assigned, calling the listener for each step.
+    fn apply_group_changes(&mut self) -> Result<()> {
+        if !self.subscribed {
+            return Ok(());
+        }
+        let changes = self.member()?.step(|core, now| core.changes(now));
+        if let Some(e) = changes.fatal {
+            self.drop_lost();
+            return Err(e);
+        }
+        if changes.lost {
+            self.drop_lost();
+        }
+        let Some((id, target)) = changes.target else {
             return Ok(());
         };
-        let assigned = self.fetch.assignment();
+        let incarnation = changes.incarnation;
+        let assigned = self.fetch().assignment();
         let revoked: Vec<TopicPartition> = assigned
             .iter()
             .filter(|tp| !target.contains(*tp))
@@ -754,11 +701,11 @@ impl<K, V> Consumer<K, V> {
             }
             self.call_listener(|l, c| l.on_partitions_revoked(c, &revoked));
             for tp in &revoked {
-                self.fetch.remove(tp);
+                self.fetch().remove(tp);
             }
-            shared.state.lock().owned.retain(|tp| !revoked.contains(tp));
+            self.member()?.step(|core, _| core.release(&revoked));
         }
-        let assigned = self.fetch.assignment();
+        let assigned = self.fetch().assignment();
         let added: Vec<TopicPartition> = target
             .iter()
             .filter(|tp| !assigned.contains(*tp))
@@ -770,37 +717,29 @@ impl<K, V> Consumer<K, V> {
                 Err(e) => {
                     // Try again at the next poll, unless a newer assignment
                     // came meanwhile.
-                    shared.state.lock().target.get_or_insert((id, target));
+                    self.member()?
+                        .step(|core, _| core.retry_target((id, target)));
                     return if e.is_retriable() { Ok(()) } else { Err(e) };
                 }
             };
+            // The membership may have ended while the offsets were looked
+            // up: its assignment is no one's to take then. Otherwise the
+            // partitions count as held from here on, so an end of the
+            // membership from now marks them lost.
+            if !self
+                .member()?
+                .step(|core, _| core.hold(incarnation, &added))
             {
-                // The membership may have ended while the offsets were looked
-                // up: its assignment is no one's to take then. Otherwise the
-                // partitions count as held from here on, so an end of the
-                // membership from now marks them lost.
-                let mut state = shared.state.lock();
-                if state.incarnation != incarnation {
-                    return Ok(());
-                }
-                state.owned.extend(added.iter().cloned());
+                return Ok(());
             }
             for tp in &added {
                 let position = committed.get(tp).map(|o| o.offset);
-                self.fetch.add(tp.clone(), position);
+                self.fetch().add(tp.clone(), position);
             }
             self.call_listener(|l, c| l.on_partitions_assigned(c, &added));
         }
-        {
-            let mut state = shared.state.lock();
-            if state.incarnation != incarnation {
-                return Ok(());
-            }
-            state.acked = id;
-        }
-        if let Some(m) = &self.membership {
-            m.heartbeat_now();
-        }
+        self.member()?
+            .step(|core, now| core.reconciled(now, incarnation, id));
         Ok(())
     }
 
@@ -817,12 +756,73 @@ impl<K, V> Consumer<K, V> {
 
     /// Looks offsets up at the partitions' leaders, retrying retriable errors
     /// (after a metadata refresh) until `default_api_timeout_ms`.
-    fn list_offsets(
-        &self,
-        wanted: Vec<(TopicPartition, OffsetSpec)>,
-    ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
+    fn list_offsets(&self, wanted: Vec<(TopicPartition, OffsetSpec)>) -> Result<FoundOffsets> {
         let deadline = Instant::now() + self.api_timeout();
-        self.core.list_offsets(wanted, deadline)
+        let now = self.clock.now_ms();
+        let timeout = self.config.default_api_timeout_ms as Millis;
+        let id = self.core.lock().query_offsets(now, wanted, now + timeout);
+        let max_wait = Millis::from(self.config.fetch_max_wait_ms);
+        loop {
+            self.pump(max_wait);
+            if let Some(outcome) = self.core.lock().take_query(id) {
+                return outcome;
+            }
+            // The query's own deadline ends it; this one only guards
+            // against a clock that stands still.
+            let _ = deadline;
+            self.wait(None, false);
+        }
+    }
+
+    /// Checks that the cluster has `partitions`, asking for fresh metadata
+    /// once if the cached one does not say so: an unknown topic is
+    /// [`Error::UnknownTopicOrPartition`], a partition past its count
+    /// [`Error::InvalidPartition`].
+    fn check_partitions(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let deadline = Instant::now() + self.api_timeout();
+        let mut refresh = None;
+        loop {
+            self.pump(self.config.fetch_max_wait_ms as Millis);
+            let core = self.core.get_mut();
+            let missing = partitions
+                .iter()
+                .find_map(|tp| match core.metadata.topic(tp.topic()) {
+                    Some(t) if (tp.partition() as usize) < t.partitions.len() => None,
+                    None => Some(Error::UnknownTopicOrPartition {
+                        topic: tp.topic().to_string(),
+                    }),
+                    Some(t) => Some(Error::InvalidPartition {
+                        topic: tp.topic().to_string(),
+                        partition: tp.partition(),
+                        partition_count: t.partitions.len() as u32,
+                    }),
+                });
+            let Some(missing) = missing else {
+                return Ok(());
+            };
+            match refresh {
+                // A refresh asked for after the call still lacks it.
+                Some(target) if core.metadata.last_success >= target => return Err(missing),
+                Some(_) => {}
+                None => {
+                    refresh = Some(core.metadata.sent + 1);
+                    core.metadata.want_refresh_now();
+                    continue;
+                }
+            }
+            if Instant::now() >= deadline {
+                let core = self.core.get_mut();
+                return Err(core
+                    .metadata
+                    .last_error
+                    .clone()
+                    .unwrap_or(Error::RequestTimedOut {
+                        operation: "Metadata",
+                        timeout_ms: self.config.default_api_timeout_ms,
+                    }));
+            }
+            self.wait(Some(deadline), false);
+        }
     }
 
     /// Takes up to `max_poll_records` buffered records, deserialized. A
@@ -831,7 +831,7 @@ impl<K, V> Consumer<K, V> {
     fn drain(&mut self) -> Result<Vec<ConsumerRecord<K, V>>> {
         let mut out = Vec::new();
         let (keys, values) = (&self.key_deserializer, &self.value_deserializer);
-        let drained = self.fetch.drain(
+        let drained = self.core.get_mut().drain(
             self.config.max_poll_records,
             |tp, record, timestamp_type| {
                 let topic = tp.topic();

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::metadata::{MetadataCache, queue_request};
+use super::offsets::{FoundOffsets, OffsetQuery};
 use super::{AutoOffsetReset, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::protocol::{
@@ -85,6 +86,9 @@ pub(crate) struct ConsumerCore {
     error: Option<Error>,
     /// Where the next drain starts, for fairness between partitions.
     drain_from: usize,
+    /// The application's offset lookups, by number.
+    queries: BTreeMap<u64, OffsetQuery>,
+    next_query: u64,
 }
 
 impl ConsumerCore {
@@ -101,6 +105,8 @@ impl ConsumerCore {
             outbox: VecDeque::new(),
             error: None,
             drain_from: 0,
+            queries: BTreeMap::new(),
+            next_query: 0,
         }
     }
 
@@ -272,6 +278,10 @@ impl ConsumerCore {
         if self.metadata.handle_response(now, id, &response) {
             return;
         }
+        if let Some(query) = self.queries.values_mut().find(|q| q.owns(id)) {
+            query.handle_response(now, id, response, &mut self.metadata);
+            return;
+        }
         match self.in_flight.remove(&id) {
             Some(InFlight::Fetch { partitions, .. }) => {
                 self.fetched(now, id, &partitions, response)
@@ -329,6 +339,11 @@ impl ConsumerCore {
             config.request_timeout_ms as Millis,
             |node, request| queue_request(*peer, next_correlation_id, outbox, node, request),
         );
+        for query in self.queries.values_mut() {
+            query.poll(now, metadata, |node, request| {
+                queue_request(*peer, next_correlation_id, outbox, node, request)
+            });
+        }
         self.send_lookups(now);
         self.send_fetches(now);
     }
@@ -344,10 +359,38 @@ impl ConsumerCore {
             ),
             self.metadata.deadline(),
         ];
+        let queries = self.queries.values().filter_map(OffsetQuery::poll_timeout);
         requests
             .chain(retries)
             .chain(metadata.into_iter().flatten())
+            .chain(queries)
             .min()
+    }
+
+    // ----- offset lookups ------------------------------------------------------
+
+    /// Starts looking up `wanted` (any partitions, assigned or not), failing
+    /// at `deadline`; returns the lookup's number for
+    /// [`take_query`](Self::take_query).
+    pub(crate) fn query_offsets(
+        &mut self,
+        now: Millis,
+        wanted: Vec<(TopicPartition, OffsetSpec)>,
+        deadline: Millis,
+    ) -> u64 {
+        let id = self.next_query;
+        self.next_query += 1;
+        let timeout = self.config.request_timeout_ms as Millis;
+        self.queries
+            .insert(id, OffsetQuery::new(wanted, now, deadline, timeout));
+        id
+    }
+
+    /// The outcome of lookup `id`, once it finished.
+    pub(crate) fn take_query(&mut self, id: u64) -> Option<Result<FoundOffsets>> {
+        let outcome = self.queries.get_mut(&id)?.take_outcome()?;
+        self.queries.remove(&id);
+        Some(outcome)
     }
 
     /// The next request to send.
@@ -511,7 +554,7 @@ impl ConsumerCore {
                     }
                 }
             }
-            Ok(other) => self.note(super::core::unexpected("ListOffsets", &other)),
+            Ok(other) => self.note(super::unexpected("ListOffsets", &other)),
             Err(e) => {
                 for tp in &mine {
                     retry(self, tp);
@@ -616,7 +659,7 @@ impl ConsumerCore {
         }
         let fetched = match response {
             Ok(Response::Fetch(fetched)) => fetched,
-            Ok(other) => return self.note(super::core::unexpected("Fetch", &other)),
+            Ok(other) => return self.note(super::unexpected("Fetch", &other)),
             Err(e) => {
                 self.metadata.want_refresh();
                 for tp in &mine {

@@ -77,6 +77,13 @@ impl MetadataCache {
         self.wanted_after.get_or_insert(self.sent);
     }
 
+    /// Asks for a refresh sent from now on, at once (an explicit request of
+    /// the application's, not a retry).
+    pub(crate) fn want_refresh_now(&mut self) {
+        self.want_refresh();
+        self.last_attempt = None;
+    }
+
     /// When a refresh is due: at once if nothing is known, after `backoff`
     /// from the last attempt if one is wanted, else when the data is
     /// `max_age` old. `None` while one is in flight.

@@ -8,17 +8,20 @@
 //! [`Bootstrap`]; they never touch a broker's state directly, so the same
 //! client code runs against an embedded cluster or remote nodes.
 //!
-//! Each producer owns one background sender thread, and each subscribed
-//! consumer one heartbeat thread; otherwise consumers and admin clients do
-//! their work on the caller's thread.
+//! Each producer owns one background sender thread, and each consumer with
+//! a `group_id` one member thread (heartbeats, commits); otherwise consumers
+//! and admin clients do their work on the caller's thread.
 
 mod admin;
+mod admin_core;
 mod config;
 mod consumer;
 mod consumer_core;
-mod core;
+mod coordinator;
 pub mod group;
+pub(crate) mod member_core;
 mod metadata;
+mod offsets;
 pub mod partitioner;
 mod producer;
 mod serialization;
@@ -62,5 +65,77 @@ impl Bootstrap {
             transport,
             nodes: nodes.into_iter().collect(),
         }
+    }
+}
+
+/// The error for a response of the wrong kind.
+pub(crate) fn unexpected(expected: &str, got: &crate::protocol::Response) -> crate::Error {
+    crate::Error::InvalidRequest {
+        reason: format!("expected a {expected} response, got {}", got.api_name()),
+    }
+}
+
+/// Where the transport delivers a client's answers, for the application
+/// thread that drives the client's core to take.
+#[derive(Default)]
+pub(crate) struct ClientInbox {
+    state: parking_lot::Mutex<InboxState>,
+    arrived: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct InboxState {
+    answers: Vec<crate::protocol::Envelope>,
+    /// Something else the waiting thread must look at happened.
+    woken: bool,
+}
+
+impl ClientInbox {
+    /// Wakes a waiting thread without an answer (a group change, an
+    /// answer another thread took for it).
+    pub(crate) fn wake(&self) {
+        self.state.lock().woken = true;
+        self.arrived.notify_all();
+    }
+
+    /// Clears the wake flag before the caller looks at what it waits for.
+    pub(crate) fn unwake(&self) {
+        self.state.lock().woken = false;
+    }
+
+    /// The answers that arrived.
+    pub(crate) fn take(&self) -> Vec<crate::protocol::Envelope> {
+        std::mem::take(&mut self.state.lock().answers)
+    }
+
+    /// Waits for an answer or a wake, until the core's next deadline
+    /// `core_wake` (on `clock`) or `deadline`, whichever comes first.
+    pub(crate) fn wait(
+        &self,
+        clock: &dyn crate::time::Clock,
+        core_wake: Option<crate::time::Millis>,
+        deadline: Option<std::time::Instant>,
+    ) {
+        let core_wake = core_wake.map(|at| {
+            let in_ms = at.saturating_sub(clock.now_ms()).max(0) as u64;
+            std::time::Instant::now() + std::time::Duration::from_millis(in_ms)
+        });
+        let wake = core_wake.into_iter().chain(deadline).min();
+        let mut state = self.state.lock();
+        if state.answers.is_empty() && !state.woken {
+            match wake {
+                Some(wake) => {
+                    let _ = self.arrived.wait_until(&mut state, wake);
+                }
+                None => self.arrived.wait(&mut state),
+            }
+        }
+    }
+}
+
+impl crate::transport::Inbox for ClientInbox {
+    fn deliver(&self, envelope: crate::protocol::Envelope) {
+        self.state.lock().answers.push(envelope);
+        self.arrived.notify_all();
     }
 }

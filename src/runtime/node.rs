@@ -15,9 +15,9 @@ use crate::protocol::{Acks, Envelope, Message, NodeId, Peer, Request};
 use crate::time::{Clock, Millis};
 use crate::transport::{Inbox, Transport};
 
-/// A running node: its core, registered with the transport as `id`, and
-/// the thread that calls its timeouts. Stopping it (or dropping it) shuts
-/// the core down.
+/// A running node (or client core): its core, registered with the transport
+/// as its peer, and the thread that calls its timeouts. Stopping it (or
+/// dropping it) shuts the core down.
 pub(crate) struct NodeRuntime<C: Core> {
     shared: Arc<Shared<C>>,
     timer: Mutex<Option<JoinHandle<()>>>,
@@ -26,16 +26,22 @@ pub(crate) struct NodeRuntime<C: Core> {
 impl<C: Core> std::fmt::Debug for NodeRuntime<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeRuntime")
-            .field("id", &self.shared.id)
+            .field("peer", &self.shared.peer)
             .finish_non_exhaustive()
     }
 }
 
+/// Called with the core after each step, under the core's lock: where a
+/// client handle picks up completions and wakes its application threads.
+/// It must be quick and must not call into the runtime.
+pub(crate) type AfterStep<C> = Box<dyn Fn(&mut C) + Send + Sync>;
+
 struct Shared<C> {
-    id: NodeId,
+    peer: Peer,
     node: Mutex<Node<C>>,
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
+    after_step: Option<AfterStep<C>>,
     timer: Mutex<TimerState>,
     timer_wake: Condvar,
     /// When the timer thread means to look at the core next; a delivery
@@ -84,25 +90,39 @@ impl<C: Core> NodeRuntime<C> {
         clock: Arc<dyn Clock>,
         name: String,
     ) -> Result<Self> {
+        Self::start_peer(Peer::Broker(id), core, transport, clock, name, None)
+    }
+
+    /// Like [`start`](Self::start), for any peer (a client core too), with
+    /// `after_step` called after each step.
+    pub(crate) fn start_peer(
+        peer: Peer,
+        core: C,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+        name: String,
+        after_step: Option<AfterStep<C>>,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
-            id,
+            peer,
             node: Mutex::new(Node {
                 core,
                 owed: BTreeSet::new(),
             }),
             transport: transport.clone(),
             clock,
+            after_step,
             timer: Mutex::new(TimerState::default()),
             timer_wake: Condvar::new(),
             planned_wake: AtomicI64::new(Millis::MAX),
         });
-        transport.register(Peer::Broker(id), Arc::new(NodeInbox(shared.clone())))?;
+        transport.register(peer, Arc::new(NodeInbox(shared.clone())))?;
         let runner = shared.clone();
         let timer = std::thread::Builder::new()
             .name(name)
             .spawn(move || runner.run_timer())
             .map_err(|e| {
-                transport.deregister(Peer::Broker(id));
+                transport.deregister(peer);
                 Error::io("spawning a node's timer thread", e)
             })?;
         let first = shared.clone();
@@ -118,6 +138,27 @@ impl<C: Core> NodeRuntime<C> {
         f(&mut self.shared.node.lock().core)
     }
 
+    /// Runs `f` on the core as one step (an application's call into a
+    /// client core), then sends what it produced and wakes the timer if its
+    /// deadline came closer.
+    pub(crate) fn step<T>(&self, f: impl FnOnce(&mut C, Millis) -> T) -> T {
+        let shared = &self.shared;
+        let (value, outputs, next) = {
+            let mut node = shared.node.lock();
+            let value = f(&mut node.core, shared.clock.now_ms());
+            let (outputs, next) = shared.finish_step(&mut node);
+            (value, outputs, next)
+        };
+        shared.wake_timer_for(next);
+        let sender = shared.clone();
+        deliver(Box::new(move || {
+            for envelope in outputs {
+                sender.transport.send(envelope);
+            }
+        }));
+        value
+    }
+
     /// Stops the node: it is deregistered, its timer thread ends, and `stop`
     /// runs on the core (a shutdown or a crash); what that sends goes out,
     /// and requests still owed an answer then get a network error (as a
@@ -127,7 +168,7 @@ impl<C: Core> NodeRuntime<C> {
             return Ok(());
         };
         let shared = &self.shared;
-        shared.transport.deregister(Peer::Broker(shared.id));
+        shared.transport.deregister(shared.peer);
         {
             let mut state = shared.timer.lock();
             state.stop = true;
@@ -140,15 +181,18 @@ impl<C: Core> NodeRuntime<C> {
             let outputs = node.drain();
             (result, outputs, std::mem::take(&mut node.owed))
         };
-        outputs.extend(owed.into_iter().map(|(peer, correlation_id)| Envelope {
-            from: Peer::Broker(shared.id),
-            to: peer,
-            correlation_id,
-            message: Message::Response(Err(Error::Network {
-                node: shared.id,
-                reason: "the node stopped".into(),
-            })),
-        }));
+        // Only nodes are owed answers.
+        if let Peer::Broker(id) = shared.peer {
+            outputs.extend(owed.into_iter().map(|(peer, correlation_id)| Envelope {
+                from: shared.peer,
+                to: peer,
+                correlation_id,
+                message: Message::Response(Err(Error::Network {
+                    node: id,
+                    reason: "the node stopped".into(),
+                })),
+            }));
+        }
         let last = shared.clone();
         deliver(Box::new(move || {
             for envelope in outputs {
@@ -185,14 +229,27 @@ impl<C: Core> Shared<C> {
                 }
             }
             node.core.handle_message(self.clock.now_ms(), envelope);
-            (node.drain(), node.core.poll_timeout())
+            self.finish_step(&mut node)
         };
+        self.wake_timer_for(next);
+        for envelope in outputs {
+            self.transport.send(envelope);
+        }
+    }
+
+    /// After a step: the hook, then the core's outputs and next deadline.
+    fn finish_step(&self, node: &mut Node<C>) -> (Vec<Envelope>, Option<Millis>) {
+        if let Some(after_step) = &self.after_step {
+            after_step(&mut node.core);
+        }
+        (node.drain(), node.core.poll_timeout())
+    }
+
+    /// Wakes the timer thread if `next` comes before its planned wake.
+    fn wake_timer_for(&self, next: Option<Millis>) {
         if next.is_some_and(|at| at < self.planned_wake.load(Ordering::Acquire)) {
             self.timer.lock().woken = true;
             self.timer_wake.notify_one();
-        }
-        for envelope in outputs {
-            self.transport.send(envelope);
         }
     }
 
@@ -213,7 +270,7 @@ impl<C: Core> Shared<C> {
                 if node.core.poll_timeout().is_some_and(|at| at <= now) {
                     node.core.handle_timeout(now);
                 }
-                (node.drain(), node.core.poll_timeout())
+                self.finish_step(&mut node)
             };
             if !outputs.is_empty() {
                 let shared = self.clone();

@@ -386,7 +386,7 @@ impl ProducerCore {
                     })
                     .collect()
             }
-            Ok(other) => vec![Err(crate::client::core::unexpected("Produce", &other)); count],
+            Ok(other) => vec![Err(crate::client::unexpected("Produce", &other)); count],
             Err(e) => vec![Err(e); count],
         };
         let config = &self.config;
