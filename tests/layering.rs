@@ -7,7 +7,8 @@
 //! `src/controller`, `src/replication`, `src/group`, `src/protocol`,
 //! `src/record` or the client cores (`src/client/producer/core.rs`,
 //! `src/client/producer/accumulator.rs`, `src/client/consumer_core.rs`,
-//! `src/client/member_core.rs`, `src/client/coordinator.rs`,
+//! `src/client/member_core.rs`, `src/client/admin_core.rs`,
+//! `src/client/offsets.rs`, `src/client/coordinator.rs`,
 //! `src/client/metadata.rs`) contains `Mutex`, `RwLock`, `Condvar`, a
 //! thread spawn or sleep, `Instant::now` or `SystemTime`. Those
 //! live in `src/runtime`, `src/transport`, `src/time.rs`, the storage
@@ -28,6 +29,8 @@ const CORES: &[&str] = &[
     "client/producer/accumulator.rs",
     "client/consumer_core.rs",
     "client/member_core.rs",
+    "client/admin_core.rs",
+    "client/offsets.rs",
     "client/coordinator.rs",
     "client/metadata.rs",
 ];
