@@ -179,10 +179,11 @@ struct Memory {
 }
 
 impl Memory {
-    fn reserve(&self, bytes: usize, deadline: Instant, max_block_ms: u64) -> Result<()> {
+    fn reserve(&self, bytes: usize, deadline: &BlockDeadline, max_block_ms: u64) -> Result<()> {
         let mut used = self.used.lock();
         while *used + bytes > self.limit {
-            if self.freed.wait_until(&mut used, deadline).timed_out() && *used + bytes > self.limit
+            if self.freed.wait_until(&mut used, deadline.at()).timed_out()
+                && *used + bytes > self.limit
             {
                 return Err(Error::BufferExhausted {
                     requested: bytes,
@@ -201,6 +202,32 @@ impl Memory {
         }
         *self.used.lock() -= bytes;
         self.freed.notify_all();
+    }
+}
+
+/// The end of `max_block_ms` from a call's start, which is read from the
+/// clock only when the call first has to wait (a send that does not block
+/// reads no clock for it).
+struct BlockDeadline {
+    at: std::cell::Cell<Option<Instant>>,
+    max_block: Duration,
+}
+
+impl BlockDeadline {
+    fn new(max_block_ms: u64) -> Self {
+        Self {
+            at: std::cell::Cell::new(None),
+            max_block: Duration::from_millis(max_block_ms),
+        }
+    }
+
+    fn at(&self) -> Instant {
+        let at = self
+            .at
+            .get()
+            .unwrap_or_else(|| Instant::now() + self.max_block);
+        self.at.set(Some(at));
+        at
     }
 }
 
@@ -305,13 +332,14 @@ impl ProducerShared {
     fn topic(
         &self,
         name: &str,
-        deadline: Instant,
+        deadline: &BlockDeadline,
         max_block_ms: u64,
     ) -> Result<Arc<TopicMetadata>> {
         let mut state = self.state.lock();
         if let Some(topic) = state.core.metadata.topic(name) {
             return Ok(topic);
         }
+        let deadline = deadline.at();
         // Wait for a refresh that starts from now on and succeeds (failed
         // ones go on to the next node).
         let target = state.core.metadata.sent + 1;
@@ -536,10 +564,10 @@ impl<K, V> Producer<K, V> {
     /// The partitions of `topic`, with their leaders.
     pub fn partitions_for(&self, topic: &str) -> Result<Vec<PartitionMetadata>> {
         let max_block_ms = self.shared.config.max_block_ms;
-        let deadline = Instant::now() + Duration::from_millis(max_block_ms);
+        let deadline = BlockDeadline::new(max_block_ms);
         Ok(self
             .shared
-            .topic(topic, deadline, max_block_ms)?
+            .topic(topic, &deadline, max_block_ms)?
             .partitions
             .clone())
     }
@@ -626,7 +654,8 @@ impl<K, V> Producer<K, V> {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::ClientClosed { client: "producer" });
         }
-        let started = Instant::now();
+        // The clock is read only if the call has to wait.
+        let deadline = BlockDeadline::new(config.max_block_ms);
         let topic_name: &str = &record.topic;
         let key = match &record.key {
             Some(k) => Some(self.key_serializer.serialize(topic_name, k)?),
@@ -636,8 +665,7 @@ impl<K, V> Producer<K, V> {
             Some(v) => Some(self.value_serializer.serialize(topic_name, v)?),
             None => None,
         };
-        let max_block = Duration::from_millis(config.max_block_ms);
-        let topic = shared.topic(topic_name, started + max_block, config.max_block_ms)?;
+        let topic = shared.topic(topic_name, &deadline, config.max_block_ms)?;
         let count = topic.partitions.len() as u32;
         let size = record_size_bound(key.as_deref(), value.as_deref(), &record.headers);
         if size + BATCH_HEADER_LEN > config.max_request_size {
@@ -667,11 +695,11 @@ impl<K, V> Producer<K, V> {
                 partition_count: count,
             });
         }
-        let timestamp = record.timestamp.unwrap_or_else(|| shared.clock.now_ms());
         shared
             .memory
-            .reserve(size, started + max_block, config.max_block_ms)?;
+            .reserve(size, &deadline, config.max_block_ms)?;
         let now = shared.clock.now_ms();
+        let timestamp = record.timestamp.unwrap_or(now);
         let mut state = shared.state.lock();
         let partition = match chosen {
             Some(p) => p,
@@ -694,15 +722,23 @@ impl<K, V> Producer<K, V> {
                 return Err(e);
             }
         };
-        let batch = state
+        // Most records join the newest batch: look there first.
+        let newest = state
             .batches
-            .entry(appended.batch)
-            .or_insert_with(|| PendingBatch {
-                result: BatchResult::new(tp.clone()),
-                timestamps: Vec::new(),
-                callbacks: Vec::new(),
-                reserved: 0,
-            });
+            .last_key_value()
+            .is_some_and(|(&id, _)| id == appended.batch);
+        let batch = match state.batches.last_entry() {
+            Some(entry) if newest => entry.into_mut(),
+            _ => state
+                .batches
+                .entry(appended.batch)
+                .or_insert_with(|| PendingBatch {
+                    result: BatchResult::new(tp.clone()),
+                    timestamps: Vec::new(),
+                    callbacks: Vec::new(),
+                    reserved: 0,
+                }),
+        };
         batch.timestamps.push(timestamp);
         batch.reserved += size;
         if let Some(callback) = callback {
