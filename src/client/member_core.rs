@@ -190,6 +190,7 @@ impl MemberCore {
         self.subscription = Some(subscription);
         self.last_poll = now;
         self.next_heartbeat = now;
+        self.step(now);
     }
 
     /// Whether something the application must apply happened since the last
@@ -255,11 +256,13 @@ impl MemberCore {
     }
 
     /// The application reconciled assignment `id` under membership
-    /// `incarnation`; the next heartbeat says so at once.
+    /// `incarnation`; a heartbeat says so at once (unless one is in flight:
+    /// then the next one, as soon as it is answered).
     pub(crate) fn reconciled(&mut self, now: Millis, incarnation: u64, id: u64) {
         if incarnation == self.incarnation {
             self.acked = id;
             self.next_heartbeat = now;
+            self.step(now);
         }
     }
 
