@@ -84,6 +84,8 @@ pub mod protocol;
 pub mod record;
 pub mod replication;
 mod runtime;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod storage;
 mod time;
 mod topic;

@@ -722,9 +722,10 @@ impl BrokerCore {
                 // replicas.
                 self.moved.insert(tp);
             }
-            // Nothing changed: the next fetch or ISR check may propose
-            // again (looking at the waiters now would propose at once).
-            _ => partition.replicas.isr_refused(),
+            // Not confirmed: a pending removal is dropped, a pending
+            // addition waits for metadata or the next ISR check's resend
+            // (looking at the waiters now would propose at once).
+            _ => partition.replicas.isr_change_failed(),
         }
     }
 
@@ -737,6 +738,14 @@ impl BrokerCore {
                 continue;
             }
             proposals.extend(partition.replicas.tick(now));
+            // An unconfirmed change with no request out goes again.
+            let asking = self
+                .isr_changes
+                .values()
+                .any(|change| change.partition == partition.tp);
+            if !asking {
+                proposals.extend(partition.replicas.pending_proposal());
+            }
             let end = partition.log.log_end_offset();
             let update = partition.replicas.on_append(end);
             if partition.apply(&update) {

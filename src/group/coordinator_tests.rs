@@ -220,7 +220,7 @@ impl Coordinator {
 /// the properties run with both.
 #[derive(Debug, Clone, Copy)]
 struct ClientFixes {
-    /// When the membership ends (`MemberState::reset`) while the application
+    /// When the membership ends (`MemberCore::reset`) while the application
     /// is between the revoke and add steps of a reconciliation, the
     /// reconciliation is abandoned. Without the rule, with nothing held and
     /// no newer assignment stored, `reset` marks nothing lost, so the
@@ -229,7 +229,7 @@ struct ClientFixes {
     abandon_reconciliation: bool,
     /// Any heartbeat whose answer did not arrive may have asked for a
     /// revocation, and the coordinator times a revocation from when it asked.
-    /// So a revocation is timed (`MemberState::revocation_since`) from the
+    /// So a revocation is timed (`MemberCore::revocation_since`) from the
     /// first heartbeat since the last answer that arrived, and a member that
     /// gets no answer for its rebalance timeout gives up (this matters when
     /// that is shorter than its session timeout). Timed only from the
@@ -271,7 +271,7 @@ struct Client {
     stalled: bool,
     member_id: String,
     epoch: i32,
-    /// The partitions the application holds (`MemberState::owned`).
+    /// The partitions the application holds (`MemberCore::owned`).
     held: BTreeSet<TopicPartition>,
     acked: u64,
     /// The latest assignment the heartbeat thread received and the
@@ -320,7 +320,7 @@ impl Client {
         }
     }
 
-    /// `MemberState::expired`.
+    /// `MemberCore::expired`.
     fn expired(&self, now: Millis) -> bool {
         self.epoch > 0
             && (now - self.last_poll > self.limits.rebalance
@@ -347,7 +347,7 @@ impl Client {
         self.life != Life::Dead && now - self.last_poll <= self.limits.rebalance
     }
 
-    /// `MemberState::reset` (see [`ClientFixes::abandon_reconciliation`]).
+    /// `MemberCore::reset` (see [`ClientFixes::abandon_reconciliation`]).
     fn reset(&mut self) {
         if self.fixes.abandon_reconciliation {
             self.in_progress = None;

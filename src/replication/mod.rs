@@ -257,12 +257,41 @@ impl ReplicaSet {
         self.replicas = replicas;
     }
 
-    /// The controller refused the pending ISR change (stale epochs); the next
-    /// tick or fetch may propose again from newer metadata.
-    pub fn isr_refused(&mut self) {
-        if let Role::Leader { pending, .. } = &mut self.role {
+    /// The pending ISR change was not confirmed: the controller refused it,
+    /// or its answer never came. A pending *removal* is dropped (the next
+    /// tick may propose it again). A pending *addition* stays counted in
+    /// the maximal ISR: the controller may have committed it (an answer
+    /// lost on its way back), and a leader that went back to the smaller
+    /// ISR could acknowledge a record the new member lacks, which the
+    /// controller could then elect — a lost write. The addition is
+    /// settled by metadata (see [`isr_committed`](Self::isr_committed)) or
+    /// sent again ([`pending_proposal`](Self::pending_proposal)).
+    pub fn isr_change_failed(&mut self) {
+        let Role::Leader { pending, .. } = &mut self.role else {
+            return;
+        };
+        if pending
+            .as_ref()
+            .is_some_and(|p| p.iter().all(|r| self.isr.contains(r)))
+        {
             *pending = None;
         }
+    }
+
+    /// The pending ISR change, to send to the controller again.
+    pub fn pending_proposal(&self) -> Option<IsrProposal> {
+        let Role::Leader {
+            pending: Some(isr), ..
+        } = &self.role
+        else {
+            return None;
+        };
+        Some(IsrProposal {
+            partition: self.partition.clone(),
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            isr: isr.clone(),
+        })
     }
 
     /// The leader appended; its LEO is now `log_end_offset`.
@@ -575,6 +604,34 @@ mod tests {
     }
 
     #[test]
+    fn an_unconfirmed_addition_keeps_counting_until_metadata_settles_it() {
+        // (Found by simulator seeds 13 and 110: going back to the smaller
+        // ISR after a lost answer acknowledged records the new member,
+        // which the controller had let in, did not have.)
+        let mut r = leader(1);
+        let p = r.tick(1_000).expect("both followers lag");
+        r.isr_committed(p.isr, 2, 0);
+        assert_eq!(r.isr(), vec![0]);
+        r.on_append(5);
+        let proposal = r.on_follower_fetch(1, 5, 5, 1_001).proposal;
+        let proposal = proposal.expect("1 caught up: proposed back in");
+        assert_eq!(proposal.isr, vec![0, 1]);
+        // The answer is lost; the leader appends more.
+        r.isr_change_failed();
+        r.on_append(8);
+        assert_eq!(r.high_watermark(), 5, "1 still counts: it has only 5");
+        assert_eq!(r.pending_proposal().map(|p| p.isr), Some(vec![0, 1]));
+        // Metadata shows the controller committed it.
+        r.isr_committed(vec![0, 1], 3, 8);
+        assert_eq!(r.pending_proposal(), None);
+        // A failed removal is dropped (removals never counted).
+        let p = r.tick(5_000).expect("1 lags");
+        assert_eq!(p.isr, vec![0]);
+        r.isr_change_failed();
+        assert_eq!(r.pending_proposal(), None);
+    }
+
+    #[test]
     fn a_stale_commit_is_ignored() {
         let mut r = leader(1);
         r.isr_committed(vec![0, 1], 5, 0);
@@ -605,7 +662,7 @@ mod tests {
                         if let Some(p) = u.proposal { r.isr_committed(p.isr, r.partition_epoch() + 1, leo); }
                     }
                     2 => if let Some(p) = r.tick(now) { r.isr_committed(p.isr, r.partition_epoch() + 1, leo); },
-                    _ => r.isr_refused(),
+                    _ => r.isr_change_failed(),
                 }
                 let hw = r.high_watermark();
                 prop_assert!(hw >= last_hw);

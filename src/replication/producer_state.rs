@@ -95,7 +95,20 @@ impl ProducerStateTable {
         let (epoch, first) = (batch.producer_epoch(), batch.base_sequence());
         let last = first.wrapping_add(batch.last_offset_delta());
         let Some(entry) = self.producers.get(&pid) else {
-            return Ok(SequenceCheck::Append);
+            // A producer this log has no batch of starts at sequence 0: a
+            // later batch arriving first (its predecessors failed and wait
+            // for their retry, or went to the old leader and were lost)
+            // must wait for them, or the log would take the producer's
+            // records out of order and refuse the earlier ones forever.
+            return if first == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(Error::OutOfOrderSequence {
+                    partition: partition.clone(),
+                    expected: 0,
+                    got: first,
+                })
+            };
         };
         if epoch < entry.epoch {
             return Err(Error::InvalidProducerEpoch {
@@ -228,6 +241,26 @@ mod tests {
         ));
         assert_eq!(
             t.check(&tp, &batch(-1, -1, -1, 1, 0)).unwrap(),
+            SequenceCheck::Append
+        );
+    }
+
+    #[test]
+    fn a_producer_new_to_the_log_starts_at_sequence_zero() {
+        // (Found by simulator seed 8 and others: a new leader took a later
+        // batch first and then refused the earlier ones forever.)
+        let tp = TopicPartition::new("t", 0).unwrap();
+        let t = ProducerStateTable::new();
+        assert!(matches!(
+            t.check(&tp, &batch(7, 0, 2, 1, 0)),
+            Err(Error::OutOfOrderSequence {
+                expected: 0,
+                got: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            t.check(&tp, &batch(7, 0, 0, 1, 0)).unwrap(),
             SequenceCheck::Append
         );
     }

@@ -1,8 +1,9 @@
 //! The threaded runtime: what drives the nodes' cores in a real process.
 //!
 //! This module owns the threads, locks and clock reads that the cores must
-//! not have. A [`NodeRuntime`] holds one core (a broker or the controller)
-//! behind a lock, registers the node with the transport, and runs it:
+//! not have. A [`NodeRuntime`] holds one core (a broker, the controller, or
+//! a consumer's group member) behind a lock, registers it with the
+//! transport, and runs it:
 //!
 //! - **Inputs run on the thread that delivers them.** A message for the node
 //!   is handled at once on the delivering thread: the core is locked, fed the

@@ -1,0 +1,1086 @@
+//! A deterministic whole-cluster simulator (feature `sim`).
+//!
+//! One thread runs the real cores — brokers, the controller, idempotent
+//! acks=all producers and consumers — over a simulated network and a
+//! virtual clock, with every delay, loss, duplicate, network partition and
+//! crash drawn from one seeded random source ([`SimRng`]). The same seed
+//! gives the same run, event for event, on every platform: a failing seed
+//! replays exactly, and its run prints the same trace hash every time.
+//!
+//! The network: each envelope takes 1..=`max_delay_ms` (so envelopes on one
+//! link may overtake each other), may be duplicated, and may be lost; a
+//! lost envelope, or one across a cut link, breaks the connection as TCP
+//! would: the requester gets a network error instead of its answer, never
+//! silence. Links are cut symmetrically or one way, a node may be isolated,
+//! and the network heals. Brokers crash (their unanswered requests fail, as
+//! closed connections make them) and restart from their storage.
+//!
+//! The checker (at the end, after the network healed, every broker
+//! restarted and the cluster settled, and on every read as it goes):
+//!
+//! - **lost write**: a record acknowledged to an acks=all producer is not in
+//!   the final log at its acknowledged offset;
+//! - **duplicate**: a record at two offsets (the producers are idempotent);
+//! - **inconsistent offsets**: two different records read at one offset
+//!   during the run, or a record read at an offset that holds another (or
+//!   nothing) in the final log (a dirty read past the high watermark);
+//! - **phantom**: a record read that no producer sent;
+//! - **liveness**: a send neither acknowledged nor failed by the end.
+//!
+//! ```
+//! use ferrolog::sim::{SimConfig, run};
+//! let report = run(&SimConfig::new(7));
+//! assert!(report.anomalies.is_empty(), "{report}");
+//! assert_eq!(report.trace_hash, run(&SimConfig::new(7)).trace_hash);
+//! ```
+
+mod rng;
+
+pub use rng::SimRng;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::broker::{BrokerConfig, BrokerCore};
+use crate::client::{
+    Acks, AutoOffsetReset, ConsumerConfig, ConsumerCore, ProducerConfig, ProducerCore,
+};
+use crate::controller::ControllerCore;
+use crate::error::Error;
+use crate::group::built_in_assignors;
+use crate::protocol::{
+    BrokerInfo, CONTROLLER_ID, CreateTopicsRequest, Envelope, Message, NodeId, Peer, Request,
+    Response, codec,
+};
+use crate::storage::MemoryStorage;
+use crate::time::{ManualClock, Millis};
+use crate::topic::{NewTopic, TopicConfig, TopicPartition};
+
+const T0: Millis = 1_700_000_000_000;
+const TOPIC: &str = "sim";
+const ADMIN: Peer = Peer::Client(1);
+/// Producers are clients 100.., consumers 200...
+const FIRST_PRODUCER: u64 = 100;
+const FIRST_CONSUMER: u64 = 200;
+
+/// What one simulated run does.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed every choice is drawn from.
+    pub seed: u64,
+    /// Brokers (the controller is one more node).
+    pub brokers: u32,
+    /// Partitions of the one topic (replication factor 3, min ISR 2).
+    pub partitions: u32,
+    /// Idempotent acks=all producers.
+    pub producers: u32,
+    /// Records each producer sends, spread over the fault phase.
+    pub records_per_producer: u32,
+    /// Consumers reading every partition as the run goes.
+    pub consumers: u32,
+    /// How long faults are drawn (ms of virtual time).
+    pub fault_ms: Millis,
+    /// Longest one-way delay of an envelope (ms).
+    pub max_delay_ms: u64,
+    /// Chance per envelope (per million) that it is lost (the connection
+    /// breaks).
+    pub loss_per_million: u32,
+    /// Chance per envelope (per million) that it arrives twice.
+    pub duplicate_per_million: u32,
+    /// Virtual time allowed after healing for everything to finish.
+    pub settle_ms: Millis,
+}
+
+impl SimConfig {
+    /// The standard run for `seed`: 3 brokers, 3 partitions, 2 producers of
+    /// 40 records, 1 consumer, 3 s of faults.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            brokers: 3,
+            partitions: 3,
+            producers: 2,
+            records_per_producer: 40,
+            consumers: 1,
+            fault_ms: 3_000,
+            max_delay_ms: 10,
+            loss_per_million: 5_000,
+            duplicate_per_million: 2_000,
+            settle_ms: 30_000,
+        }
+    }
+}
+
+/// What the checker found wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AnomalyKind {
+    /// An acknowledged acks=all record absent from the final log.
+    LostWrite,
+    /// One record at two offsets.
+    Duplicate,
+    /// Two different records read at one offset, or a read the final log
+    /// contradicts.
+    InconsistentOffsets,
+    /// A record read that was never sent.
+    Phantom,
+    /// A send neither acknowledged nor failed by the end.
+    Liveness,
+}
+
+/// One anomaly: what, at which event, and the details.
+#[derive(Debug, Clone)]
+pub struct Anomaly {
+    /// What kind.
+    pub kind: AnomalyKind,
+    /// The index of the event at which it was seen.
+    pub event: u64,
+    /// The records and offsets involved.
+    pub detail: String,
+    /// The events just before it.
+    pub trace: Vec<String>,
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Envelopes delivered and timers fired.
+    pub events: u64,
+    /// Faults injected (crashes, restarts, cuts, heals, lost and duplicated
+    /// envelopes).
+    pub faults: u64,
+    /// Records acknowledged to producers.
+    pub acked: u64,
+    /// What the checker found.
+    pub anomalies: Vec<Anomaly>,
+    /// A hash (FNV-1a, 64 bits) of every event of the run, encoded with the
+    /// wire codec: equal for equal runs.
+    pub trace_hash: u64,
+    /// Virtual time the run took (ms).
+    pub virtual_ms: Millis,
+}
+
+impl std::fmt::Display for SimReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed={} events={} faults={} acked={} anomalies={} trace={:016x}",
+            self.seed,
+            self.events,
+            self.faults,
+            self.acked,
+            self.anomalies.len(),
+            self.trace_hash
+        )?;
+        for a in &self.anomalies {
+            write!(f, "\n  {:?} at event {}: {}", a.kind, a.event, a.detail)?;
+            for line in &a.trace {
+                write!(f, "\n      {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One node of the simulated cluster.
+enum Node {
+    Broker(Box<BrokerCore>),
+    Controller(Box<ControllerCore>),
+    Producer(Box<ProducerCore>),
+    Consumer(Box<ConsumerCore>),
+}
+
+impl Node {
+    fn handle_message(&mut self, now: Millis, envelope: Envelope) {
+        match self {
+            Node::Broker(c) => c.handle_message(now, envelope),
+            Node::Controller(c) => c.handle_message(now, envelope),
+            Node::Producer(c) => c.handle_message(now, envelope),
+            Node::Consumer(c) => c.handle_message(now, envelope),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Millis) {
+        match self {
+            Node::Broker(c) => c.handle_timeout(now),
+            Node::Controller(c) => c.handle_timeout(now),
+            Node::Producer(c) => c.handle_timeout(now),
+            Node::Consumer(c) => c.handle_timeout(now, 100),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        match self {
+            Node::Broker(c) => c.poll_timeout(),
+            Node::Controller(c) => c.poll_timeout(),
+            Node::Producer(c) => c.poll_timeout(),
+            Node::Consumer(c) => c.poll_timeout(),
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Envelope> {
+        match self {
+            Node::Broker(c) => c.poll_transmit(),
+            Node::Controller(c) => c.poll_transmit(),
+            Node::Producer(c) => c.poll_transmit(),
+            Node::Consumer(c) => c.poll_transmit(),
+        }
+    }
+}
+
+/// A sent record: who sent it, where it went, and what became of it.
+#[derive(Debug, Clone)]
+struct Sent {
+    partition: u32,
+    /// `Some(Ok(offset))` acknowledged, `Some(Err)` failed.
+    outcome: Option<Result<u64, String>>,
+}
+
+/// The simulated world: nodes, the network, the clock, the workload and
+/// the checker's notes.
+struct World {
+    config: SimConfig,
+    rng: SimRng,
+    now: Millis,
+    clock: ManualClock,
+    storage: Arc<MemoryStorage>,
+    broker_config: BrokerConfig,
+    nodes: BTreeMap<Peer, Node>,
+    /// Envelopes on their way, by arrival time and sending order.
+    network: BTreeMap<(Millis, u64), Envelope>,
+    sent_envelopes: u64,
+    /// Cut links (from, to).
+    cut: BTreeSet<(Peer, Peer)>,
+    crashed: BTreeSet<NodeId>,
+    /// Requests each node holds unanswered: a crash fails them.
+    owed: BTreeMap<Peer, BTreeSet<(Peer, u64)>>,
+    admin_answers: Vec<Envelope>,
+    hash: u64,
+    events: u64,
+    faults: u64,
+    /// Records by value, and batches waiting for their outcome.
+    sent: BTreeMap<String, Sent>,
+    batches: BTreeMap<(Peer, u64), Vec<(u32, String)>>,
+    /// What the consumers read: (partition, offset) → value.
+    read: BTreeMap<(u32, u64), (String, u64)>,
+    anomalies: Vec<Anomaly>,
+    /// The last events, for the trace printed with an anomaly.
+    recent: std::collections::VecDeque<String>,
+    /// Print every event (`FERROLOG_SIM_TRACE=1`).
+    print_trace: bool,
+    last_view: String,
+    /// A busy loop was found: the run stops.
+    stuck: bool,
+}
+
+/// How many recent events an anomaly shows.
+const RECENT_EVENTS: usize = 12;
+
+/// More events than this at one virtual moment is a busy loop.
+const MAX_EVENTS_AT_ONE_MOMENT: u32 = 100_000;
+
+/// A short description of an envelope, for traces.
+fn describe(envelope: &Envelope) -> String {
+    let what = match &envelope.message {
+        Message::Request(r) => format!("{} request", r.api_name()),
+        Message::Response(Ok(r @ Response::Produce(_))) => {
+            let mut text = format!("{r:?}");
+            text.truncate(300);
+            format!("Produce answer {text}")
+        }
+        Message::Response(Ok(r)) => format!("{} answer", r.api_name()),
+        Message::Response(Err(e)) => format!("error {e}"),
+    };
+    format!(
+        "{:?} -> {:?} #{}: {what}",
+        envelope.from, envelope.to, envelope.correlation_id
+    )
+}
+
+impl World {
+    fn new(config: SimConfig) -> crate::Result<Self> {
+        let clock = ManualClock::new(T0);
+        let storage = Arc::new(MemoryStorage::with_clock(Arc::new(clock.clone())));
+        let broker_config = BrokerConfig {
+            replica_lag_time_max_ms: 400,
+            replica_fetch_wait_max_ms: 50,
+            broker_heartbeat_interval_ms: 20,
+            broker_session_timeout_ms: 200,
+            ..BrokerConfig::default()
+        };
+        let mut world = Self {
+            rng: SimRng::new(config.seed),
+            config,
+            now: T0,
+            clock,
+            storage,
+            broker_config,
+            nodes: BTreeMap::new(),
+            network: BTreeMap::new(),
+            sent_envelopes: 0,
+            cut: BTreeSet::new(),
+            crashed: BTreeSet::new(),
+            owed: BTreeMap::new(),
+            admin_answers: Vec::new(),
+            hash: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+            faults: 0,
+            sent: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            read: BTreeMap::new(),
+            anomalies: Vec::new(),
+            recent: std::collections::VecDeque::new(),
+            print_trace: std::env::var_os("FERROLOG_SIM_TRACE").is_some(),
+            last_view: String::new(),
+            stuck: false,
+        };
+        let infos: Vec<BrokerInfo> = (0..world.config.brokers)
+            .map(|id| BrokerInfo { id, rack: None })
+            .collect();
+        let controller = ControllerCore::load(CONTROLLER_ID, &*world.storage, infos, T0, 200, 20)?;
+        world.nodes.insert(
+            Peer::Broker(CONTROLLER_ID),
+            Node::Controller(Box::new(controller)),
+        );
+        for id in 0..world.config.brokers {
+            world.start_broker(id)?;
+        }
+        let bootstrap: Vec<NodeId> = (0..world.config.brokers).collect();
+        for i in 0..u64::from(world.config.producers) {
+            let config = ProducerConfig {
+                acks: Acks::All,
+                linger_ms: 0,
+                enable_idempotence: true,
+                delivery_timeout_ms: 600_000,
+                ..ProducerConfig::default()
+            };
+            let peer = Peer::Client(FIRST_PRODUCER + i);
+            let core = ProducerCore::new(peer, config, bootstrap.clone(), i as u32 + 1);
+            world.nodes.insert(peer, Node::Producer(Box::new(core)));
+        }
+        for i in 0..u64::from(world.config.consumers) {
+            let config = ConsumerConfig {
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                ..ConsumerConfig::default()
+            };
+            let peer = Peer::Client(FIRST_CONSUMER + i);
+            let core = ConsumerCore::new(peer, config, bootstrap.clone());
+            world.nodes.insert(peer, Node::Consumer(Box::new(core)));
+        }
+        let peers: Vec<Peer> = world.nodes.keys().copied().collect();
+        for peer in peers {
+            world.drain(peer);
+        }
+        Ok(world)
+    }
+
+    fn start_broker(&mut self, id: NodeId) -> crate::Result<()> {
+        let broker = BrokerCore::new(
+            id,
+            self.broker_config.clone(),
+            self.storage.clone(),
+            built_in_assignors(),
+            self.now,
+        )?;
+        self.nodes
+            .insert(Peer::Broker(id), Node::Broker(Box::new(broker)));
+        self.drain(Peer::Broker(id));
+        Ok(())
+    }
+
+    /// Remembers an event for traces (and prints it when asked to).
+    fn log(&mut self, line: impl FnOnce() -> String) {
+        if self.print_trace || RECENT_EVENTS > 0 {
+            let line = format!("[{} t={}] {}", self.events, self.now - T0, line());
+            if self.print_trace {
+                eprintln!("{line}");
+            }
+            if self.recent.len() == RECENT_EVENTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(line);
+        }
+    }
+
+    fn note(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.hash ^= u64::from(b);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn anomaly(&mut self, kind: AnomalyKind, detail: String) {
+        let trace: Vec<String> = self.recent.iter().cloned().collect();
+        self.anomalies.push(Anomaly {
+            kind,
+            event: self.events,
+            detail,
+            trace,
+        });
+    }
+
+    /// Puts an envelope on the network: delayed, maybe duplicated, maybe
+    /// lost (which the requester sees as a broken connection).
+    fn send(&mut self, envelope: Envelope) {
+        let (from, to) = (envelope.from, envelope.to);
+        let lost = self.cut.contains(&(from, to))
+            || (to != ADMIN && self.rng.chance(self.config.loss_per_million));
+        if lost {
+            self.faults += 1;
+            // The connection breaks: the requester learns it.
+            let failed = match &envelope.message {
+                Message::Request(_) => {
+                    crate::transport::undeliverable(&envelope, "connection lost")
+                }
+                Message::Response(_) => Some(Envelope {
+                    from,
+                    to,
+                    correlation_id: envelope.correlation_id,
+                    message: Message::Response(Err(Error::Network {
+                        node: node_of(from),
+                        reason: "connection lost".into(),
+                    })),
+                }),
+            };
+            if let Some(failed) = failed {
+                let at = self.now + self.rng.between(1, self.config.max_delay_ms) as Millis;
+                self.enqueue(at, failed);
+            }
+            return;
+        }
+        let at = self.now + self.rng.between(1, self.config.max_delay_ms) as Millis;
+        if to != ADMIN && self.rng.chance(self.config.duplicate_per_million) {
+            self.faults += 1;
+            let again = at + self.rng.between(0, self.config.max_delay_ms) as Millis;
+            self.enqueue(again, envelope.clone());
+        }
+        self.enqueue(at, envelope);
+    }
+
+    fn enqueue(&mut self, at: Millis, envelope: Envelope) {
+        self.sent_envelopes += 1;
+        self.network.insert((at, self.sent_envelopes), envelope);
+    }
+
+    /// Takes what `peer` wants sent, and what its producer finished.
+    fn drain(&mut self, peer: Peer) {
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        let Some(node) = self.nodes.get_mut(&peer) else {
+            return;
+        };
+        while let Some(envelope) = node.poll_transmit() {
+            out.push(envelope);
+        }
+        if let Node::Producer(producer) = node {
+            while let Some(completion) = producer.poll_completion() {
+                done.push(completion);
+            }
+        }
+        for envelope in out {
+            if let Message::Response(_) = envelope.message
+                && let Some(owed) = self.owed.get_mut(&peer)
+            {
+                owed.remove(&(envelope.to, envelope.correlation_id));
+            }
+            self.send(envelope);
+        }
+        for completion in done {
+            let records = self
+                .batches
+                .remove(&(peer, completion.batch))
+                .unwrap_or_default();
+            for (index, value) in records {
+                if self.print_trace {
+                    let outcome = completion.outcome.clone();
+                    self.log(|| format!("{peer:?} {value} -> {outcome:?} + {index}"));
+                }
+                if let Some(sent) = self.sent.get_mut(&value) {
+                    sent.outcome = Some(match &completion.outcome {
+                        Ok(Some(base)) => Ok(base + u64::from(index)),
+                        Ok(None) => Err("no offset for acks=all".into()),
+                        Err(e) => Err(e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Delivers one envelope.
+    fn deliver(&mut self, envelope: Envelope) {
+        self.events += 1;
+        self.note(&self.now.to_be_bytes());
+        self.note(&codec::encode(&envelope));
+        self.log(|| describe(&envelope));
+        let to = envelope.to;
+        if to == ADMIN {
+            self.admin_answers.push(envelope);
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&to) else {
+            // A crashed node: its requests fail as a refused connection.
+            if let Some(answer) = crate::transport::undeliverable(&envelope, "down") {
+                let at = self.now + 1;
+                self.enqueue(at, answer);
+            }
+            return;
+        };
+        if let Message::Request(request) = &envelope.message {
+            let unanswered = matches!(request, Request::Produce(p) if p.acks == Acks::None);
+            if !unanswered {
+                let key = (envelope.from, envelope.correlation_id);
+                self.owed.entry(to).or_default().insert(key);
+            }
+        }
+        node.handle_message(self.now, envelope);
+        self.drain(to);
+        if self.print_trace {
+            self.log_leadership();
+        }
+    }
+
+    /// Prints the controller's view of every partition when it changed.
+    fn log_leadership(&mut self) {
+        let Some(Node::Controller(c)) = self.nodes.get(&Peer::Broker(CONTROLLER_ID)) else {
+            return;
+        };
+        let Some(metadata) = c.metadata() else {
+            return;
+        };
+        let Some(topic) = metadata.topics.get(TOPIC) else {
+            return;
+        };
+        let view = format!(
+            "{:?}",
+            topic
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.leader, p.leader_epoch, p.isr.clone()))
+                .collect::<Vec<_>>()
+        );
+        if self.recent.back().is_none_or(|l| !l.ends_with(&view)) && self.last_view != view {
+            self.last_view = view.clone();
+            self.log(|| format!("controller: {view}"));
+        }
+    }
+
+    /// Moves time to `at` and fires the timers due then.
+    fn tick(&mut self, at: Millis) {
+        self.now = at;
+        self.clock.set(at);
+        let due: Vec<Peer> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= at))
+            .map(|(&p, _)| p)
+            .collect();
+        for peer in due {
+            self.events += 1;
+            self.note(b"tick");
+            self.note(&at.to_be_bytes());
+            self.log(|| format!("timer {peer:?}"));
+            if let Some(node) = self.nodes.get_mut(&peer) {
+                node.handle_timeout(at);
+            }
+            self.drain(peer);
+        }
+    }
+
+    /// The next moment anything happens, at or after now.
+    fn next_event(&self) -> Option<Millis> {
+        let network = self.network.keys().next().map(|&(at, _)| at);
+        let timers = self.nodes.values().filter_map(Node::poll_timeout).min();
+        [network, timers]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.max(self.now))
+    }
+
+    /// Runs every event up to `until`. A node that keeps asking for its
+    /// timer at the same moment without moving on (a busy loop, which a
+    /// real process would spin on) is an anomaly and stops the run there.
+    fn run_until(&mut self, until: Millis) {
+        let mut same_moment = 0u32;
+        let mut moment = self.now;
+        while let Some(at) = self.next_event() {
+            if at > until || self.stuck {
+                break;
+            }
+            if at == moment {
+                same_moment += 1;
+                if same_moment > MAX_EVENTS_AT_ONE_MOMENT {
+                    self.stuck = true;
+                    let spinning: Vec<Peer> = self
+                        .nodes
+                        .iter()
+                        .filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= at))
+                        .map(|(&p, _)| p)
+                        .collect();
+                    let detail = format!(
+                        "{MAX_EVENTS_AT_ONE_MOMENT} events at t={} without time moving; \
+                         timers due: {spinning:?}",
+                        at - T0
+                    );
+                    self.anomaly(AnomalyKind::Liveness, detail);
+                    break;
+                }
+            } else {
+                moment = at;
+                same_moment = 0;
+            }
+            if let Some(entry) = self.network.first_entry()
+                && entry.key().0 <= at
+            {
+                let envelope = entry.remove();
+                self.now = self.now.max(at);
+                self.clock.set(self.now);
+                self.deliver(envelope);
+                continue;
+            }
+            self.tick(at);
+        }
+        self.now = self.now.max(until);
+        self.clock.set(self.now);
+    }
+
+    /// Crashes broker `id`: its state is gone, what it owed fails.
+    fn crash(&mut self, id: NodeId) {
+        let peer = Peer::Broker(id);
+        if let Some(Node::Broker(mut broker)) = self.nodes.remove(&peer) {
+            broker.crash();
+        }
+        self.crashed.insert(id);
+        // Its connections close: answers on their way to it are lost (a
+        // restarted broker numbers its requests afresh and must not take
+        // them for its own).
+        self.network
+            .retain(|_, e| !(e.to == peer && matches!(e.message, Message::Response(_))));
+        for (requester, correlation_id) in self.owed.remove(&peer).unwrap_or_default() {
+            let failed = Envelope {
+                from: peer,
+                to: requester,
+                correlation_id,
+                message: Message::Response(Err(Error::Network {
+                    node: id,
+                    reason: "crashed".into(),
+                })),
+            };
+            let at = self.now + 1;
+            self.enqueue(at, failed);
+        }
+    }
+
+    /// Draws and applies one fault.
+    fn fault(&mut self) {
+        self.faults += 1;
+        let brokers = self.config.brokers;
+        let peers: Vec<Peer> = (0..brokers)
+            .map(Peer::Broker)
+            .chain([Peer::Broker(CONTROLLER_ID)])
+            .collect();
+        match self.rng.below(6) {
+            // Crash a broker, keeping at least two up (min ISR 2).
+            0 if (self.crashed.len() as u32) + 2 < brokers => {
+                let up: Vec<NodeId> = (0..brokers).filter(|b| !self.crashed.contains(b)).collect();
+                if let Some(&id) = self.rng.pick(&up) {
+                    self.note(format!("crash {id}").as_bytes());
+                    self.log(|| format!("crash {id}"));
+                    self.crash(id);
+                }
+            }
+            1 => {
+                let down: Vec<NodeId> = self.crashed.iter().copied().collect();
+                if let Some(&id) = self.rng.pick(&down) {
+                    self.note(format!("restart {id}").as_bytes());
+                    self.log(|| format!("restart {id}"));
+                    self.crashed.remove(&id);
+                    if let Err(e) = self.start_broker(id) {
+                        self.anomaly(AnomalyKind::Liveness, format!("broker {id} restart: {e}"));
+                    }
+                }
+            }
+            // Cut a link, one way or both.
+            2 | 3 => {
+                let (Some(&a), Some(&b)) = (self.rng.pick(&peers), self.rng.pick(&peers)) else {
+                    return;
+                };
+                if a != b {
+                    self.note(format!("cut {a:?} {b:?}").as_bytes());
+                    self.log(|| format!("cut {a:?} {b:?}"));
+                    self.cut.insert((a, b));
+                    if self.rng.chance(500_000) {
+                        self.cut.insert((b, a));
+                    }
+                }
+            }
+            // Isolate a node from every other.
+            4 => {
+                if let Some(&a) = self.rng.pick(&peers) {
+                    self.note(format!("isolate {a:?}").as_bytes());
+                    self.log(|| format!("isolate {a:?}"));
+                    let others: Vec<Peer> = self.nodes.keys().copied().collect();
+                    for b in others.into_iter().filter(|&b| b != a) {
+                        self.cut.insert((a, b));
+                        self.cut.insert((b, a));
+                    }
+                }
+            }
+            _ => {
+                self.note(b"heal");
+                self.cut.clear();
+            }
+        }
+    }
+
+    /// Heals the network and restarts every crashed broker.
+    fn heal(&mut self) -> crate::Result<()> {
+        self.note(b"heal all");
+        self.cut.clear();
+        let down: Vec<NodeId> = std::mem::take(&mut self.crashed).into_iter().collect();
+        for id in down {
+            self.start_broker(id)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the next record of producer `i`.
+    fn produce(&mut self, i: u64, n: u32) {
+        let peer = Peer::Client(FIRST_PRODUCER + i);
+        let partition = self.rng.below(u64::from(self.config.partitions)) as u32;
+        let value = format!("p{i}-{n}");
+        let now = self.now;
+        let Some(Node::Producer(producer)) = self.nodes.get_mut(&peer) else {
+            return;
+        };
+        let tp = TopicPartition::from_shared(TOPIC.into(), partition);
+        match producer.append(
+            &tp,
+            now,
+            None,
+            Some(value.as_bytes()),
+            &[],
+            value.len() + 64,
+            now,
+        ) {
+            Ok(appended) => {
+                producer.wake();
+                self.batches
+                    .entry((peer, appended.batch))
+                    .or_default()
+                    .push((appended.index, value.clone()));
+                self.sent.insert(
+                    value,
+                    Sent {
+                        partition,
+                        outcome: None,
+                    },
+                );
+            }
+            Err(e) => self.anomaly(AnomalyKind::Liveness, format!("append {value}: {e}")),
+        }
+        self.drain(peer);
+    }
+
+    /// Takes what the consumers fetched, checking each read against the
+    /// earlier ones.
+    fn consume(&mut self) {
+        let consumers: Vec<Peer> = (0..u64::from(self.config.consumers))
+            .map(|i| Peer::Client(FIRST_CONSUMER + i))
+            .collect();
+        for peer in consumers {
+            let mut got = Vec::new();
+            if let Some(Node::Consumer(consumer)) = self.nodes.get_mut(&peer) {
+                let _ = consumer.drain(usize::MAX, |tp, record, _| {
+                    let value = record.value.as_deref().unwrap_or_default();
+                    got.push((
+                        tp.partition(),
+                        record.offset,
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                    Ok(())
+                });
+                let _ = consumer.take_error();
+                // As a poll does: the drained partitions fetch again.
+                consumer.handle_timeout(self.now, 100);
+            }
+            for (partition, offset, value) in got {
+                let event = self.events;
+                match self.read.get(&(partition, offset)) {
+                    Some((earlier, _)) if *earlier != value => {
+                        let detail = format!(
+                            "partition {partition} offset {offset}: read {earlier:?}, then {value:?}"
+                        );
+                        self.anomaly(AnomalyKind::InconsistentOffsets, detail);
+                    }
+                    Some(_) => {}
+                    None => {
+                        if !self.sent.contains_key(&value) {
+                            let detail =
+                                format!("partition {partition} offset {offset}: {value:?}");
+                            self.anomaly(AnomalyKind::Phantom, detail);
+                        }
+                        self.read.insert((partition, offset), (value, event));
+                    }
+                }
+            }
+            self.drain(peer);
+        }
+    }
+
+    /// Whether every send has an outcome.
+    fn all_sent_done(&self) -> bool {
+        self.sent.values().all(|s| s.outcome.is_some())
+    }
+
+    /// Creates the topic through the controller.
+    fn create_topic(&mut self) -> crate::Result<()> {
+        let topic = NewTopic::new(TOPIC, self.config.partitions)
+            .replication_factor(3.min(self.config.brokers as u16))
+            .config(TopicConfig {
+                min_insync_replicas: 2,
+                ..TopicConfig::default()
+            });
+        let request = Envelope::request(
+            ADMIN,
+            Peer::Broker(CONTROLLER_ID),
+            0,
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![topic],
+            }),
+        );
+        self.enqueue(self.now + 1, request);
+        let limit = self.now + 10_000;
+        while self.admin_answers.is_empty() && self.now < limit {
+            let next = self.now + 10;
+            self.run_until(next);
+        }
+        match self.admin_answers.pop().map(|e| e.message) {
+            Some(Message::Response(Ok(Response::CreateTopics(r))))
+                if r.topics.iter().all(|(_, outcome)| outcome.is_ok()) =>
+            {
+                Ok(())
+            }
+            other => Err(Error::InvalidRequest {
+                reason: format!("creating the simulated topic: {other:?}"),
+            }),
+        }
+    }
+}
+
+fn node_of(peer: Peer) -> NodeId {
+    match peer {
+        Peer::Broker(id) => id,
+        Peer::Client(_) => NodeId::MAX,
+    }
+}
+
+/// Runs one simulation and checks it; see the [module docs](self).
+pub fn run(config: &SimConfig) -> SimReport {
+    let seed = config.seed;
+    let mut world = match World::new(config.clone()) {
+        Ok(world) => world,
+        Err(e) => {
+            return SimReport {
+                seed,
+                events: 0,
+                faults: 0,
+                acked: 0,
+                anomalies: vec![Anomaly {
+                    kind: AnomalyKind::Liveness,
+                    event: 0,
+                    detail: format!("the cluster did not start: {e}"),
+                    trace: Vec::new(),
+                }],
+                trace_hash: 0,
+                virtual_ms: 0,
+            };
+        }
+    };
+    if let Err(e) = world.create_topic() {
+        world.anomaly(AnomalyKind::Liveness, e.to_string());
+        return world.report();
+    }
+    let all: Vec<TopicPartition> = (0..config.partitions)
+        .map(|p| TopicPartition::from_shared(TOPIC.into(), p))
+        .collect();
+    for i in 0..u64::from(config.consumers) {
+        if let Some(Node::Consumer(c)) = world.nodes.get_mut(&Peer::Client(FIRST_CONSUMER + i)) {
+            c.assign(all.clone());
+        }
+    }
+    // The fault phase: records go out at a steady pace while faults come.
+    let start = world.now;
+    let end = start + config.fault_ms;
+    let total = config.producers * config.records_per_producer;
+    let pace = (config.fault_ms / Millis::from(total.max(1))).max(1);
+    let mut next_record = 0u32;
+    let mut next_fault = start + world.rng.between(20, 300) as Millis;
+    while world.now < end {
+        let step_to = (world.now + pace).min(end);
+        while next_fault <= step_to {
+            world.run_until(next_fault);
+            world.fault();
+            next_fault += world.rng.between(20, 300) as Millis;
+        }
+        world.run_until(step_to);
+        if next_record < total {
+            let producer = u64::from(next_record % config.producers);
+            world.produce(producer, next_record / config.producers);
+            next_record += 1;
+        }
+        world.consume();
+    }
+    while next_record < total {
+        let producer = u64::from(next_record % config.producers);
+        world.produce(producer, next_record / config.producers);
+        next_record += 1;
+    }
+    // Heal, then let everything finish.
+    if let Err(e) = world.heal() {
+        world.anomaly(AnomalyKind::Liveness, format!("restart after healing: {e}"));
+    }
+    let limit = world.now + config.settle_ms;
+    while world.now < limit && !world.all_sent_done() {
+        let next = world.now + 50;
+        world.run_until(next);
+        world.consume();
+    }
+    world.check_final(&all, limit);
+    world.report()
+}
+
+impl World {
+    /// Reads every partition to its end with a fresh consumer and checks
+    /// the whole history against it.
+    fn check_final(&mut self, all: &[TopicPartition], limit: Millis) {
+        if self.stuck {
+            return; // the run stopped at the busy loop it reported
+        }
+        let unfinished: Vec<String> = self
+            .sent
+            .iter()
+            .filter(|(_, s)| s.outcome.is_none())
+            .map(|(v, _)| v.clone())
+            .collect();
+        if !unfinished.is_empty() {
+            let detail = format!(
+                "{} sends unfinished, e.g. {}",
+                unfinished.len(),
+                unfinished[0]
+            );
+            self.anomaly(AnomalyKind::Liveness, detail);
+        }
+        let checker = Peer::Client(FIRST_CONSUMER + 99);
+        let bootstrap: Vec<NodeId> = (0..self.config.brokers).collect();
+        let config = ConsumerConfig {
+            auto_offset_reset: AutoOffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        };
+        let mut core = ConsumerCore::new(checker, config, bootstrap);
+        core.assign(all.to_vec());
+        self.nodes.insert(checker, Node::Consumer(Box::new(core)));
+        self.drain(checker);
+        let acked: BTreeMap<String, (u32, u64)> = self
+            .sent
+            .iter()
+            .filter_map(|(v, s)| match &s.outcome {
+                Some(Ok(offset)) => Some((v.clone(), (s.partition, *offset))),
+                _ => None,
+            })
+            .collect();
+        // Read until every acknowledged record's offset is covered and the
+        // log has been quiet for a while.
+        let mut log: BTreeMap<(u32, u64), String> = BTreeMap::new();
+        let mut quiet_since = self.now;
+        let deadline = self.now.max(limit) + 20_000;
+        loop {
+            let next = self.now + 50;
+            self.run_until(next);
+            let mut got = Vec::new();
+            if let Some(Node::Consumer(c)) = self.nodes.get_mut(&checker) {
+                let _ = c.drain(usize::MAX, |tp, record, _| {
+                    let value = record.value.as_deref().unwrap_or_default();
+                    got.push((
+                        tp.partition(),
+                        record.offset,
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                    Ok(())
+                });
+                let failed = c.take_error();
+                c.handle_timeout(self.now, 100);
+                if let Some(e) = failed {
+                    self.anomaly(
+                        AnomalyKind::Liveness,
+                        format!("the checker's consumer failed: {e}"),
+                    );
+                }
+            }
+            self.drain(checker);
+            if !got.is_empty() {
+                quiet_since = self.now;
+            }
+            log.extend(got.into_iter().map(|(p, o, v)| ((p, o), v)));
+            let covered = acked.values().all(|&(p, o)| log.contains_key(&(p, o)));
+            if (covered && self.now - quiet_since >= 1_000) || self.now >= deadline {
+                break;
+            }
+        }
+        for (value, &(partition, offset)) in &acked {
+            if log.get(&(partition, offset)) != Some(value) {
+                let found = log.get(&(partition, offset));
+                let detail = format!(
+                    "{value:?} acknowledged at partition {partition} offset {offset}, final log has {found:?}"
+                );
+                self.anomaly(AnomalyKind::LostWrite, detail);
+            }
+        }
+        let mut seen: BTreeMap<&String, (u32, u64)> = BTreeMap::new();
+        let mut duplicates = Vec::new();
+        for (&(p, o), value) in &log {
+            if let Some(&(p0, o0)) = seen.get(value) {
+                duplicates.push(format!(
+                    "{value:?} at partition {p0} offset {o0} and partition {p} offset {o}"
+                ));
+            }
+            seen.insert(value, (p, o));
+        }
+        for detail in duplicates {
+            self.anomaly(AnomalyKind::Duplicate, detail);
+        }
+        let contradicted: Vec<String> = self
+            .read
+            .iter()
+            .filter(|(key, (value, _))| {
+                log.get(key).is_some_and(|v| v != value) || !log.contains_key(key)
+            })
+            .map(|(&(p, o), (value, at))| {
+                format!(
+                    "read {value:?} at partition {p} offset {o} (event {at}), final log has {:?}",
+                    log.get(&(p, o))
+                )
+            })
+            .collect();
+        for detail in contradicted {
+            self.anomaly(AnomalyKind::InconsistentOffsets, detail);
+        }
+    }
+
+    fn report(&self) -> SimReport {
+        SimReport {
+            seed: self.config.seed,
+            events: self.events,
+            faults: self.faults,
+            acked: self
+                .sent
+                .values()
+                .filter(|s| matches!(s.outcome, Some(Ok(_))))
+                .count() as u64,
+            anomalies: self.anomalies.clone(),
+            trace_hash: self.hash,
+            virtual_ms: self.now - T0,
+        }
+    }
+}

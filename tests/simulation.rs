@@ -1,0 +1,68 @@
+//! The deterministic simulator as the main correctness test: many seeds of
+//! a 3-broker cluster under network faults and crashes, checked for lost,
+//! duplicated and inconsistent records; and one seed run twice gives the
+//! same trace.
+
+use ferrolog::sim::{SimConfig, run};
+
+/// How many seeds `cargo test` runs (more with `FERROLOG_SIM_SEEDS`).
+const SEEDS: u64 = 40;
+
+#[test]
+fn seeds_find_no_anomaly() {
+    let seeds = std::env::var("FERROLOG_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEEDS);
+    let from = std::env::var("FERROLOG_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (mut events, mut faults, mut acked) = (0, 0, 0);
+    let mut failed = Vec::new();
+    for seed in from..from + seeds {
+        let report = run(&SimConfig::new(seed));
+        events += report.events;
+        faults += report.faults;
+        acked += report.acked;
+        if !report.anomalies.is_empty() {
+            failed.push(report.to_string());
+        }
+    }
+    println!(
+        "SIM seeds={seeds} events={events} faults={faults} acked={acked} anomalies={}",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(acked > 0, "records were acknowledged");
+}
+
+/// Seeds that found bugs, kept as regression tests:
+/// - 13 and 110: an acknowledged acks=all record lost — a leader whose ISR
+///   expansion was committed by the controller but whose answer was lost
+///   went back to the smaller ISR, acknowledged a record the new member
+///   lacked, and the controller then elected that member;
+/// - 8, 12, 20, 61, 66, 68, 81, 90, 143, 226, 252, 258, 267, 269: sends
+///   that never finished — a new leader with no state for an idempotent
+///   producer took a later batch first, then refused the earlier ones as
+///   out of order forever (and the log had the records out of order).
+const REGRESSIONS: &[u64] = &[
+    8, 12, 13, 20, 61, 66, 68, 81, 90, 110, 143, 226, 252, 258, 267, 269,
+];
+
+#[test]
+fn seeds_that_found_bugs_stay_clean() {
+    for &seed in REGRESSIONS {
+        let report = run(&SimConfig::new(seed));
+        assert!(report.anomalies.is_empty(), "{report}");
+    }
+}
+
+#[test]
+fn a_seed_replays_with_the_same_trace() {
+    let first = run(&SimConfig::new(1234));
+    let again = run(&SimConfig::new(1234));
+    assert_eq!(first.trace_hash, again.trace_hash);
+    assert_eq!(first.events, again.events);
+    assert_ne!(first.trace_hash, run(&SimConfig::new(1235)).trace_hash);
+}
