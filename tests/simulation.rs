@@ -45,9 +45,16 @@ fn seeds_find_no_anomaly() {
 /// - 8, 12, 20, 61, 66, 68, 81, 90, 143, 226, 252, 258, 267, 269: sends
 ///   that never finished — a new leader with no state for an idempotent
 ///   producer took a later batch first, then refused the earlier ones as
-///   out of order forever (and the log had the records out of order).
+///   out of order forever (and the log had the records out of order);
+/// - 339, 344, 501, 567, 996: sends that never finished — an idempotent
+///   producer sent more batches after one whose outcome it did not know
+///   than the broker remembers, so the broker no longer recognised its
+///   retry as a duplicate and refused it forever;
+/// - 885: a consumer core whose backoff had ended kept asking for a timer
+///   in the past while its records waited to be drained (a busy loop).
 const REGRESSIONS: &[u64] = &[
-    8, 12, 13, 20, 61, 66, 68, 81, 90, 110, 143, 226, 252, 258, 267, 269,
+    8, 12, 13, 20, 61, 66, 68, 81, 90, 110, 143, 226, 252, 258, 267, 269, 339, 344, 501, 567, 885,
+    996,
 ];
 
 #[test]

@@ -324,6 +324,15 @@ impl ConsumerCore {
                 None => {}
             }
         }
+        // Backoffs that ended are over: a partition that cannot go yet
+        // (records still buffered, a fetch out, paused) waits for that, not
+        // for a deadline in the past, which would have the driver call
+        // again at once, forever (found by simulator seed 885).
+        for state in self.partitions.values_mut() {
+            if state.retry_at.is_some_and(|at| at <= now) {
+                state.retry_at = None;
+            }
+        }
         let Self {
             peer,
             metadata,

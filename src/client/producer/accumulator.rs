@@ -66,6 +66,24 @@ struct PartitionQueue {
     batches: VecDeque<ProducerBatch>,
     in_flight: usize,
     retry_at: Millis,
+    /// An idempotent producer's sent batches from the oldest one whose
+    /// outcome is not known yet, in sequence order, with whether each is
+    /// settled: the broker remembers only the last few batches of a
+    /// producer, so a retry is recognised as a duplicate only while at
+    /// most `max_in_flight` batches were sent from it on.
+    window: VecDeque<(u64, bool)>,
+}
+
+impl PartitionQueue {
+    /// Batch `id` has its outcome: the window moves past what is settled.
+    fn settle(&mut self, id: u64) {
+        if let Some(entry) = self.window.iter_mut().find(|(b, _)| *b == id) {
+            entry.1 = true;
+        }
+        while self.window.front().is_some_and(|&(_, settled)| settled) {
+            self.window.pop_front();
+        }
+    }
 }
 
 /// What [`Accumulator::append`] did.
@@ -228,13 +246,31 @@ impl Accumulator {
                 .front()
                 .is_some_and(|b| now.saturating_sub(b.created_ms) >= delivery_timeout)
             {
-                out.expired.extend(queue.batches.pop_front());
+                if let Some(batch) = queue.batches.pop_front() {
+                    queue.settle(batch.id);
+                    out.expired.push(batch);
+                }
             }
             let Some(front) = queue.batches.front() else {
                 continue;
             };
             out.next_wake = out.next_wake.min(front.created_ms + delivery_timeout);
             if queue.in_flight >= max_in_flight {
+                continue;
+            }
+            // An idempotent producer's retried batch goes alone, once
+            // nothing else of its partition is in flight, and before any
+            // newer batch: its outcome is unknown (the broker may have
+            // appended it), and only while at most `max_in_flight` batches
+            // followed it does the broker still remember it and answer a
+            // retry as a duplicate (found by simulator seeds 339 and 996).
+            if producer.is_some() && front.base_sequence.is_some() && queue.in_flight > 0 {
+                continue;
+            }
+            if producer.is_some()
+                && front.base_sequence.is_none()
+                && queue.window.len() >= max_in_flight
+            {
                 continue;
             }
             if queue.retry_at > now {
@@ -262,6 +298,7 @@ impl Accumulator {
                     let next = self.next_sequence.entry(tp.clone()).or_insert(0);
                     batch.assign_sequence(id, epoch, *next);
                     *next = next.wrapping_add(batch.record_count() as i32);
+                    queue.window.push_back((batch.id, false));
                 }
                 queue.in_flight += 1;
                 out.ready.push((node, batch));
@@ -287,10 +324,11 @@ impl Accumulator {
         queue.batches.insert(at, batch);
     }
 
-    /// One of the partition's in-flight batches is done.
-    pub(crate) fn release(&mut self, tp: &TopicPartition) {
+    /// One of the partition's in-flight batches, `batch`, is done.
+    pub(crate) fn release(&mut self, tp: &TopicPartition, batch: u64) {
         if let Some(queue) = self.queues.get_mut(tp) {
             queue.in_flight = queue.in_flight.saturating_sub(1);
+            queue.settle(batch);
         }
     }
 
@@ -305,5 +343,56 @@ impl Accumulator {
     /// Whether no batch waits in any queue.
     pub(crate) fn is_empty(&self) -> bool {
         self.queues.values().all(|q| q.batches.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idempotent producer never sends more batches after one whose
+    /// outcome it does not know than the broker remembers, and sends a
+    /// retry alone (found by simulator seeds 339, 567 and 996).
+    #[test]
+    fn an_idempotent_retry_stays_within_what_the_broker_remembers() {
+        let config = ProducerConfig {
+            linger_ms: 0,
+            batch_size: 1,
+            ..ProducerConfig::default()
+        };
+        let tp = TopicPartition::new("t", 0).unwrap();
+        let mut acc = Accumulator::new(1);
+        for _ in 0..12 {
+            acc.append(&tp, 0, None, Some(b"v"), &[], 16, 0, &config);
+        }
+        let producer = Some((7, 0));
+        let drain = |acc: &mut Accumulator| {
+            let drained = acc.drain(0, &config, |_| Some(0), 5, producer);
+            drained
+                .ready
+                .into_iter()
+                .map(|(_, b)| b)
+                .collect::<Vec<_>>()
+        };
+        let mut sent = Vec::new();
+        for _ in 0..5 {
+            sent.extend(drain(&mut acc));
+        }
+        assert_eq!(sent.len(), 5, "five in flight");
+        assert!(drain(&mut acc).is_empty());
+        // The first one's answer is lost; the others succeed.
+        let first = sent.remove(0);
+        acc.requeue(first, 0);
+        for b in &sent {
+            acc.release(&tp, b.id);
+        }
+        // The window still starts at the unsettled first batch: nothing new
+        // goes, only the retry, alone.
+        let retry = drain(&mut acc);
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].base_sequence, Some(0));
+        assert!(drain(&mut acc).is_empty(), "nothing beside the retry");
+        acc.release(&tp, retry[0].id);
+        assert_eq!(drain(&mut acc).len(), 1, "settled: new batches go again");
     }
 }

@@ -57,7 +57,7 @@ pub(crate) struct Completion {
 struct InFlight {
     sent_ms: Millis,
     batches: Vec<ProducerBatch>,
-    expired: Vec<TopicPartition>,
+    expired: Vec<(TopicPartition, u64)>,
 }
 
 /// The producer's protocol state; see the [module docs](self).
@@ -321,7 +321,7 @@ impl ProducerCore {
                         timeout_ms: now.saturating_sub(request.sent_ms) as u64,
                     });
                 }
-                request.expired.push(batch.partition.clone());
+                request.expired.push((batch.partition.clone(), batch.id));
                 late_batches.push(batch);
             }
         }
@@ -360,8 +360,8 @@ impl ProducerCore {
     /// Applies a response (or the transport's error) to the batches of one
     /// request. Returns whether metadata should be refreshed.
     fn settle(&mut self, request: InFlight, response: Result<Response>, now: Millis) -> bool {
-        for tp in &request.expired {
-            self.acc.release(tp);
+        for (tp, batch) in &request.expired {
+            self.acc.release(tp, *batch);
         }
         let count = request.batches.len();
         let outcomes: Vec<Result<ProduceAck>> = match response {
@@ -395,7 +395,7 @@ impl ProducerCore {
         for (mut batch, outcome) in request.batches.into_iter().zip(outcomes) {
             match outcome {
                 Ok(ack) => {
-                    self.acc.release(&batch.partition);
+                    self.acc.release(&batch.partition, batch.id);
                     self.completions.push_back(Completion {
                         batch: batch.id,
                         outcome: Ok(Some(ack.base_offset)),
@@ -418,7 +418,7 @@ impl ProducerCore {
                         batch.last_error = Some(e);
                         self.acc.requeue(batch, retry_at);
                     } else {
-                        self.acc.release(&batch.partition);
+                        self.acc.release(&batch.partition, batch.id);
                         let error = if retriable && !in_time {
                             batch.last_error = Some(e);
                             expired(&batch, now)
@@ -473,7 +473,7 @@ impl ProducerCore {
                 if self.config.acks == Acks::None {
                     // Nobody answers: delivered as far as the producer knows.
                     for batch in batches {
-                        self.acc.release(&batch.partition);
+                        self.acc.release(&batch.partition, batch.id);
                         self.complete(batch.id, Ok(None));
                     }
                     continue;
