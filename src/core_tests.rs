@@ -22,6 +22,7 @@ use crate::protocol::{
     BrokerInfo, CONTROLLER_ID, CreateTopicsRequest, Envelope, Message, NodeId, Peer, Request,
     Response, codec,
 };
+use crate::sim::Node;
 use crate::storage::MemoryStorage;
 use crate::time::{ManualClock, Millis};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
@@ -31,57 +32,6 @@ const BROKERS: u32 = 3;
 const PRODUCER: Peer = Peer::Client(1);
 const CONSUMER: Peer = Peer::Client(2);
 const ADMIN: Peer = Peer::Client(3);
-
-/// One node of the world.
-enum Node {
-    Broker(Box<BrokerCore>),
-    Controller(Box<ControllerCore>),
-    Producer(Box<ProducerCore>),
-    Consumer(Box<ConsumerCore>),
-    Member(Box<MemberCore>),
-}
-
-impl Node {
-    fn handle_message(&mut self, now: Millis, envelope: Envelope) {
-        match self {
-            Node::Broker(c) => c.handle_message(now, envelope),
-            Node::Controller(c) => c.handle_message(now, envelope),
-            Node::Producer(c) => c.handle_message(now, envelope),
-            Node::Consumer(c) => c.handle_message(now, envelope),
-            Node::Member(c) => c.handle_message(now, envelope),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Millis) {
-        match self {
-            Node::Broker(c) => c.handle_timeout(now),
-            Node::Controller(c) => c.handle_timeout(now),
-            Node::Producer(c) => c.handle_timeout(now),
-            Node::Consumer(c) => c.handle_timeout(now, 100),
-            Node::Member(c) => c.handle_timeout(now),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Millis> {
-        match self {
-            Node::Broker(c) => c.poll_timeout(),
-            Node::Controller(c) => c.poll_timeout(),
-            Node::Producer(c) => c.poll_timeout(),
-            Node::Consumer(c) => c.poll_timeout(),
-            Node::Member(c) => c.poll_timeout(),
-        }
-    }
-
-    fn poll_transmit(&mut self) -> Option<Envelope> {
-        match self {
-            Node::Broker(c) => c.poll_transmit(),
-            Node::Controller(c) => c.poll_transmit(),
-            Node::Producer(c) => c.poll_transmit(),
-            Node::Consumer(c) => c.poll_transmit(),
-            Node::Member(c) => c.poll_transmit(),
-        }
-    }
-}
 
 /// The nodes, the envelopes on their way, the clock, and the trace.
 struct World {

@@ -76,7 +76,7 @@ pub mod broker;
 pub mod client;
 pub mod cluster;
 mod controller;
-#[cfg(test)]
+#[cfg(all(test, feature = "sim"))]
 mod core_tests;
 mod error;
 pub mod group;

@@ -42,6 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::broker::{BrokerConfig, BrokerCore};
+use crate::client::member_core::MemberCore;
 use crate::client::{
     Acks, AutoOffsetReset, ConsumerConfig, ConsumerCore, ProducerConfig, ProducerCore,
 };
@@ -183,48 +184,61 @@ impl std::fmt::Display for SimReport {
     }
 }
 
-/// One node of the simulated cluster.
-enum Node {
+/// One node of a simulated world: any core, driven through the same four
+/// calls (the consumer's fetches may wait 100 ms at the broker).
+pub(crate) enum Node {
     Broker(Box<BrokerCore>),
     Controller(Box<ControllerCore>),
     Producer(Box<ProducerCore>),
     Consumer(Box<ConsumerCore>),
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "group members join the simulated workloads next; the one-thread core tests use them now"
+        )
+    )]
+    Member(Box<MemberCore>),
 }
 
 impl Node {
-    fn handle_message(&mut self, now: Millis, envelope: Envelope) {
+    pub(crate) fn handle_message(&mut self, now: Millis, envelope: Envelope) {
         match self {
             Node::Broker(c) => c.handle_message(now, envelope),
             Node::Controller(c) => c.handle_message(now, envelope),
             Node::Producer(c) => c.handle_message(now, envelope),
             Node::Consumer(c) => c.handle_message(now, envelope),
+            Node::Member(c) => c.handle_message(now, envelope),
         }
     }
 
-    fn handle_timeout(&mut self, now: Millis) {
+    pub(crate) fn handle_timeout(&mut self, now: Millis) {
         match self {
             Node::Broker(c) => c.handle_timeout(now),
             Node::Controller(c) => c.handle_timeout(now),
             Node::Producer(c) => c.handle_timeout(now),
             Node::Consumer(c) => c.handle_timeout(now, 100),
+            Node::Member(c) => c.handle_timeout(now),
         }
     }
 
-    fn poll_timeout(&self) -> Option<Millis> {
+    pub(crate) fn poll_timeout(&self) -> Option<Millis> {
         match self {
             Node::Broker(c) => c.poll_timeout(),
             Node::Controller(c) => c.poll_timeout(),
             Node::Producer(c) => c.poll_timeout(),
             Node::Consumer(c) => c.poll_timeout(),
+            Node::Member(c) => c.poll_timeout(),
         }
     }
 
-    fn poll_transmit(&mut self) -> Option<Envelope> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Envelope> {
         match self {
             Node::Broker(c) => c.poll_transmit(),
             Node::Controller(c) => c.poll_transmit(),
             Node::Producer(c) => c.poll_transmit(),
             Node::Consumer(c) => c.poll_transmit(),
+            Node::Member(c) => c.poll_transmit(),
         }
     }
 }
@@ -790,21 +804,8 @@ impl World {
             .map(|i| Peer::Client(FIRST_CONSUMER + i))
             .collect();
         for peer in consumers {
-            let mut got = Vec::new();
-            if let Some(Node::Consumer(consumer)) = self.nodes.get_mut(&peer) {
-                let _ = consumer.drain(usize::MAX, |tp, record, _| {
-                    let value = record.value.as_deref().unwrap_or_default();
-                    got.push((
-                        tp.partition(),
-                        record.offset,
-                        String::from_utf8_lossy(value).into_owned(),
-                    ));
-                    Ok(())
-                });
-                let _ = consumer.take_error();
-                // As a poll does: the drained partitions fetch again.
-                consumer.handle_timeout(self.now, 100);
-            }
+            // (an error a running consumer hits is its to retry)
+            let (got, _) = self.poll_consumer(peer);
             for (partition, offset, value) in got {
                 let event = self.events;
                 match self.read.get(&(partition, offset)) {
@@ -827,6 +828,28 @@ impl World {
             }
             self.drain(peer);
         }
+    }
+
+    /// What a poll of consumer `peer` returns now: its buffered records as
+    /// (partition, offset, value), and the error it hit, if any; then, as a
+    /// poll does, the drained partitions fetch again.
+    fn poll_consumer(&mut self, peer: Peer) -> (Vec<(u32, u64, String)>, Option<Error>) {
+        let mut got = Vec::new();
+        let Some(Node::Consumer(consumer)) = self.nodes.get_mut(&peer) else {
+            return (got, None);
+        };
+        let _ = consumer.drain(usize::MAX, |tp, record, _| {
+            let value = record.value.as_deref().unwrap_or_default();
+            got.push((
+                tp.partition(),
+                record.offset,
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+            Ok(())
+        });
+        let failed = consumer.take_error();
+        consumer.handle_timeout(self.now, 100);
+        (got, failed)
     }
 
     /// Whether every send has an outcome.
@@ -998,25 +1021,10 @@ impl World {
         loop {
             let next = self.now + 50;
             self.run_until(next);
-            let mut got = Vec::new();
-            if let Some(Node::Consumer(c)) = self.nodes.get_mut(&checker) {
-                let _ = c.drain(usize::MAX, |tp, record, _| {
-                    let value = record.value.as_deref().unwrap_or_default();
-                    got.push((
-                        tp.partition(),
-                        record.offset,
-                        String::from_utf8_lossy(value).into_owned(),
-                    ));
-                    Ok(())
-                });
-                let failed = c.take_error();
-                c.handle_timeout(self.now, 100);
-                if let Some(e) = failed {
-                    self.anomaly(
-                        AnomalyKind::Liveness,
-                        format!("the checker's consumer failed: {e}"),
-                    );
-                }
+            let (got, failed) = self.poll_consumer(checker);
+            if let Some(e) = failed {
+                let detail = format!("the checker's consumer failed: {e}");
+                self.anomaly(AnomalyKind::Liveness, detail);
             }
             self.drain(checker);
             if !got.is_empty() {
