@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use ferrolog::sim::{SimConfig, run};
+use ferrolog::sim::{SimConfig, run, run_seeds};
 
 fn main() {
     let mut seeds = 100u64;
@@ -34,22 +34,12 @@ fn main() {
         std::process::exit(i32::from(!report.anomalies.is_empty()));
     }
     let started = Instant::now();
-    let (mut events, mut faults, mut acked, mut anomalies) = (0, 0, 0, 0);
-    for seed in from..from + seeds {
-        let report = run(&SimConfig::new(seed));
-        events += report.events;
-        faults += report.faults;
-        acked += report.acked;
-        if !report.anomalies.is_empty() {
-            anomalies += report.anomalies.len();
-            println!("FAILED {report}");
-        }
+    let summary = run_seeds(from..from + seeds);
+    for report in &summary.failed {
+        println!("FAILED {report}");
     }
-    println!(
-        "SIM seeds={seeds} events={events} faults={faults} acked={acked} anomalies={anomalies} seconds={:.1}",
-        started.elapsed().as_secs_f64()
-    );
-    if anomalies > 0 {
+    println!("{summary} seconds={:.1}", started.elapsed().as_secs_f64());
+    if !summary.failed.is_empty() {
         std::process::exit(1);
     }
 }

@@ -16,7 +16,6 @@ use crate::client::{
     Acks, AutoOffsetReset, ConsumerConfig, ConsumerCore, ProducerConfig, ProducerCore,
 };
 use crate::controller::ControllerCore;
-use crate::error::Error;
 use crate::group::built_in_assignors;
 use crate::protocol::{
     BrokerInfo, CONTROLLER_ID, CreateTopicsRequest, Envelope, Message, NodeId, Peer, Request,
@@ -170,12 +169,11 @@ impl World {
                 }
                 return true;
             };
-            if let Message::Request(request) = &envelope.message {
-                let unanswered = matches!(request, Request::Produce(p) if p.acks == Acks::None);
-                if !unanswered {
-                    let key = (envelope.from, envelope.correlation_id);
-                    self.owed.entry(to).or_default().insert(key);
-                }
+            if let Message::Request(request) = &envelope.message
+                && request.expects_answer()
+            {
+                let key = (envelope.from, envelope.correlation_id);
+                self.owed.entry(to).or_default().insert(key);
             }
             node.handle_message(self.now, envelope);
             self.drain(to);
@@ -251,15 +249,8 @@ impl World {
             broker.crash();
         }
         for (requester, correlation_id) in self.owed.remove(&peer).unwrap_or_default() {
-            self.queue.push_back(Envelope {
-                from: peer,
-                to: requester,
-                correlation_id,
-                message: Message::Response(Err(Error::Network {
-                    node: id,
-                    reason: "crashed".into(),
-                })),
-            });
+            let failed = Envelope::connection_closed(id, requester, correlation_id, "crashed");
+            self.queue.push_back(failed);
         }
     }
 

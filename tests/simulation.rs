@@ -3,7 +3,7 @@
 //! duplicated and inconsistent records; and one seed run twice gives the
 //! same trace.
 
-use ferrolog::sim::{SimConfig, run};
+use ferrolog::sim::{SimConfig, run, run_seeds};
 
 /// How many seeds `cargo test` runs (more with `FERROLOG_SIM_SEEDS`).
 const SEEDS: u64 = 40;
@@ -18,23 +18,11 @@ fn seeds_find_no_anomaly() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let (mut events, mut faults, mut acked) = (0, 0, 0);
-    let mut failed = Vec::new();
-    for seed in from..from + seeds {
-        let report = run(&SimConfig::new(seed));
-        events += report.events;
-        faults += report.faults;
-        acked += report.acked;
-        if !report.anomalies.is_empty() {
-            failed.push(report.to_string());
-        }
-    }
-    println!(
-        "SIM seeds={seeds} events={events} faults={faults} acked={acked} anomalies={}",
-        failed.len()
-    );
+    let summary = run_seeds(from..from + seeds);
+    println!("{summary}");
+    let failed: Vec<String> = summary.failed.iter().map(|r| r.to_string()).collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
-    assert!(acked > 0, "records were acknowledged");
+    assert!(summary.acked > 0, "records were acknowledged");
 }
 
 /// Seeds that found bugs, kept as regression tests:

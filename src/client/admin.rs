@@ -135,12 +135,7 @@ impl Admin {
     pub fn with_config(bootstrap: impl Into<Bootstrap>, config: AdminConfig) -> Result<Self> {
         config.validate()?;
         let bootstrap: Bootstrap = bootstrap.into();
-        if bootstrap.nodes.is_empty() {
-            return Err(Error::config("bootstrap", "names no broker"));
-        }
-        let peer = crate::transport::new_client_peer();
-        let inbox = Arc::new(ClientInbox::default());
-        bootstrap.transport.register(peer, inbox.clone())?;
+        let (peer, inbox) = bootstrap.register_client()?;
         let core = AdminCore::new(
             peer,
             bootstrap.nodes.clone(),

@@ -139,12 +139,7 @@ impl<K, V> Consumer<K, V> {
     ) -> Result<Self> {
         config.validate()?;
         let bootstrap: Bootstrap = bootstrap.into();
-        if bootstrap.nodes.is_empty() {
-            return Err(Error::config("bootstrap", "names no broker"));
-        }
-        let peer = crate::transport::new_client_peer();
-        let inbox = Arc::new(ClientInbox::default());
-        bootstrap.transport.register(peer, inbox.clone())?;
+        let (peer, inbox) = bootstrap.register_client()?;
         Ok(Self {
             core: Mutex::new(ConsumerCore::new(
                 peer,

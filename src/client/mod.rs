@@ -59,6 +59,20 @@ pub struct Bootstrap {
 }
 
 impl Bootstrap {
+    /// Registers a new client peer with the transport, its answers going
+    /// to a fresh [`ClientInbox`]; a bootstrap without nodes is refused.
+    pub(crate) fn register_client(
+        &self,
+    ) -> crate::Result<(crate::protocol::Peer, Arc<ClientInbox>)> {
+        if self.nodes.is_empty() {
+            return Err(crate::Error::config("bootstrap", "names no broker"));
+        }
+        let peer = crate::transport::new_client_peer();
+        let inbox = Arc::new(ClientInbox::default());
+        self.transport.register(peer, inbox.clone())?;
+        Ok((peer, inbox))
+    }
+
     /// Brokers `nodes` reached through `transport`.
     pub fn new(transport: Arc<dyn Transport>, nodes: impl IntoIterator<Item = NodeId>) -> Self {
         Self {

@@ -2,7 +2,7 @@
 //! who sent it, to whom, and the correlation id that pairs a response with
 //! its request.
 
-use super::{Peer, Request, Response};
+use super::{NodeId, Peer, Request, Response};
 use crate::error::Result;
 
 /// What an envelope carries: a request, or the answer to one (a response,
@@ -94,5 +94,25 @@ impl Envelope {
     /// with its correlation id.
     pub fn reply(&self, response: Result<Response>) -> Self {
         self.reply_to().answer(self.to, response)
+    }
+
+    /// What the sender of request `correlation_id` to node `node` gets when
+    /// the connection closes before the answer: a network error, as its
+    /// answer.
+    pub fn connection_closed(
+        node: NodeId,
+        requester: Peer,
+        correlation_id: u64,
+        reason: &str,
+    ) -> Self {
+        Self {
+            from: Peer::Broker(node),
+            to: requester,
+            correlation_id,
+            message: Message::Response(Err(crate::Error::Network {
+                node,
+                reason: reason.to_string(),
+            })),
+        }
     }
 }

@@ -135,6 +135,11 @@ impl Request {
         }
     }
 
+    /// Whether the receiver answers it (all requests but acks=0 produces).
+    pub fn expects_answer(&self) -> bool {
+        !matches!(self, Request::Produce(p) if p.acks == Acks::None)
+    }
+
     /// The API's name, as Kafka spells it (`"Produce"`, `"Fetch"`, …).
     pub fn api_name(&self) -> &'static str {
         match self {

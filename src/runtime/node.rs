@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{Core, MAX_TIMER_SLEEP_MS, deliver};
 use crate::error::{Error, Result};
-use crate::protocol::{Acks, Envelope, Message, NodeId, Peer, Request};
+use crate::protocol::{Envelope, Message, NodeId, Peer};
 use crate::time::{Clock, Millis};
 use crate::transport::{Inbox, Transport};
 
@@ -183,14 +183,8 @@ impl<C: Core> NodeRuntime<C> {
         };
         // Only nodes are owed answers.
         if let Peer::Broker(id) = shared.peer {
-            outputs.extend(owed.into_iter().map(|(peer, correlation_id)| Envelope {
-                from: shared.peer,
-                to: peer,
-                correlation_id,
-                message: Message::Response(Err(Error::Network {
-                    node: id,
-                    reason: "the node stopped".into(),
-                })),
+            outputs.extend(owed.into_iter().map(|(peer, correlation_id)| {
+                Envelope::connection_closed(id, peer, correlation_id, "the node stopped")
             }));
         }
         let last = shared.clone();
@@ -221,12 +215,10 @@ impl<C: Core> Shared<C> {
     fn process(self: &Arc<Self>, envelope: Envelope) {
         let (outputs, next) = {
             let mut node = self.node.lock();
-            if let Message::Request(request) = &envelope.message {
-                // An acks=0 produce is never answered.
-                let answered = !matches!(request, Request::Produce(p) if p.acks == Acks::None);
-                if answered {
-                    node.owed.insert((envelope.from, envelope.correlation_id));
-                }
+            if let Message::Request(request) = &envelope.message
+                && request.expects_answer()
+            {
+                node.owed.insert((envelope.from, envelope.correlation_id));
             }
             node.core.handle_message(self.clock.now_ms(), envelope);
             self.finish_step(&mut node)

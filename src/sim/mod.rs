@@ -447,15 +447,12 @@ impl World {
                 Message::Request(_) => {
                     crate::transport::undeliverable(&envelope, "connection lost")
                 }
-                Message::Response(_) => Some(Envelope {
-                    from,
+                Message::Response(_) => Some(Envelope::connection_closed(
+                    node_of(from),
                     to,
-                    correlation_id: envelope.correlation_id,
-                    message: Message::Response(Err(Error::Network {
-                        node: node_of(from),
-                        reason: "connection lost".into(),
-                    })),
-                }),
+                    envelope.correlation_id,
+                    "connection lost",
+                )),
             };
             if let Some(failed) = failed {
                 let at = self.now + self.rng.between(1, self.config.max_delay_ms) as Millis;
@@ -540,12 +537,11 @@ impl World {
             }
             return;
         };
-        if let Message::Request(request) = &envelope.message {
-            let unanswered = matches!(request, Request::Produce(p) if p.acks == Acks::None);
-            if !unanswered {
-                let key = (envelope.from, envelope.correlation_id);
-                self.owed.entry(to).or_default().insert(key);
-            }
+        if let Message::Request(request) = &envelope.message
+            && request.expects_answer()
+        {
+            let key = (envelope.from, envelope.correlation_id);
+            self.owed.entry(to).or_default().insert(key);
         }
         node.handle_message(self.now, envelope);
         self.drain(to);
@@ -672,15 +668,7 @@ impl World {
         self.network
             .retain(|_, e| !(e.to == peer && matches!(e.message, Message::Response(_))));
         for (requester, correlation_id) in self.owed.remove(&peer).unwrap_or_default() {
-            let failed = Envelope {
-                from: peer,
-                to: requester,
-                correlation_id,
-                message: Message::Response(Err(Error::Network {
-                    node: id,
-                    reason: "crashed".into(),
-                })),
-            };
+            let failed = Envelope::connection_closed(id, requester, correlation_id, "crashed");
             let at = self.now + 1;
             self.enqueue(at, failed);
         }
@@ -897,6 +885,50 @@ fn node_of(peer: Peer) -> NodeId {
         Peer::Broker(id) => id,
         Peer::Client(_) => NodeId::MAX,
     }
+}
+
+/// What many seeds found together.
+#[derive(Debug, Clone, Default)]
+pub struct SimSummary {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Events, faults and acknowledged records over all of them.
+    pub events: u64,
+    /// See [`SimReport::faults`].
+    pub faults: u64,
+    /// See [`SimReport::acked`].
+    pub acked: u64,
+    /// The reports of the seeds that found an anomaly.
+    pub failed: Vec<SimReport>,
+}
+
+impl std::fmt::Display for SimSummary {
+    /// The `SIM seeds=… events=… faults=… acked=… anomalies=…` line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let anomalies: usize = self.failed.iter().map(|r| r.anomalies.len()).sum();
+        write!(
+            f,
+            "SIM seeds={} events={} faults={} acked={} anomalies={anomalies}",
+            self.seeds, self.events, self.faults, self.acked
+        )
+    }
+}
+
+/// Runs the standard simulation ([`SimConfig::new`]) for every seed of
+/// `seeds` and sums what they found.
+pub fn run_seeds(seeds: std::ops::Range<u64>) -> SimSummary {
+    let mut summary = SimSummary::default();
+    for seed in seeds {
+        let report = run(&SimConfig::new(seed));
+        summary.seeds += 1;
+        summary.events += report.events;
+        summary.faults += report.faults;
+        summary.acked += report.acked;
+        if !report.anomalies.is_empty() {
+            summary.failed.push(report);
+        }
+    }
+    summary
 }
 
 /// Runs one simulation and checks it; see the [module docs](self).
