@@ -37,7 +37,7 @@ const VALUE_BYTES: usize = 100;
 const GROUP_PARTITIONS: u32 = 6;
 const REBALANCE_PARTITIONS: u32 = 100;
 const REBALANCE_MEMBERS: usize = 10;
-const REBALANCE_SAMPLES: usize = 30;
+const REBALANCE_SAMPLES: usize = 200;
 
 /// Auto-commit commits before partitions are revoked, so a partition that
 /// moves while the members join is not read twice.

@@ -20,7 +20,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::assignor::{Assignment, Assignor, MemberSubscription, RebalanceProtocol};
-use super::records::{GroupRecord, GroupValue, MemberValue, OffsetValue, restore, store};
+use super::records::{
+    GroupRecord, GroupValue, MemberValue, OffsetValue, restore, store, stored_equals,
+};
 use super::{
     GroupDescription, GroupListing, GroupState, MemberDescription, OffsetAndMetadata,
     validate_group_id,
@@ -114,6 +116,9 @@ struct Group {
     /// watermark to reach it.
     last_written: u64,
     replaced: VecDeque<(String, String)>,
+    /// The durable state as last written (or loaded): a request changed
+    /// the group if its state no longer [matches](Group::unchanged) this.
+    stored: Option<GroupValue>,
 }
 
 impl GroupCoordinator {
@@ -188,6 +193,7 @@ impl GroupCoordinator {
         groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
         for g in groups.values_mut() {
             g.last_written = end;
+            g.stored = g.value();
         }
         self.shards.insert(
             partition,
@@ -244,7 +250,6 @@ impl GroupCoordinator {
             .groups
             .entry(request.group.clone())
             .or_insert_with(|| Group::new(request.group.clone()));
-        let before = group.value();
         let result = group.heartbeat(request, &assignor, topics, now, || {
             format!("{partition}-{leader_epoch}-{member_seq}")
         });
@@ -257,13 +262,13 @@ impl GroupCoordinator {
             Err(e) => {
                 // Nothing changed that needs writing; drop an empty group we
                 // created for a refused join.
-                if group.members.is_empty() && group.offsets.is_empty() && before.is_none() {
+                if group.members.is_empty() && group.offsets.is_empty() && group.stored.is_none() {
                     shard.groups.remove(&group_id);
                 }
                 return Err(e);
             }
         };
-        Ok(shard.finish(&group_id, before, response))
+        Ok(shard.finish(&group_id, response))
     }
 
     /// Commits offsets for a member (or for a group without members).
@@ -388,7 +393,6 @@ impl GroupCoordinator {
                 let Some(group) = shard.groups.get_mut(&id) else {
                     continue;
                 };
-                let before = group.value();
                 let gone: Vec<String> = group
                     .members
                     .values()
@@ -403,7 +407,7 @@ impl GroupCoordinator {
                     // that heartbeats; the removal stands.
                     let _ = group.refresh_target(&assignor, topics, now);
                 }
-                let Outcome { records, .. } = shard.finish(&id, before, ());
+                let Outcome { records, .. } = shard.finish(&id, ());
                 if !records.is_empty() {
                     writes.push(TickWrite {
                         partition: shard.partition,
@@ -446,11 +450,11 @@ impl GroupCoordinator {
 }
 
 impl Shard {
-    /// Compares the group with its state `before` and returns the outcome:
-    /// a group record if anything durable changed (a tombstone if the group
-    /// is gone), and what to wait for.
-    fn finish<T>(&mut self, id: &str, before: Option<GroupValue>, value: T) -> Outcome<T> {
-        let Some(group) = self.groups.get(id) else {
+    /// Compares the group with its state as last written and returns the
+    /// outcome: a group record if anything durable changed (a tombstone if
+    /// the group is gone), and what to wait for.
+    fn finish<T>(&mut self, id: &str, value: T) -> Outcome<T> {
+        let Some(group) = self.groups.get_mut(id) else {
             return Outcome {
                 value,
                 records: Vec::new(),
@@ -460,10 +464,21 @@ impl Shard {
         let gone = group.members.is_empty() && group.offsets.is_empty();
         // A group with nothing left is deleted: a tombstone lets compaction
         // drop its records.
-        let after = if gone { None } else { group.value() };
+        let changed = if gone {
+            group.stored.is_some()
+        } else {
+            !group.unchanged()
+        };
+        debug_assert_eq!(
+            changed,
+            group.stored != if gone { None } else { group.value() },
+            "Group::unchanged disagrees with Group::value"
+        );
         let wait_for = group.last_written;
         let mut records = Vec::new();
-        if after != before {
+        if changed {
+            let after = if gone { None } else { group.value() };
+            group.stored.clone_from(&after);
             records.push(GroupRecord::Group {
                 group: id.to_string(),
                 value: after,
@@ -548,6 +563,43 @@ impl Member {
         Ok(())
     }
 
+    /// Whether [`value`](Self::value) would equal `stored`, found without
+    /// building it.
+    fn unchanged(&self, stored: &MemberValue) -> bool {
+        // Every field named, so a new one cannot be forgotten here.
+        let MemberValue {
+            member_id,
+            instance_id,
+            client_id,
+            subscription,
+            topics,
+            epoch,
+            previous_epoch,
+            assigned,
+            pending_revocation,
+            assignment_id,
+            revoked_at,
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            left,
+        } = stored;
+        self.id == *member_id
+            && self.instance_id == *instance_id
+            && self.client_id == *client_id
+            && self.subscription == *subscription
+            && self.topics.len() == topics.len()
+            && self.topics.iter().zip(topics).all(|(t, st)| t == st)
+            && self.epoch == *epoch
+            && self.previous_epoch == *previous_epoch
+            && stored_equals(assigned, &self.assigned)
+            && stored_equals(pending_revocation, &self.pending)
+            && self.assignment_id == *assignment_id
+            && self.revoked_at == *revoked_at
+            && self.session_timeout_ms == *session_timeout_ms
+            && self.rebalance_timeout_ms == *rebalance_timeout_ms
+            && self.left == *left
+    }
+
     fn value(&self) -> MemberValue {
         MemberValue {
             member_id: self.id.clone(),
@@ -598,7 +650,51 @@ impl Group {
             offsets: BTreeMap::new(),
             last_written: 0,
             replaced: VecDeque::new(),
+            stored: None,
         }
+    }
+
+    /// Whether the durable state is still the one last written: what
+    /// [`value`](Self::value) would compare equal to `stored`, found without
+    /// building it (a heartbeat that changes nothing allocates nothing).
+    fn unchanged(&self) -> bool {
+        let Some(stored) = &self.stored else {
+            return self.members.is_empty() && self.group_epoch == 0;
+        };
+        // Every field named, so a new one cannot be forgotten here.
+        let GroupValue {
+            group_epoch,
+            assignor,
+            target_epoch,
+            target,
+            target_partitions,
+            members,
+            replaced,
+        } = stored;
+        !(self.members.is_empty() && self.group_epoch == 0)
+            && self.group_epoch == *group_epoch
+            && self.assignor == *assignor
+            && self.target_epoch == *target_epoch
+            && self.target.len() == target.len()
+            && self
+                .target
+                .iter()
+                .zip(target)
+                .all(|((m, tps), (sm, stps))| m == sm && stored_equals(stps, tps))
+            && self.target_partitions.len() == target_partitions.len()
+            && self
+                .target_partitions
+                .iter()
+                .zip(target_partitions)
+                .all(|((t, n), (st, sn))| t == st && n == sn)
+            && self.members.len() == members.len()
+            && self
+                .members
+                .values()
+                .zip(members)
+                .all(|(m, sm)| m.unchanged(sm))
+            && self.replaced.len() == replaced.len()
+            && self.replaced.iter().zip(replaced).all(|(r, sr)| r == sr)
     }
 
     /// The durable part of the group's state; `None` without members.

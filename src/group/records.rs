@@ -194,6 +194,20 @@ pub(crate) fn store<'a>(
         .collect()
 }
 
+/// Whether `stored` is what [`store`] makes of `partitions`, found without
+/// building it.
+pub(crate) fn stored_equals<'a, I>(stored: &[StoredPartition], partitions: I) -> bool
+where
+    I: IntoIterator<Item = &'a TopicPartition>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let partitions = partitions.into_iter();
+    partitions.len() == stored.len()
+        && partitions
+            .zip(stored)
+            .all(|(tp, (topic, p))| tp.topic() == topic && tp.partition() == *p)
+}
+
 /// Converts stored partitions back; names that are not valid topic names
 /// (which a writer never produces) are corrupt.
 pub(crate) fn restore(partitions: &[StoredPartition]) -> Result<Vec<TopicPartition>> {
