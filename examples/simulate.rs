@@ -3,24 +3,35 @@
 //!
 //! ```sh
 //! cargo run --release --example simulate -- --seeds 1000 [--from 0]
+//! cargo run --release --example simulate -- --seeds 1000 --plant DuplicateBatchAppended
 //! FERROLOG_SIM_SEED=13 cargo run --release --example simulate   # one seed, with its trace hash
 //! ```
 
 use std::time::Instant;
 
-use ferrolog::sim::{SimConfig, run, run_seeds};
+use ferrolog::sim::{PlantedBug, SimConfig, run, run_seeds_with};
 
 fn main() {
     let mut seeds = 100u64;
     let mut from = 0u64;
+    let mut template = SimConfig::new(0);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().and_then(|v| v.parse().ok());
-        match (arg.as_str(), value) {
+        let value = args.next().unwrap_or_default();
+        match (arg.as_str(), value.parse().ok()) {
             ("--seeds", Some(n)) => seeds = n,
             ("--from", Some(n)) => from = n,
+            ("--plant", _) => {
+                template.planted = PlantedBug::ALL
+                    .into_iter()
+                    .find(|bug| format!("{bug:?}") == value);
+                if template.planted.is_none() {
+                    eprintln!("unknown bug {value:?}; one of {:?}", PlantedBug::ALL);
+                    std::process::exit(2);
+                }
+            }
             _ => {
-                eprintln!("usage: simulate [--seeds N] [--from S]");
+                eprintln!("usage: simulate [--seeds N] [--from S] [--plant BUG]");
                 std::process::exit(2);
             }
         }
@@ -29,12 +40,12 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        let report = run(&SimConfig::new(seed));
+        let report = run(&SimConfig { seed, ..template });
         println!("{report}");
         std::process::exit(i32::from(!report.anomalies.is_empty()));
     }
     let started = Instant::now();
-    let summary = run_seeds(from..from + seeds);
+    let summary = run_seeds_with(&template, from..from + seeds);
     for report in &summary.failed {
         println!("FAILED {report}");
     }

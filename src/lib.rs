@@ -80,6 +80,7 @@ mod controller;
 mod core_tests;
 mod error;
 pub mod group;
+mod planted;
 pub mod protocol;
 pub mod record;
 pub mod replication;

@@ -3,7 +3,7 @@
 //! duplicated and inconsistent records; and one seed run twice gives the
 //! same trace.
 
-use ferrolog::sim::{SimConfig, run, run_seeds};
+use ferrolog::sim::{AnomalyKind, PlantedBug, SimConfig, run, run_seeds};
 
 /// How many seeds `cargo test` runs (more with `FERROLOG_SIM_SEEDS`).
 const SEEDS: u64 = 40;
@@ -60,4 +60,35 @@ fn a_seed_replays_with_the_same_trace() {
     assert_eq!(first.trace_hash, again.trace_hash);
     assert_eq!(first.events, again.events);
     assert_ne!(first.trace_hash, run(&SimConfig::new(1235)).trace_hash);
+}
+
+/// Each planted bug is found within 1,000 seeds, and the checker names the
+/// anomaly it causes.
+#[test]
+fn every_planted_bug_is_found() {
+    let expected = [
+        (
+            PlantedBug::HighWatermarkFromLeaderAlone,
+            AnomalyKind::InconsistentOffsets,
+        ),
+        (PlantedBug::TruncateToHighWatermark, AnomalyKind::LostWrite),
+        (PlantedBug::StaleLeaderEpochAccepted, AnomalyKind::LostWrite),
+        (PlantedBug::DuplicateBatchAppended, AnomalyKind::Duplicate),
+    ];
+    for (bug, kind) in expected {
+        let found = (0..1_000).find_map(|seed| {
+            let report = run(&SimConfig {
+                planted: Some(bug),
+                ..SimConfig::new(seed)
+            });
+            report.anomalies.iter().find(|a| a.kind == kind).map(|a| {
+                format!(
+                    "seed {seed}: {:?} at event {}: {}",
+                    a.kind, a.event, a.detail
+                )
+            })
+        });
+        let found = found.unwrap_or_else(|| panic!("{bug:?}: no {kind:?} in 1,000 seeds"));
+        println!("planted {bug:?}: found by {found}");
+    }
 }

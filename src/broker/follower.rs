@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use super::{BrokerCore, Partition, Truncation};
 use crate::error::{Error, Result};
+use crate::planted::{PlantedBug, planted};
 use crate::protocol::{FetchPartition, FetchRequest, FetchedData, NodeId, Request, Response};
 use crate::replication::truncation_offset;
 use crate::time::Millis;
@@ -180,7 +181,11 @@ fn apply_partition_data(
     if let Some((epoch, leader_end)) = data.diverging_epoch {
         let end = log.log_end_offset();
         let own = log.end_offset_for_epoch(epoch);
-        let target = truncation_offset(epoch, leader_end, own, log.log_start_offset());
+        let target = if planted(PlantedBug::TruncateToHighWatermark) {
+            log.high_watermark()
+        } else {
+            truncation_offset(epoch, leader_end, own, log.log_start_offset())
+        };
         if target >= end {
             // Nothing to remove, yet the leader sees a divergence: asking
             // again at once would get the same answer.

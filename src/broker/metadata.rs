@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{BrokerCore, Partition};
 use crate::error::Result;
+use crate::planted::{PlantedBug, planted};
 use crate::protocol::{ClusterMetadata, PartitionMetadata, TopicMetadata};
 use crate::replication::{ProducerStateTable, ReplicaSet};
 use crate::time::Millis;
@@ -157,6 +158,12 @@ fn assign_role(partition: &mut Partition, id: u32, p: &PartitionMetadata, now: M
         );
         partition.apply(&update);
     } else if new_epoch {
+        if planted(PlantedBug::TruncateToHighWatermark) {
+            let hw = partition.log.high_watermark();
+            if hw < end && partition.log.truncate_to(hw).is_ok() {
+                let _ = partition.rebuild_producers();
+            }
+        }
         partition.replicas.become_follower(
             p.leader,
             p.leader_epoch,

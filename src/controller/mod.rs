@@ -34,6 +34,7 @@ pub(crate) use node::ControllerCore;
 use store::{LogMetadataStore, MetadataStore};
 
 use crate::error::{Error, Result};
+use crate::planted::{PlantedBug, planted};
 use crate::protocol::{BrokerInfo, ClusterMetadata, NodeId, PartitionMetadata, TopicMetadata};
 use crate::record::murmur2;
 use crate::storage::Storage;
@@ -302,13 +303,14 @@ impl Controller {
     ) -> Result<(Vec<NodeId>, u32)> {
         let tp = &proposal.partition;
         let p = self.existing_partition(tp)?;
-        if proposal.leader_epoch != p.leader_epoch {
+        let fenced = !planted(PlantedBug::StaleLeaderEpochAccepted);
+        if fenced && proposal.leader_epoch != p.leader_epoch {
             return Err(Error::FencedLeaderEpoch {
                 epoch: proposal.leader_epoch,
                 latest: p.leader_epoch,
             });
         }
-        if proposal.partition_epoch != p.partition_epoch {
+        if fenced && proposal.partition_epoch != p.partition_epoch {
             return Err(Error::InvalidUpdateVersion {
                 partition: tp.clone(),
                 version: proposal.partition_epoch,

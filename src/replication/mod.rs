@@ -33,6 +33,7 @@ pub use producer_state::{BATCHES_KEPT, ProducerIds, ProducerStateTable, Sequence
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
+use crate::planted::{PlantedBug, planted};
 pub use crate::protocol::IsrProposal;
 use crate::protocol::NodeId;
 use crate::time::Millis;
@@ -434,7 +435,7 @@ impl ReplicaSet {
         let lowest = members
             .iter()
             .map(|&r| {
-                if r == self.local {
+                if r == self.local || planted(PlantedBug::HighWatermarkFromLeaderAlone) {
                     log_end_offset
                 } else {
                     followers.get(&r).map_or(0, |f| f.log_end_offset)

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::{Error, Result};
+use crate::planted::{PlantedBug, planted};
 use crate::record::RecordBatch;
 use crate::topic::TopicPartition;
 
@@ -133,6 +134,9 @@ impl ProducerStateTable {
             .iter()
             .find(|b| b.first_sequence == first && b.last_sequence == last)
         {
+            if planted(PlantedBug::DuplicateBatchAppended) {
+                return Ok(SequenceCheck::Append);
+            }
             return Ok(SequenceCheck::Duplicate {
                 base_offset: seen.base_offset,
                 last_offset: seen.last_offset,

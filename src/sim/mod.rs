@@ -36,6 +36,7 @@
 
 mod rng;
 
+pub use crate::planted::PlantedBug;
 pub use rng::SimRng;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,6 +91,9 @@ pub struct SimConfig {
     pub duplicate_per_million: u32,
     /// Virtual time allowed after healing for everything to finish.
     pub settle_ms: Millis,
+    /// A bug to plant in the cores for this run, to prove the checker
+    /// finds it (`None`: the code as it is).
+    pub planted: Option<PlantedBug>,
 }
 
 impl SimConfig {
@@ -108,6 +112,7 @@ impl SimConfig {
             loss_per_million: 5_000,
             duplicate_per_million: 2_000,
             settle_ms: 30_000,
+            planted: None,
         }
     }
 }
@@ -917,9 +922,18 @@ impl std::fmt::Display for SimSummary {
 /// Runs the standard simulation ([`SimConfig::new`]) for every seed of
 /// `seeds` and sums what they found.
 pub fn run_seeds(seeds: std::ops::Range<u64>) -> SimSummary {
+    run_seeds_with(&SimConfig::new(0), seeds)
+}
+
+/// Runs `template` (its seed replaced) for every seed of `seeds` and sums
+/// what they found.
+pub fn run_seeds_with(template: &SimConfig, seeds: std::ops::Range<u64>) -> SimSummary {
     let mut summary = SimSummary::default();
     for seed in seeds {
-        let report = run(&SimConfig::new(seed));
+        let report = run(&SimConfig {
+            seed,
+            ..template.clone()
+        });
         summary.seeds += 1;
         summary.events += report.events;
         summary.faults += report.faults;
@@ -934,6 +948,7 @@ pub fn run_seeds(seeds: std::ops::Range<u64>) -> SimSummary {
 /// Runs one simulation and checks it; see the [module docs](self).
 pub fn run(config: &SimConfig) -> SimReport {
     let seed = config.seed;
+    let _planting = crate::planted::Planting::new(config.planted);
     let mut world = match World::new(config.clone()) {
         Ok(world) => world,
         Err(e) => {
