@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example simulate -- --seeds 1000 [--from 0]
 //! cargo run --release --example simulate -- --seeds 1000 --plant DuplicateBatchAppended
+//! cargo run --release --example simulate -- --seeds 1000 --group-members 0   # no group
 //! FERROLOG_SIM_SEED=13 cargo run --release --example simulate   # one seed, with its trace hash
 //! ```
 
@@ -21,6 +22,7 @@ fn main() {
         match (arg.as_str(), value.parse().ok()) {
             ("--seeds", Some(n)) => seeds = n,
             ("--from", Some(n)) => from = n,
+            ("--group-members", Some(n)) => template.group_members = n as u32,
             ("--plant", _) => {
                 template.planted = PlantedBug::ALL
                     .into_iter()
@@ -31,7 +33,9 @@ fn main() {
                 }
             }
             _ => {
-                eprintln!("usage: simulate [--seeds N] [--from S] [--plant BUG]");
+                eprintln!(
+                    "usage: simulate [--seeds N] [--from S] [--group-members N] [--plant BUG]"
+                );
                 std::process::exit(2);
             }
         }

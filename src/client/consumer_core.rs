@@ -27,6 +27,11 @@ use crate::topic::TopicPartition;
 
 /// Wait before looking at a partition again after a retriable error.
 const RETRY_BACKOFF_MS: Millis = 100;
+/// How long a position the log once had (see `PartitionState::proven`) is
+/// kept while leaders say it lies past their end: a deposed leader that has
+/// not learned it yet lags behind the new one, and resetting then would
+/// read the partition again from the start (or skip to its end).
+const STALE_LEADER_PATIENCE_MS: Millis = 30_000;
 
 #[derive(Debug, Default)]
 struct PartitionState {
@@ -46,6 +51,11 @@ struct PartitionState {
     /// the position moves there, past offsets compaction removed and
     /// control batches.
     skip_to: Option<u64>,
+    /// The position is one the log had: reached by reading, or a committed
+    /// offset (not a seek of the application's).
+    proven: bool,
+    /// Since when leaders say the (proven) position lies past their end.
+    beyond_end_since: Option<Millis>,
 }
 
 /// A request in flight: a fetch or an offset lookup, its partitions (with
@@ -139,6 +149,7 @@ impl ConsumerCore {
             tp,
             PartitionState {
                 position,
+                proven: position.is_some(),
                 ..PartitionState::default()
             },
         );
@@ -446,6 +457,7 @@ impl ConsumerCore {
                 };
                 take(tp, record, *timestamp_type)?;
                 state.position = Some(record.offset + 1);
+                state.proven = true;
                 state.buffered.pop_front();
                 taken += 1;
             }
@@ -696,6 +708,22 @@ impl ConsumerCore {
                 continue; // seeked or reassigned since
             }
             let fetch_offset = requested.unwrap_or_default();
+            let past_end = matches!(&part.result, Err(Error::OffsetOutOfRange {
+                    offset, log_end_offset, ..
+                }) if offset > log_end_offset);
+            if past_end && state.proven {
+                // Most likely a deposed leader that does not know it yet: ask
+                // again after fresh metadata, for a while, before resetting.
+                let since = *state.beyond_end_since.get_or_insert(now);
+                if now - since < STALE_LEADER_PATIENCE_MS {
+                    state.retry_at = Some(now + RETRY_BACKOFF_MS);
+                    self.metadata.want_refresh();
+                    continue;
+                }
+            }
+            if part.result.is_ok() {
+                state.beyond_end_since = None;
+            }
             match part.result {
                 Ok(data) => match buffer(
                     state,

@@ -76,6 +76,11 @@ struct Shard {
     partition: u32,
     leader_epoch: i32,
     groups: BTreeMap<String, Group>,
+    /// The number in the next new member's id. It starts at the log's end
+    /// when the shard is loaded: every member id handed out before was
+    /// written in a record below that end, so a broker that restarts and
+    /// loads its shard again under the same leader epoch never hands out
+    /// an id twice.
     next_member: u64,
 }
 
@@ -202,7 +207,7 @@ impl GroupCoordinator {
                 partition,
                 leader_epoch,
                 groups,
-                next_member: 0,
+                next_member: end,
             },
         );
         Ok(())

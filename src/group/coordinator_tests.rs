@@ -2023,3 +2023,38 @@ fn eager_assignors_revoke_everything_first_and_cooperative_only_what_moves() {
         assert_eq!(d.coord.describe(GROUP).unwrap().state, GroupState::Stable);
     }
 }
+
+/// Regression (simulator seed 339): a broker that restarted and loaded its
+/// shard again under the same leader epoch numbered new members from 0
+/// again, so a joining member got the id of a member that still held its
+/// partition, and took them over while the first one still read them.
+#[test]
+fn member_ids_stay_unique_when_a_shard_is_loaded_again_in_the_same_epoch() {
+    let now = 1_000;
+    let topics = topics(&[("t", 2)]);
+    let mut c = Coordinator::new(now);
+    let join = |c: &mut Coordinator, name: &str| {
+        let request = GroupHeartbeatRequest {
+            group: GROUP.to_string(),
+            member_id: String::new(),
+            member_epoch: 0,
+            group_instance_id: None,
+            client_id: name.to_string(),
+            subscription: subscribe(&["t"]),
+            assignor: "range".to_string(),
+            owned: Vec::new(),
+            acked_assignment: 0,
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            max_wait_ms: 0,
+        };
+        c.heartbeat(request, &topics, now).expect("joins").member_id
+    };
+    let first = join(&mut c, "a");
+    // The broker restarts: same leader epoch, the shard loaded from the log.
+    c.leader_epoch -= 1;
+    c.reload(now);
+    let second = join(&mut c, "a");
+    assert_ne!(first, second, "a member id was handed out twice");
+    assert_eq!(c.describe(GROUP).expect("the group").members.len(), 2);
+}

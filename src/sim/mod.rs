@@ -1,7 +1,8 @@
 //! A deterministic whole-cluster simulator (feature `sim`).
 //!
 //! One thread runs the real cores — brokers, the controller, idempotent
-//! acks=all producers and consumers — over a simulated network and a
+//! acks=all producers, consumers and the members of a consumer group — over
+//! a simulated network and a
 //! virtual clock, with every delay, loss, duplicate, network partition and
 //! crash drawn from one seeded random source ([`SimRng`]). The same seed
 //! gives the same run, event for event, on every platform: a failing seed
@@ -25,7 +26,14 @@
 //!   during the run, or a record read at an offset that holds another (or
 //!   nothing) in the final log (a dirty read past the high watermark);
 //! - **phantom**: a record read that no producer sent;
-//! - **liveness**: a send neither acknowledged nor failed by the end.
+//! - **poll order**: a group member reads a partition it holds out of order
+//!   or skips an offset;
+//! - **two owners**: two members hold one partition at the same moment,
+//!   both still considering it theirs;
+//! - **committed offset backwards**: a coordinator accepts a commit below
+//!   one it accepted before;
+//! - **liveness**: a send neither acknowledged nor failed by the end, a
+//!   group that does not settle after healing, a core that spins.
 //!
 //! ```
 //! use ferrolog::sim::{SimConfig, run};
@@ -34,6 +42,7 @@
 //! assert_eq!(report.trace_hash, run(&SimConfig::new(7)).trace_hash);
 //! ```
 
+mod group;
 mod rng;
 
 pub use crate::planted::PlantedBug;
@@ -80,6 +89,10 @@ pub struct SimConfig {
     pub records_per_producer: u32,
     /// Consumers reading every partition as the run goes.
     pub consumers: u32,
+    /// Members of a consumer group subscribed to the topic, committing what
+    /// they read; members also crash, leave, join and stall during the run
+    /// (0: no group, and the faults of a run without one).
+    pub group_members: u32,
     /// How long faults are drawn (ms of virtual time).
     pub fault_ms: Millis,
     /// Longest one-way delay of an envelope (ms).
@@ -89,6 +102,9 @@ pub struct SimConfig {
     pub loss_per_million: u32,
     /// Chance per envelope (per million) that it arrives twice.
     pub duplicate_per_million: u32,
+    /// Chance per request of a group member (per million) that it takes a
+    /// slow path (200..=3000 ms) and arrives after requests sent later.
+    pub slow_request_per_million: u32,
     /// Virtual time allowed after healing for everything to finish.
     pub settle_ms: Millis,
     /// A bug to plant in the cores for this run, to prove the checker
@@ -107,10 +123,12 @@ impl SimConfig {
             producers: 2,
             records_per_producer: 40,
             consumers: 1,
+            group_members: 3,
             fault_ms: 3_000,
             max_delay_ms: 10,
             loss_per_million: 5_000,
             duplicate_per_million: 2_000,
+            slow_request_per_million: 20_000,
             settle_ms: 30_000,
             planted: None,
         }
@@ -129,8 +147,18 @@ pub enum AnomalyKind {
     InconsistentOffsets,
     /// A record read that was never sent.
     Phantom,
-    /// A send neither acknowledged nor failed by the end.
+    /// A send neither acknowledged nor failed by the end, a group that did
+    /// not settle, or a core that spins.
     Liveness,
+    /// A group member read a held partition out of order or skipped an
+    /// offset.
+    PollOrder,
+    /// Two members held one partition at the same moment, both still
+    /// considering it theirs.
+    TwoOwners,
+    /// A coordinator accepted a commit below the partition's committed
+    /// offset (with no reset asked for).
+    CommittedOffsetBackwards,
 }
 
 /// One anomaly: what, at which event, and the details.
@@ -196,13 +224,6 @@ pub(crate) enum Node {
     Controller(Box<ControllerCore>),
     Producer(Box<ProducerCore>),
     Consumer(Box<ConsumerCore>),
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "group members join the simulated workloads next; the one-thread core tests use them now"
-        )
-    )]
     Member(Box<MemberCore>),
 }
 
@@ -291,6 +312,13 @@ struct World {
     last_view: String,
     /// A busy loop was found: the run stops.
     stuck: bool,
+    /// Links whose envelopes wait until the given time (a stalled
+    /// connection), in order.
+    stalls: BTreeMap<(Peer, Peer), Millis>,
+    /// The group's members, as their applications see them.
+    apps: Vec<group::GroupApp>,
+    next_member: u64,
+    group_checks: group::GroupChecks,
 }
 
 /// How many recent events an anomaly shows.
@@ -353,6 +381,10 @@ impl World {
             print_trace: std::env::var_os("FERROLOG_SIM_TRACE").is_some(),
             last_view: String::new(),
             stuck: false,
+            stalls: BTreeMap::new(),
+            apps: Vec::new(),
+            next_member: 0,
+            group_checks: group::GroupChecks::default(),
         };
         let infos: Vec<BrokerInfo> = (0..world.config.brokers)
             .map(|id| BrokerInfo { id, rack: None })
@@ -465,7 +497,19 @@ impl World {
             }
             return;
         }
-        let at = self.now + self.rng.between(1, self.config.max_delay_ms) as Millis;
+        let mut at = self.now + self.rng.between(1, self.config.max_delay_ms) as Millis;
+        if let Some(&until) = self.stalls.get(&(from, to)) {
+            at = at.max(until);
+        }
+        if group::is_member(from)
+            && matches!(envelope.message, Message::Request(_))
+            && self.rng.chance(self.config.slow_request_per_million)
+        {
+            // A request that takes the slow path: it arrives, much later,
+            // after requests the member sent after it.
+            self.faults += 1;
+            at += self.rng.between(200, 3_000) as Millis;
+        }
         if to != ADMIN && self.rng.chance(self.config.duplicate_per_million) {
             self.faults += 1;
             let again = at + self.rng.between(0, self.config.max_delay_ms) as Millis;
@@ -499,6 +543,20 @@ impl World {
                 && let Some(owed) = self.owed.get_mut(&peer)
             {
                 owed.remove(&(envelope.to, envelope.correlation_id));
+            }
+            match &envelope.message {
+                Message::Request(Request::OffsetCommit(commit)) => {
+                    let offsets = commit
+                        .offsets
+                        .iter()
+                        .map(|(tp, o)| (tp.partition(), o.offset))
+                        .collect();
+                    self.note_commit(peer, envelope.correlation_id, offsets);
+                }
+                Message::Response(Ok(Response::OffsetCommit)) => {
+                    self.commit_accepted(envelope.to, envelope.correlation_id);
+                }
+                _ => {}
             }
             self.send(envelope);
         }
@@ -687,7 +745,9 @@ impl World {
             .map(Peer::Broker)
             .chain([Peer::Broker(CONTROLLER_ID)])
             .collect();
-        match self.rng.below(6) {
+        // A run with a group has its faults too.
+        let kinds = if self.config.group_members > 0 { 9 } else { 6 };
+        match self.rng.below(kinds) {
             // Crash a broker, keeping at least two up (min ISR 2).
             0 if (self.crashed.len() as u32) + 2 < brokers => {
                 let up: Vec<NodeId> = (0..brokers).filter(|b| !self.crashed.contains(b)).collect();
@@ -734,6 +794,43 @@ impl World {
                     }
                 }
             }
+            // A member crashes, or leaves, or a new one joins.
+            6 => {
+                let members = self.apps.len() as u64;
+                match self.rng.below(3) {
+                    0 if members > 1 => {
+                        let index = self.rng.below(members) as usize;
+                        self.note(format!("crash member {index}").as_bytes());
+                        self.crash_member(index);
+                    }
+                    1 if members > 1 => {
+                        let index = self.rng.below(members) as usize;
+                        self.note(format!("leave member {index}").as_bytes());
+                        self.leave_member(index);
+                    }
+                    _ if members <= u64::from(self.config.group_members) => {
+                        self.note(b"start member");
+                        self.start_member();
+                    }
+                    _ => {}
+                }
+            }
+            // A member's connection to a broker stalls (both ways): what it
+            // sends arrives, in order, only when the stall ends.
+            7 => {
+                let members: Vec<Peer> = self.apps.iter().map(|a| a.member).collect();
+                let (Some(&member), Some(&broker)) = (
+                    self.rng.pick(&members),
+                    self.rng.pick(&peers[..brokers as usize]),
+                ) else {
+                    return;
+                };
+                let until = self.now + self.rng.between(500, 4_000) as Millis;
+                self.note(format!("stall {member:?} {broker:?} {until}").as_bytes());
+                self.log(|| format!("stall {member:?} <-> {broker:?} until t={}", until - T0));
+                self.stalls.insert((member, broker), until);
+                self.stalls.insert((broker, member), until);
+            }
             _ => {
                 self.note(b"heal");
                 self.cut.clear();
@@ -745,6 +842,7 @@ impl World {
     fn heal(&mut self) -> crate::Result<()> {
         self.note(b"heal all");
         self.cut.clear();
+        self.stalls.clear();
         let down: Vec<NodeId> = std::mem::take(&mut self.crashed).into_iter().collect();
         for id in down {
             self.start_broker(id)?;
@@ -800,26 +898,31 @@ impl World {
             // (an error a running consumer hits is its to retry)
             let (got, _) = self.poll_consumer(peer);
             for (partition, offset, value) in got {
-                let event = self.events;
-                match self.read.get(&(partition, offset)) {
-                    Some((earlier, _)) if *earlier != value => {
-                        let detail = format!(
-                            "partition {partition} offset {offset}: read {earlier:?}, then {value:?}"
-                        );
-                        self.anomaly(AnomalyKind::InconsistentOffsets, detail);
-                    }
-                    Some(_) => {}
-                    None => {
-                        if !self.sent.contains_key(&value) {
-                            let detail =
-                                format!("partition {partition} offset {offset}: {value:?}");
-                            self.anomaly(AnomalyKind::Phantom, detail);
-                        }
-                        self.read.insert((partition, offset), (value, event));
-                    }
-                }
+                self.check_read(partition, offset, value);
             }
             self.drain(peer);
+        }
+        self.poll_members();
+    }
+
+    /// Checks one read against the earlier ones and what was sent.
+    fn check_read(&mut self, partition: u32, offset: u64, value: String) {
+        let event = self.events;
+        match self.read.get(&(partition, offset)) {
+            Some((earlier, _)) if *earlier != value => {
+                let detail = format!(
+                    "partition {partition} offset {offset}: read {earlier:?}, then {value:?}"
+                );
+                self.anomaly(AnomalyKind::InconsistentOffsets, detail);
+            }
+            Some(_) => {}
+            None => {
+                if !self.sent.contains_key(&value) {
+                    let detail = format!("partition {partition} offset {offset}: {value:?}");
+                    self.anomaly(AnomalyKind::Phantom, detail);
+                }
+                self.read.insert((partition, offset), (value, event));
+            }
         }
     }
 
@@ -980,6 +1083,9 @@ pub fn run(config: &SimConfig) -> SimReport {
             c.assign(all.clone());
         }
     }
+    for _ in 0..config.group_members {
+        world.start_member();
+    }
     // The fault phase: records go out at a steady pace while faults come.
     let start = world.now;
     let end = start + config.fault_ms;
@@ -1012,10 +1118,13 @@ pub fn run(config: &SimConfig) -> SimReport {
         world.anomaly(AnomalyKind::Liveness, format!("restart after healing: {e}"));
     }
     let limit = world.now + config.settle_ms;
-    while world.now < limit && !world.all_sent_done() {
+    while world.now < limit && !(world.all_sent_done() && world.group_settled()) {
         let next = world.now + 50;
         world.run_until(next);
         world.consume();
+    }
+    if !world.group_settled() && !world.stuck {
+        world.group_unsettled();
     }
     world.check_final(&all, limit);
     world.report()
