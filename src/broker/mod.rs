@@ -167,6 +167,11 @@ impl BrokerConfig {
     }
 }
 
+/// A replica as the simulator's checks see it: high watermark, leader
+/// epoch if it leads, and records below the high watermark.
+#[cfg(feature = "sim")]
+pub(crate) type ReplicaView = (u64, Option<i32>, Vec<(u64, Option<bytes::Bytes>)>);
+
 /// Records a follower removed from its log when it truncated to its
 /// leader's: with clean elections these were never committed; after an
 /// unclean election they may have been acknowledged.
@@ -475,6 +480,41 @@ impl BrokerCore {
     /// What followers on this broker truncated so far.
     pub fn truncations(&self) -> &[Truncation] {
         &self.truncations
+    }
+
+    /// This broker's replica of `tp`, for the simulator's checks: its high
+    /// watermark, its leader epoch if it leads, and the records from `from`
+    /// up to the high watermark as (offset, value). `None` without a
+    /// replica (or if the log cannot be read).
+    #[cfg(feature = "sim")]
+    pub(crate) fn replica_records(&self, tp: &TopicPartition, from: u64) -> Option<ReplicaView> {
+        let partition = self.partitions.get(tp)?;
+        let log = &partition.log;
+        let leading = partition
+            .replicas
+            .is_leader()
+            .then(|| partition.replicas.leader_epoch());
+        let hw = log.high_watermark();
+        let mut records = Vec::new();
+        let mut offset = from.max(log.log_start_offset());
+        while offset < hw {
+            let mut next = offset;
+            for record in log.read(offset, 1 << 20).ok()?.records() {
+                let record = record.ok()?;
+                if record.offset >= hw {
+                    break;
+                }
+                if record.offset >= offset {
+                    records.push((record.offset, record.value));
+                }
+                next = record.offset + 1;
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
+        }
+        Some((hw, leading, records))
     }
 
     /// Graceful shutdown at `now`: refuses requests from now on, answers

@@ -32,6 +32,12 @@
 //!   both still considering it theirs;
 //! - **committed offset backwards**: a coordinator accepts a commit below
 //!   one it accepted before;
+//! - **replicas diverge**: two replicas hold different records at one
+//!   offset below their high watermarks (checked as the run goes);
+//! - **high watermark backwards**: a leader's high watermark goes back
+//!   within its leader epoch;
+//! - **out of order**: a producer's records of one partition are not in the
+//!   order it sent them;
 //! - **liveness**: a send neither acknowledged nor failed by the end, a
 //!   group that does not settle after healing, a core that spins.
 //!
@@ -43,6 +49,7 @@
 //! ```
 
 mod group;
+mod replicas;
 mod rng;
 
 pub use crate::planted::PlantedBug;
@@ -159,6 +166,14 @@ pub enum AnomalyKind {
     /// A coordinator accepted a commit below the partition's committed
     /// offset (with no reset asked for).
     CommittedOffsetBackwards,
+    /// Two replicas hold different records at one offset below their high
+    /// watermarks.
+    ReplicasDiverge,
+    /// A replica's high watermark went back while its broker ran.
+    HighWatermarkBackwards,
+    /// A producer's records in one partition of the final log are not in
+    /// the order it sent them (idempotence keeps that order).
+    OutOfOrder,
 }
 
 /// One anomaly: what, at which event, and the details.
@@ -319,6 +334,7 @@ struct World {
     apps: Vec<group::GroupApp>,
     next_member: u64,
     group_checks: group::GroupChecks,
+    replica_checks: replicas::ReplicaChecks,
 }
 
 /// How many recent events an anomaly shows.
@@ -385,6 +401,7 @@ impl World {
             apps: Vec::new(),
             next_member: 0,
             group_checks: group::GroupChecks::default(),
+            replica_checks: replicas::ReplicaChecks::default(),
         };
         let infos: Vec<BrokerInfo> = (0..world.config.brokers)
             .map(|id| BrokerInfo { id, rack: None })
@@ -427,6 +444,7 @@ impl World {
     }
 
     fn start_broker(&mut self, id: NodeId) -> crate::Result<()> {
+        self.forget_replicas(id);
         let broker = BrokerCore::new(
             id,
             self.broker_config.clone(),
@@ -903,6 +921,7 @@ impl World {
             self.drain(peer);
         }
         self.poll_members();
+        self.check_replicas();
     }
 
     /// Checks one read against the earlier ones and what was sent.
@@ -1213,6 +1232,29 @@ impl World {
         }
         for detail in duplicates {
             self.anomaly(AnomalyKind::Duplicate, detail);
+        }
+        // Each producer's records of a partition in the order it sent them
+        // ("p{producer}-{n}").
+        let mut last: BTreeMap<(u32, &str), (u64, u64)> = BTreeMap::new();
+        let mut reordered = Vec::new();
+        for (&(p, o), value) in &log {
+            let Some((producer, n)) = value
+                .split_once('-')
+                .and_then(|(producer, n)| Some((producer, n.parse::<u64>().ok()?)))
+            else {
+                continue;
+            };
+            if let Some(&(n0, o0)) = last.get(&(p, producer))
+                && n0 > n
+            {
+                reordered.push(format!(
+                    "partition {p}: {producer}-{n0} at offset {o0} before {value:?} at offset {o}"
+                ));
+            }
+            last.insert((p, producer), (n, o));
+        }
+        for detail in reordered {
+            self.anomaly(AnomalyKind::OutOfOrder, detail);
         }
         let contradicted: Vec<String> = self
             .read
