@@ -101,15 +101,7 @@ impl ProducerStateTable {
             // for their retry, or went to the old leader and were lost)
             // must wait for them, or the log would take the producer's
             // records out of order and refuse the earlier ones forever.
-            return if first == 0 {
-                Ok(SequenceCheck::Append)
-            } else {
-                Err(Error::OutOfOrderSequence {
-                    partition: partition.clone(),
-                    expected: 0,
-                    got: first,
-                })
-            };
+            return first_batch(partition, first);
         };
         if epoch < entry.epoch {
             return Err(Error::InvalidProducerEpoch {
@@ -119,15 +111,7 @@ impl ProducerStateTable {
             });
         }
         if epoch > entry.epoch {
-            return if first == 0 {
-                Ok(SequenceCheck::Append)
-            } else {
-                Err(Error::OutOfOrderSequence {
-                    partition: partition.clone(),
-                    expected: 0,
-                    got: first,
-                })
-            };
+            return first_batch(partition, first);
         }
         if let Some(seen) = entry
             .batches
@@ -190,6 +174,19 @@ impl ProducerStateTable {
     /// Forgets everything (before a rebuild).
     pub fn clear(&mut self) {
         self.producers.clear();
+    }
+}
+
+/// The first batch of a producer (or of its new epoch) starts at sequence 0.
+fn first_batch(partition: &TopicPartition, first: i32) -> Result<SequenceCheck> {
+    if first == 0 {
+        Ok(SequenceCheck::Append)
+    } else {
+        Err(Error::OutOfOrderSequence {
+            partition: partition.clone(),
+            expected: 0,
+            got: first,
+        })
     }
 }
 

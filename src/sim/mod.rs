@@ -660,13 +660,7 @@ impl World {
     fn tick(&mut self, at: Millis) {
         self.now = at;
         self.clock.set(at);
-        let due: Vec<Peer> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= at))
-            .map(|(&p, _)| p)
-            .collect();
-        for peer in due {
+        for peer in self.due(at) {
             self.events += 1;
             self.note(b"tick");
             self.note(&at.to_be_bytes());
@@ -676,6 +670,15 @@ impl World {
             }
             self.drain(peer);
         }
+    }
+
+    /// The nodes whose timers are due at `at`.
+    fn due(&self, at: Millis) -> Vec<Peer> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= at))
+            .map(|(&p, _)| p)
+            .collect()
     }
 
     /// The next moment anything happens, at or after now.
@@ -703,12 +706,7 @@ impl World {
                 same_moment += 1;
                 if same_moment > MAX_EVENTS_AT_ONE_MOMENT {
                     self.stuck = true;
-                    let spinning: Vec<Peer> = self
-                        .nodes
-                        .iter()
-                        .filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= at))
-                        .map(|(&p, _)| p)
-                        .collect();
+                    let spinning = self.due(at);
                     let detail = format!(
                         "{MAX_EVENTS_AT_ONE_MOMENT} events at t={} without time moving; \
                          timers due: {spinning:?}",
