@@ -7,7 +7,8 @@
 //! - `latency/memory`: 100,000 records sent at a steady 20,000 records/s with
 //!   linger 0; latency from `send` to the consumer's `poll` returning it.
 //!
-//! Run with `cargo bench --bench pipeline`.
+//! Run with `cargo bench --bench pipeline` (add `-- latency` for the
+//! workloads whose name contains `latency`).
 
 mod common;
 
@@ -116,60 +117,69 @@ fn target(value: f64, goal: f64) -> String {
 }
 
 fn main() {
+    // `cargo bench --bench pipeline -- <substring>` runs only matching
+    // workloads (`consume/file` needs `produce/file` and runs with it).
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let bytes = RECORDS * VALUE_BYTES;
 
-    let memory = Cluster::builder().build().expect("cluster");
-    topic(&memory, "bench");
-    let run = common::produce(&memory, "bench", Acks::Leader, RECORDS, VALUE_BYTES);
-    let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
-    report(
-        "produce/memory",
-        RECORDS,
-        bytes,
-        &run,
-        &target(rate, 2_000_000.0),
-    );
-    drop(memory);
+    if wanted("produce/memory") {
+        let memory = Cluster::builder().build().expect("cluster");
+        topic(&memory, "bench");
+        let run = common::produce(&memory, "bench", Acks::Leader, RECORDS, VALUE_BYTES);
+        let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
+        report(
+            "produce/memory",
+            RECORDS,
+            bytes,
+            &run,
+            &target(rate, 2_000_000.0),
+        );
+    }
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let files = Cluster::builder()
-        .data_dir(dir.path())
-        .build()
-        .expect("cluster");
-    let partition = topic(&files, "bench");
-    let run = common::produce(&files, "bench", Acks::Leader, RECORDS, VALUE_BYTES);
-    let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
-    report(
-        "produce/file",
-        RECORDS,
-        bytes,
-        &run,
-        &target(rate, 1_000_000.0),
-    );
-    let run = consume_all(&files, &partition);
-    let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
-    report(
-        "consume/file",
-        RECORDS,
-        bytes,
-        &run,
-        &target(rate, 3_000_000.0),
-    );
-    files.shutdown().expect("shutdown");
+    if wanted("produce/file") || wanted("consume/file") {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = Cluster::builder()
+            .data_dir(dir.path())
+            .build()
+            .expect("cluster");
+        let partition = topic(&files, "bench");
+        let run = common::produce(&files, "bench", Acks::Leader, RECORDS, VALUE_BYTES);
+        let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
+        report(
+            "produce/file",
+            RECORDS,
+            bytes,
+            &run,
+            &target(rate, 1_000_000.0),
+        );
+        let run = consume_all(&files, &partition);
+        let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
+        report(
+            "consume/file",
+            RECORDS,
+            bytes,
+            &run,
+            &target(rate, 3_000_000.0),
+        );
+        files.shutdown().expect("shutdown");
+    }
 
-    let memory = Cluster::builder().build().expect("cluster");
-    let run = latency(&memory);
-    let mut sorted = run.latencies_ns.clone();
-    sorted.sort_unstable();
-    let p99 = common::percentile(&sorted, 0.99);
-    report(
-        "latency/memory",
-        LATENCY_RECORDS,
-        LATENCY_RECORDS * VALUE_BYTES,
-        &run,
-        &format!(
-            "target_p99_us=1000 met={}",
-            if p99 <= 1000.0 { "yes" } else { "no" }
-        ),
-    );
+    if wanted("latency/memory") {
+        let memory = Cluster::builder().build().expect("cluster");
+        let run = latency(&memory);
+        let mut sorted = run.latencies_ns.clone();
+        sorted.sort_unstable();
+        let p99 = common::percentile(&sorted, 0.99);
+        report(
+            "latency/memory",
+            LATENCY_RECORDS,
+            LATENCY_RECORDS * VALUE_BYTES,
+            &run,
+            &format!(
+                "target_p99_us=1000 met={}",
+                if p99 <= 1000.0 { "yes" } else { "no" }
+            ),
+        );
+    }
 }
