@@ -5,6 +5,7 @@
 //! cargo run --release --example simulate -- --seeds 1000 [--from 0]
 //! cargo run --release --example simulate -- --seeds 1000 --plant DuplicateBatchAppended
 //! cargo run --release --example simulate -- --seeds 1000 --group-members 0   # no group
+//! cargo run --release --example simulate -- --seeds 1000 --pauses 0 --clock-jumps 0   # the faults of earlier runs
 //! FERROLOG_SIM_SEED=13 cargo run --release --example simulate   # one seed, with its trace hash
 //! ```
 
@@ -23,6 +24,8 @@ fn main() {
             ("--seeds", Some(n)) => seeds = n,
             ("--from", Some(n)) => from = n,
             ("--group-members", Some(n)) => template.group_members = n as u32,
+            ("--pauses", Some(n)) => template.pauses = n != 0,
+            ("--clock-jumps", Some(n)) => template.clock_jumps = n != 0,
             ("--plant", _) => {
                 template.planted = PlantedBug::ALL
                     .into_iter()
@@ -34,7 +37,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: simulate [--seeds N] [--from S] [--group-members N] [--plant BUG]"
+                    "usage: simulate [--seeds N] [--from S] [--group-members N] [--pauses 0|1] [--clock-jumps 0|1] [--plant BUG]"
                 );
                 std::process::exit(2);
             }

@@ -114,6 +114,17 @@ pub struct SimConfig {
     pub slow_request_per_million: u32,
     /// Virtual time allowed after healing for everything to finish.
     pub settle_ms: Millis,
+    /// Whether the faults include pauses: a broker or the controller stops
+    /// for 100..=2000 ms (as in a long GC pause or a stopped VM), then goes
+    /// on from the state it stopped in, its timers late and a backlog of
+    /// envelopes waiting. (`false`: the faults of runs before pauses, for
+    /// seeds kept from then.)
+    pub pauses: bool,
+    /// Whether the faults include clock jumps: in a third of the runs, the
+    /// clock of a broker or the controller steps forward by 100..=5000 ms
+    /// (an NTP step, a resumed VM) and stays ahead, up to twice; its
+    /// deadlines come due at once. (`false`: the faults of earlier runs.)
+    pub clock_jumps: bool,
     /// A bug to plant in the cores for this run, to prove the checker
     /// finds it (`None`: the code as it is).
     pub planted: Option<PlantedBug>,
@@ -137,6 +148,8 @@ impl SimConfig {
             duplicate_per_million: 2_000,
             slow_request_per_million: 20_000,
             settle_ms: 30_000,
+            pauses: true,
+            clock_jumps: true,
             planted: None,
         }
     }
@@ -330,6 +343,18 @@ struct World {
     /// Links whose envelopes wait until the given time (a stalled
     /// connection), in order.
     stalls: BTreeMap<(Peer, Peer), Millis>,
+    /// Paused nodes and when each goes on.
+    paused: BTreeMap<Peer, Millis>,
+    /// How far each node's clock runs ahead of virtual time (a jumped
+    /// clock stays ahead, across restarts too).
+    ahead: BTreeMap<Peer, Millis>,
+    /// Until when two owners of a partition are no anomaly (after a clock
+    /// jump; see `check_owners`).
+    owners_unchecked_until: Millis,
+    /// Clock jumps this run may still make: a third of the runs make up to
+    /// two, the others none, so that most runs check single ownership
+    /// throughout.
+    jumps_left: u32,
     /// The group's members, as their applications see them.
     apps: Vec<group::GroupApp>,
     next_member: u64,
@@ -398,11 +423,18 @@ impl World {
             last_view: String::new(),
             stuck: false,
             stalls: BTreeMap::new(),
+            paused: BTreeMap::new(),
+            ahead: BTreeMap::new(),
+            owners_unchecked_until: 0,
+            jumps_left: 0,
             apps: Vec::new(),
             next_member: 0,
             group_checks: group::GroupChecks::default(),
             replica_checks: replicas::ReplicaChecks::default(),
         };
+        if world.config.clock_jumps && world.rng.chance(333_333) {
+            world.jumps_left = 2;
+        }
         let infos: Vec<BrokerInfo> = (0..world.config.brokers)
             .map(|id| BrokerInfo { id, rack: None })
             .collect();
@@ -450,7 +482,7 @@ impl World {
             self.broker_config.clone(),
             self.storage.clone(),
             built_in_assignors(),
-            self.now,
+            self.now_at(Peer::Broker(id), self.now),
         )?;
         self.nodes
             .insert(Peer::Broker(id), Node::Broker(Box::new(broker)));
@@ -601,6 +633,13 @@ impl World {
 
     /// Delivers one envelope.
     fn deliver(&mut self, envelope: Envelope) {
+        if let Some(&until) = self.paused.get(&envelope.to)
+            && until > self.now
+        {
+            // A paused node handles it, in order, when it goes on.
+            self.enqueue(until, envelope);
+            return;
+        }
         self.events += 1;
         self.note(&self.now.to_be_bytes());
         self.note(&codec::encode(&envelope));
@@ -610,6 +649,7 @@ impl World {
             self.admin_answers.push(envelope);
             return;
         }
+        let now = self.now_at(to, self.now);
         let Some(node) = self.nodes.get_mut(&to) else {
             // A crashed node: its requests fail as a refused connection.
             if let Some(answer) = crate::transport::undeliverable(&envelope, "down") {
@@ -624,7 +664,7 @@ impl World {
             let key = (envelope.from, envelope.correlation_id);
             self.owed.entry(to).or_default().insert(key);
         }
-        node.handle_message(self.now, envelope);
+        node.handle_message(now, envelope);
         self.drain(to);
         if self.print_trace {
             self.log_leadership();
@@ -665,8 +705,9 @@ impl World {
             self.note(b"tick");
             self.note(&at.to_be_bytes());
             self.log(|| format!("timer {peer:?}"));
+            let now = self.now_at(peer, at);
             if let Some(node) = self.nodes.get_mut(&peer) {
-                node.handle_timeout(at);
+                node.handle_timeout(now);
             }
             self.drain(peer);
         }
@@ -676,15 +717,36 @@ impl World {
     fn due(&self, at: Millis) -> Vec<Peer> {
         self.nodes
             .iter()
-            .filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= at))
+            .filter(|(p, n)| self.timer_of(p, n).is_some_and(|t| t <= at))
             .map(|(&p, _)| p)
             .collect()
+    }
+
+    /// What `peer`'s clock reads at virtual time `at`.
+    fn now_at(&self, peer: Peer, at: Millis) -> Millis {
+        at + self.ahead.get(&peer).copied().unwrap_or(0)
+    }
+
+    /// When `node`'s timer fires in virtual time: its deadline (read on
+    /// its own clock), or the end of its pause.
+    fn timer_of(&self, peer: &Peer, node: &Node) -> Option<Millis> {
+        let at = node
+            .poll_timeout()?
+            .saturating_sub(self.ahead.get(peer).copied().unwrap_or(0));
+        Some(match self.paused.get(peer) {
+            Some(&until) if until > at => until,
+            _ => at,
+        })
     }
 
     /// The next moment anything happens, at or after now.
     fn next_event(&self) -> Option<Millis> {
         let network = self.network.keys().next().map(|&(at, _)| at);
-        let timers = self.nodes.values().filter_map(Node::poll_timeout).min();
+        let timers = self
+            .nodes
+            .iter()
+            .filter_map(|(p, n)| self.timer_of(p, n))
+            .min();
         [network, timers]
             .into_iter()
             .flatten()
@@ -737,6 +799,7 @@ impl World {
     /// Crashes broker `id`: its state is gone, what it owed fails.
     fn crash(&mut self, id: NodeId) {
         let peer = Peer::Broker(id);
+        self.paused.remove(&peer);
         if let Some(Node::Broker(mut broker)) = self.nodes.remove(&peer) {
             broker.crash();
         }
@@ -763,7 +826,45 @@ impl World {
             .collect();
         // A run with a group has its faults too.
         let kinds = if self.config.group_members > 0 { 9 } else { 6 };
+        // Pauses and clock jumps are drawn after the others, so that a run
+        // without them draws as before.
+        let pause = self.config.pauses.then_some(kinds);
+        let kinds = kinds + u64::from(self.config.pauses);
+        let jump = self.config.clock_jumps.then_some(kinds);
+        let kinds = kinds + u64::from(self.config.clock_jumps);
         match self.rng.below(kinds) {
+            // A node's clock jumps ahead.
+            kind if Some(kind) == jump => {
+                if self.jumps_left == 0 {
+                    return;
+                }
+                self.jumps_left -= 1;
+                let Some(&peer) = self.rng.pick(&peers) else {
+                    return;
+                };
+                let by = self.rng.between(100, 5_000) as Millis;
+                self.note(format!("jump {peer:?} {by}").as_bytes());
+                self.log(|| format!("clock of {peer:?} jumps {by} ms ahead"));
+                *self.ahead.entry(peer).or_insert(0) += by;
+                self.owners_unchecked_until = self
+                    .owners_unchecked_until
+                    .max(self.now + by + group::SESSION_TIMEOUT_MS);
+            }
+            // A broker or the controller pauses (first: with no group, its
+            // number is one the group's faults have with one).
+            kind if Some(kind) == pause => {
+                let Some(&peer) = self.rng.pick(&peers) else {
+                    return;
+                };
+                if !self.nodes.contains_key(&peer) {
+                    return;
+                }
+                let until = self.now + self.rng.between(100, 2_000) as Millis;
+                self.note(format!("pause {peer:?} {until}").as_bytes());
+                self.log(|| format!("pause {peer:?} until t={}", until - T0));
+                let until = self.paused.get(&peer).map_or(until, |&u| u.max(until));
+                self.paused.insert(peer, until);
+            }
             // Crash a broker, keeping at least two up (min ISR 2).
             0 if (self.crashed.len() as u32) + 2 < brokers => {
                 let up: Vec<NodeId> = (0..brokers).filter(|b| !self.crashed.contains(b)).collect();
@@ -859,6 +960,7 @@ impl World {
         self.note(b"heal all");
         self.cut.clear();
         self.stalls.clear();
+        self.paused.clear();
         let down: Vec<NodeId> = std::mem::take(&mut self.crashed).into_iter().collect();
         for id in down {
             self.start_broker(id)?;
