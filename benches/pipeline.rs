@@ -109,11 +109,18 @@ fn latency(cluster: &Cluster) -> Run {
     }
 }
 
-fn target(value: f64, goal: f64) -> String {
-    format!(
-        "target={goal:.0} met={}",
-        if value >= goal { "yes" } else { "no" }
-    )
+/// Prints the BENCH line of a throughput run of `RECORDS` records, with
+/// whether it met `goal` records/s.
+fn report_rate(name: &str, run: &Run, goal: f64) {
+    let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
+    let met = if rate >= goal { "yes" } else { "no" };
+    report(
+        name,
+        RECORDS,
+        RECORDS * VALUE_BYTES,
+        run,
+        &format!("target={goal:.0} met={met}"),
+    );
 }
 
 fn main() {
@@ -121,20 +128,12 @@ fn main() {
     // workloads (`consume/file` needs `produce/file` and runs with it).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let bytes = RECORDS * VALUE_BYTES;
 
     if wanted("produce/memory") {
         let memory = Cluster::builder().build().expect("cluster");
         topic(&memory, "bench");
         let run = common::produce(&memory, "bench", Acks::Leader, RECORDS, VALUE_BYTES);
-        let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
-        report(
-            "produce/memory",
-            RECORDS,
-            bytes,
-            &run,
-            &target(rate, 2_000_000.0),
-        );
+        report_rate("produce/memory", &run, 2_000_000.0);
     }
 
     if wanted("produce/file") || wanted("consume/file") {
@@ -145,23 +144,9 @@ fn main() {
             .expect("cluster");
         let partition = topic(&files, "bench");
         let run = common::produce(&files, "bench", Acks::Leader, RECORDS, VALUE_BYTES);
-        let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
-        report(
-            "produce/file",
-            RECORDS,
-            bytes,
-            &run,
-            &target(rate, 1_000_000.0),
-        );
+        report_rate("produce/file", &run, 1_000_000.0);
         let run = consume_all(&files, &partition);
-        let rate = RECORDS as f64 / run.elapsed.as_secs_f64();
-        report(
-            "consume/file",
-            RECORDS,
-            bytes,
-            &run,
-            &target(rate, 3_000_000.0),
-        );
+        report_rate("consume/file", &run, 3_000_000.0);
         files.shutdown().expect("shutdown");
     }
 

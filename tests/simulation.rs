@@ -66,32 +66,33 @@ const GROUP_REGRESSIONS: &[u64] = &[40, 339];
 /// would have kept the two in order; no coordinator can tell).
 const CHECKER_REGRESSIONS: &[u64] = &[1992, 3175, 3784, 4080, 5763, 7107, 7532, 8096, 9832];
 
+/// The world of the seeds kept from before pauses and clock jumps.
+fn before_pauses(seed: u64) -> SimConfig {
+    SimConfig {
+        pauses: false,
+        clock_jumps: false,
+        ..SimConfig::new(seed)
+    }
+}
+
 #[test]
 fn seeds_that_found_bugs_stay_clean() {
     for &seed in REGRESSIONS {
         // The world they were found in: no group.
         let report = run(&SimConfig {
             group_members: 0,
-            pauses: false,
-            clock_jumps: false,
-            ..SimConfig::new(seed)
+            ..before_pauses(seed)
         });
         assert!(report.anomalies.is_empty(), "{report}");
     }
     for &seed in CHECKER_REGRESSIONS {
-        let report = run(&SimConfig {
-            pauses: false,
-            clock_jumps: false,
-            ..SimConfig::new(seed)
-        });
+        let report = run(&before_pauses(seed));
         assert!(report.anomalies.is_empty(), "{report}");
     }
     for &seed in GROUP_REGRESSIONS {
         let report = run(&SimConfig {
             slow_request_per_million: 0,
-            pauses: false,
-            clock_jumps: false,
-            ..SimConfig::new(seed)
+            ..before_pauses(seed)
         });
         assert!(report.anomalies.is_empty(), "{report}");
     }
