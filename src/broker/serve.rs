@@ -344,7 +344,7 @@ impl BrokerCore {
 }
 
 /// The hosted partition `tp` if broker `id` leads it, else the error a
-/// client should see: unknown topic, no such partition, or not the leader.
+/// client should see: unknown topic or partition, or not the leader.
 pub(super) fn leader_partition<'a>(
     partitions: &'a mut std::collections::BTreeMap<TopicPartition, Partition>,
     metadata: &ClusterMetadata,
@@ -360,11 +360,13 @@ pub(super) fn leader_partition<'a>(
         None => Err(Error::UnknownTopicOrPartition {
             topic: tp.topic().to_string(),
         }),
+        // A partition past the count this broker knows may have been added
+        // since its metadata was sent: retriable, as Kafka's
+        // `UNKNOWN_TOPIC_OR_PARTITION` (a client checks partitions against
+        // its own metadata before it asks).
         Some(topic) if tp.partition() as usize >= topic.partitions.len() => {
-            Err(Error::InvalidPartition {
+            Err(Error::UnknownTopicOrPartition {
                 topic: tp.topic().to_string(),
-                partition: tp.partition(),
-                partition_count: topic.partitions.len() as u32,
             })
         }
         Some(_) => Err(Error::NotLeaderOrFollower {

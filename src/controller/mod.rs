@@ -440,11 +440,24 @@ impl Controller {
                                 ),
                             });
                         }
-                        let replication_factor = topic
-                            .partitions
-                            .first()
-                            .map_or(1, |p| p.replicas.len() as u16);
+                        // The topic's replication factor: a partition's
+                        // replicas, or those it is moving to.
+                        let replication_factor = topic.partitions.first().map_or(1, |p| {
+                            p.reassigning_to.as_ref().unwrap_or(&p.replicas).len()
+                        });
                         let brokers = self.live_brokers();
+                        // As Kafka: never fewer replicas than the topic's
+                        // other partitions have.
+                        if brokers.len() < replication_factor {
+                            return Err(Error::InvalidReplicationFactor {
+                                reason: format!(
+                                    "topic {name:?} has replication factor {replication_factor}; \
+                                     only {} brokers are live",
+                                    brokers.len()
+                                ),
+                            });
+                        }
+                        let replication_factor = replication_factor as u16;
                         let assignments = assign_replicas(
                             &name,
                             &brokers,
@@ -938,6 +951,39 @@ mod tests {
         );
         assert_eq!(reloaded.topics["a"].partitions.len(), 5);
         assert!(!reloaded.topics.contains_key("b"));
+    }
+
+    /// Found by the simulator (a partition added while two of three
+    /// brokers were fenced got one replica, under `min_insync_replicas` 2
+    /// for good).
+    #[test]
+    fn new_partitions_keep_the_replication_factor_or_fail() {
+        let mut c = Controller::load(&MemoryStorage::new(), 0, brokers(3), 0, 1_000).unwrap();
+        let topic = NewTopic::new("t", 1).replication_factor(3);
+        assert!(c.create_topics(vec![topic], 0)[0].1.is_ok());
+        // Brokers 0 and 1 heartbeat; 2 does not and is fenced.
+        for b in [0, 1] {
+            c.heartbeat(b, 900).unwrap();
+        }
+        c.tick(1_500).unwrap();
+        assert_eq!(c.metadata().brokers.len(), 2);
+        let results = c.create_partitions(vec![("t".into(), 2)], 1_500);
+        assert!(
+            matches!(results[0].1, Err(Error::InvalidReplicationFactor { .. })),
+            "{results:?}"
+        );
+        assert_eq!(
+            c.metadata().topics["t"].partitions.len(),
+            1,
+            "nothing added"
+        );
+        c.heartbeat(2, 1_600).unwrap();
+        assert!(
+            c.create_partitions(vec![("t".into(), 2)], 1_600)[0]
+                .1
+                .is_ok()
+        );
+        assert_eq!(c.metadata().topics["t"].partitions[1].replicas.len(), 3);
     }
 
     #[test]
