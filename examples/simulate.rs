@@ -5,7 +5,7 @@
 //! cargo run --release --example simulate -- --seeds 1000 [--from 0]
 //! cargo run --release --example simulate -- --seeds 1000 --plant DuplicateBatchAppended
 //! cargo run --release --example simulate -- --seeds 1000 --group-members 0   # no group
-//! cargo run --release --example simulate -- --seeds 1000 --pauses 0 --clock-jumps 0   # the faults of earlier runs
+//! cargo run --release --example simulate -- --seeds 1000 --pauses 0 --clock-jumps 0 --controller-crashes 0   # earlier faults
 //! FERROLOG_SIM_SEED=13 cargo run --release --example simulate   # one seed, with its trace hash
 //! ```
 
@@ -26,6 +26,9 @@ fn main() {
             ("--group-members", Some(n)) => template.group_members = n as u32,
             ("--pauses", Some(n)) => template.pauses = n != 0,
             ("--clock-jumps", Some(n)) => template.clock_jumps = n != 0,
+            ("--controller-crashes", Some(n)) => template.controller_crashes = n != 0,
+            ("--membership-changes", Some(n)) => template.membership_changes = n != 0,
+            ("--leader-acks-producers", Some(n)) => template.leader_acks_producers = n as u32,
             ("--plant", _) => {
                 template.planted = PlantedBug::ALL
                     .into_iter()
@@ -37,7 +40,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: simulate [--seeds N] [--from S] [--group-members N] [--pauses 0|1] [--clock-jumps 0|1] [--plant BUG]"
+                    "usage: simulate [--seeds N] [--from S] [--group-members N] [--pauses 0|1] [--clock-jumps 0|1]\n                 [--controller-crashes 0|1] [--membership-changes 0|1]\n                 [--leader-acks-producers N] [--plant BUG]"
                 );
                 std::process::exit(2);
             }

@@ -518,7 +518,7 @@ impl World {
             }
         }
         self.apps.is_empty()
-            || (held.len() == self.config.partitions as usize && held.values().all(|&n| n == 1))
+            || (held.len() == self.partitions as usize && held.values().all(|&n| n == 1))
     }
 
     /// The group did not settle after healing.

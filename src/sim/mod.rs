@@ -1,7 +1,8 @@
 //! A deterministic whole-cluster simulator (feature `sim`).
 //!
 //! One thread runs the real cores — brokers, the controller, idempotent
-//! acks=all producers, consumers and the members of a consumer group — over
+//! acks=all producers, an acks=1 producer, consumers and the members of a
+//! consumer group — over
 //! a simulated network and a
 //! virtual clock, with every delay, loss, duplicate, network partition and
 //! crash drawn from one seeded random source ([`SimRng`]). The same seed
@@ -14,14 +15,16 @@
 //! would: the requester gets a network error instead of its answer, never
 //! silence. Links are cut symmetrically or one way, a node may be isolated,
 //! and the network heals. Brokers crash (their unanswered requests fail, as
-//! closed connections make them) and restart from their storage.
+//! closed connections make them) and restart from their storage. Brokers
+//! and the controller pause and go on with stale state, their clocks jump
+//! ahead, and the controller crashes and a new one takes over.
 //!
 //! The checker (at the end, after the network healed, every broker
 //! restarted and the cluster settled, and on every read as it goes):
 //!
 //! - **lost write**: a record acknowledged to an acks=all producer is not in
 //!   the final log at its acknowledged offset;
-//! - **duplicate**: a record at two offsets (the producers are idempotent);
+//! - **duplicate**: a record of an idempotent producer at two offsets;
 //! - **inconsistent offsets**: two different records read at one offset
 //!   during the run, or a record read at an offset that holds another (or
 //!   nothing) in the final log (a dirty read past the high watermark);
@@ -36,8 +39,8 @@
 //!   offset below their high watermarks (checked as the run goes);
 //! - **high watermark backwards**: a leader's high watermark goes back
 //!   within its leader epoch;
-//! - **out of order**: a producer's records of one partition are not in the
-//!   order it sent them;
+//! - **out of order**: an idempotent producer's records of one partition are
+//!   not in the order it sent them;
 //! - **liveness**: a send neither acknowledged nor failed by the end, a
 //!   group that does not settle after healing, a core that spins.
 //!
@@ -67,8 +70,8 @@ use crate::controller::ControllerCore;
 use crate::error::Error;
 use crate::group::built_in_assignors;
 use crate::protocol::{
-    BrokerInfo, CONTROLLER_ID, CreateTopicsRequest, Envelope, Message, NodeId, Peer, Request,
-    Response, codec,
+    AlterPartitionReassignmentsRequest, BrokerInfo, CONTROLLER_ID, CreatePartitionsRequest,
+    CreateTopicsRequest, Envelope, Message, NodeId, Peer, Request, Response, codec,
 };
 use crate::storage::MemoryStorage;
 use crate::time::{ManualClock, Millis};
@@ -92,6 +95,11 @@ pub struct SimConfig {
     pub partitions: u32,
     /// Idempotent acks=all producers.
     pub producers: u32,
+    /// Producers with acks=1 and no idempotence, sending as many records
+    /// each as the others. What they have acknowledged may be lost when a
+    /// leader fails over (Kafka's acks=1 promises no more), and may be
+    /// duplicated by retries; what a consumer read of it must stay.
+    pub leader_acks_producers: u32,
     /// Records each producer sends, spread over the fault phase.
     pub records_per_producer: u32,
     /// Consumers reading every partition as the run goes.
@@ -125,6 +133,16 @@ pub struct SimConfig {
     /// (an NTP step, a resumed VM) and stays ahead, up to twice; its
     /// deadlines come due at once. (`false`: the faults of earlier runs.)
     pub clock_jumps: bool,
+    /// Whether the faults include controller crashes and restarts: the
+    /// controller stops at once (brokers keep serving; nothing that needs
+    /// it happens) and a new one later replays the metadata log and takes
+    /// the next controller epoch. (`false`: the faults of earlier runs.)
+    pub controller_crashes: bool,
+    /// Whether the faults include membership changes: a broker joins the
+    /// cluster (one at most), a partition moves to other brokers, the topic
+    /// gains a partition (two at most), each through the controller as an
+    /// admin would. (`false`: the faults of earlier runs.)
+    pub membership_changes: bool,
     /// A bug to plant in the cores for this run, to prove the checker
     /// finds it (`None`: the code as it is).
     pub planted: Option<PlantedBug>,
@@ -139,6 +157,7 @@ impl SimConfig {
             brokers: 3,
             partitions: 3,
             producers: 2,
+            leader_acks_producers: 1,
             records_per_producer: 40,
             consumers: 1,
             group_members: 3,
@@ -150,6 +169,8 @@ impl SimConfig {
             settle_ms: 30_000,
             pauses: true,
             clock_jumps: true,
+            controller_crashes: true,
+            membership_changes: true,
             planted: None,
         }
     }
@@ -301,6 +322,9 @@ impl Node {
 #[derive(Debug, Clone)]
 struct Sent {
     partition: u32,
+    /// Sent with acks=all by an idempotent producer: its acknowledgement
+    /// promises the record stays, once.
+    acks_all: bool,
     /// `Some(Ok(offset))` acknowledged, `Some(Err)` failed.
     outcome: Option<Result<u64, String>>,
 }
@@ -355,6 +379,14 @@ struct World {
     /// two, the others none, so that most runs check single ownership
     /// throughout.
     jumps_left: u32,
+    /// Brokers in the cluster (more than `config.brokers` once one joined).
+    brokers: u32,
+    /// Partitions of the topic (more than `config.partitions` once some
+    /// were added).
+    partitions: u32,
+    /// Partition counts asked for, by the admin request's correlation id.
+    asked_partitions: BTreeMap<u64, u32>,
+    next_admin_request: u64,
     /// The group's members, as their applications see them.
     apps: Vec<group::GroupApp>,
     next_member: u64,
@@ -397,6 +429,7 @@ impl World {
             broker_session_timeout_ms: 200,
             ..BrokerConfig::default()
         };
+        let (brokers, partitions) = (config.brokers, config.partitions);
         let mut world = Self {
             rng: SimRng::new(config.seed),
             config,
@@ -427,6 +460,10 @@ impl World {
             ahead: BTreeMap::new(),
             owners_unchecked_until: 0,
             jumps_left: 0,
+            brokers,
+            partitions,
+            asked_partitions: BTreeMap::new(),
+            next_admin_request: 1,
             apps: Vec::new(),
             next_member: 0,
             group_checks: group::GroupChecks::default(),
@@ -435,23 +472,18 @@ impl World {
         if world.config.clock_jumps && world.rng.chance(333_333) {
             world.jumps_left = 2;
         }
-        let infos: Vec<BrokerInfo> = (0..world.config.brokers)
-            .map(|id| BrokerInfo { id, rack: None })
-            .collect();
-        let controller = ControllerCore::load(CONTROLLER_ID, &*world.storage, infos, T0, 200, 20)?;
-        world.nodes.insert(
-            Peer::Broker(CONTROLLER_ID),
-            Node::Controller(Box::new(controller)),
-        );
+        world.start_controller()?;
         for id in 0..world.config.brokers {
             world.start_broker(id)?;
         }
         let bootstrap: Vec<NodeId> = (0..world.config.brokers).collect();
-        for i in 0..u64::from(world.config.producers) {
+        let idempotent = u64::from(world.config.producers);
+        for i in 0..idempotent + u64::from(world.config.leader_acks_producers) {
+            let acks_all = i < idempotent;
             let config = ProducerConfig {
-                acks: Acks::All,
+                acks: if acks_all { Acks::All } else { Acks::Leader },
                 linger_ms: 0,
-                enable_idempotence: true,
+                enable_idempotence: acks_all,
                 delivery_timeout_ms: 600_000,
                 ..ProducerConfig::default()
             };
@@ -473,6 +505,24 @@ impl World {
             world.drain(peer);
         }
         Ok(world)
+    }
+
+    /// Starts the controller: it replays its metadata log and takes the
+    /// next controller epoch. What it sends first is taken by the caller.
+    fn start_controller(&mut self) -> crate::Result<()> {
+        // A joined broker is in the metadata log, which the controller
+        // replays.
+        let infos: Vec<BrokerInfo> = (0..self.config.brokers)
+            .map(|id| BrokerInfo { id, rack: None })
+            .collect();
+        let peer = Peer::Broker(CONTROLLER_ID);
+        let now = self.now_at(peer, self.now);
+        let session = self.broker_config.broker_session_timeout_ms as Millis;
+        let controller =
+            ControllerCore::load(CONTROLLER_ID, &*self.storage, infos, now, session, 20)?;
+        self.nodes
+            .insert(peer, Node::Controller(Box::new(controller)));
+        Ok(())
     }
 
     fn start_broker(&mut self, id: NodeId) -> crate::Result<()> {
@@ -646,6 +696,13 @@ impl World {
         self.log(|| describe(&envelope));
         let to = envelope.to;
         if to == ADMIN {
+            if let Some(total) = self.asked_partitions.remove(&envelope.correlation_id)
+                && let Message::Response(Ok(Response::CreatePartitions(r))) = &envelope.message
+                && r.topics.iter().all(|(_, outcome)| outcome.is_ok())
+            {
+                // The producers write to the new partitions from now on.
+                self.partitions = self.partitions.max(total);
+            }
             self.admin_answers.push(envelope);
             return;
         }
@@ -799,11 +856,26 @@ impl World {
     /// Crashes broker `id`: its state is gone, what it owed fails.
     fn crash(&mut self, id: NodeId) {
         let peer = Peer::Broker(id);
-        self.paused.remove(&peer);
         if let Some(Node::Broker(mut broker)) = self.nodes.remove(&peer) {
             broker.crash();
         }
         self.crashed.insert(id);
+        self.connections_closed(id);
+    }
+
+    /// Crashes the controller: it stops without closing its metadata log.
+    fn crash_controller(&mut self) {
+        let peer = Peer::Broker(CONTROLLER_ID);
+        if let Some(Node::Controller(mut controller)) = self.nodes.remove(&peer) {
+            controller.crash();
+        }
+        self.connections_closed(CONTROLLER_ID);
+    }
+
+    /// Node `id` is gone: it is no longer paused, and its connections close.
+    fn connections_closed(&mut self, id: NodeId) {
+        let peer = Peer::Broker(id);
+        self.paused.remove(&peer);
         // Its connections close: answers on their way to it are lost (a
         // restarted broker numbers its requests afresh and must not take
         // them for its own).
@@ -819,7 +891,7 @@ impl World {
     /// Draws and applies one fault.
     fn fault(&mut self) {
         self.faults += 1;
-        let brokers = self.config.brokers;
+        let brokers = self.brokers;
         let peers: Vec<Peer> = (0..brokers)
             .map(Peer::Broker)
             .chain([Peer::Broker(CONTROLLER_ID)])
@@ -832,7 +904,31 @@ impl World {
         let kinds = kinds + u64::from(self.config.pauses);
         let jump = self.config.clock_jumps.then_some(kinds);
         let kinds = kinds + u64::from(self.config.clock_jumps);
+        let controller = self.config.controller_crashes.then_some(kinds);
+        let kinds = kinds + u64::from(self.config.controller_crashes);
+        let membership = self.config.membership_changes.then_some(kinds);
+        let kinds = kinds + u64::from(self.config.membership_changes);
         match self.rng.below(kinds) {
+            kind if Some(kind) == membership => self.change_membership(),
+            // The controller crashes, or one starts after a crash.
+            kind if Some(kind) == controller => {
+                let peer = Peer::Broker(CONTROLLER_ID);
+                if self.nodes.contains_key(&peer) {
+                    self.note(b"crash controller");
+                    self.log(|| "crash controller".into());
+                    self.crash_controller();
+                } else {
+                    self.note(b"restart controller");
+                    self.log(|| "restart controller".into());
+                    match self.start_controller() {
+                        Ok(()) => self.drain(peer),
+                        Err(e) => {
+                            let detail = format!("controller restart: {e}");
+                            self.anomaly(AnomalyKind::Liveness, detail);
+                        }
+                    }
+                }
+            }
             // A node's clock jumps ahead.
             kind if Some(kind) == jump => {
                 if self.jumps_left == 0 {
@@ -955,12 +1051,66 @@ impl World {
         }
     }
 
+    /// A membership change, asked of the controller as an admin would: a
+    /// broker joins, a partition moves, or the topic gains a partition.
+    fn change_membership(&mut self) {
+        let request = match self.rng.below(3) {
+            0 if self.brokers == self.config.brokers => {
+                let id = self.brokers;
+                self.note(format!("add broker {id}").as_bytes());
+                self.log(|| format!("add broker {id}"));
+                self.brokers += 1;
+                if let Err(e) = self.start_broker(id) {
+                    self.anomaly(AnomalyKind::Liveness, format!("adding broker {id}: {e}"));
+                }
+                Request::RegisterBroker(BrokerInfo { id, rack: None })
+            }
+            1 => {
+                let partition = self.rng.below(u64::from(self.partitions)) as u32;
+                let mut brokers: Vec<NodeId> = (0..self.brokers).collect();
+                let mut target = Vec::new();
+                while target.len() < 3 && !brokers.is_empty() {
+                    let i = self.rng.below(brokers.len() as u64) as usize;
+                    target.push(brokers.remove(i));
+                }
+                self.note(format!("reassign {partition} {target:?}").as_bytes());
+                self.log(|| format!("reassign partition {partition} to {target:?}"));
+                let tp = TopicPartition::from_shared(TOPIC.into(), partition);
+                Request::AlterPartitionReassignments(AlterPartitionReassignmentsRequest {
+                    partitions: vec![(tp, target)],
+                })
+            }
+            2 if self.partitions < self.config.partitions + 2 => {
+                let total = self.partitions + 1;
+                self.note(format!("partitions {total}").as_bytes());
+                self.log(|| format!("the topic grows to {total} partitions"));
+                self.asked_partitions.insert(self.next_admin_request, total);
+                Request::CreatePartitions(CreatePartitionsRequest {
+                    topics: vec![(TOPIC.to_string(), total)],
+                })
+            }
+            _ => return,
+        };
+        let envelope = Envelope::request(
+            ADMIN,
+            Peer::Broker(CONTROLLER_ID),
+            self.next_admin_request,
+            request,
+        );
+        self.next_admin_request += 1;
+        self.enqueue(self.now + 1, envelope);
+    }
+
     /// Heals the network and restarts every crashed broker.
     fn heal(&mut self) -> crate::Result<()> {
         self.note(b"heal all");
         self.cut.clear();
         self.stalls.clear();
         self.paused.clear();
+        if !self.nodes.contains_key(&Peer::Broker(CONTROLLER_ID)) {
+            self.start_controller()?;
+            self.drain(Peer::Broker(CONTROLLER_ID));
+        }
         let down: Vec<NodeId> = std::mem::take(&mut self.crashed).into_iter().collect();
         for id in down {
             self.start_broker(id)?;
@@ -971,8 +1121,11 @@ impl World {
     /// Sends the next record of producer `i`.
     fn produce(&mut self, i: u64, n: u32) {
         let peer = Peer::Client(FIRST_PRODUCER + i);
-        let partition = self.rng.below(u64::from(self.config.partitions)) as u32;
-        let value = format!("p{i}-{n}");
+        let partition = self.rng.below(u64::from(self.partitions)) as u32;
+        let acks_all = i < u64::from(self.config.producers);
+        // "p": idempotent, acks=all; "l": acks=1 (the checker tells them
+        // apart by this letter).
+        let value = format!("{}{i}-{n}", if acks_all { 'p' } else { 'l' });
         let now = self.now;
         let Some(Node::Producer(producer)) = self.nodes.get_mut(&peer) else {
             return;
@@ -997,6 +1150,7 @@ impl World {
                     value,
                     Sent {
                         partition,
+                        acks_all,
                         outcome: None,
                     },
                 );
@@ -1022,6 +1176,19 @@ impl World {
         }
         self.poll_members();
         self.check_replicas();
+        self.learn_partitions();
+    }
+
+    /// Takes the topic's partition count from the controller: a
+    /// `CreatePartitions` whose answer was lost (the controller crashed
+    /// before it answered) may still have added them, as an admin would
+    /// find by looking.
+    fn learn_partitions(&mut self) {
+        if let Some(Node::Controller(c)) = self.nodes.get(&Peer::Broker(CONTROLLER_ID))
+            && let Some(topic) = c.metadata().and_then(|m| m.topics.get(TOPIC).cloned())
+        {
+            self.partitions = self.partitions.max(topic.partitions.len() as u32);
+        }
     }
 
     /// Checks one read against the earlier ones and what was sent.
@@ -1208,7 +1375,8 @@ pub fn run(config: &SimConfig) -> SimReport {
     // The fault phase: records go out at a steady pace while faults come.
     let start = world.now;
     let end = start + config.fault_ms;
-    let total = config.producers * config.records_per_producer;
+    let producers = config.producers + config.leader_acks_producers;
+    let total = producers * config.records_per_producer;
     let pace = (config.fault_ms / Millis::from(total.max(1))).max(1);
     let mut next_record = 0u32;
     let mut next_fault = start + world.rng.between(20, 300) as Millis;
@@ -1221,15 +1389,15 @@ pub fn run(config: &SimConfig) -> SimReport {
         }
         world.run_until(step_to);
         if next_record < total {
-            let producer = u64::from(next_record % config.producers);
-            world.produce(producer, next_record / config.producers);
+            let producer = u64::from(next_record % producers);
+            world.produce(producer, next_record / producers);
             next_record += 1;
         }
         world.consume();
     }
     while next_record < total {
-        let producer = u64::from(next_record % config.producers);
-        world.produce(producer, next_record / config.producers);
+        let producer = u64::from(next_record % producers);
+        world.produce(producer, next_record / producers);
         next_record += 1;
     }
     // Heal, then let everything finish.
@@ -1245,6 +1413,9 @@ pub fn run(config: &SimConfig) -> SimReport {
     if !world.group_settled() && !world.stuck {
         world.group_unsettled();
     }
+    let all: Vec<TopicPartition> = (0..world.partitions)
+        .map(|p| TopicPartition::from_shared(TOPIC.into(), p))
+        .collect();
     world.check_final(&all, limit);
     world.report()
 }
@@ -1284,7 +1455,7 @@ impl World {
             .sent
             .iter()
             .filter_map(|(v, s)| match &s.outcome {
-                Some(Ok(offset)) => Some((v.clone(), (s.partition, *offset))),
+                Some(Ok(offset)) if s.acks_all => Some((v.clone(), (s.partition, *offset))),
                 _ => None,
             })
             .collect();
@@ -1322,7 +1493,8 @@ impl World {
         }
         let mut seen: BTreeMap<&String, (u32, u64)> = BTreeMap::new();
         let mut duplicates = Vec::new();
-        for (&(p, o), value) in &log {
+        let idempotent = log.iter().filter(|(_, value)| value.starts_with('p'));
+        for (&(p, o), value) in idempotent.clone() {
             if let Some(&(p0, o0)) = seen.get(value) {
                 duplicates.push(format!(
                     "{value:?} at partition {p0} offset {o0} and partition {p} offset {o}"
@@ -1333,11 +1505,11 @@ impl World {
         for detail in duplicates {
             self.anomaly(AnomalyKind::Duplicate, detail);
         }
-        // Each producer's records of a partition in the order it sent them
-        // ("p{producer}-{n}").
+        // Each idempotent producer's records of a partition in the order it
+        // sent them ("p{producer}-{n}").
         let mut last: BTreeMap<(u32, &str), (u64, u64)> = BTreeMap::new();
         let mut reordered = Vec::new();
-        for (&(p, o), value) in &log {
+        for (&(p, o), value) in idempotent {
             let Some((producer, n)) = value
                 .split_once('-')
                 .and_then(|(producer, n)| Some((producer, n.parse::<u64>().ok()?)))

@@ -29,11 +29,11 @@ impl World {
     /// watermarks since the last look, and compares.
     pub(super) fn check_replicas(&mut self) {
         let mut found = Vec::new();
-        for id in 0..self.config.brokers {
+        for id in 0..self.brokers {
             let Some(Node::Broker(broker)) = self.nodes.get(&Peer::Broker(id)) else {
                 continue;
             };
-            for p in 0..self.config.partitions {
+            for p in 0..self.partitions {
                 let tp = TopicPartition::from_shared(TOPIC.into(), p);
                 let seen = self.replica_checks.seen.get(&(id, p)).copied();
                 let Some((hw, leading, records)) = broker.replica_records(&tp, seen.unwrap_or(0))
