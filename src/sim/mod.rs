@@ -896,71 +896,26 @@ impl World {
             .map(Peer::Broker)
             .chain([Peer::Broker(CONTROLLER_ID)])
             .collect();
-        // A run with a group has its faults too.
-        let kinds = if self.config.group_members > 0 { 9 } else { 6 };
-        // Pauses and clock jumps are drawn after the others, so that a run
-        // without them draws as before.
-        let pause = self.config.pauses.then_some(kinds);
-        let kinds = kinds + u64::from(self.config.pauses);
-        let jump = self.config.clock_jumps.then_some(kinds);
-        let kinds = kinds + u64::from(self.config.clock_jumps);
-        let controller = self.config.controller_crashes.then_some(kinds);
-        let kinds = kinds + u64::from(self.config.controller_crashes);
-        let membership = self.config.membership_changes.then_some(kinds);
-        let kinds = kinds + u64::from(self.config.membership_changes);
+        // A run with a group has its faults too; the optional kinds are
+        // numbered after the others, so that a run without them draws as
+        // before (their arms come first: with no group, a number of theirs
+        // is one the group's faults have with one).
+        let mut kinds = if self.config.group_members > 0 { 9 } else { 6 };
+        let mut optional = |on: bool| {
+            on.then(|| {
+                kinds += 1;
+                kinds - 1
+            })
+        };
+        let pause = optional(self.config.pauses);
+        let jump = optional(self.config.clock_jumps);
+        let controller = optional(self.config.controller_crashes);
+        let membership = optional(self.config.membership_changes);
         match self.rng.below(kinds) {
             kind if Some(kind) == membership => self.change_membership(),
-            // The controller crashes, or one starts after a crash.
-            kind if Some(kind) == controller => {
-                let peer = Peer::Broker(CONTROLLER_ID);
-                if self.nodes.contains_key(&peer) {
-                    self.note(b"crash controller");
-                    self.log(|| "crash controller".into());
-                    self.crash_controller();
-                } else {
-                    self.note(b"restart controller");
-                    self.log(|| "restart controller".into());
-                    match self.start_controller() {
-                        Ok(()) => self.drain(peer),
-                        Err(e) => {
-                            let detail = format!("controller restart: {e}");
-                            self.anomaly(AnomalyKind::Liveness, detail);
-                        }
-                    }
-                }
-            }
-            // A node's clock jumps ahead.
-            kind if Some(kind) == jump => {
-                if self.jumps_left == 0 {
-                    return;
-                }
-                self.jumps_left -= 1;
-                let Some(&peer) = self.rng.pick(&peers) else {
-                    return;
-                };
-                let by = self.rng.between(100, 5_000) as Millis;
-                self.note(format!("jump {peer:?} {by}").as_bytes());
-                self.log(|| format!("clock of {peer:?} jumps {by} ms ahead"));
-                *self.ahead.entry(peer).or_insert(0) += by;
-                self.owners_unchecked_until = self
-                    .owners_unchecked_until
-                    .max(self.now + by + group::SESSION_TIMEOUT_MS);
-            }
-            // A broker or the controller pauses (first: with no group, its
-            // number is one the group's faults have with one).
-            kind if Some(kind) == pause => {
-                let Some(&peer) = self.rng.pick(&peers) else {
-                    return;
-                };
-                if !self.nodes.contains_key(&peer) {
-                    return;
-                }
-                let until = self.now + self.rng.between(100, 2_000) as Millis;
-                self.note(format!("pause {peer:?} {until}").as_bytes());
-                self.log(|| format!("pause {peer:?} until t={}", until - T0));
-                let until = self.paused.get(&peer).map_or(until, |&u| u.max(until));
-                self.paused.insert(peer, until);
-            }
+            kind if Some(kind) == controller => self.crash_or_restart_controller(),
+            kind if Some(kind) == jump => self.jump_clock(&peers),
+            kind if Some(kind) == pause => self.pause(&peers),
             // Crash a broker, keeping at least two up (min ISR 2).
             0 if (self.crashed.len() as u32) + 2 < brokers => {
                 let up: Vec<NodeId> = (0..brokers).filter(|b| !self.crashed.contains(b)).collect();
@@ -1049,6 +1004,56 @@ impl World {
                 self.cut.clear();
             }
         }
+    }
+
+    /// The controller crashes, or one starts after a crash.
+    fn crash_or_restart_controller(&mut self) {
+        let peer = Peer::Broker(CONTROLLER_ID);
+        if self.nodes.contains_key(&peer) {
+            self.note(b"crash controller");
+            self.log(|| "crash controller".into());
+            self.crash_controller();
+            return;
+        }
+        self.note(b"restart controller");
+        self.log(|| "restart controller".into());
+        match self.start_controller() {
+            Ok(()) => self.drain(peer),
+            Err(e) => self.anomaly(AnomalyKind::Liveness, format!("controller restart: {e}")),
+        }
+    }
+
+    /// The clock of one of `peers` jumps ahead (if the run has jumps left).
+    fn jump_clock(&mut self, peers: &[Peer]) {
+        if self.jumps_left == 0 {
+            return;
+        }
+        self.jumps_left -= 1;
+        let Some(&peer) = self.rng.pick(peers) else {
+            return;
+        };
+        let by = self.rng.between(100, 5_000) as Millis;
+        self.note(format!("jump {peer:?} {by}").as_bytes());
+        self.log(|| format!("clock of {peer:?} jumps {by} ms ahead"));
+        *self.ahead.entry(peer).or_insert(0) += by;
+        self.owners_unchecked_until = self
+            .owners_unchecked_until
+            .max(self.now + by + group::SESSION_TIMEOUT_MS);
+    }
+
+    /// One of `peers` (if running) pauses for 100..=2000 ms.
+    fn pause(&mut self, peers: &[Peer]) {
+        let Some(&peer) = self.rng.pick(peers) else {
+            return;
+        };
+        if !self.nodes.contains_key(&peer) {
+            return;
+        }
+        let until = self.now + self.rng.between(100, 2_000) as Millis;
+        self.note(format!("pause {peer:?} {until}").as_bytes());
+        self.log(|| format!("pause {peer:?} until t={}", until - T0));
+        let until = self.paused.get(&peer).map_or(until, |&u| u.max(until));
+        self.paused.insert(peer, until);
     }
 
     /// A membership change, asked of the controller as an admin would: a
