@@ -656,6 +656,9 @@ impl World {
                 Message::Response(Ok(Response::OffsetCommit)) => {
                     self.commit_accepted(envelope.to, envelope.correlation_id);
                 }
+                Message::Response(Err(_)) => {
+                    self.commit_indeterminate(envelope.to, envelope.correlation_id);
+                }
                 _ => {}
             }
             self.send(envelope);
@@ -882,6 +885,8 @@ impl World {
         self.network
             .retain(|_, e| !(e.to == peer && matches!(e.message, Message::Response(_))));
         for (requester, correlation_id) in self.owed.remove(&peer).unwrap_or_default() {
+            // A commit it owed an answer may have been written all the same.
+            self.commit_indeterminate(requester, correlation_id);
             let failed = Envelope::connection_closed(id, requester, correlation_id, "crashed");
             let at = self.now + 1;
             self.enqueue(at, failed);
