@@ -1133,8 +1133,7 @@ impl World {
         let peer = Peer::Client(FIRST_PRODUCER + i);
         let partition = self.rng.below(u64::from(self.partitions)) as u32;
         let acks_all = i < u64::from(self.config.producers);
-        // "p": idempotent, acks=all; "l": acks=1 (the checker tells them
-        // apart by this letter).
+        // "p": idempotent, acks=all; "l": acks=1.
         let value = format!("{}{i}-{n}", if acks_all { 'p' } else { 'l' });
         let now = self.now;
         let Some(Node::Producer(producer)) = self.nodes.get_mut(&peer) else {
@@ -1189,10 +1188,9 @@ impl World {
         self.learn_partitions();
     }
 
-    /// Takes the topic's partition count from the controller: a
-    /// `CreatePartitions` whose answer was lost (the controller crashed
-    /// before it answered) may still have added them, as an admin would
-    /// find by looking.
+    /// Takes the topic's partition count from the controller, as an admin
+    /// would find it by looking (besides its answers): a `CreatePartitions`
+    /// whose answer was lost may have added them all the same.
     fn learn_partitions(&mut self) {
         if let Some(Node::Controller(c)) = self.nodes.get(&Peer::Broker(CONTROLLER_ID))
             && let Some(topic) = c.metadata().and_then(|m| m.topics.get(TOPIC).cloned())
@@ -1503,8 +1501,11 @@ impl World {
         }
         let mut seen: BTreeMap<&String, (u32, u64)> = BTreeMap::new();
         let mut duplicates = Vec::new();
-        let idempotent = log.iter().filter(|(_, value)| value.starts_with('p'));
-        for (&(p, o), value) in idempotent.clone() {
+        let idempotent: Vec<(&(u32, u64), &String)> = log
+            .iter()
+            .filter(|(_, value)| self.sent.get(*value).is_some_and(|s| s.acks_all))
+            .collect();
+        for &(&(p, o), value) in &idempotent {
             if let Some(&(p0, o0)) = seen.get(value) {
                 duplicates.push(format!(
                     "{value:?} at partition {p0} offset {o0} and partition {p} offset {o}"
@@ -1519,7 +1520,7 @@ impl World {
         // sent them ("p{producer}-{n}").
         let mut last: BTreeMap<(u32, &str), (u64, u64)> = BTreeMap::new();
         let mut reordered = Vec::new();
-        for (&(p, o), value) in idempotent {
+        for &(&(p, o), value) in &idempotent {
             let Some((producer, n)) = value
                 .split_once('-')
                 .and_then(|(producer, n)| Some((producer, n.parse::<u64>().ok()?)))
