@@ -521,8 +521,11 @@ impl World {
             return;
         }
         for (partition, offset) in offsets {
-            let current = self.group_checks.committed.get(&partition);
-            if current.is_none_or(|&(committed, _, _)| offset < committed) {
+            // Only lower the reference: if it was not applied, the offset
+            // committed before stands (and with none, nothing does).
+            if let Some(&(committed, _, _)) = self.group_checks.committed.get(&partition)
+                && offset < committed
+            {
                 self.group_checks
                     .committed
                     .insert(partition, (offset, to, correlation_id));
