@@ -5,7 +5,9 @@
 //! cargo run --release --example simulate -- --seeds 1000 [--from 0]
 //! cargo run --release --example simulate -- --seeds 1000 --plant DuplicateBatchAppended
 //! cargo run --release --example simulate -- --seeds 1000 --group-members 0   # no group
-//! cargo run --release --example simulate -- --seeds 1000 --pauses 0 --clock-jumps 0 --controller-crashes 0   # earlier faults
+//! # the faults and workload of earlier runs:
+//! cargo run --release --example simulate -- --seeds 1000 --pauses 0 --clock-jumps 0 \
+//!     --controller-crashes 0 --membership-changes 0 --leader-acks-producers 0
 //! FERROLOG_SIM_SEED=13 cargo run --release --example simulate   # one seed, with its trace hash
 //! ```
 
