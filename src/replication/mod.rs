@@ -220,7 +220,11 @@ impl ReplicaSet {
     }
 
     /// The controller accepted (or itself made) an ISR change: the committed
-    /// ISR is now `isr` at `partition_epoch`.
+    /// ISR is now `isr` at `partition_epoch`. A pending change is settled
+    /// only by a newer partition epoch (the controller applied it, or
+    /// refuses it from now on as stale); metadata at the current epoch (sent
+    /// again, or duplicated) says nothing about it, so a pending addition
+    /// stays in the maximal ISR.
     pub fn isr_committed(
         &mut self,
         isr: Vec<NodeId>,
@@ -230,9 +234,12 @@ impl ReplicaSet {
         if partition_epoch < self.partition_epoch {
             return Update::default();
         }
+        let newer = partition_epoch > self.partition_epoch;
         self.isr = isr.into_iter().collect();
         self.partition_epoch = partition_epoch;
-        if let Role::Leader { pending, .. } = &mut self.role {
+        if let Role::Leader { pending, .. } = &mut self.role
+            && newer
+        {
             *pending = None;
         }
         self.recompute_high_watermark(log_end_offset)
@@ -602,6 +609,29 @@ mod tests {
             })
         ));
         assert_eq!(r.on_append(3), Update::default(), "HW frozen below min ISR");
+    }
+
+    #[test]
+    fn metadata_at_the_current_partition_epoch_keeps_a_pending_addition() {
+        // (Found by simulator seed 908: metadata sent again at the same
+        // partition epoch dropped the pending addition of 0, the HW moved to
+        // 11 over the old ISR, then the controller committed 0 — with 1
+        // record — into the ISR and made it leader.)
+        let mut r = leader(1);
+        let p = r.tick(1_000).expect("both followers lag");
+        r.isr_committed(p.isr, 2, 0);
+        r.on_append(1);
+        let proposal = r.on_follower_fetch(1, 1, 1, 1_001).proposal;
+        assert_eq!(proposal.expect("1 caught up").isr, vec![0, 1]);
+        // The same metadata again (partition epoch 2): nothing is settled.
+        r.isr_committed(vec![0], 2, 1);
+        r.on_append(11);
+        assert_eq!(r.high_watermark(), 1, "1 still counts: it has only 1");
+        assert_eq!(r.pending_proposal().map(|p| p.isr), Some(vec![0, 1]));
+        // A newer partition epoch settles it.
+        r.isr_committed(vec![0, 1], 3, 11);
+        assert_eq!(r.pending_proposal(), None);
+        assert_eq!(r.high_watermark(), 1);
     }
 
     #[test]
