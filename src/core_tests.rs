@@ -53,6 +53,11 @@ impl World {
     fn new() -> Self {
         let clock = ManualClock::new(T0);
         let storage = Arc::new(MemoryStorage::with_clock(Arc::new(clock.clone())));
+        Self::with_storage(clock, storage)
+    }
+
+    /// The world over `storage`, whose time-based policies read `clock`.
+    fn with_storage(clock: ManualClock, storage: Arc<dyn crate::storage::Storage>) -> Self {
         let config = BrokerConfig {
             replica_lag_time_max_ms: 400,
             replica_fetch_wait_max_ms: 50,
@@ -293,6 +298,46 @@ impl World {
             read.len() >= n
         });
     }
+}
+
+/// A leader whose disk fails halts at its next heartbeat instead of
+/// serving a log that went offline; the controller fences it and elects an
+/// in-sync follower, and the producer's records are acknowledged there.
+#[cfg(feature = "sim")]
+#[test]
+fn a_broker_whose_log_goes_offline_halts_and_its_partitions_move() {
+    use crate::sim::storage::{DiskFaults, SimStorage};
+    let clock = ManualClock::new(T0);
+    let storage = Arc::new(SimStorage::new(Arc::new(clock.clone()), 5));
+    let mut world = World::with_storage(clock, storage.clone());
+    let tp = TopicPartition::new("orders", 0).unwrap();
+    world.create_topic(
+        NewTopic::new("orders", 1)
+            .replication_factor(3)
+            .config(TopicConfig {
+                min_insync_replicas: 2,
+                ..TopicConfig::default()
+            }),
+    );
+    world.produce_acknowledged(&tp, "before");
+    let leader = world.leader(&tp).expect("a leader");
+    storage.set_faults(
+        leader,
+        DiskFaults {
+            error_per_million: 1_000_000,
+            space_left: None,
+        },
+    );
+    // The leader's next append fails; it halts and the others take over.
+    world.produce_acknowledged(&tp, "after");
+    let new_leader = world.leader(&tp).expect("a new leader");
+    assert_ne!(new_leader, leader);
+    let Some(Node::Broker(halted)) = world.nodes.get(&Peer::Broker(leader)) else {
+        panic!("broker {leader} is still a node");
+    };
+    let reason = halted.halted().expect("it halted");
+    assert!(reason.contains("orders-0 went offline"), "{reason}");
+    assert!(reason.contains("injected write error"), "{reason}");
 }
 
 /// What a run of the scenario saw.

@@ -158,6 +158,7 @@ impl BrokerCore {
         if !self.groups.is_loaded(p, epoch)
             && let Err(e) = self.load_groups(p, &tp, epoch, now)
         {
+            let e = self.append_failure(group, e);
             self.respond(reply, Err(e));
             return None;
         }
@@ -256,15 +257,19 @@ impl BrokerCore {
         self.wait_group(now, &group, reply, done, Response::GroupHeartbeat);
     }
 
-    /// A lost leadership is the client's cue to find the coordinator again.
+    /// A lost leadership, or a log that went offline, is the client's cue
+    /// to find the coordinator again (Kafka answers `NOT_COORDINATOR` for
+    /// `KAFKA_STORAGE_ERROR` too: the broker gives the partition up).
     fn append_failure(&self, group: &str, e: Error) -> Error {
         match e {
-            Error::NotLeaderOrFollower { .. } | Error::FencedLeaderEpoch { .. } => {
-                Error::NotCoordinator {
-                    group: group.to_string(),
-                    node: self.id,
-                }
-            }
+            Error::NotLeaderOrFollower { .. }
+            | Error::FencedLeaderEpoch { .. }
+            | Error::LogOffline { .. }
+            | Error::Io { .. }
+            | Error::CorruptLog { .. } => Error::NotCoordinator {
+                group: group.to_string(),
+                node: self.id,
+            },
             other => other,
         }
     }

@@ -117,7 +117,14 @@ impl BrokerCore {
         p: &PartitionMetadata,
         topic: &TopicMetadata,
     ) -> Result<Partition> {
-        let log = self.storage.open(tp, self.id, &topic.config)?;
+        let mut config = topic.config.clone();
+        config.flush_messages = config
+            .flush_messages
+            .or(self.config.log_flush_interval_messages);
+        config.flush_ms = config
+            .flush_ms
+            .or(self.config.log_flush_interval_ms.map(|ms| ms as Millis));
+        let log = self.storage.open(tp, self.id, &config)?;
         let replicas = ReplicaSet::new(
             tp.clone(),
             self.id,

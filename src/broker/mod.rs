@@ -83,6 +83,18 @@ pub struct BrokerConfig {
     /// it fails with `RequestTimedOut` (Kafka's `offsets.commit.timeout.ms`,
     /// default 5,000).
     pub offsets_commit_timeout_ms: u64,
+    /// fsync a log after this many records, for topics that set no
+    /// `flush_messages` of their own, `__consumer_offsets` included (Kafka's
+    /// `log.flush.interval.messages`; default `None`: no count-based flush,
+    /// durability comes from replication). `Some(1)` makes every record
+    /// durable on each replica before that replica acknowledges it, so an
+    /// acknowledged record survives the power loss of any machines that
+    /// held it.
+    pub log_flush_interval_messages: Option<u64>,
+    /// fsync a log this long after its last flush, for topics that set no
+    /// `flush_ms` of their own (Kafka's `log.flush.interval.ms`; default
+    /// `None`).
+    pub log_flush_interval_ms: Option<u64>,
 }
 
 impl Default for BrokerConfig {
@@ -98,6 +110,8 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 3,
             offsets_topic_segment_bytes: 100 << 20,
             offsets_commit_timeout_ms: 5_000,
+            log_flush_interval_messages: None,
+            log_flush_interval_ms: None,
         }
     }
 }
@@ -132,6 +146,21 @@ impl BrokerConfig {
                 "offsets_topic_num_partitions",
                 format!("must be within 1..={}", crate::MAX_PARTITIONS_PER_TOPIC),
             ));
+        }
+        if self.log_flush_interval_messages == Some(0) {
+            return Err(Error::config(
+                "log_flush_interval_messages",
+                "must be positive (None: no count-based flush)",
+            ));
+        }
+        if let Some(ms) = self.log_flush_interval_ms {
+            crate::time::at_most_max_ms("log_flush_interval_ms", ms)?;
+            if ms == 0 {
+                return Err(Error::config(
+                    "log_flush_interval_ms",
+                    "must be positive (None: no timed flush)",
+                ));
+            }
         }
         if self.offsets_topic_replication_factor == 0 {
             return Err(Error::config(
@@ -314,6 +343,8 @@ pub struct BrokerCore {
     group_written: BTreeSet<TopicPartition>,
     /// Set by shutdown and crash: requests are refused from then on.
     stopped: bool,
+    /// Why the broker halted: a log went offline (see [`BrokerCore::halted`]).
+    halted: Option<String>,
 }
 
 impl std::fmt::Debug for BrokerCore {
@@ -365,6 +396,7 @@ impl BrokerCore {
             moved: BTreeSet::new(),
             group_written: BTreeSet::new(),
             stopped: false,
+            halted: None,
         };
         broker.send_heartbeat();
         Ok(broker)
@@ -412,6 +444,9 @@ impl BrokerCore {
             self.tick_groups(now);
         }
         if now >= self.timers.heartbeat {
+            if let Some(reason) = self.offline_log() {
+                return self.halt(now, reason);
+            }
             self.send_heartbeat();
             self.timers.heartbeat = now + self.config.broker_heartbeat_interval_ms as Millis;
         }
@@ -525,6 +560,46 @@ impl BrokerCore {
         if self.stopped {
             return Ok(());
         }
+        self.answer_and_stop(now);
+        let mut first_error = None;
+        for (_, partition) in std::mem::take(&mut self.partitions) {
+            if let Err(e) = partition.log.close() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The first hosted log that went offline, and why.
+    fn offline_log(&self) -> Option<String> {
+        self.partitions.iter().find_map(|(tp, partition)| {
+            let reason = partition.log.offline()?;
+            Some(format!("the log of {tp} went offline: {reason}"))
+        })
+    }
+
+    /// Stops the broker because its storage failed, as Kafka halts a broker
+    /// whose last log directory went offline: waiting requests are
+    /// answered with what there is, logs are dropped without a flush (the
+    /// next start recovers them), heartbeats stop (the controller fences the
+    /// broker and moves its leaderships). [`halted`](Self::halted) says why;
+    /// the broker serves again only once restarted.
+    fn halt(&mut self, now: Millis, reason: String) {
+        self.answer_and_stop(now);
+        self.partitions.clear();
+        self.halted = Some(reason);
+    }
+
+    /// Why the broker halted, if a hosted log went offline (an I/O error, a
+    /// full disk): it found that at its next heartbeat and stopped instead;
+    /// its node should be restarted once the storage is repaired.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    /// Refuses requests from now on and answers every parked one with what
+    /// there is (their answers are the last outputs).
+    fn answer_and_stop(&mut self, now: Millis) {
         self.stopped = true;
         for held in self.held_heartbeats.drain() {
             let error = Error::NotCoordinator {
@@ -543,13 +618,6 @@ impl BrokerCore {
         for produce in self.produces.drain() {
             self.finish_produce(produce, now, true);
         }
-        let mut first_error = None;
-        for (_, partition) in std::mem::take(&mut self.partitions) {
-            if let Err(e) = partition.log.close() {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
     }
 
     /// A crash: stops at once. Parked requests are dropped unanswered and

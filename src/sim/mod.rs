@@ -19,6 +19,14 @@
 //! and the controller pause and go on with stale state, their clocks jump
 //! ahead, and the controller crashes and a new one takes over.
 //!
+//! The storage (`SimStorage`) runs the real segmented log over a simulated
+//! page cache: a process crash keeps what was written but only the last
+//! stored checkpoint (the restart recovers the tail); a power loss keeps
+//! what was flushed and a random part of the rest, maybe tearing the write
+//! at the cut; a failing or full disk takes a log offline and its broker
+//! halts until restarted. Power losses come only in runs whose brokers
+//! flush every append (see [`SimConfig::storage_faults`]).
+//!
 //! The checker (at the end, after the network healed, every broker
 //! restarted and the cluster settled, and on every read as it goes):
 //!
@@ -54,6 +62,7 @@
 mod group;
 mod replicas;
 mod rng;
+pub(crate) mod storage;
 
 pub use crate::planted::PlantedBug;
 pub use rng::SimRng;
@@ -73,9 +82,9 @@ use crate::protocol::{
     AlterPartitionReassignmentsRequest, BrokerInfo, CONTROLLER_ID, CreatePartitionsRequest,
     CreateTopicsRequest, Envelope, Message, NodeId, Peer, Request, Response, codec,
 };
-use crate::storage::MemoryStorage;
 use crate::time::{ManualClock, Millis};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
+use storage::{DiskFaults, SimStorage};
 
 const T0: Millis = 1_700_000_000_000;
 const TOPIC: &str = "sim";
@@ -143,6 +152,17 @@ pub struct SimConfig {
     /// gains a partition (two at most), each through the controller as an
     /// admin would. (`false`: the faults of earlier runs.)
     pub membership_changes: bool,
+    /// Whether the faults include storage faults: a broker's machine loses
+    /// power (what its logs had not flushed is partly lost, the last write
+    /// maybe torn), a broker's disk fails writes and fsyncs or fills up
+    /// (its log goes offline and the broker halts until restarted on a
+    /// repaired disk). Half the runs' brokers flush every append
+    /// (`log_flush_interval_messages` 1); only their brokers lose power,
+    /// since without a flush an acknowledged record lives in page caches
+    /// only, as in Kafka.
+    /// (`false`: the faults of earlier runs, whose crashes keep the page
+    /// cache.)
+    pub storage_faults: bool,
     /// A bug to plant in the cores for this run, to prove the checker
     /// finds it (`None`: the code as it is).
     pub planted: Option<PlantedBug>,
@@ -171,6 +191,7 @@ impl SimConfig {
             clock_jumps: true,
             controller_crashes: true,
             membership_changes: true,
+            storage_faults: true,
             planted: None,
         }
     }
@@ -336,7 +357,7 @@ struct World {
     rng: SimRng,
     now: Millis,
     clock: ManualClock,
-    storage: Arc<MemoryStorage>,
+    storage: Arc<SimStorage>,
     broker_config: BrokerConfig,
     nodes: BTreeMap<Peer, Node>,
     /// Envelopes on their way, by arrival time and sending order.
@@ -384,6 +405,8 @@ struct World {
     /// Partitions of the topic (more than `config.partitions` once some
     /// were added).
     partitions: u32,
+    /// The brokers flush every append, and may lose power.
+    flush_each_append: bool,
     /// Partition counts asked for, by the admin request's correlation id.
     asked_partitions: BTreeMap<u64, u32>,
     next_admin_request: u64,
@@ -421,7 +444,10 @@ fn describe(envelope: &Envelope) -> String {
 impl World {
     fn new(config: SimConfig) -> crate::Result<Self> {
         let clock = ManualClock::new(T0);
-        let storage = Arc::new(MemoryStorage::with_clock(Arc::new(clock.clone())));
+        let storage = Arc::new(SimStorage::new(
+            Arc::new(clock.clone()),
+            config.seed ^ 0x5eed_d15c,
+        ));
         let broker_config = BrokerConfig {
             replica_lag_time_max_ms: 400,
             replica_fetch_wait_max_ms: 50,
@@ -462,6 +488,7 @@ impl World {
             jumps_left: 0,
             brokers,
             partitions,
+            flush_each_append: false,
             asked_partitions: BTreeMap::new(),
             next_admin_request: 1,
             apps: Vec::new(),
@@ -471,6 +498,10 @@ impl World {
         };
         if world.config.clock_jumps && world.rng.chance(333_333) {
             world.jumps_left = 2;
+        }
+        if world.config.storage_faults && world.rng.chance(500_000) {
+            world.flush_each_append = true;
+            world.broker_config.log_flush_interval_messages = Some(1);
         }
         world.start_controller()?;
         for id in 0..world.config.brokers {
@@ -662,6 +693,14 @@ impl World {
                 _ => {}
             }
             self.send(envelope);
+        }
+        if let Some(Node::Broker(broker)) = self.nodes.get(&peer)
+            && let Some(reason) = broker.halted()
+        {
+            let reason = reason.to_string();
+            self.note(b"halt");
+            self.log(|| format!("{peer:?} halts: {reason}"));
+            self.crash(node_of(peer));
         }
         for completion in done {
             let records = self
@@ -916,7 +955,9 @@ impl World {
         let jump = optional(self.config.clock_jumps);
         let controller = optional(self.config.controller_crashes);
         let membership = optional(self.config.membership_changes);
+        let storage = optional(self.config.storage_faults);
         match self.rng.below(kinds) {
+            kind if Some(kind) == storage => self.storage_fault(),
             kind if Some(kind) == membership => self.change_membership(),
             kind if Some(kind) == controller => self.crash_or_restart_controller(),
             kind if Some(kind) == jump => self.jump_clock(&peers),
@@ -936,6 +977,8 @@ impl World {
                     self.note(format!("restart {id}").as_bytes());
                     self.log(|| format!("restart {id}"));
                     self.crashed.remove(&id);
+                    // Its disk was repaired first, if it failed.
+                    self.storage.set_faults(id, DiskFaults::default());
                     if let Err(e) = self.start_broker(id) {
                         self.anomaly(AnomalyKind::Liveness, format!("broker {id} restart: {e}"));
                     }
@@ -1007,6 +1050,46 @@ impl World {
             _ => {
                 self.note(b"heal");
                 self.cut.clear();
+            }
+        }
+    }
+
+    /// A storage fault: a broker's machine loses power (in runs whose topic
+    /// flushes every append), a disk starts failing or fills up, or every
+    /// disk is repaired.
+    fn storage_fault(&mut self) {
+        let brokers = self.brokers;
+        match self.rng.below(4) {
+            0 if self.flush_each_append && (self.crashed.len() as u32) + 2 < brokers => {
+                let up: Vec<NodeId> = (0..brokers).filter(|b| !self.crashed.contains(b)).collect();
+                if let Some(&id) = self.rng.pick(&up) {
+                    self.note(format!("power loss {id}").as_bytes());
+                    self.crash(id);
+                    let lost = self.storage.power_loss(id);
+                    self.log(|| format!("power loss {id}: {lost} segments lost writes"));
+                }
+            }
+            1 | 2 => {
+                let id = self.rng.below(u64::from(brokers)) as NodeId;
+                let faults = if self.rng.chance(500_000) {
+                    DiskFaults {
+                        error_per_million: self.rng.between(10_000, 300_000) as u32,
+                        space_left: None,
+                    }
+                } else {
+                    DiskFaults {
+                        error_per_million: 0,
+                        space_left: Some(self.rng.below(20_000)),
+                    }
+                };
+                self.note(format!("disk {id} {faults:?}").as_bytes());
+                self.log(|| format!("disk of broker {id} fails: {faults:?}"));
+                self.storage.set_faults(id, faults);
+            }
+            _ => {
+                self.note(b"disks repaired");
+                self.log(|| "disks repaired".into());
+                self.storage.clear_faults();
             }
         }
     }
@@ -1117,6 +1200,7 @@ impl World {
         self.cut.clear();
         self.stalls.clear();
         self.paused.clear();
+        self.storage.clear_faults();
         if !self.nodes.contains_key(&Peer::Broker(CONTROLLER_ID)) {
             self.start_controller()?;
             self.drain(Peer::Broker(CONTROLLER_ID));

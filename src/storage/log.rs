@@ -776,6 +776,14 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
         self.epochs.latest_epoch()
     }
 
+    fn offline(&self) -> Option<&str> {
+        match &self.offline {
+            Some(reason) => Some(reason),
+            None if self.segments.is_empty() => Some("no segment"),
+            None => None,
+        }
+    }
+
     fn flush(&mut self) -> Result<()> {
         // The checkpoint is not rewritten here: a stale recovery point only
         // means more validation at the next open (Kafka checkpoints it

@@ -148,15 +148,7 @@ impl LogDir for MemoryDir {
     type Seg = MemorySegment;
 
     fn create_segment(&mut self, base_offset: u64, now: Millis) -> Result<MemorySegment> {
-        Ok(MemorySegment {
-            base_offset,
-            next_offset: base_offset,
-            batches: Vec::new(),
-            running_max_ts: Vec::new(),
-            size: 0,
-            created_ms: now,
-            segment_bytes: self.segment_bytes,
-        })
+        Ok(MemorySegment::new(base_offset, now, self.segment_bytes))
     }
 
     fn store_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
@@ -186,6 +178,28 @@ pub(crate) struct MemorySegment {
     size: u64,
     created_ms: Millis,
     segment_bytes: u64,
+}
+
+impl MemorySegment {
+    /// An empty segment at `base_offset`, created at `created_ms`, holding
+    /// up to `segment_bytes`.
+    pub(crate) fn new(base_offset: u64, created_ms: Millis, segment_bytes: u64) -> Self {
+        Self {
+            base_offset,
+            next_offset: base_offset,
+            batches: Vec::new(),
+            running_max_ts: Vec::new(),
+            size: 0,
+            created_ms,
+            segment_bytes,
+        }
+    }
+
+    /// The batches held, in offset order.
+    #[cfg(feature = "sim")]
+    pub(crate) fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
 }
 
 impl Segment for MemorySegment {

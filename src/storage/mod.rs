@@ -129,6 +129,10 @@ pub use checkpoint::Checkpoint;
 pub use config::{CleanupPolicy, LogConfig, ONE_DAY_MS, SEVEN_DAYS_MS};
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use file::FileStorage;
+#[cfg(feature = "sim")]
+pub(crate) use log::{LogDir, Segment, SegmentedLog};
+#[cfg(feature = "sim")]
+pub(crate) use memory::MemorySegment;
 pub use memory::MemoryStorage;
 
 use crate::error::Result;
@@ -336,6 +340,13 @@ pub trait PartitionLog: Send + std::fmt::Debug {
     /// epochs) is written by [`maintain`](Self::maintain) when it changed, and
     /// by [`close`](Self::close).
     fn flush(&mut self) -> Result<()>;
+
+    /// Why the log is offline, if an I/O error in the middle of a change
+    /// took it offline ([`crate::Error::LogOffline`]); `None` while it serves.
+    /// A log that cannot go offline keeps the default.
+    fn offline(&self) -> Option<&str> {
+        None
+    }
 
     /// Flushes and closes cleanly, so the next open needs no recovery.
     /// Dropping a log without closing is like a crash of the process: nothing
