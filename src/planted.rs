@@ -31,17 +31,22 @@ pub enum PlantedBug {
     /// The group coordinator takes a commit from a member epoch it fenced
     /// (an older generation of a member, or a member it removed).
     FencedCommitAccepted,
+    /// The group coordinator answers a commit (or any group change) once
+    /// its own log has the record, before the ISR does: a failover can
+    /// lose a commit the member was told had succeeded.
+    CommitAnsweredBeforeReplicated,
 }
 
 #[cfg(feature = "sim")]
 impl PlantedBug {
     /// Every bug, in order.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::HighWatermarkFromLeaderAlone,
         PlantedBug::TruncateToHighWatermark,
         PlantedBug::StaleLeaderEpochAccepted,
         PlantedBug::DuplicateBatchAppended,
         PlantedBug::FencedCommitAccepted,
+        PlantedBug::CommitAnsweredBeforeReplicated,
     ];
 }
 

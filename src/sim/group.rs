@@ -62,6 +62,12 @@ pub(super) struct GroupApp {
     /// The periodic commit in flight, if any.
     commit: Option<u64>,
     next_commit: Millis,
+    /// In a group that commits before processing: records read and not
+    /// processed yet, as (partition, offset).
+    unprocessed: Vec<(u32, u64)>,
+    /// ... and the records each commit in flight covers: processed once it
+    /// is acknowledged, dropped if it fails (at most once).
+    committing: BTreeMap<u64, Vec<(u32, u64)>>,
 }
 
 impl GroupApp {
@@ -82,6 +88,9 @@ pub(super) struct GroupChecks {
     /// Each partition's committed offset as last accepted, and the commit
     /// that set it (member, correlation id).
     committed: BTreeMap<u32, (u64, Peer, u64)>,
+    /// In a group that commits before processing: the records processed,
+    /// and by whom.
+    processed: BTreeMap<(u32, u64), Peer>,
 }
 
 /// The members' `session_timeout_ms`.
@@ -132,6 +141,8 @@ impl World {
             next: BTreeMap::new(),
             commit: None,
             next_commit: self.now + COMMIT_INTERVAL_MS,
+            unprocessed: Vec::new(),
+            committing: BTreeMap::new(),
         });
         self.drain(member);
         self.drain(consumer);
@@ -214,6 +225,12 @@ impl World {
             if app.commit == Some(op) {
                 app.commit = None;
             }
+            if let Some(records) = app.committing.remove(&op)
+                && result.is_ok()
+            {
+                self.process(member, records);
+            }
+            let app = &mut self.apps[index];
             match std::mem::replace(&mut app.phase, Phase::Idle) {
                 Phase::Revoking {
                     op: revoking,
@@ -286,6 +303,7 @@ impl World {
             }
             let app = &mut self.apps[index];
             app.next.clear();
+            app.unprocessed.clear();
             app.phase = Phase::Idle;
             app.waiting = None;
         }
@@ -298,7 +316,8 @@ impl World {
             self.apply(index, target, incarnation);
         }
         self.read_member(index);
-        // Process, then commit what was processed.
+        // Process, then commit what was processed; or commit what was read,
+        // then process it.
         let app = &self.apps[index];
         if app.idle() && app.commit.is_none() && now >= app.next_commit && !app.held.is_empty() {
             let offsets = self.positions(app);
@@ -308,6 +327,10 @@ impl World {
             let app = &mut self.apps[index];
             app.commit = op;
             app.next_commit = now + COMMIT_INTERVAL_MS;
+            if let Some(op) = op {
+                let covered = std::mem::take(&mut app.unprocessed);
+                app.committing.insert(op, covered);
+            }
         }
         self.drain(member);
         self.drain(consumer);
@@ -342,6 +365,16 @@ impl World {
         let op = self
             .member_core(member)
             .and_then(|m| m.commit(now, offsets, now + REQUEST_TIMEOUT_MS, true).ok());
+        // What was read of the revoked partitions is processed only if this
+        // commit is acknowledged.
+        let app = &mut self.apps[index];
+        let (covered, kept) = std::mem::take(&mut app.unprocessed)
+            .into_iter()
+            .partition(|(p, _)| revoked.iter().any(|tp| tp.partition() == *p));
+        app.unprocessed = kept;
+        if let Some(op) = op {
+            app.committing.insert(op, covered);
+        }
         match op {
             Some(op) => {
                 self.apps[index].phase = Phase::Revoking {
@@ -379,6 +412,7 @@ impl World {
         for tp in &revoked {
             app.held.remove(tp);
             app.next.remove(&tp.partition());
+            app.unprocessed.retain(|(p, _)| *p != tp.partition());
         }
         if let Some(m) = self.member_core(member) {
             m.release(&revoked);
@@ -429,6 +463,26 @@ impl World {
             }
             self.apps[index].next.insert(partition, offset + 1);
             self.check_read(partition, offset, value);
+            if self.commit_first {
+                self.apps[index].unprocessed.push((partition, offset));
+            }
+        }
+    }
+
+    /// Member `member` processes `records`, its commit of them acknowledged:
+    /// in a group that commits first, no record is processed twice.
+    fn process(&mut self, member: Peer, records: Vec<(u32, u64)>) {
+        for (partition, offset) in records {
+            if let Some(&before) = self.group_checks.processed.get(&(partition, offset)) {
+                let detail = format!(
+                    "partition {partition} offset {offset}: processed by {member:?} after \
+                     {before:?}, each after its commit was acknowledged"
+                );
+                self.anomaly(AnomalyKind::ProcessedTwice, detail);
+            }
+            self.group_checks
+                .processed
+                .insert((partition, offset), member);
         }
     }
 

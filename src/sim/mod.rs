@@ -43,6 +43,9 @@
 //!   both still considering it theirs;
 //! - **committed offset backwards**: a coordinator accepts a commit below
 //!   one it accepted before;
+//! - **processed twice**: in a group whose members commit what they read
+//!   before processing it (a third of the runs), a record is processed
+//!   twice (at most once is the promise);
 //! - **replicas diverge**: two replicas hold different records at one
 //!   offset below their high watermarks (checked as the run goes);
 //! - **high watermark backwards**: a leader's high watermark goes back
@@ -152,6 +155,12 @@ pub struct SimConfig {
     /// gains a partition (two at most), each through the controller as an
     /// admin would. (`false`: the faults of earlier runs.)
     pub membership_changes: bool,
+    /// Whether, in a third of the runs with a group, the group's members
+    /// commit what they read before processing it (at most once: a record
+    /// is processed only once its commit is acknowledged, never twice) instead
+    /// of processing first and committing after (at least once).
+    /// (`false`: every group processes first, as in earlier runs.)
+    pub commit_first_groups: bool,
     /// Whether the faults include storage faults: a broker's machine loses
     /// power (what its logs had not flushed is partly lost, the last write
     /// maybe torn), a broker's disk fails writes and fsyncs or fills up
@@ -192,6 +201,7 @@ impl SimConfig {
             controller_crashes: true,
             membership_changes: true,
             storage_faults: true,
+            commit_first_groups: true,
             planted: None,
         }
     }
@@ -229,6 +239,9 @@ pub enum AnomalyKind {
     /// A producer's records in one partition of the final log are not in
     /// the order it sent them (idempotence keeps that order).
     OutOfOrder,
+    /// In a group whose members commit before processing, a record was
+    /// processed twice (each time after its commit was acknowledged).
+    ProcessedTwice,
 }
 
 /// One anomaly: what, at which event, and the details.
@@ -405,6 +418,8 @@ struct World {
     /// Partitions of the topic (more than `config.partitions` once some
     /// were added).
     partitions: u32,
+    /// The group's members commit before processing.
+    commit_first: bool,
     /// The brokers flush every append, and may lose power.
     flush_each_append: bool,
     /// Partition counts asked for, by the admin request's correlation id.
@@ -489,6 +504,7 @@ impl World {
             brokers,
             partitions,
             flush_each_append: false,
+            commit_first: false,
             asked_partitions: BTreeMap::new(),
             next_admin_request: 1,
             apps: Vec::new(),
@@ -499,6 +515,10 @@ impl World {
         if world.config.clock_jumps && world.rng.chance(333_333) {
             world.jumps_left = 2;
         }
+        // Drawn apart from the run's source, so that runs draw as before.
+        world.commit_first = world.config.commit_first_groups
+            && world.config.group_members > 0
+            && SimRng::new(world.config.seed ^ 0xc0ff_ee00).chance(333_333);
         if world.config.storage_faults && world.rng.chance(500_000) {
             world.flush_each_append = true;
             world.broker_config.log_flush_interval_messages = Some(1);
