@@ -8,7 +8,7 @@
 //! # the faults and workload of earlier runs:
 //! cargo run --release --example simulate -- --seeds 1000 --pauses 0 --clock-jumps 0 \
 //!     --controller-crashes 0 --membership-changes 0 --storage-faults 0 --commit-first-groups 0 \
-//!     --leader-acks-producers 0
+//!     --topics 1 --leader-acks-producers 0
 //! FERROLOG_SIM_SEED=13 cargo run --release --example simulate   # one seed, with its trace hash
 //! ```
 
@@ -27,6 +27,7 @@ fn main() {
             ("--seeds", Some(n)) => seeds = n,
             ("--from", Some(n)) => from = n,
             ("--group-members", Some(n)) => template.group_members = n as u32,
+            ("--topics", Some(n)) => template.topics = n as u32,
             ("--pauses", Some(n)) => template.pauses = n != 0,
             ("--clock-jumps", Some(n)) => template.clock_jumps = n != 0,
             ("--controller-crashes", Some(n)) => template.controller_crashes = n != 0,
@@ -45,7 +46,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: simulate [--seeds N] [--from S] [--group-members N] [--pauses 0|1] [--clock-jumps 0|1]\n                 [--controller-crashes 0|1] [--membership-changes 0|1]\n                 [--storage-faults 0|1] [--commit-first-groups 0|1]\n                 [--leader-acks-producers N] [--plant BUG]"
+                    "usage: simulate [--seeds N] [--from S] [--topics N] [--group-members N] [--pauses 0|1] [--clock-jumps 0|1]\n                 [--controller-crashes 0|1] [--membership-changes 0|1]\n                 [--storage-faults 0|1] [--commit-first-groups 0|1]\n                 [--leader-acks-producers N] [--plant BUG]"
                 );
                 std::process::exit(2);
             }

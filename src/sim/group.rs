@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{AnomalyKind, Node, T0, TOPIC, World};
+use super::{AnomalyKind, Node, T0, World};
 use crate::client::member_core::{Limits, MemberConfig, MemberCore};
 use crate::client::{AutoOffsetReset, ConsumerConfig, ConsumerCore};
 use crate::protocol::{NodeId, OffsetAndMetadata, Peer, Response, Subscription};
@@ -121,7 +121,13 @@ impl World {
         let consumer = Peer::Client(FIRST_MEMBER + 2 * n + 1);
         let bootstrap: Vec<NodeId> = (0..self.config.brokers).collect();
         let mut core = MemberCore::new(member, member_config(GROUP), bootstrap.clone(), self.now);
-        let subscription = Subscription::Topics([TOPIC.to_string()].into_iter().collect());
+        let subscription = Subscription::Topics(
+            self.topics
+                .names
+                .iter()
+                .map(|name| name.to_string())
+                .collect(),
+        );
         core.subscribe(self.now, subscription);
         let config = ConsumerConfig {
             auto_offset_reset: AutoOffsetReset::Earliest,
@@ -252,7 +258,8 @@ impl World {
                         let taken = self
                             .member_core(member)
                             .is_some_and(|m| m.hold(incarnation, &added));
-                        let parts: Vec<u32> = added.iter().map(|tp| tp.partition()).collect();
+                        let parts: Vec<u32> =
+                            added.iter().map(|tp| self.topics.index(tp)).collect();
                         self.log(|| {
                             format!(
                                 "member {member:?} takes {parts:?} of assignment {}: {taken}",
@@ -265,8 +272,9 @@ impl World {
                                 if let Some(c) = self.consumer_core(consumer) {
                                     c.add(tp.clone(), position);
                                 }
+                                let n = self.topics.index(&tp);
                                 let app = &mut self.apps[index];
-                                app.next.insert(tp.partition(), position.unwrap_or(0));
+                                app.next.insert(n, position.unwrap_or(0));
                                 app.held.insert(tp);
                             }
                             if let Some(m) = self.member_core(member) {
@@ -340,7 +348,7 @@ impl World {
     fn apply(&mut self, index: usize, target: (u64, BTreeSet<TopicPartition>), incarnation: u64) {
         let now = self.now;
         let member = self.apps[index].member;
-        let parts: Vec<u32> = target.1.iter().map(|tp| tp.partition()).collect();
+        let parts: Vec<u32> = target.1.iter().map(|tp| self.topics.index(tp)).collect();
         self.log(|| {
             format!(
                 "member {member:?} applies assignment {}: {parts:?}",
@@ -370,7 +378,7 @@ impl World {
         let app = &mut self.apps[index];
         let (covered, kept) = std::mem::take(&mut app.unprocessed)
             .into_iter()
-            .partition(|(p, _)| revoked.iter().any(|tp| tp.partition() == *p));
+            .partition(|(p, _)| revoked.iter().any(|tp| self.topics.index(tp) == *p));
         app.unprocessed = kept;
         if let Some(op) = op {
             app.committing.insert(op, covered);
@@ -405,14 +413,15 @@ impl World {
             }
         }
         if !revoked.is_empty() {
-            let parts: Vec<u32> = revoked.iter().map(|tp| tp.partition()).collect();
+            let parts: Vec<u32> = revoked.iter().map(|tp| self.topics.index(tp)).collect();
             self.log(|| format!("member {member:?} gives up {parts:?}"));
         }
         let app = &mut self.apps[index];
         for tp in &revoked {
+            let n = self.topics.index(tp);
             app.held.remove(tp);
-            app.next.remove(&tp.partition());
-            app.unprocessed.retain(|(p, _)| *p != tp.partition());
+            app.next.remove(&n);
+            app.unprocessed.retain(|(p, _)| *p != n);
         }
         if let Some(m) = self.member_core(member) {
             m.release(&revoked);
@@ -505,7 +514,10 @@ impl World {
             };
             if current {
                 for tp in &app.held {
-                    owners.entry(tp.partition()).or_default().push(app.member);
+                    owners
+                        .entry(self.topics.index(tp))
+                        .or_default()
+                        .push(app.member);
                 }
             }
         }
@@ -596,7 +608,7 @@ impl World {
                 return false;
             }
             for tp in &app.held {
-                *held.entry(tp.partition()).or_default() += 1;
+                *held.entry(self.topics.index(tp)).or_default() += 1;
             }
         }
         self.apps.is_empty()
@@ -612,7 +624,10 @@ impl World {
                 format!(
                     "{:?} holds {:?} ({:?})",
                     a.member,
-                    a.held.iter().map(|tp| tp.partition()).collect::<Vec<_>>(),
+                    a.held
+                        .iter()
+                        .map(|tp| self.topics.index(tp))
+                        .collect::<Vec<_>>(),
                     a.phase
                 )
             })

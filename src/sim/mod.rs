@@ -90,7 +90,6 @@ use crate::topic::{NewTopic, TopicConfig, TopicPartition};
 use storage::{DiskFaults, SimStorage};
 
 const T0: Millis = 1_700_000_000_000;
-const TOPIC: &str = "sim";
 const ADMIN: Peer = Peer::Client(1);
 /// Producers are clients 100.., consumers 200...
 const FIRST_PRODUCER: u64 = 100;
@@ -103,7 +102,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// Brokers (the controller is one more node).
     pub brokers: u32,
-    /// Partitions of the one topic (replication factor 3, min ISR 2).
+    /// Topics: `sim`, `sim-b`, `sim-c`, ... (replication factor 3, min ISR
+    /// 2), each of `partitions` partitions.
+    pub topics: u32,
+    /// Partitions of each topic (membership changes add up to two to the
+    /// last topic).
     pub partitions: u32,
     /// Idempotent acks=all producers.
     pub producers: u32,
@@ -116,7 +119,7 @@ pub struct SimConfig {
     pub records_per_producer: u32,
     /// Consumers reading every partition as the run goes.
     pub consumers: u32,
-    /// Members of a consumer group subscribed to the topic, committing what
+    /// Members of a consumer group subscribed to the topics, committing what
     /// they read; members also crash, leave, join and stall during the run
     /// (0: no group, and the faults of a run without one).
     pub group_members: u32,
@@ -151,7 +154,7 @@ pub struct SimConfig {
     /// the next controller epoch. (`false`: the faults of earlier runs.)
     pub controller_crashes: bool,
     /// Whether the faults include membership changes: a broker joins the
-    /// cluster (one at most), a partition moves to other brokers, the topic
+    /// cluster (one at most), a partition moves to other brokers, the last topic
     /// gains a partition (two at most), each through the controller as an
     /// admin would. (`false`: the faults of earlier runs.)
     pub membership_changes: bool,
@@ -178,12 +181,14 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The standard run for `seed`: 3 brokers, 3 partitions, 2 producers of
-    /// 40 records, 1 consumer, 3 s of faults.
+    /// The standard run for `seed`: 3 brokers, 2 topics of 3 partitions, 2
+    /// idempotent producers and an acks=1 one of 40 records each, 1
+    /// consumer, a group of 3 members, 3 s of faults.
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
             brokers: 3,
+            topics: 2,
             partitions: 3,
             producers: 2,
             leader_acks_producers: 1,
@@ -415,8 +420,11 @@ struct World {
     jumps_left: u32,
     /// Brokers in the cluster (more than `config.brokers` once one joined).
     brokers: u32,
-    /// Partitions of the topic (more than `config.partitions` once some
-    /// were added).
+    /// The topics, and how a partition's number in the run (what the
+    /// checks key by) maps to a topic and its partition.
+    topics: Topics,
+    /// Partitions of all topics (more than `topics × partitions` once the
+    /// last topic gained some).
     partitions: u32,
     /// The group's members commit before processing.
     commit_first: bool,
@@ -470,7 +478,8 @@ impl World {
             broker_session_timeout_ms: 200,
             ..BrokerConfig::default()
         };
-        let (brokers, partitions) = (config.brokers, config.partitions);
+        let topics = Topics::new(config.topics.max(1), config.partitions);
+        let (brokers, partitions) = (config.brokers, topics.initial_partitions());
         let mut world = Self {
             rng: SimRng::new(config.seed),
             config,
@@ -502,6 +511,7 @@ impl World {
             owners_unchecked_until: 0,
             jumps_left: 0,
             brokers,
+            topics,
             partitions,
             flush_each_append: false,
             commit_first: false,
@@ -700,7 +710,7 @@ impl World {
                     let offsets = commit
                         .offsets
                         .iter()
-                        .map(|(tp, o)| (tp.partition(), o.offset))
+                        .map(|(tp, o)| (self.topics.index(tp), o.offset))
                         .collect();
                     self.note_commit(peer, envelope.correlation_id, offsets);
                 }
@@ -798,14 +808,13 @@ impl World {
         let Some(metadata) = c.metadata() else {
             return;
         };
-        let Some(topic) = metadata.topics.get(TOPIC) else {
-            return;
-        };
         let view = format!(
             "{:?}",
-            topic
-                .partitions
+            self.topics
+                .names
                 .iter()
+                .filter_map(|name| metadata.topics.get(&**name))
+                .flat_map(|topic| &topic.partitions)
                 .map(|p| (p.partition, p.leader, p.leader_epoch, p.isr.clone()))
                 .collect::<Vec<_>>()
         );
@@ -1165,7 +1174,7 @@ impl World {
     }
 
     /// A membership change, asked of the controller as an admin would: a
-    /// broker joins, a partition moves, or the topic gains a partition.
+    /// broker joins, a partition moves, or the last topic gains a partition.
     fn change_membership(&mut self) {
         let request = match self.rng.below(3) {
             0 if self.brokers == self.config.brokers => {
@@ -1188,18 +1197,20 @@ impl World {
                 }
                 self.note(format!("reassign {partition} {target:?}").as_bytes());
                 self.log(|| format!("reassign partition {partition} to {target:?}"));
-                let tp = TopicPartition::from_shared(TOPIC.into(), partition);
+                let tp = self.topics.tp(partition);
                 Request::AlterPartitionReassignments(AlterPartitionReassignmentsRequest {
                     partitions: vec![(tp, target)],
                 })
             }
-            2 if self.partitions < self.config.partitions + 2 => {
+            2 if self.partitions < self.topics.initial_partitions() + 2 => {
                 let total = self.partitions + 1;
+                let last = self.topics.last().to_string();
+                let count = total - self.topics.last_base();
                 self.note(format!("partitions {total}").as_bytes());
-                self.log(|| format!("the topic grows to {total} partitions"));
+                self.log(|| format!("topic {last} grows to {count} partitions"));
                 self.asked_partitions.insert(self.next_admin_request, total);
                 Request::CreatePartitions(CreatePartitionsRequest {
-                    topics: vec![(TOPIC.to_string(), total)],
+                    topics: vec![(last, count)],
                 })
             }
             _ => return,
@@ -1243,7 +1254,7 @@ impl World {
         let Some(Node::Producer(producer)) = self.nodes.get_mut(&peer) else {
             return;
         };
-        let tp = TopicPartition::from_shared(TOPIC.into(), partition);
+        let tp = self.topics.tp(partition);
         match producer.append(
             &tp,
             now,
@@ -1297,9 +1308,12 @@ impl World {
     /// whose answer was lost may have added them all the same.
     fn learn_partitions(&mut self) {
         if let Some(Node::Controller(c)) = self.nodes.get(&Peer::Broker(CONTROLLER_ID))
-            && let Some(topic) = c.metadata().and_then(|m| m.topics.get(TOPIC).cloned())
+            && let Some(topic) = c
+                .metadata()
+                .and_then(|m| m.topics.get(self.topics.last()).cloned())
         {
-            self.partitions = self.partitions.max(topic.partitions.len() as u32);
+            let total = self.topics.last_base() + topic.partitions.len() as u32;
+            self.partitions = self.partitions.max(total);
         }
     }
 
@@ -1329,13 +1343,14 @@ impl World {
     /// poll does, the drained partitions fetch again.
     fn poll_consumer(&mut self, peer: Peer) -> (Vec<(u32, u64, String)>, Option<Error>) {
         let mut got = Vec::new();
+        let topics = &self.topics;
         let Some(Node::Consumer(consumer)) = self.nodes.get_mut(&peer) else {
             return (got, None);
         };
         let _ = consumer.drain(usize::MAX, |tp, record, _| {
             let value = record.value.as_deref().unwrap_or_default();
             got.push((
-                tp.partition(),
+                topics.index(tp),
                 record.offset,
                 String::from_utf8_lossy(value).into_owned(),
             ));
@@ -1351,21 +1366,26 @@ impl World {
         self.sent.values().all(|s| s.outcome.is_some())
     }
 
-    /// Creates the topic through the controller.
+    /// Creates the topics through the controller.
     fn create_topic(&mut self) -> crate::Result<()> {
-        let topic = NewTopic::new(TOPIC, self.config.partitions)
-            .replication_factor(3.min(self.config.brokers as u16))
-            .config(TopicConfig {
-                min_insync_replicas: 2,
-                ..TopicConfig::default()
-            });
+        let topics = self
+            .topics
+            .names
+            .iter()
+            .map(|name| {
+                NewTopic::new(&**name, self.config.partitions)
+                    .replication_factor(3.min(self.config.brokers as u16))
+                    .config(TopicConfig {
+                        min_insync_replicas: 2,
+                        ..TopicConfig::default()
+                    })
+            })
+            .collect();
         let request = Envelope::request(
             ADMIN,
             Peer::Broker(CONTROLLER_ID),
             0,
-            Request::CreateTopics(CreateTopicsRequest {
-                topics: vec![topic],
-            }),
+            Request::CreateTopics(CreateTopicsRequest { topics }),
         );
         self.enqueue(self.now + 1, request);
         let limit = self.now + 10_000;
@@ -1380,9 +1400,61 @@ impl World {
                 Ok(())
             }
             other => Err(Error::InvalidRequest {
-                reason: format!("creating the simulated topic: {other:?}"),
+                reason: format!("creating the simulated topics: {other:?}"),
             }),
         }
+    }
+}
+
+/// The simulated topics. A partition is known to the checks by its number
+/// in the run: the partitions of the first topic, then the second's, and
+/// so on; only the last topic gains partitions, so numbers never move.
+#[derive(Debug, Clone)]
+struct Topics {
+    names: Vec<Arc<str>>,
+    /// Partitions each topic starts with.
+    per_topic: u32,
+}
+
+impl Topics {
+    fn new(count: u32, per_topic: u32) -> Self {
+        let names = (0..count)
+            .map(|i| match i {
+                0 => Arc::from("sim"),
+                _ => Arc::from(format!("sim-{}", char::from(b'a' + (i % 26) as u8))),
+            })
+            .collect();
+        Self { names, per_topic }
+    }
+
+    fn initial_partitions(&self) -> u32 {
+        self.names.len() as u32 * self.per_topic
+    }
+
+    /// The number of the last topic's first partition.
+    fn last_base(&self) -> u32 {
+        (self.names.len() as u32 - 1) * self.per_topic
+    }
+
+    fn last(&self) -> &str {
+        self.names.last().expect("at least one topic")
+    }
+
+    /// The topic partition numbered `n` in the run.
+    fn tp(&self, n: u32) -> TopicPartition {
+        let topic = (n / self.per_topic.max(1)).min(self.names.len() as u32 - 1);
+        let partition = n - topic * self.per_topic;
+        TopicPartition::from_shared(self.names[topic as usize].clone(), partition)
+    }
+
+    /// The number of `tp` in the run.
+    fn index(&self, tp: &TopicPartition) -> u32 {
+        let topic = self
+            .names
+            .iter()
+            .position(|name| **name == *tp.topic())
+            .unwrap_or(0) as u32;
+        topic * self.per_topic + tp.partition()
     }
 }
 
@@ -1473,9 +1545,7 @@ pub fn run(config: &SimConfig) -> SimReport {
         world.anomaly(AnomalyKind::Liveness, e.to_string());
         return world.report();
     }
-    let all: Vec<TopicPartition> = (0..config.partitions)
-        .map(|p| TopicPartition::from_shared(TOPIC.into(), p))
-        .collect();
+    let all: Vec<TopicPartition> = (0..world.partitions).map(|p| world.topics.tp(p)).collect();
     for i in 0..u64::from(config.consumers) {
         if let Some(Node::Consumer(c)) = world.nodes.get_mut(&Peer::Client(FIRST_CONSUMER + i)) {
             c.assign(all.clone());
@@ -1525,9 +1595,7 @@ pub fn run(config: &SimConfig) -> SimReport {
     if !world.group_settled() && !world.stuck {
         world.group_unsettled();
     }
-    let all: Vec<TopicPartition> = (0..world.partitions)
-        .map(|p| TopicPartition::from_shared(TOPIC.into(), p))
-        .collect();
+    let all: Vec<TopicPartition> = (0..world.partitions).map(|p| world.topics.tp(p)).collect();
     world.check_final(&all, limit);
     world.report()
 }

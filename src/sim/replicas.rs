@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{AnomalyKind, Node, TOPIC, World};
+use super::{AnomalyKind, Node, World};
 use crate::protocol::{NodeId, Peer};
-use crate::topic::TopicPartition;
 
 /// What the replica checks keep.
 #[derive(Debug, Default)]
@@ -34,7 +33,7 @@ impl World {
                 continue;
             };
             for p in 0..self.partitions {
-                let tp = TopicPartition::from_shared(TOPIC.into(), p);
+                let tp = self.topics.tp(p);
                 let seen = self.replica_checks.seen.get(&(id, p)).copied();
                 let Some((hw, leading, records)) = broker.replica_records(&tp, seen.unwrap_or(0))
                 else {
