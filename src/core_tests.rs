@@ -340,6 +340,74 @@ fn a_broker_whose_log_goes_offline_halts_and_its_partitions_move() {
     assert!(reason.contains("injected write error"), "{reason}");
 }
 
+/// A broker compacts the logs of a compacted topic on its own, when its
+/// cleaner timer (`log_cleaner_backoff_ms` of virtual time) comes due.
+#[test]
+fn a_broker_compacts_its_logs_when_the_cleaner_timer_comes_due() {
+    let mut world = World::new();
+    let tp = TopicPartition::new("table", 0).unwrap();
+    world.create_topic(
+        NewTopic::new("table", 1)
+            .replication_factor(3)
+            .config(TopicConfig {
+                cleanup_policy: crate::storage::CleanupPolicy::Compact,
+                segment_bytes: 1024,
+                index_interval_bytes: 128,
+                ..TopicConfig::default()
+            }),
+    );
+    // 200 records over 4 keys, 10 at a time (small batches, many segments).
+    for round in 0..20 {
+        let now = world.now;
+        let batches: Vec<u64> = (round * 10..round * 10 + 10)
+            .map(|i| {
+                let (key, value) = (format!("k{}", i % 4), format!("v{i}"));
+                world
+                    .producer()
+                    .append(
+                        &tp,
+                        now,
+                        Some(key.as_bytes()),
+                        Some(value.as_bytes()),
+                        &[],
+                        64,
+                        now,
+                    )
+                    .unwrap()
+                    .batch
+            })
+            .collect();
+        world.producer().wake();
+        world.drain(PRODUCER);
+        world.run_until(20_000, |w| {
+            batches.iter().all(|b| w.acknowledged.contains_key(b))
+        });
+        for b in &batches {
+            let outcome = &world.acknowledged[b];
+            assert!(matches!(outcome, Ok(Some(_))), "{outcome:?}");
+        }
+    }
+    let leader = world.leader(&tp).expect("a leader");
+    let held = |w: &World| match w.nodes.get(&Peer::Broker(leader)) {
+        Some(Node::Broker(b)) => b.replica_records(&tp, 0).map_or(0, |(_, _, r)| r.len()),
+        _ => 0,
+    };
+    assert_eq!(held(&world), 200, "nothing compacted yet");
+    let backoff = BrokerConfig::default().log_cleaner_backoff_ms as Millis;
+    assert!(world.now < T0 + backoff);
+    world.run_until(2 * backoff, |w| held(w) < 200);
+    assert!(
+        world.now >= T0 + backoff,
+        "compacted by the cleaner timer, at {}",
+        world.now - T0
+    );
+    assert!(
+        held(&world) <= 4 + 1024 / 60,
+        "{} records left",
+        held(&world)
+    );
+}
+
 /// What a run of the scenario saw.
 struct Run {
     trace: Vec<u8>,

@@ -75,24 +75,26 @@ fn describe(setup: &Setup, name: &str) -> PartitionMetadata {
         .clone()
 }
 
-/// Waits until `check` holds for the partition's metadata.
+/// Waits (woken by the controller at each change) until `check` holds for
+/// the partition's metadata.
 fn wait_for(
     setup: &Setup,
     name: &str,
     what: &str,
     check: impl Fn(&PartitionMetadata) -> bool,
 ) -> PartitionMetadata {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let p = describe(setup, name);
-        if check(&p) {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {p:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
+    let partition = |m: &ferrolog::protocol::ClusterMetadata| {
+        m.topics
+            .get(name)
+            .and_then(|t| t.partitions.first())
+            .cloned()
+    };
+    match setup
+        .cluster
+        .wait_for_metadata(WAIT, |m| partition(m).is_some_and(|p| check(&p)))
+    {
+        Ok(m) => partition(&m).expect("checked"),
+        Err(e) => panic!("{what}: {e}; now {:?}", describe(setup, name)),
     }
 }
 
@@ -114,7 +116,8 @@ fn producer(setup: &Setup, acks: Acks) -> Producer<(), String> {
     .unwrap()
 }
 
-fn read_all(setup: &Setup, name: &str) -> Vec<(u64, String)> {
+/// A consumer of partition 0 of `name`, from the start.
+fn consumer_of(setup: &Setup, name: &str) -> (Consumer<(), String>, TopicPartition) {
     let config = ConsumerConfig::builder()
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .fetch_max_wait_ms(50u32)
@@ -129,16 +132,34 @@ fn read_all(setup: &Setup, name: &str) -> Vec<(u64, String)> {
     .unwrap();
     let tp = TopicPartition::new(name, 0).unwrap();
     consumer.assign([tp.clone()]).unwrap();
-    let end = consumer.end_offsets([&tp]).unwrap()[&tp];
+    (consumer, tp)
+}
+
+/// Polls `consumer` until it has read `n` records (each poll waits for
+/// records to arrive).
+fn read_until(consumer: &mut Consumer<(), String>, n: u64) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     let deadline = Instant::now() + WAIT;
-    while (out.len() as u64) < end {
-        assert!(Instant::now() < deadline, "read {} of {end}", out.len());
+    while (out.len() as u64) < n {
+        assert!(Instant::now() < deadline, "read {} of {n}", out.len());
         for r in consumer.poll(Duration::from_millis(100)).unwrap() {
             out.push((r.offset, r.value.unwrap()));
         }
     }
     out
+}
+
+/// Every record below the high watermark of partition 0 of `name`.
+fn read_all(setup: &Setup, name: &str) -> Vec<(u64, String)> {
+    let (mut consumer, tp) = consumer_of(setup, name);
+    let end = consumer.end_offsets([&tp]).unwrap()[&tp];
+    read_until(&mut consumer, end)
+}
+
+/// The first `n` records of partition 0 of `name`, waiting for them to be
+/// committed.
+fn read_at_least(setup: &Setup, name: &str, n: u64) -> Vec<(u64, String)> {
+    read_until(&mut consumer_of(setup, name).0, n)
 }
 
 /// Every replica's records below `hw`, read from the storage after shutdown.
@@ -232,12 +253,11 @@ fn a_record_on_the_leader_alone_is_invisible_until_the_isr_has_it() {
     );
 
     setup.faults.heal();
-    let deadline = Instant::now() + WAIT;
-    while read_all(&setup, "hw").len() < 2 {
-        assert!(Instant::now() < deadline, "the ISR never caught up");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(read_all(&setup, "hw")[1], (1, "leader only".to_string()));
+    // Visible once the followers have it: a consumer's fetch waits for it.
+    assert_eq!(
+        read_at_least(&setup, "hw", 2)[1],
+        (1, "leader only".to_string())
+    );
 }
 
 #[test]
@@ -401,18 +421,10 @@ fn unclean_election_off_keeps_the_partition_offline_on_brings_it_back_and_report
         if !unclean {
             // Once the controller has fenced a, it has decided: b is not in
             // sync, so the partition stays offline.
-            let admin = Admin::new(&setup.cluster).unwrap();
-            let deadline = Instant::now() + WAIT;
-            while admin
-                .describe_cluster()
-                .unwrap()
-                .brokers
-                .iter()
-                .any(|info| info.id == a)
-            {
-                assert!(Instant::now() < deadline, "a was never fenced");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            setup
+                .cluster
+                .wait_for_metadata(WAIT, |m| m.brokers.iter().all(|info| info.id != a))
+                .expect("a is fenced");
             let p = describe(&setup, "u");
             assert_eq!(
                 p.leader, None,
@@ -437,19 +449,14 @@ fn unclean_election_off_keeps_the_partition_offline_on_brings_it_back_and_report
             .wait()
             .unwrap();
         setup.cluster.restart_broker(a).unwrap();
-        let deadline = Instant::now() + WAIT;
-        let truncation = loop {
-            if let Some(t) = setup
-                .cluster
-                .truncations()
-                .into_iter()
-                .find(|t| t.broker == a)
-            {
-                break t;
-            }
-            assert!(Instant::now() < deadline, "a never truncated");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        // a rejoins the ISR only after truncating to b's log and catching up.
+        wait_for(&setup, "u", "a back in the ISR", |p| p.isr.contains(&a));
+        let truncation = setup
+            .cluster
+            .truncations()
+            .into_iter()
+            .find(|t| t.broker == a)
+            .expect("a truncated");
         assert_eq!(
             truncation.removed,
             0..1,
@@ -747,19 +754,12 @@ fn partitions_move_to_an_added_broker_while_clients_keep_running() {
                 .config(min_isr(1)),
         )
         .unwrap();
-    let full = |admin: &Admin| {
-        admin
-            .describe_topic("grow")
-            .unwrap()
-            .partitions
-            .iter()
-            .all(|p| p.isr.len() == 2)
-    };
-    let deadline = Instant::now() + WAIT;
-    while !full(&admin) {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    setup
+        .cluster
+        .wait_for_metadata(WAIT, |m| {
+            m.topics["grow"].partitions.iter().all(|p| p.isr.len() == 2)
+        })
+        .expect("both partitions in sync");
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let producer = producer(&setup, Acks::All);
     let writer = {
@@ -799,22 +799,22 @@ fn partitions_move_to_an_added_broker_while_clients_keep_running() {
         .collect();
     let results = admin.reassign_partitions(targets.clone()).unwrap();
     assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = admin.describe_topic("grow").unwrap();
-        let done = now.partitions.iter().zip(&targets).all(|(p, (_, target))| {
-            p.reassigning_to.is_none()
-                && &p.replicas == target
-                && p.leader.is_some_and(|l| target.contains(&l))
-        });
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the move never finished: {now:?}"
+    let moved = setup.cluster.wait_for_metadata(WAIT, |m| {
+        m.topics["grow"]
+            .partitions
+            .iter()
+            .zip(&targets)
+            .all(|(p, (_, target))| {
+                p.reassigning_to.is_none()
+                    && &p.replicas == target
+                    && p.leader.is_some_and(|l| target.contains(&l))
+            })
+    });
+    if let Err(e) = moved {
+        panic!(
+            "the move never finished ({e}): {:?}",
+            admin.describe_topic("grow")
         );
-        std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::SeqCst);
     let acknowledged = writer.join().unwrap();

@@ -26,7 +26,9 @@ use crate::client::Bootstrap;
 use crate::controller::{CONTROLLER_ID, ControllerCore};
 use crate::error::{Error, Result};
 use crate::group::{Assignor, built_in_assignors};
-use crate::protocol::{BrokerInfo, NodeId, Request, Response, UpdateMetadataRequest};
+use crate::protocol::{
+    BrokerInfo, ClusterMetadata, NodeId, Peer, Request, Response, UpdateMetadataRequest,
+};
 use crate::runtime::NodeRuntime;
 use crate::storage::{FileStorage, MemoryStorage, Storage};
 use crate::time::{Clock, Millis, SystemClock};
@@ -162,6 +164,7 @@ impl ClusterBuilder {
                 .chain(self.assignors)
                 .collect(),
             controller: Mutex::new(None),
+            metadata: Arc::default(),
             brokers: Mutex::new((0..count).map(|_| None).collect()),
         };
         cluster.restart_controller()?;
@@ -169,6 +172,51 @@ impl ClusterBuilder {
             cluster.restart_broker(id)?;
         }
         Ok(cluster)
+    }
+}
+
+/// The controller's newest metadata, and a condition variable its changes
+/// notify.
+#[derive(Debug, Default)]
+struct MetadataWatch {
+    latest: Mutex<Option<Arc<ClusterMetadata>>>,
+    changed: parking_lot::Condvar,
+}
+
+impl MetadataWatch {
+    /// Called after each step of the controller: quick, under its lock.
+    fn update(&self, metadata: Arc<ClusterMetadata>) {
+        let mut latest = self.latest.lock();
+        if latest.as_ref().is_some_and(|l| Arc::ptr_eq(l, &metadata)) {
+            return;
+        }
+        *latest = Some(metadata);
+        self.changed.notify_all();
+    }
+
+    fn wait_for(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&ClusterMetadata) -> bool,
+    ) -> Result<Arc<ClusterMetadata>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut latest = self.latest.lock();
+        loop {
+            if let Some(metadata) = latest.as_ref()
+                && ready(metadata)
+            {
+                return Ok(metadata.clone());
+            }
+            if self.changed.wait_until(&mut latest, deadline).timed_out() {
+                return match latest.as_ref() {
+                    Some(metadata) if ready(metadata) => Ok(metadata.clone()),
+                    _ => Err(Error::RequestTimedOut {
+                        operation: "waiting for cluster metadata",
+                        timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+                    }),
+                };
+            }
+        }
     }
 }
 
@@ -188,6 +236,9 @@ pub struct Cluster {
     assignors: Vec<Arc<dyn Assignor>>,
     /// `None` while the controller is down.
     controller: Mutex<Option<ControllerNode>>,
+    /// The controller's newest metadata, for
+    /// [`wait_for_metadata`](Self::wait_for_metadata).
+    metadata: Arc<MetadataWatch>,
     /// Indexed by broker id; `None` while a broker is stopped.
     brokers: Mutex<Vec<Option<Broker>>>,
 }
@@ -364,12 +415,18 @@ impl Cluster {
             session,
             (session / 10).clamp(1, 100),
         )?;
-        *slot = Some(ControllerNode::start(
-            CONTROLLER_ID,
+        let watch = self.metadata.clone();
+        *slot = Some(ControllerNode::start_peer(
+            Peer::Broker(CONTROLLER_ID),
             core,
             self.transport.clone(),
             self.clock.clone(),
             "ferrolog-controller".into(),
+            Some(Box::new(move |core: &mut ControllerCore| {
+                if let Some(metadata) = core.published_metadata() {
+                    watch.update(metadata);
+                }
+            })),
         )?);
         Ok(())
     }
@@ -383,6 +440,37 @@ impl Cluster {
             .flatten()
             .flat_map(|broker| broker.with_core(|core| core.truncations().to_vec()))
             .collect()
+    }
+
+    /// Waits until the cluster's metadata (topics, partitions with their
+    /// leaders, ISRs and epochs, live brokers) satisfies `ready`, and returns
+    /// it; [`Error::RequestTimedOut`] if it does not within `timeout` (real
+    /// time). The metadata is the controller's newest that every live
+    /// broker has been given and answered for (or whose push timed out), so
+    /// the brokers act on what it says once this returns. No polling: the
+    /// controller wakes the waiting thread at every change. What a test
+    /// waits for after a failure (a leader elected, a broker fenced, a
+    /// follower back in the ISR, a reassignment done), and what an
+    /// application may wait for after creating a topic.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ferrolog::{Admin, Cluster, NewTopic};
+    ///
+    /// let cluster = Cluster::builder().brokers(3).build()?;
+    /// Admin::new(&cluster)?.create_topic(NewTopic::new("orders", 2).replication_factor(3))?;
+    /// let metadata = cluster.wait_for_metadata(Duration::from_secs(10), |m| {
+    ///     m.topics["orders"].partitions.iter().all(|p| p.isr.len() == 3)
+    /// })?;
+    /// assert!(metadata.topics["orders"].partitions.iter().all(|p| p.leader.is_some()));
+    /// # Ok::<(), ferrolog::Error>(())
+    /// ```
+    pub fn wait_for_metadata(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&ClusterMetadata) -> bool,
+    ) -> Result<Arc<ClusterMetadata>> {
+        self.metadata.wait_for(timeout, ready)
     }
 
     /// Graceful shutdown: each broker stops taking requests, answers waiting

@@ -28,6 +28,8 @@ use crate::time::Millis;
 /// broker it asks next.
 #[derive(Debug)]
 struct Publish {
+    /// What is published.
+    metadata: Arc<ClusterMetadata>,
     /// The correlation ids of the pushes not answered yet.
     waiting: BTreeSet<u64>,
     answer: Option<(ReplyTo, Result<Response>)>,
@@ -47,6 +49,9 @@ pub(crate) struct ControllerCore {
     /// Push correlation id → the publish it belongs to.
     pushes: BTreeMap<u64, u64>,
     next_publish: u64,
+    /// The newest metadata whose publish ended (every live broker answered
+    /// its push, or the publish timed out), and the publish's id.
+    published: Option<(u64, Arc<ClusterMetadata>)>,
     next_correlation_id: u64,
     outbox: VecDeque<Envelope>,
 }
@@ -84,6 +89,7 @@ impl ControllerCore {
             publishes: BTreeMap::new(),
             pushes: BTreeMap::new(),
             next_publish: 0,
+            published: None,
             next_correlation_id: 0,
             outbox: VecDeque::new(),
         })
@@ -92,6 +98,19 @@ impl ControllerCore {
     /// The current metadata (`None` once stopped).
     pub(crate) fn metadata(&self) -> Option<Arc<ClusterMetadata>> {
         self.controller.as_ref().map(Controller::metadata)
+    }
+
+    /// The newest metadata every live broker has (its publish ended: each
+    /// answered the push, or the push timed out).
+    pub(crate) fn published_metadata(&self) -> Option<Arc<ClusterMetadata>> {
+        self.published.as_ref().map(|(_, m)| m.clone())
+    }
+
+    /// Publish `id` of `metadata` ended.
+    fn published(&mut self, id: u64, metadata: Arc<ClusterMetadata>) {
+        if self.published.as_ref().is_none_or(|(last, _)| *last < id) {
+            self.published = Some((id, metadata));
+        }
     }
 
     /// Handles a request to the controller, or a broker's answer to a push.
@@ -127,6 +146,7 @@ impl ControllerCore {
         for id in overdue {
             if let Some(publish) = self.publishes.remove(&id) {
                 self.pushes.retain(|_, p| *p != id);
+                self.published(id, publish.metadata);
                 self.answer(publish.answer);
             }
         }
@@ -251,12 +271,14 @@ impl ControllerCore {
             self.pushes.insert(correlation_id, id);
         }
         if waiting.is_empty() {
+            self.published(id, after);
             self.answer(answer);
         } else {
             let deadline = now + self.publish_timeout_ms;
             self.publishes.insert(
                 id,
                 Publish {
+                    metadata: after,
                     waiting,
                     answer,
                     deadline,
@@ -292,6 +314,7 @@ impl ControllerCore {
             None => false,
         };
         if done && let Some(p) = self.publishes.remove(&publish) {
+            self.published(publish, p.metadata);
             self.answer(p.answer);
         }
     }
