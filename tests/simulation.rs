@@ -101,12 +101,13 @@ const MEMBERSHIP_REGRESSIONS: &[u64] = &[71, 215, 235, 2970];
 ///   settles a pending change now.
 const STORAGE_REGRESSIONS: &[u64] = &[908];
 
-/// The world of the seeds kept from before groups that commit first and
-/// several topics.
+/// The world of the seeds kept from before groups that commit first,
+/// several topics and applications that stop polling.
 fn before_commit_first(seed: u64) -> SimConfig {
     SimConfig {
         commit_first_groups: false,
         topics: 1,
+        member_stalls: false,
         ..SimConfig::new(seed)
     }
 }

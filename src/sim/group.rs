@@ -68,6 +68,10 @@ pub(super) struct GroupApp {
     /// ... and the records each commit in flight covers: processed once it
     /// is acknowledged, dropped if it fails (at most once).
     committing: BTreeMap<u64, Vec<(u32, u64)>>,
+    /// The application does not poll until then (a long pause in its
+    /// processing); its member core keeps heartbeating, and leaves the
+    /// group once `max_poll_interval_ms` passes.
+    stalled_until: Millis,
 }
 
 impl GroupApp {
@@ -149,6 +153,7 @@ impl World {
             next_commit: self.now + COMMIT_INTERVAL_MS,
             unprocessed: Vec::new(),
             committing: BTreeMap::new(),
+            stalled_until: 0,
         });
         self.drain(member);
         self.drain(consumer);
@@ -216,8 +221,20 @@ impl World {
         self.check_owners();
     }
 
+    /// Member `index`'s application stops polling until `until`.
+    pub(super) fn stall_application(&mut self, index: usize, until: Millis) {
+        if let Some(app) = self.apps.get_mut(index) {
+            app.stalled_until = app.stalled_until.max(until);
+            let member = app.member;
+            self.log(|| format!("member {member:?} stops polling until t={}", until - T0));
+        }
+    }
+
     fn poll_member(&mut self, index: usize) {
         let now = self.now;
+        if now < self.apps[index].stalled_until {
+            return;
+        }
         let (member, consumer) = (self.apps[index].member, self.apps[index].consumer);
         // Answers to the application's requests.
         let mut done = Vec::new();
@@ -604,7 +621,7 @@ impl World {
     pub(super) fn group_settled(&self) -> bool {
         let mut held: BTreeMap<u32, usize> = BTreeMap::new();
         for app in &self.apps {
-            if !app.idle() {
+            if !app.idle() || app.stalled_until > self.now {
                 return false;
             }
             for tp in &app.held {

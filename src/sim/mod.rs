@@ -164,6 +164,11 @@ pub struct SimConfig {
     /// of processing first and committing after (at least once).
     /// (`false`: every group processes first, as in earlier runs.)
     pub commit_first_groups: bool,
+    /// Whether a member's application also stops polling for 1..=15 s
+    /// (past `max_poll_interval_ms`, 10 s, its member leaves the group on
+    /// its own and rejoins when the application polls again). (`false`:
+    /// the faults of earlier runs.)
+    pub member_stalls: bool,
     /// Whether the faults include storage faults: a broker's machine loses
     /// power (what its logs had not flushed is partly lost, the last write
     /// maybe torn), a broker's disk fails writes and fsyncs or fills up
@@ -207,6 +212,7 @@ impl SimConfig {
             membership_changes: true,
             storage_faults: true,
             commit_first_groups: true,
+            member_stalls: true,
             planted: None,
         }
     }
@@ -1039,10 +1045,18 @@ impl World {
                     }
                 }
             }
-            // A member crashes, or leaves, or a new one joins.
+            // A member crashes, or leaves, or a new one joins, or its
+            // application stops polling for a while.
             6 => {
                 let members = self.apps.len() as u64;
-                match self.rng.below(3) {
+                let choices = if self.config.member_stalls { 4 } else { 3 };
+                match self.rng.below(choices) {
+                    3 => {
+                        let index = self.rng.below(members.max(1)) as usize;
+                        let until = self.now + self.rng.between(1_000, 15_000) as Millis;
+                        self.note(format!("member {index} stops polling {until}").as_bytes());
+                        self.stall_application(index, until);
+                    }
                     0 if members > 1 => {
                         let index = self.rng.below(members) as usize;
                         self.note(format!("crash member {index}").as_bytes());
