@@ -8,9 +8,14 @@
 //! when the leader reports a diverging epoch — the log truncated to where the
 //! two agree, never just to the high watermark (KIP-101, KIP-279). Then the
 //! next fetch to that leader goes out at once; a leader that answered with an
-//! error is left alone for a moment.
+//! error is left alone for a moment. A partition's answer is applied only if
+//! the partition is where the fetch left it (the same leader epoch, the same
+//! log end offset): an answer that arrives late — after a pause, across a
+//! change of leader and back — is data of another leadership, and is dropped.
 
 use std::collections::BTreeMap;
+
+use crate::topic::TopicPartition;
 
 use super::{BrokerCore, Partition, Truncation};
 use crate::error::{Error, Result};
@@ -28,38 +33,51 @@ const FETCH_TIMEOUT_MS: Millis = 30_000;
 const PARTITION_FETCH_BYTES: u32 = 1 << 20;
 const FETCH_BYTES: u32 = 16 << 20;
 
+/// Per partition, the leader epoch and fetch offset a fetch was sent with.
+pub(super) type FetchedWith = BTreeMap<TopicPartition, (i32, u64)>;
+
+/// A fetch in flight to one leader.
+#[derive(Debug)]
+struct InFlight {
+    correlation_id: u64,
+    deadline: Millis,
+    /// Per partition, the leader epoch and fetch offset it was sent with.
+    sent: FetchedWith,
+}
+
 /// The fetches in flight and the leaders backed off.
 #[derive(Debug, Default)]
 pub(super) struct Fetcher {
-    /// Leader → (correlation id, deadline) of its fetch in flight.
-    in_flight: BTreeMap<NodeId, (u64, Millis)>,
+    /// Leader → its fetch in flight.
+    in_flight: BTreeMap<NodeId, InFlight>,
     /// Leader → until when it is left alone.
     backoff: BTreeMap<NodeId, Millis>,
 }
 
 impl Fetcher {
     /// The leader whose fetch `correlation_id` answers, if it is the one in
-    /// flight (it is no longer in flight then).
-    pub(super) fn answered(&mut self, correlation_id: u64) -> Option<NodeId> {
+    /// flight (it is no longer in flight then), with the leader epoch and
+    /// offset each partition was fetched with.
+    pub(super) fn answered(&mut self, correlation_id: u64) -> Option<(NodeId, FetchedWith)> {
         let leader = self
             .in_flight
             .iter()
-            .find(|(_, (id, _))| *id == correlation_id)
+            .find(|(_, f)| f.correlation_id == correlation_id)
             .map(|(&leader, _)| leader)?;
-        self.in_flight.remove(&leader);
-        Some(leader)
+        let fetch = self.in_flight.remove(&leader)?;
+        Some((leader, fetch.sent))
     }
 
     /// Forgets fetches unanswered past their deadline and backoffs that ran
     /// out.
     pub(super) fn expire(&mut self, now: Millis) {
-        self.in_flight.retain(|_, (_, deadline)| *deadline > now);
+        self.in_flight.retain(|_, f| f.deadline > now);
         self.backoff.retain(|_, until| *until > now);
     }
 
     /// When a fetch times out or a backoff ends.
     pub(super) fn next_deadline(&self) -> Option<Millis> {
-        let fetches = self.in_flight.values().map(|&(_, deadline)| deadline);
+        let fetches = self.in_flight.values().map(|f| f.deadline);
         fetches.chain(self.backoff.values().copied()).min()
     }
 }
@@ -102,9 +120,27 @@ impl BrokerCore {
                 partitions,
                 replica: Some(self.id),
             });
-            let id = self.send_request(leader, request);
+            let sent = match &request {
+                Request::Fetch(f) => f
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let epoch = p.current_leader_epoch.unwrap_or(-1);
+                        (p.partition.clone(), (epoch, p.fetch_offset))
+                    })
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            let correlation_id = self.send_request(leader, request);
             let deadline = now + wait_ms as Millis + FETCH_TIMEOUT_MS;
-            self.follower.in_flight.insert(leader, (id, deadline));
+            self.follower.in_flight.insert(
+                leader,
+                InFlight {
+                    correlation_id,
+                    deadline,
+                    sent,
+                },
+            );
         }
     }
 
@@ -114,6 +150,7 @@ impl BrokerCore {
         &mut self,
         now: Millis,
         leader: NodeId,
+        sent: &FetchedWith,
         response: Result<Response>,
     ) {
         let healthy = match response {
@@ -124,6 +161,13 @@ impl BrokerCore {
                     let Some(partition) = self.partitions.get_mut(&tp) else {
                         continue;
                     };
+                    let now_state = (
+                        partition.replicas.leader_epoch(),
+                        partition.log.log_end_offset(),
+                    );
+                    if sent.get(&tp) != Some(&now_state) {
+                        continue; // the answer of another leadership, or stale
+                    }
                     let applied = part.result.and_then(|data| {
                         apply_partition_data(
                             partition,

@@ -725,8 +725,8 @@ impl BrokerCore {
         }
         if let Some(change) = self.isr_changes.remove(&correlation_id) {
             self.isr_change_answered(change.partition, response);
-        } else if let Some(leader) = self.follower.answered(correlation_id) {
-            self.apply_fetched(now, leader, response);
+        } else if let Some((leader, sent)) = self.follower.answered(correlation_id) {
+            self.apply_fetched(now, leader, &sent, response);
         }
     }
 

@@ -95,6 +95,10 @@ pub(super) struct GroupChecks {
     /// In a group that commits before processing: the records processed,
     /// and by whom.
     processed: BTreeMap<(u32, u64), Peer>,
+    /// Processed records a member's own overtaken commit put back below the
+    /// committed offset: each may be processed once more (see
+    /// [`World::commit_accepted`]).
+    reprocessable: BTreeSet<(u32, u64)>,
 }
 
 /// The members' `session_timeout_ms`.
@@ -495,10 +499,29 @@ impl World {
         }
     }
 
+    /// The processed records of `partition` in `offsets` may be processed
+    /// once more: a commit lowered the committed offset below them.
+    fn reprocessable(&mut self, partition: u32, offsets: std::ops::Range<u64>) {
+        let checks = &mut self.group_checks;
+        let again: Vec<(u32, u64)> = checks
+            .processed
+            .range((partition, offsets.start)..(partition, offsets.end))
+            .map(|(&key, _)| key)
+            .collect();
+        checks.reprocessable.extend(again);
+    }
+
     /// Member `member` processes `records`, its commit of them acknowledged:
-    /// in a group that commits first, no record is processed twice.
+    /// in a group that commits first, no record is processed twice (unless
+    /// a commit the simulated network let overtake a later one put it back).
     fn process(&mut self, member: Peer, records: Vec<(u32, u64)>) {
         for (partition, offset) in records {
+            if self.group_checks.reprocessable.remove(&(partition, offset)) {
+                self.group_checks
+                    .processed
+                    .insert((partition, offset), member);
+                continue;
+            }
             if let Some(&before) = self.group_checks.processed.get(&(partition, offset)) {
                 let detail = format!(
                     "partition {partition} offset {offset}: processed by {member:?} after \
@@ -574,13 +597,19 @@ impl World {
         for (partition, offset) in offsets {
             if let Some(&(current, by, by_id)) = self.group_checks.committed.get(&partition)
                 && offset < current
-                && !(by == to && correlation_id < by_id)
             {
-                let detail = format!(
-                    "partition {partition}: {to:?} committed offset {offset} after \
-                     {by:?} committed {current}"
-                );
-                self.anomaly(AnomalyKind::CommittedOffsetBackwards, detail);
+                if by == to && correlation_id < by_id {
+                    // Overtaken: what was processed between the two
+                    // offsets is below the committed offset again, and
+                    // its next owner processes it once more.
+                    self.reprocessable(partition, offset..current);
+                } else {
+                    let detail = format!(
+                        "partition {partition}: {to:?} committed offset {offset} after \
+                         {by:?} committed {current}"
+                    );
+                    self.anomaly(AnomalyKind::CommittedOffsetBackwards, detail);
+                }
             }
             self.group_checks
                 .committed
@@ -609,6 +638,7 @@ impl World {
             if let Some(&(committed, _, _)) = self.group_checks.committed.get(&partition)
                 && offset < committed
             {
+                self.reprocessable(partition, offset..committed);
                 self.group_checks
                     .committed
                     .insert(partition, (offset, to, correlation_id));

@@ -1257,6 +1257,18 @@ impl World {
         Ok(())
     }
 
+    /// Restarts every broker that is down (after healing, only brokers that
+    /// halted are).
+    fn restart_halted(&mut self) -> crate::Result<()> {
+        let down: Vec<NodeId> = std::mem::take(&mut self.crashed).into_iter().collect();
+        for id in down {
+            self.note(format!("restart halted {id}").as_bytes());
+            self.log(|| format!("restart halted {id}"));
+            self.start_broker(id)?;
+        }
+        Ok(())
+    }
+
     /// Sends the next record of producer `i`.
     fn produce(&mut self, i: u64, n: u32) {
         let peer = Peer::Client(FIRST_PRODUCER + i);
@@ -1605,6 +1617,11 @@ pub fn run(config: &SimConfig) -> SimReport {
         let next = world.now + 50;
         world.run_until(next);
         world.consume();
+        // A broker whose log went offline before the disks were repaired
+        // halts when it notices; the operator restarts it.
+        if let Err(e) = world.restart_halted() {
+            world.anomaly(AnomalyKind::Liveness, format!("restart after healing: {e}"));
+        }
     }
     if !world.group_settled() && !world.stuck {
         world.group_unsettled();
