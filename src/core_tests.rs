@@ -262,12 +262,20 @@ impl World {
     /// Produces 20 records `<prefix>-<i>` to `tp` and runs until every one
     /// is acknowledged (acks=all: the in-sync replicas have it).
     fn produce_acknowledged(&mut self, tp: &TopicPartition, prefix: &str) {
+        let records = (0..20).map(|i| (None, format!("{prefix}-{i}"))).collect();
+        self.produce_records(tp, records);
+    }
+
+    /// Produces `records` (key, value) to `tp` and runs until every one is
+    /// acknowledged.
+    fn produce_records(&mut self, tp: &TopicPartition, records: Vec<(Option<String>, String)>) {
         let now = self.now;
-        let batches: Vec<u64> = (0..20)
-            .map(|i| {
-                let value = format!("{prefix}-{i}");
+        let batches: Vec<u64> = records
+            .iter()
+            .map(|(key, value)| {
+                let key = key.as_deref().map(str::as_bytes);
                 self.producer()
-                    .append(tp, now, None, Some(value.as_bytes()), &[], 64, now)
+                    .append(tp, now, key, Some(value.as_bytes()), &[], 64, now)
                     .unwrap()
                     .batch
             })
@@ -358,34 +366,10 @@ fn a_broker_compacts_its_logs_when_the_cleaner_timer_comes_due() {
     );
     // 200 records over 4 keys, 10 at a time (small batches, many segments).
     for round in 0..20 {
-        let now = world.now;
-        let batches: Vec<u64> = (round * 10..round * 10 + 10)
-            .map(|i| {
-                let (key, value) = (format!("k{}", i % 4), format!("v{i}"));
-                world
-                    .producer()
-                    .append(
-                        &tp,
-                        now,
-                        Some(key.as_bytes()),
-                        Some(value.as_bytes()),
-                        &[],
-                        64,
-                        now,
-                    )
-                    .unwrap()
-                    .batch
-            })
+        let records = (round * 10..round * 10 + 10)
+            .map(|i| (Some(format!("k{}", i % 4)), format!("v{i}")))
             .collect();
-        world.producer().wake();
-        world.drain(PRODUCER);
-        world.run_until(20_000, |w| {
-            batches.iter().all(|b| w.acknowledged.contains_key(b))
-        });
-        for b in &batches {
-            let outcome = &world.acknowledged[b];
-            assert!(matches!(outcome, Ok(Some(_))), "{outcome:?}");
-        }
+        world.produce_records(&tp, records);
     }
     let leader = world.leader(&tp).expect("a leader");
     let held = |w: &World| match w.nodes.get(&Peer::Broker(leader)) {

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::record::{RecordBatch, Records};
 use crate::storage::{
     Checkpoint, LogConfig, LogDir, MemorySegment, PartitionLog, ReplicaId, Segment, SegmentedLog,
-    Storage,
+    Storage, first_to_recover, recover_from,
 };
 use crate::time::{Clock, Millis};
 use crate::topic::TopicPartition;
@@ -233,16 +233,14 @@ impl Storage for SimStorage {
             key,
             segment_bytes: config.segment_bytes,
         };
-        let mut log = SegmentedLog::new(
+        let log = SegmentedLog::open(
             dir,
             config.clone(),
             Arc::clone(&self.clock),
             segments,
             checkpoint,
+            recovered,
         )?;
-        if recovered {
-            log.flush_and_checkpoint()?;
-        }
         Ok(Box::new(log))
     }
 
@@ -285,13 +283,7 @@ fn load(
 ) -> (Vec<SimSegment>, Checkpoint, bool) {
     let mut checkpoint = log.checkpoint.clone();
     let bases: Vec<u64> = log.segments.keys().copied().collect();
-    let first_recovered = if clean {
-        bases.len()
-    } else {
-        bases
-            .partition_point(|&b| b <= checkpoint.recovery_point)
-            .saturating_sub(1)
-    };
+    let first_recovered = first_to_recover(&bases, checkpoint.recovery_point, clean);
     let mut segments = Vec::with_capacity(bases.len());
     let mut cut_after = None;
     for (i, &base) in bases.iter().enumerate() {
@@ -303,9 +295,7 @@ fn load(
             }
         } else {
             if i == first_recovered {
-                let keep_below = base.max(checkpoint.log_start_offset.saturating_add(1));
-                checkpoint.epochs.truncate_from_end(keep_below);
-                checkpoint.recovery_point = checkpoint.recovery_point.min(base);
+                recover_from(&mut checkpoint, base);
             }
             let torn = file.torn.take().map(RecordBatch::from_bytes);
             let mut intact = true;

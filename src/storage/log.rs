@@ -126,7 +126,48 @@ pub(crate) struct SegmentedLog<D: LogDir> {
     offline: Option<String>,
 }
 
+/// Where a backend's recovery starts: the index in `bases` (segment base
+/// offsets, in order) of the first segment to validate — none (`len`) when
+/// the log was closed cleanly, else the one holding the recovery point.
+pub(crate) fn first_to_recover(bases: &[u64], recovery_point: u64, clean: bool) -> usize {
+    if clean {
+        bases.len()
+    } else {
+        bases
+            .partition_point(|&b| b <= recovery_point)
+            .saturating_sub(1)
+    }
+}
+
+/// Prepares `checkpoint` for recovery from the segment at `base`: the
+/// epochs from there on are re-derived from the batches recovery reads
+/// (except the one DeleteRecords moved to the log start, which no batch at
+/// that offset may carry), and the recovery point drops to `base`.
+pub(crate) fn recover_from(checkpoint: &mut Checkpoint, base: u64) {
+    let keep_below = base.max(checkpoint.log_start_offset.saturating_add(1));
+    checkpoint.epochs.truncate_from_end(keep_below);
+    checkpoint.recovery_point = checkpoint.recovery_point.min(base);
+}
+
 impl<D: LogDir> SegmentedLog<D> {
+    /// A log over what a backend loaded; if it `recovered` anything (what
+    /// recovery kept came from the page cache), that is made durable and
+    /// the checkpoint stored before the recovery point moves past it.
+    pub(crate) fn open(
+        dir: D,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        segments: Vec<D::Seg>,
+        checkpoint: Checkpoint,
+        recovered: bool,
+    ) -> Result<Self> {
+        let mut log = Self::new(dir, config, clock, segments, checkpoint)?;
+        if recovered {
+            log.flush_and_checkpoint()?;
+        }
+        Ok(log)
+    }
+
     /// Assembles a log from recovered segments (base-offset order) and the
     /// checkpoint that goes with them.
     pub(crate) fn new(
@@ -176,7 +217,7 @@ impl<D: LogDir> SegmentedLog<D> {
     }
 
     /// Flushes and writes the checkpoint (after recovery at open).
-    pub(crate) fn flush_and_checkpoint(&mut self) -> Result<()> {
+    fn flush_and_checkpoint(&mut self) -> Result<()> {
         self.guarded(|log| {
             log.flush_segments()?;
             log.store_checkpoint()

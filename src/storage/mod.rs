@@ -130,7 +130,7 @@ pub use config::{CleanupPolicy, LogConfig, ONE_DAY_MS, SEVEN_DAYS_MS};
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use file::FileStorage;
 #[cfg(feature = "sim")]
-pub(crate) use log::{LogDir, Segment, SegmentedLog};
+pub(crate) use log::{LogDir, Segment, SegmentedLog, first_to_recover, recover_from};
 #[cfg(feature = "sim")]
 pub(crate) use memory::MemorySegment;
 pub use memory::MemoryStorage;

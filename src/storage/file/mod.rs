@@ -62,7 +62,7 @@ use std::sync::Arc;
 
 use self::segment::{FileSegment, OpenMode, finish_swap, segment_paths};
 use super::checkpoint::{Checkpoint, sync_dir};
-use super::log::{LogDir, Segment, SegmentedLog};
+use super::log::{LogDir, Segment, SegmentedLog, first_to_recover, recover_from};
 use super::{LogConfig, PartitionLog, ReplicaId, Storage};
 use crate::error::{Error, Result};
 use crate::time::{Clock, Millis, SystemClock};
@@ -173,18 +173,14 @@ impl Storage for FileStorage {
             config: config.clone(),
             _lock: lock,
         };
-        let mut log = SegmentedLog::new(
+        let log = SegmentedLog::open(
             file_dir,
             config.clone(),
             Arc::clone(&self.clock),
             segments,
             checkpoint,
+            recovered,
         )?;
-        if recovered {
-            // What recovery kept came from the page cache: make it durable
-            // before the recovery point moves past it.
-            log.flush_and_checkpoint()?;
-        }
         Ok(Box::new(log))
     }
 
@@ -241,13 +237,7 @@ fn load_segments(
     let clean = clean && loaded.is_some();
     let mut checkpoint = loaded.unwrap_or_default();
     let bases = list_segment_bases(dir)?;
-    let first_recovered = if clean {
-        bases.len()
-    } else {
-        bases
-            .partition_point(|&b| b <= checkpoint.recovery_point)
-            .saturating_sub(1)
-    };
+    let first_recovered = first_to_recover(&bases, checkpoint.recovery_point, clean);
     let mut segments: Vec<FileSegment> = Vec::with_capacity(bases.len());
     let mut min_offset = 0;
     for (i, &base) in bases.iter().enumerate() {
@@ -257,12 +247,7 @@ fn load_segments(
             OpenMode::Trusted
         };
         if i == first_recovered {
-            // Recovery re-derives epochs from the batches it reads, except
-            // the one DeleteRecords moved to the log start, which no batch at
-            // that offset may carry.
-            let keep_below = base.max(checkpoint.log_start_offset.saturating_add(1));
-            checkpoint.epochs.truncate_from_end(keep_below);
-            checkpoint.recovery_point = checkpoint.recovery_point.min(base);
+            recover_from(&mut checkpoint, base);
         }
         if i > 0 && base != min_offset {
             let path = segment_paths(dir, base)[0].clone();
