@@ -15,14 +15,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::topic::TopicPartition;
-
 use super::{BrokerCore, Partition, Truncation};
 use crate::error::{Error, Result};
 use crate::planted::{PlantedBug, planted};
 use crate::protocol::{FetchPartition, FetchRequest, FetchedData, NodeId, Request, Response};
 use crate::replication::truncation_offset;
 use crate::time::Millis;
+use crate::topic::TopicPartition;
 
 /// Wait before fetching again from a leader that answered with an error.
 const ERROR_BACKOFF_MS: Millis = 50;
@@ -113,6 +112,13 @@ impl BrokerCore {
         }
         let wait_ms = self.config.replica_fetch_wait_max_ms;
         for (leader, partitions) in by_leader {
+            let sent = partitions
+                .iter()
+                .map(|p| {
+                    let epoch = p.current_leader_epoch.unwrap_or(-1);
+                    (p.partition.clone(), (epoch, p.fetch_offset))
+                })
+                .collect();
             let request = Request::Fetch(FetchRequest {
                 max_wait_ms: wait_ms as u32,
                 min_bytes: 1,
@@ -120,17 +126,6 @@ impl BrokerCore {
                 partitions,
                 replica: Some(self.id),
             });
-            let sent = match &request {
-                Request::Fetch(f) => f
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let epoch = p.current_leader_epoch.unwrap_or(-1);
-                        (p.partition.clone(), (epoch, p.fetch_offset))
-                    })
-                    .collect(),
-                _ => BTreeMap::new(),
-            };
             let correlation_id = self.send_request(leader, request);
             let deadline = now + wait_ms as Millis + FETCH_TIMEOUT_MS;
             self.follower.in_flight.insert(
