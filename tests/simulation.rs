@@ -120,6 +120,15 @@ const STORAGE_REGRESSIONS: &[u64] = &[908];
 ///   reprocessing: one TCP connection keeps a member's commits in order).
 const TOPICS_REGRESSIONS: &[u64] = &[3880, 6200, 6747];
 
+/// Seeds that found bugs once applications that stop polling joined, kept
+/// in the default world:
+/// - 9330 (of a 10,000-seed run): the checker gave an overtaken commit's
+///   allowance to reprocess only to records processed by then; the member
+///   processed them just after (its later commit's answer came first), and
+///   their next processing looked like a second one. The allowance now
+///   covers the whole range the commit put back.
+const STALLS_REGRESSIONS: &[u64] = &[9330];
+
 /// The world of the seeds kept from before applications that stop polling.
 fn before_member_stalls(seed: u64) -> SimConfig {
     SimConfig {
@@ -183,6 +192,10 @@ fn seeds_that_found_bugs_stay_clean() {
     }
     for &seed in TOPICS_REGRESSIONS {
         let report = run(&before_member_stalls(seed));
+        assert!(report.anomalies.is_empty(), "{report}");
+    }
+    for &seed in STALLS_REGRESSIONS {
+        let report = run(&SimConfig::new(seed));
         assert!(report.anomalies.is_empty(), "{report}");
     }
     for &seed in GROUP_REGRESSIONS {

@@ -95,10 +95,10 @@ pub(super) struct GroupChecks {
     /// In a group that commits before processing: the records processed,
     /// and by whom.
     processed: BTreeMap<(u32, u64), Peer>,
-    /// Processed records a member's own overtaken commit put back below the
-    /// committed offset: each may be processed once more (see
-    /// [`World::commit_accepted`]).
-    reprocessable: BTreeSet<(u32, u64)>,
+    /// Records a commit put back below the committed offset (a member's own
+    /// overtaken commit, see [`World::commit_accepted`]): how many more times
+    /// each may be processed.
+    reprocessable: BTreeMap<(u32, u64), u32>,
 }
 
 /// The members' `session_timeout_ms`.
@@ -499,16 +499,32 @@ impl World {
         }
     }
 
-    /// The processed records of `partition` in `offsets` may be processed
-    /// once more: a commit lowered the committed offset below them.
+    /// The records of `partition` at `offsets` may be processed once more
+    /// (whether they were processed yet or are about to be): a commit
+    /// lowered the committed offset below them.
     fn reprocessable(&mut self, partition: u32, offsets: std::ops::Range<u64>) {
-        let checks = &mut self.group_checks;
-        let again: Vec<(u32, u64)> = checks
-            .processed
-            .range((partition, offsets.start)..(partition, offsets.end))
-            .map(|(&key, _)| key)
-            .collect();
-        checks.reprocessable.extend(again);
+        for offset in offsets {
+            *self
+                .group_checks
+                .reprocessable
+                .entry((partition, offset))
+                .or_default() += 1;
+        }
+    }
+
+    /// Takes one of the extra processings `(partition, offset)` may have.
+    fn allowed_again(&mut self, partition: u32, offset: u64) -> bool {
+        match self
+            .group_checks
+            .reprocessable
+            .get_mut(&(partition, offset))
+        {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Member `member` processes `records`, its commit of them acknowledged:
@@ -516,13 +532,9 @@ impl World {
     /// a commit the simulated network let overtake a later one put it back).
     fn process(&mut self, member: Peer, records: Vec<(u32, u64)>) {
         for (partition, offset) in records {
-            if self.group_checks.reprocessable.remove(&(partition, offset)) {
-                self.group_checks
-                    .processed
-                    .insert((partition, offset), member);
-                continue;
-            }
-            if let Some(&before) = self.group_checks.processed.get(&(partition, offset)) {
+            if let Some(&before) = self.group_checks.processed.get(&(partition, offset))
+                && !self.allowed_again(partition, offset)
+            {
                 let detail = format!(
                     "partition {partition} offset {offset}: processed by {member:?} after \
                      {before:?}, each after its commit was acknowledged"
