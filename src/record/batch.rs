@@ -285,8 +285,12 @@ impl RecordBatch {
 
     /// [`validate`](Self::validate), plus what a leader must check before it
     /// assigns offsets to a producer's batch: at least one record, offset
-    /// deltas exactly `0..record_count`, and first and max timestamps in the
-    /// header that match the records (retention and time lookups trust them).
+    /// deltas exactly `0..record_count`, first and max timestamps in the
+    /// header that match the records (retention and time lookups trust them),
+    /// and every record decodable — key, value and headers within the record,
+    /// header keys present and UTF-8, no byte left over — so that no batch a
+    /// consumer cannot read is ever stored (Kafka's broker decodes every
+    /// record of a produced batch too). Nothing is copied.
     pub fn validate_produced(&self) -> Result<()> {
         self.check(true)
     }
@@ -350,6 +354,7 @@ impl RecordBatch {
                     return Err(Error::corrupt("first record's timestamp delta is not 0"));
                 }
                 max_ts = max_ts.max(ts);
+                check_fields(record, at)?;
             }
             pos = end;
         }
@@ -485,18 +490,53 @@ impl RecordIter {
     }
 
     fn nullable_bytes(&self, rec: &[u8], pos: &mut usize) -> Result<Option<Bytes>> {
-        let len = get_varint(rec, pos)?;
-        if len < 0 {
-            return Ok(None);
-        }
-        let start = *pos;
-        let end = start
-            .checked_add(len as usize)
-            .filter(|&e| e <= rec.len())
-            .ok_or_else(|| Error::corrupt("field runs past the end of the record"))?;
-        *pos = end;
-        Ok(Some(self.body.slice(start..end)))
+        Ok(nullable_slice(rec, pos)?.map(|field| self.body.slice_ref(field)))
     }
+}
+
+/// A length-prefixed field of `rec` at `pos` (a negative length is null),
+/// moving `pos` past it.
+fn nullable_slice<'a>(rec: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>> {
+    let len = get_varint(rec, pos)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let start = *pos;
+    let end = start
+        .checked_add(len as usize)
+        .filter(|&e| e <= rec.len())
+        .ok_or_else(|| Error::corrupt("field runs past the end of the record"))?;
+    *pos = end;
+    Ok(Some(&rec[start..end]))
+}
+
+/// Checks the fields of `record` from `at` (its key) to its end as
+/// [`RecordIter`] decodes them, without copying.
+fn check_fields(record: &[u8], mut at: usize) -> Result<()> {
+    nullable_slice(record, &mut at)?;
+    nullable_slice(record, &mut at)?;
+    let count = get_varint(record, &mut at)?;
+    let count =
+        usize::try_from(count).map_err(|_| Error::corrupt(format!("header count {count}")))?;
+    // Each header takes at least two bytes.
+    if count > record.len().saturating_sub(at) / 2 {
+        return Err(Error::corrupt(format!(
+            "header count {count} exceeds the record"
+        )));
+    }
+    for _ in 0..count {
+        let key =
+            nullable_slice(record, &mut at)?.ok_or_else(|| Error::corrupt("null header key"))?;
+        std::str::from_utf8(key).map_err(|_| Error::corrupt("header key is not UTF-8"))?;
+        nullable_slice(record, &mut at)?;
+    }
+    if at != record.len() {
+        return Err(Error::corrupt(format!(
+            "{} bytes after the record's last field",
+            record.len() - at
+        )));
+    }
+    Ok(())
 }
 
 impl Iterator for RecordIter {
