@@ -176,3 +176,27 @@ fn a_broker_refuses_a_produced_batch_whose_records_do_not_decode() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
 }
+
+/// Decoding a batch without `validate` still refuses a record count that
+/// cannot be right: negative, or zero with records in the body.
+#[test]
+fn decoding_refuses_a_negative_or_empty_record_count() {
+    let (good, _) = cases();
+    let well_formed = batch(&record(&good));
+    assert_eq!(well_formed.records().count(), 1);
+    for count in [-1i32, i32::MIN, 0] {
+        let mut bytes = well_formed.as_bytes().to_vec();
+        bytes[57..61].copy_from_slice(&count.to_be_bytes());
+        let patched = RecordBatch::from_bytes(Bytes::from(bytes)).unwrap();
+        let decoded: Vec<_> = patched.records().collect();
+        assert_eq!(decoded.len(), 1, "count {count}: one error, then the end");
+        assert!(
+            matches!(decoded[0], Err(Error::CorruptRecord { .. })),
+            "count {count}: {decoded:?}"
+        );
+        assert!(
+            patched.validate().is_err(),
+            "count {count}: validate refuses it too"
+        );
+    }
+}

@@ -397,12 +397,36 @@ impl RecordBatch {
     /// Decodes the records one by one. Keys, values and header values are
     /// slices of this batch's buffer. Compressed batches yield
     /// [`Error::UnsupportedCompression`] until the codec features exist.
+    ///
+    /// What decoding checks, each failure an [`Error::CorruptRecord`] item
+    /// that ends the iteration: a negative record count, each record's
+    /// length and that its fields (key, value, headers) fill it exactly,
+    /// header keys present and UTF-8, and no bytes after the last record.
+    /// What only [`validate`](Self::validate) checks is the CRC: a byte
+    /// flipped in the header (timestamps, attributes, base offset) or inside
+    /// a key or value decodes to a wrong value without an error, so check a
+    /// batch from outside with `validate` first (every log does, on append
+    /// and on recovery).
     pub fn records(&self) -> RecordIter {
+        let count = self.record_count();
+        let body_len = self.bytes.len() - BATCH_HEADER_LEN;
+        let mut pending_error = None;
         let remaining = match self.compression() {
-            Some(Compression::None) => self.record_count().max(0) as usize,
+            Some(Compression::None) if count < 0 => {
+                pending_error = Some(Error::corrupt(format!("record count {count}")));
+                1
+            }
+            Some(Compression::None) if count == 0 && body_len > 0 => {
+                pending_error = Some(Error::corrupt(format!(
+                    "{body_len} bytes in a batch of 0 records"
+                )));
+                1
+            }
+            Some(Compression::None) => count as usize,
             _ => usize::MAX,
         };
         RecordIter {
+            pending_error,
             body: self.bytes.slice(BATCH_HEADER_LEN..),
             pos: 0,
             remaining,
@@ -418,6 +442,8 @@ impl RecordBatch {
 /// Iterator over the records of one batch; see [`RecordBatch::records`].
 #[derive(Debug)]
 pub struct RecordIter {
+    /// An error found before decoding (a bad record count), yielded first.
+    pending_error: Option<Error>,
     body: Bytes,
     pos: usize,
     remaining: usize,
@@ -545,6 +571,10 @@ impl Iterator for RecordIter {
     fn next(&mut self) -> Option<Result<Record>> {
         if self.remaining == 0 {
             return None;
+        }
+        if let Some(error) = self.pending_error.take() {
+            self.remaining = 0;
+            return Some(Err(error));
         }
         match self.compression {
             Some(Compression::None) => {}
