@@ -849,3 +849,40 @@ fn partitions_move_to_an_added_broker_while_clients_keep_running() {
         "every acknowledged record, once, in order, across the move"
     );
 }
+
+/// New partitions keep the topic's replication factor: with fewer live
+/// brokers than that, `create_partitions` fails with
+/// `InvalidReplicationFactor` and adds nothing, down to no live broker at
+/// all (it used to add under-replicated partitions, or none and answer
+/// `Ok`).
+#[test]
+fn create_partitions_refuses_a_replication_factor_the_live_brokers_cannot_hold() {
+    let setup = cluster(3, fast_brokers(), 11);
+    topic(&setup, "grow", 3, min_isr(2));
+    wait_for(&setup, "grow", "a full ISR", |p| p.isr.len() == 3);
+    let admin = Admin::new(&setup.cluster).unwrap();
+    for (stopped, live) in [(1, 2), (2, 1), (0, 0)] {
+        setup.cluster.stop_broker(stopped).unwrap();
+        setup
+            .cluster
+            .wait_for_metadata(WAIT, |m| m.brokers.iter().all(|b| b.id != stopped))
+            .expect("the stopped broker is fenced");
+        let refused = admin.create_partitions("grow", 2);
+        assert!(
+            matches!(refused, Err(Error::InvalidReplicationFactor { .. })),
+            "{live} live brokers: {refused:?}"
+        );
+        assert_eq!(admin.describe_topic("grow").unwrap().partitions.len(), 1);
+    }
+    for id in 0..3 {
+        setup.cluster.restart_broker(id).unwrap();
+    }
+    setup
+        .cluster
+        .wait_for_metadata(WAIT, |m| m.brokers.len() == 3)
+        .expect("all three back");
+    admin.create_partitions("grow", 2).unwrap();
+    let grown = admin.describe_topic("grow").unwrap();
+    assert_eq!(grown.partitions.len(), 2);
+    assert_eq!(grown.partitions[1].replicas.len(), 3);
+}
