@@ -611,6 +611,13 @@ impl Error {
         }
     }
 
+    /// The log of `partition` held by `replica` already has an open handle.
+    pub(crate) fn log_in_use(partition: &crate::TopicPartition, replica: u32) -> Self {
+        Error::LogInUse {
+            partition: format!("{partition} (replica {replica})"),
+        }
+    }
+
     pub(crate) fn corrupt(reason: impl Into<String>) -> Self {
         Error::CorruptRecord {
             reason: reason.into(),

@@ -220,9 +220,7 @@ impl Storage for SimStorage {
             let mut disk = self.disk.lock();
             let log = disk.logs.entry(key.clone()).or_default();
             if log.open {
-                return Err(Error::LogInUse {
-                    partition: format!("{partition} (replica {replica})"),
-                });
+                return Err(Error::log_in_use(partition, replica));
             }
             log.open = true;
             let clean = std::mem::take(&mut log.clean);
@@ -248,9 +246,7 @@ impl Storage for SimStorage {
         let mut disk = self.disk.lock();
         let key = (replica, partition.clone());
         if disk.logs.get(&key).is_some_and(|l| l.open) {
-            return Err(Error::LogInUse {
-                partition: format!("{partition} (replica {replica})"),
-            });
+            return Err(Error::log_in_use(partition, replica));
         }
         disk.logs.remove(&key);
         Ok(())

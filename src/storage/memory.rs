@@ -86,9 +86,7 @@ impl Storage for MemoryStorage {
             let mut logs = self.logs.lock();
             let stored = logs.entry(key.clone()).or_default();
             if stored.open {
-                return Err(Error::LogInUse {
-                    partition: format!("{partition} (replica {replica})"),
-                });
+                return Err(Error::log_in_use(partition, replica));
             }
             stored.open = true;
             let mut segments = std::mem::take(&mut stored.segments);
@@ -116,9 +114,7 @@ impl Storage for MemoryStorage {
         let mut logs = self.logs.lock();
         let key = (replica, partition.clone());
         if logs.get(&key).is_some_and(|l| l.open) {
-            return Err(Error::LogInUse {
-                partition: format!("{partition} (replica {replica})"),
-            });
+            return Err(Error::log_in_use(partition, replica));
         }
         logs.remove(&key);
         Ok(())

@@ -147,9 +147,7 @@ impl DirLock {
             .map_err(|e| Error::io(path.display(), e))?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::LogInUse {
-                partition: format!("{partition} (replica {replica})"),
-            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::log_in_use(partition, replica)),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path.display(), e)),
         }
     }
