@@ -375,6 +375,17 @@ pub enum Error {
         current: u32,
     },
 
+    /// An ISR change would add a replica whose broker is fenced or in
+    /// controlled shutdown (Kafka: `INELIGIBLE_REPLICA`, KIP-841); the
+    /// change is refused and nothing of it is committed.
+    #[error("{partition}: replica {replica} is fenced or shutting down and cannot join the ISR")]
+    IneligibleReplica {
+        /// The partition.
+        partition: TopicPartition,
+        /// The ineligible replica.
+        replica: u32,
+    },
+
     /// A consumer has no position for a partition and `auto_offset_reset` is
     /// `None`, or the position fell out of the log's range (Kafka:
     /// `NoOffsetForPartitionException`).
@@ -595,6 +606,7 @@ impl Error {
             Error::FencedInstanceId { .. } => 82,
             Error::InvalidRecord { .. } => 87,
             Error::InvalidUpdateVersion { .. } => 95,
+            Error::IneligibleReplica { .. } => 107,
             Error::FencedMemberEpoch { .. } => 110,
             Error::InvalidPattern { .. } => 128,
             Error::UnexpectedAppendOffset { .. }

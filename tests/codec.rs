@@ -189,7 +189,7 @@ fn io_error() -> impl Strategy<Value = Arc<std::io::Error>> {
 /// Every error variant, with arbitrary fields.
 fn error() -> impl Strategy<Value = Error> {
     (
-        0u8..50,
+        0u8..51,
         (text(), text(), text()),
         (any::<u64>(), any::<u64>(), any::<u64>()),
         (any::<i32>(), any::<i32>(), any::<u32>()),
@@ -339,6 +339,10 @@ fn error() -> impl Strategy<Value = Error> {
                     48 => Error::InvalidAssignment {
                         assignor: s1,
                         reason: s2,
+                    },
+                    49 => Error::IneligibleReplica {
+                        partition: tp,
+                        replica: u,
                     },
                     _ => Error::InvalidPattern {
                         pattern: s1,
@@ -628,11 +632,12 @@ fn request() -> impl Strategy<Value = Request> {
                 })
             })
             .boxed(),
-        (any::<u32>(), any::<u32>(), any::<u64>())
-            .prop_map(|(broker, e, v)| {
+        (any::<u32>(), any::<u32>(), any::<u64>(), any::<bool>())
+            .prop_map(|(broker, e, v, want_shutdown)| {
                 Request::BrokerHeartbeat(BrokerHeartbeatRequest {
                     broker,
                     metadata_version: (e, v),
+                    want_shutdown,
                 })
             })
             .boxed(),

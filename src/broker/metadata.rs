@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{BrokerCore, Partition};
 use crate::error::Result;
 use crate::planted::{PlantedBug, planted};
-use crate::protocol::{ClusterMetadata, PartitionMetadata, TopicMetadata};
+use crate::protocol::{ClusterMetadata, NodeId, PartitionMetadata, TopicMetadata};
 use crate::replication::{ProducerStateTable, ReplicaSet};
 use crate::time::Millis;
 use crate::topic::{INTERNAL_TOPIC_PREFIX, TopicPartition};
@@ -62,11 +62,17 @@ impl BrokerCore {
                 }
             }
         }
+        let brokers = &metadata.brokers;
+        let fenced = |p: &PartitionMetadata| -> Vec<NodeId> {
+            let live = |r: &NodeId| brokers.iter().any(|b| b.id == *r);
+            p.replicas.iter().copied().filter(|r| !live(r)).collect()
+        };
         for (tp, (p, topic)) in &wanted {
             if let Some(existing) = self.partitions.get_mut(tp) {
                 if assign_role(existing, self.id, p, now) {
                     self.moved.insert(tp.clone());
                 }
+                existing.replicas.set_fenced(fenced(p));
                 continue;
             }
             match self.open_partition(tp, p, topic) {
@@ -77,6 +83,7 @@ impl BrokerCore {
                         first_error.get_or_insert(e);
                     }
                     assign_role(&mut partition, self.id, p, now);
+                    partition.replicas.set_fenced(fenced(p));
                     self.partitions.insert(tp.clone(), partition);
                     self.moved.insert(tp.clone());
                 }

@@ -345,6 +345,9 @@ pub struct BrokerCore {
     stopped: bool,
     /// Why the broker halted: a log went offline (see [`BrokerCore::halted`]).
     halted: Option<String>,
+    /// Set by [`BrokerCore::begin_controlled_shutdown`]: every heartbeat
+    /// from then on asks the controller to keep this broker fenced.
+    want_shutdown: bool,
 }
 
 impl std::fmt::Debug for BrokerCore {
@@ -397,6 +400,7 @@ impl BrokerCore {
             group_written: BTreeSet::new(),
             stopped: false,
             halted: None,
+            want_shutdown: false,
         };
         broker.send_heartbeat();
         Ok(broker)
@@ -568,6 +572,23 @@ impl BrokerCore {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Starts Kafka's controlled shutdown: sends the controller a heartbeat
+    /// that asks to be fenced now (and every later heartbeat asks again), so
+    /// that the controller moves this broker's leaderships to in-sync
+    /// followers and takes it out of the ISRs before it stops — producers
+    /// then see a retriable error and a new leader at once, not a pause of
+    /// the whole session timeout. The broker keeps serving until
+    /// [`shutdown`](Self::shutdown); the metadata the controller then
+    /// publishes (which this broker is sent too) shows when the handover is
+    /// done. Calling it again does nothing.
+    pub fn begin_controlled_shutdown(&mut self, _now: Millis) {
+        if self.want_shutdown || self.stopped {
+            return;
+        }
+        self.want_shutdown = true;
+        self.send_heartbeat();
     }
 
     /// The first hosted log that went offline, and why.
@@ -792,6 +813,7 @@ impl BrokerCore {
         let request = Request::BrokerHeartbeat(BrokerHeartbeatRequest {
             broker: self.id,
             metadata_version: version,
+            want_shutdown: self.want_shutdown,
         });
         self.send_request(self.controller(), request);
     }
@@ -828,6 +850,11 @@ impl BrokerCore {
                 partition.apply(&update);
                 // Waiting produces may now be committed, or short of
                 // replicas.
+                self.moved.insert(tp);
+            }
+            // Refused for good: nothing of it was committed.
+            Ok(Response::AlterPartition(Err(Error::IneligibleReplica { .. }))) => {
+                partition.replicas.isr_change_refused();
                 self.moved.insert(tp);
             }
             // Not confirmed: a pending removal is dropped, a pending

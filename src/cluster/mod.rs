@@ -293,14 +293,29 @@ impl Cluster {
         Ok(slot.take())
     }
 
-    /// Stops broker `id` gracefully (flushing and closing its logs). Its
-    /// partitions get new leaders once the controller notices it is gone
-    /// (`broker_session_timeout_ms`). Stopping a stopped broker does nothing.
+    /// Stops broker `id` gracefully, with Kafka's controlled shutdown
+    /// (SPEC O5): first the controller moves the broker's leaderships to
+    /// in-sync followers and takes it out of the ISRs, and every live broker
+    /// learns that; then the broker stops, answering what waits and flushing
+    /// and closing its logs. Producers see one retriable error and carry on
+    /// with the new leaders, with no pause of a session timeout. A partition
+    /// whose only in-sync replica this broker is has no leader until it
+    /// returns. When it restarts and has caught up, it leads its preferred
+    /// partitions again. If the controller is down or does not answer
+    /// within `broker_session_timeout_ms`, the broker stops anyway (its
+    /// session then expires as after a crash). Stopping a stopped broker
+    /// does nothing.
     pub fn stop_broker(&self, id: NodeId) -> Result<()> {
-        match self.take_broker(id)? {
-            Some(broker) => broker.stop(BrokerCore::shutdown),
-            None => Ok(()),
+        let Some(broker) = self.take_broker(id)? else {
+            return Ok(());
+        };
+        if self.controller.lock().is_some() {
+            broker.step(|core, now| core.begin_controlled_shutdown(now));
+            let timeout = Duration::from_millis(self.broker_config.broker_session_timeout_ms);
+            // Timing out is no reason not to stop: the session expires.
+            let _ = self.wait_for_metadata(timeout, |m| handed_over(m, id));
         }
+        broker.stop(BrokerCore::shutdown)
     }
 
     /// Crashes broker `id`: it stops at once, without flushing or closing its
@@ -499,6 +514,17 @@ impl Cluster {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Whether `metadata` shows broker `id` fenced and leading nothing: its
+/// controlled shutdown is done.
+fn handed_over(metadata: &ClusterMetadata, id: NodeId) -> bool {
+    let leads = metadata
+        .topics
+        .values()
+        .flat_map(|t| &t.partitions)
+        .any(|p| p.leader == Some(id));
+    !leads && !metadata.brokers.iter().any(|b| b.id == id)
 }
 
 impl Drop for Cluster {

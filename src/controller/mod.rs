@@ -157,13 +157,24 @@ impl Controller {
     }
 
     /// Broker `broker` is alive at `now`. A broker that was fenced comes
-    /// back: leaderless partitions it can lead get it as leader. Returns
-    /// whether the metadata changed.
-    pub(crate) fn heartbeat(&mut self, broker: NodeId, now: Millis) -> Result<bool> {
+    /// back: leaderless partitions it can lead get it as leader. A broker
+    /// that `want_shutdown` is fenced at once instead (controlled shutdown):
+    /// its leaderships move to live in-sync followers and it leaves every
+    /// ISR it is not the last member of, as when its session expires, but
+    /// without the wait. Returns whether the metadata changed.
+    pub(crate) fn heartbeat(
+        &mut self,
+        broker: NodeId,
+        want_shutdown: bool,
+        now: Millis,
+    ) -> Result<bool> {
         if !self.registered.iter().any(|b| b.id == broker) {
             return Err(Error::InvalidRequest {
                 reason: format!("broker {broker} is not part of this cluster"),
             });
+        }
+        if want_shutdown {
+            return self.fence(&[broker], now);
         }
         let returned = self.last_heartbeat.insert(broker, now).is_none();
         if !returned {
@@ -186,14 +197,22 @@ impl Controller {
             .filter(|&(_, &at)| now.saturating_sub(at) > self.session_timeout_ms)
             .map(|(&b, _)| b)
             .collect();
-        for b in &expired {
-            self.last_heartbeat.remove(b);
+        self.fence(&expired, now)
+    }
+
+    /// Fences `brokers` (those still live) and runs the elections that
+    /// calls for, or that are due anyway. Returns whether the metadata
+    /// changed.
+    fn fence(&mut self, brokers: &[NodeId], now: Millis) -> Result<bool> {
+        let mut fenced = false;
+        for b in brokers {
+            fenced |= self.last_heartbeat.remove(b).is_some();
         }
-        if !expired.is_empty() {
+        if fenced {
             self.set_live_brokers();
         }
         let changes = self.elections(now);
-        let changed = !expired.is_empty() || !changes.is_empty();
+        let changed = fenced || !changes.is_empty();
         self.commit_all(changes, now)?;
         Ok(changed)
     }
@@ -315,6 +334,19 @@ impl Controller {
                 partition: tp.clone(),
                 version: proposal.partition_epoch,
                 current: p.partition_epoch,
+            });
+        }
+        // KIP-841: a fenced broker (or one in controlled shutdown) does not
+        // join the ISR; committing the proposal without it would only bump
+        // the partition epoch, and the leader would propose it again.
+        if let Some(&replica) = proposal
+            .isr
+            .iter()
+            .find(|&&r| !p.isr.contains(&r) && p.replicas.contains(&r) && !self.is_live(r))
+        {
+            return Err(Error::IneligibleReplica {
+                partition: tp.clone(),
+                replica,
             });
         }
         let mut isr: Vec<NodeId> = proposal
@@ -963,7 +995,7 @@ mod tests {
         assert!(c.create_topics(vec![topic], 0)[0].1.is_ok());
         // Brokers 0 and 1 heartbeat; 2 does not and is fenced.
         for b in [0, 1] {
-            c.heartbeat(b, 900).unwrap();
+            c.heartbeat(b, false, 900).unwrap();
         }
         c.tick(1_500).unwrap();
         assert_eq!(c.metadata().brokers.len(), 2);
@@ -977,13 +1009,68 @@ mod tests {
             1,
             "nothing added"
         );
-        c.heartbeat(2, 1_600).unwrap();
+        c.heartbeat(2, false, 1_600).unwrap();
         assert!(
             c.create_partitions(vec![("t".into(), 2)], 1_600)[0]
                 .1
                 .is_ok()
         );
         assert_eq!(c.metadata().topics["t"].partitions[1].replicas.len(), 3);
+    }
+
+    /// Controlled shutdown (SPEC O5): a broker that asks to stop is fenced
+    /// at once, its leaderships go to in-sync followers and it leaves the
+    /// ISRs; it stays fenced while it asks; back (a restart), it is a
+    /// follower until it is in sync again, then the preferred leader.
+    #[test]
+    fn controlled_shutdown_hands_leadership_over_and_the_preferred_replica_takes_it_back() {
+        let mut c = Controller::load(&MemoryStorage::new(), 0, brokers(3), 0, 1_000).unwrap();
+        let topic = NewTopic::new("t", 3).replication_factor(3);
+        assert!(c.create_topics(vec![topic], 0)[0].1.is_ok());
+        let led_by_1 = |c: &Controller| {
+            c.metadata().topics["t"]
+                .partitions
+                .iter()
+                .filter(|p| p.leader == Some(1))
+                .count()
+        };
+        assert_eq!(led_by_1(&c), 1);
+        assert!(c.heartbeat(1, true, 10).unwrap(), "fenced at once");
+        let m = c.metadata();
+        assert_eq!(m.brokers.iter().map(|b| b.id).collect::<Vec<_>>(), [0, 2]);
+        for p in &m.topics["t"].partitions {
+            assert_ne!(p.leader, Some(1), "{p:?}");
+            assert!(p.leader.is_some(), "an in-sync follower took over: {p:?}");
+            assert_eq!(p.isr.len(), 2, "{p:?}");
+            assert!(!p.isr.contains(&1), "{p:?}");
+        }
+        assert!(!c.heartbeat(1, true, 20).unwrap(), "stays fenced");
+        assert!(!c.tick(30).unwrap());
+        // Restarted: live again, but not in sync, so not a leader yet.
+        assert!(c.heartbeat(1, false, 40).unwrap());
+        assert_eq!(c.metadata().brokers.len(), 3);
+        assert_eq!(led_by_1(&c), 0);
+        // Its leaders take it back into their ISRs once it caught up...
+        for p in c.metadata().topics["t"].partitions.clone() {
+            let mut isr = p.isr.clone();
+            isr.push(1);
+            isr.sort_unstable();
+            let proposal = crate::replication::IsrProposal {
+                partition: TopicPartition::new("t", p.partition).unwrap(),
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr,
+            };
+            c.alter_partition(&proposal, 50).unwrap();
+        }
+        // ...and the next tick gives its preferred partition back to it.
+        c.tick(60).unwrap();
+        assert_eq!(led_by_1(&c), 1);
+        let preferred = c.metadata().topics["t"]
+            .partitions
+            .iter()
+            .all(|p| p.leader == p.replicas.first().copied());
+        assert!(preferred);
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl ControllerCore {
             self.next_tick = now + self.tick_ms;
             let ticked = self.controller.as_mut().map(|c| c.tick(now));
             if let Some(Ok(true)) = ticked {
-                self.publish(now, None);
+                self.publish(now, None, None);
             }
         }
         let overdue: Vec<u64> = self
@@ -184,6 +184,7 @@ impl ControllerCore {
         };
         let before = controller.metadata();
         let mut push_to = None;
+        let mut also_to = None;
         let response = match request {
             Request::Metadata(MetadataRequest { topics }) => {
                 let m = &before;
@@ -220,8 +221,14 @@ impl ControllerCore {
             Request::BrokerHeartbeat(BrokerHeartbeatRequest {
                 broker,
                 metadata_version,
-            }) => controller.heartbeat(broker, now).map(|_| {
+                want_shutdown,
+            }) => controller.heartbeat(broker, want_shutdown, now).map(|_| {
                 let m = controller.metadata();
+                if want_shutdown {
+                    // Fenced, so not among the brokers a publish reaches:
+                    // it is told itself that it leads nothing now.
+                    also_to = Some(broker);
+                }
                 if metadata_version < (m.controller_epoch, m.version) {
                     // The broker is behind: send it the metadata again.
                     push_to = Some(broker);
@@ -247,7 +254,7 @@ impl ControllerCore {
         let after = controller.metadata();
         let answer = Some((reply, response));
         if (after.controller_epoch, after.version) != (before.controller_epoch, before.version) {
-            self.publish(now, answer);
+            self.publish(now, answer, also_to);
         } else {
             if let Some(broker) = push_to {
                 self.push(&after, broker);
@@ -256,17 +263,25 @@ impl ControllerCore {
         }
     }
 
-    /// Publishes the current metadata to every live broker; `answer` waits
-    /// for their answers.
-    fn publish(&mut self, now: Millis, answer: Option<(ReplyTo, Result<Response>)>) {
+    /// Publishes the current metadata to every live broker, and to
+    /// `also_to` (a broker that was just fenced at its own request);
+    /// `answer` waits for their answers.
+    fn publish(
+        &mut self,
+        now: Millis,
+        answer: Option<(ReplyTo, Result<Response>)>,
+        also_to: Option<NodeId>,
+    ) {
         let Some(after) = self.metadata() else {
             return self.answer(answer);
         };
         let id = self.next_publish;
         self.next_publish += 1;
         let mut waiting = BTreeSet::new();
-        for broker in &after.brokers {
-            let correlation_id = self.push(&after, broker.id);
+        let live = after.brokers.iter().map(|b| b.id);
+        let targets: BTreeSet<NodeId> = live.chain(also_to).collect();
+        for broker in targets {
+            let correlation_id = self.push(&after, broker);
             waiting.insert(correlation_id);
             self.pushes.insert(correlation_id, id);
         }

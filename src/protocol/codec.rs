@@ -666,6 +666,7 @@ wire_struct!(AlterPartitionReassignmentsRequest {
 wire_struct!(BrokerHeartbeatRequest {
     broker: u32,
     metadata_version: (u32, u64),
+    want_shutdown: bool,
 });
 wire_struct!(AlterPartitionRequest {
     broker: u32,
@@ -1238,6 +1239,7 @@ wire_error! {
     47 => InconsistentGroupProtocol { group: String, requested: String, reason: String },
     48 => InvalidAssignment { assignor: String, reason: String },
     49 => InvalidPattern { pattern: String, reason: String },
+    50 => IneligibleReplica { partition: TopicPartition, replica: u32 },
 }
 
 #[cfg(test)]

@@ -554,6 +554,11 @@ pub struct BrokerHeartbeatRequest {
     pub broker: NodeId,
     /// The controller epoch and metadata version the broker holds.
     pub metadata_version: (u32, u64),
+    /// The broker is stopping (Kafka's controlled shutdown, KRaft's
+    /// `WantShutDown`): the controller fences it at once, moving its
+    /// leaderships to in-sync followers and taking it out of every ISR it
+    /// is not the last member of, and keeps it fenced while it asks.
+    pub want_shutdown: bool,
 }
 
 /// An ISR change proposed by a partition's leader.

@@ -80,6 +80,9 @@ pub struct ReplicaSet {
     replica_lag_time_max_ms: Millis,
     high_watermark: u64,
     role: Role,
+    /// Replicas whose brokers are fenced (or in controlled shutdown): the
+    /// leader does not propose them for the ISR (Kafka's KIP-841).
+    fenced: Vec<NodeId>,
 }
 
 /// Where a replica set stands after a change.
@@ -112,6 +115,27 @@ impl ReplicaSet {
             replica_lag_time_max_ms,
             high_watermark,
             role: Role::Follower { leader: None },
+            fenced: Vec::new(),
+        }
+    }
+
+    /// Which replicas' brokers the metadata shows fenced or in controlled
+    /// shutdown: while fenced, a caught-up follower is not proposed for the
+    /// ISR (the controller would refuse it with
+    /// [`Error::IneligibleReplica`]).
+    pub fn set_fenced(&mut self, fenced: impl IntoIterator<Item = NodeId>) {
+        self.fenced.clear();
+        self.fenced.extend(fenced);
+    }
+
+    /// The controller refused the pending ISR change for good (it adds a
+    /// fenced broker: [`Error::IneligibleReplica`], which the controller
+    /// only answers to a proposal made against the current partition
+    /// epoch, so no earlier send of it was committed): it is dropped,
+    /// additions too.
+    pub fn isr_change_refused(&mut self) {
+        if let Role::Leader { pending, .. } = &mut self.role {
+            *pending = None;
         }
     }
 
@@ -398,7 +422,7 @@ impl ReplicaSet {
         else {
             return None;
         };
-        if pending.is_some() || self.isr.contains(&follower) {
+        if pending.is_some() || self.isr.contains(&follower) || self.fenced.contains(&follower) {
             return None;
         }
         let leo = followers.get(&follower)?.log_end_offset;

@@ -180,6 +180,12 @@ pub struct SimConfig {
     /// (`false`: the faults of earlier runs, whose crashes keep the page
     /// cache.)
     pub storage_faults: bool,
+    /// Whether the faults include graceful stops: a broker begins Kafka's
+    /// controlled shutdown (it asks the controller to fence it and move its
+    /// leaderships) and stops gracefully 0..=1000 ms later, whether the
+    /// handover finished or not; it restarts like a crashed broker.
+    /// (`false`: the faults of earlier runs.)
+    pub graceful_stops: bool,
     /// A bug to plant in the cores for this run, to prove the checker
     /// finds it (`None`: the code as it is).
     pub planted: Option<PlantedBug>,
@@ -213,6 +219,7 @@ impl SimConfig {
             storage_faults: true,
             commit_first_groups: true,
             member_stalls: true,
+            graceful_stops: true,
             planted: None,
         }
     }
@@ -390,6 +397,8 @@ struct World {
     /// Cut links (from, to).
     cut: BTreeSet<(Peer, Peer)>,
     crashed: BTreeSet<NodeId>,
+    /// Brokers in controlled shutdown, and when each stops.
+    stopping: BTreeMap<NodeId, Millis>,
     /// Requests each node holds unanswered: a crash fails them.
     owed: BTreeMap<Peer, BTreeSet<(Peer, u64)>>,
     admin_answers: Vec<Envelope>,
@@ -498,6 +507,7 @@ impl World {
             sent_envelopes: 0,
             cut: BTreeSet::new(),
             crashed: BTreeSet::new(),
+            stopping: BTreeMap::new(),
             owed: BTreeMap::new(),
             admin_answers: Vec::new(),
             hash: 0xcbf2_9ce4_8422_2325,
@@ -936,8 +946,48 @@ impl World {
         if let Some(Node::Broker(mut broker)) = self.nodes.remove(&peer) {
             broker.crash();
         }
+        self.stopping.remove(&id);
         self.crashed.insert(id);
         self.connections_closed(id);
+    }
+
+    /// Broker `id` begins a controlled shutdown; it stops by
+    /// [`finish_stops`](Self::finish_stops) after `delay_ms`.
+    fn begin_graceful_stop(&mut self, id: NodeId, delay_ms: Millis) {
+        let peer = Peer::Broker(id);
+        let now = self.now_at(peer, self.now);
+        if let Some(Node::Broker(broker)) = self.nodes.get_mut(&peer) {
+            broker.begin_controlled_shutdown(now);
+            self.stopping.insert(id, self.now + delay_ms);
+            self.drain(peer);
+        }
+    }
+
+    /// Stops the brokers in controlled shutdown whose time came (`all`:
+    /// every one): each answers what waits, flushes and closes its logs,
+    /// and is down until restarted.
+    fn finish_stops(&mut self, all: bool) {
+        let due: Vec<NodeId> = self
+            .stopping
+            .iter()
+            .filter(|&(_, &at)| all || at <= self.now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let peer = Peer::Broker(id);
+            self.stopping.remove(&id);
+            let now = self.now_at(peer, self.now);
+            let stopped = match self.nodes.get_mut(&peer) {
+                Some(Node::Broker(broker)) => broker.shutdown(now),
+                _ => continue,
+            };
+            self.note(format!("stopped {id}").as_bytes());
+            self.log(|| format!("broker {id} stops gracefully: {stopped:?}"));
+            self.drain(peer);
+            self.nodes.remove(&peer);
+            self.crashed.insert(id);
+            self.connections_closed(id);
+        }
     }
 
     /// Crashes the controller: it stops without closing its metadata log.
@@ -991,14 +1041,31 @@ impl World {
         let controller = optional(self.config.controller_crashes);
         let membership = optional(self.config.membership_changes);
         let storage = optional(self.config.storage_faults);
+        let graceful = optional(self.config.graceful_stops);
+        self.finish_stops(false);
+        let down = (self.crashed.len() + self.stopping.len()) as u32;
         match self.rng.below(kinds) {
+            kind if Some(kind) == graceful => {
+                // Keeping at least two up (min ISR 2), as for crashes.
+                let up: Vec<NodeId> = (0..brokers)
+                    .filter(|b| !self.crashed.contains(b) && !self.stopping.contains_key(b))
+                    .collect();
+                if down + 2 < brokers
+                    && let Some(&id) = self.rng.pick(&up)
+                {
+                    let delay = self.rng.below(1_001) as Millis;
+                    self.note(format!("graceful stop {id}").as_bytes());
+                    self.log(|| format!("broker {id} begins a controlled shutdown"));
+                    self.begin_graceful_stop(id, delay);
+                }
+            }
             kind if Some(kind) == storage => self.storage_fault(),
             kind if Some(kind) == membership => self.change_membership(),
             kind if Some(kind) == controller => self.crash_or_restart_controller(),
             kind if Some(kind) == jump => self.jump_clock(&peers),
             kind if Some(kind) == pause => self.pause(&peers),
             // Crash a broker, keeping at least two up (min ISR 2).
-            0 if (self.crashed.len() as u32) + 2 < brokers => {
+            0 if down + 2 < brokers => {
                 let up: Vec<NodeId> = (0..brokers).filter(|b| !self.crashed.contains(b)).collect();
                 if let Some(&id) = self.rng.pick(&up) {
                     self.note(format!("crash {id}").as_bytes());
@@ -1102,8 +1169,9 @@ impl World {
     /// disk is repaired.
     fn storage_fault(&mut self) {
         let brokers = self.brokers;
+        let down = (self.crashed.len() + self.stopping.len()) as u32;
         match self.rng.below(4) {
-            0 if self.flush_each_append && (self.crashed.len() as u32) + 2 < brokers => {
+            0 if self.flush_each_append && down + 2 < brokers => {
                 let up: Vec<NodeId> = (0..brokers).filter(|b| !self.crashed.contains(b)).collect();
                 if let Some(&id) = self.rng.pick(&up) {
                     self.note(format!("power loss {id}").as_bytes());
@@ -1246,6 +1314,7 @@ impl World {
         self.stalls.clear();
         self.paused.clear();
         self.storage.clear_faults();
+        self.finish_stops(true);
         if !self.nodes.contains_key(&Peer::Broker(CONTROLLER_ID)) {
             self.start_controller()?;
             self.drain(Peer::Broker(CONTROLLER_ID));
