@@ -80,6 +80,7 @@ mod controller;
 mod core_tests;
 mod error;
 pub mod group;
+pub mod metrics;
 mod planted;
 pub mod protocol;
 pub mod record;

@@ -147,6 +147,7 @@ impl BrokerCore {
             log,
             replicas,
             producers: ProducerStateTable::new(),
+            stats: Default::default(),
         })
     }
 }

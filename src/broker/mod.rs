@@ -29,6 +29,7 @@ mod groups;
 mod metadata;
 mod purgatory;
 mod serve;
+mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -226,6 +227,8 @@ struct Partition {
     replicas: ReplicaSet,
     /// Idempotent producers' last batches, kept by leaders and followers.
     producers: ProducerStateTable,
+    /// Records and bytes in and out, for the metrics.
+    stats: stats::PartitionStats,
 }
 
 impl Partition {
@@ -348,6 +351,11 @@ pub struct BrokerCore {
     /// Set by [`BrokerCore::begin_controlled_shutdown`]: every heartbeat
     /// from then on asks the controller to keep this broker fenced.
     want_shutdown: bool,
+    /// Requests by kind, for the metrics.
+    stats: stats::BrokerStats,
+    /// The time of the input being handled (answers' latency is measured
+    /// against it).
+    now: Millis,
 }
 
 impl std::fmt::Debug for BrokerCore {
@@ -401,6 +409,8 @@ impl BrokerCore {
             stopped: false,
             halted: None,
             want_shutdown: false,
+            stats: stats::BrokerStats::default(),
+            now,
         };
         broker.send_heartbeat();
         Ok(broker)
@@ -414,6 +424,7 @@ impl BrokerCore {
     /// Handles one envelope addressed to this broker: a request (answered
     /// now or parked) or the answer to one of its own requests.
     pub fn handle_message(&mut self, now: Millis, envelope: Envelope) {
+        self.now = self.now.max(now);
         let reply = envelope.reply_to();
         match envelope.message {
             Message::Request(request) => self.handle_request(now, reply, request),
@@ -431,6 +442,7 @@ impl BrokerCore {
         if self.stopped {
             return;
         }
+        self.now = self.now.max(now);
         for fetch in self.fetches.expire(now) {
             self.try_fetch(now, fetch);
         }
@@ -564,6 +576,7 @@ impl BrokerCore {
         if self.stopped {
             return Ok(());
         }
+        self.now = self.now.max(now);
         self.answer_and_stop(now);
         let mut first_error = None;
         for (_, partition) in std::mem::take(&mut self.partitions) {
@@ -652,11 +665,13 @@ impl BrokerCore {
         self.held_heartbeats = Purgatory::default();
         self.outbox.clear();
         self.partitions.clear();
+        self.stats.forget_waiting();
     }
 
     // ----- dispatch --------------------------------------------------------
 
     fn handle_request(&mut self, now: Millis, reply: ReplyTo, request: Request) {
+        self.stats.received(&reply, &request, self.now);
         if self.stopped {
             return self.respond(reply, Err(self.shutting_down_error()));
         }
@@ -780,6 +795,7 @@ impl BrokerCore {
     }
 
     fn respond(&mut self, reply: ReplyTo, response: Result<Response>) {
+        self.stats.answered(&reply, response.is_err(), self.now);
         let answer = reply.answer(Peer::Broker(self.id), response);
         self.outbox.push_back(answer);
     }

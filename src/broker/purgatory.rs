@@ -174,6 +174,11 @@ impl<T> Purgatory<T> {
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
+    /// How many waiters are parked.
+    pub(crate) fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
     /// The earliest deadline, if anything waits.
     pub(crate) fn next_deadline(&self) -> Option<Millis> {
         self.deadlines.first().map(|&(deadline, _)| deadline)

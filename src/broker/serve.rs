@@ -82,7 +82,10 @@ impl BrokerCore {
             };
             return Ok((ack, last_offset + 1, epoch));
         }
+        let (records, bytes) = (batch.record_count().max(0) as u64, batch.size() as u64);
         let info = partition.log.append(batch, epoch)?;
+        partition.stats.records_in += records;
+        partition.stats.bytes_in += bytes;
         let end = partition.log.log_end_offset();
         let start = partition.log.log_start_offset();
         partition
@@ -271,6 +274,9 @@ impl BrokerCore {
         } else {
             let mut records = partition.log.read(fp.fetch_offset, max_bytes)?;
             records.truncate_at_offset(visible);
+            if replica.is_none() {
+                partition.stats.bytes_out += records.size() as u64;
+            }
             records
         };
         if let Some(proposal) = proposal {

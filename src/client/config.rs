@@ -5,18 +5,87 @@
 //!
 //! ```
 //! use ferrolog::client::{Acks, ProducerConfig};
-//! let config = ProducerConfig::builder().acks(Acks::Leader).linger_ms(10u64).build()?;
+//! let config = ProducerConfig::builder().acks(Acks::Leader).linger_ms(10).build()?;
 //! assert_eq!(config.batch_size, 16_384);
-//! let bad = ProducerConfig::builder().request_timeout_ms(0u64).build();
+//! let bad = ProducerConfig::builder().request_timeout_ms(0).build();
 //! assert!(matches!(bad, Err(ferrolog::Error::InvalidConfig { field: "request_timeout_ms", .. })));
+//! let negative = ProducerConfig::builder().linger_ms(-1).build();
+//! assert!(matches!(negative, Err(ferrolog::Error::InvalidConfig { field: "linger_ms", .. })));
 //! # Ok::<(), ferrolog::Error>(())
 //! ```
+//!
+//! Setters take what reads naturally: integer literals of any integer type
+//! (a value out of the field's range is refused by `build()`), `&str` or
+//! `String` for text, `&str` for an optional text (`.group_id("billing")`);
+//! see [`SettingValue`].
 //!
 //! A config built with struct syntax is validated when the client is created.
 
 use crate::error::{Error, Result};
 use crate::protocol::Acks;
 use crate::record::BATCH_HEADER_LEN;
+
+/// What a config builder's setter takes for a field of type `T`: the
+/// value itself, any integer (an integer literal such as `.linger_ms(1)`
+/// included) for an integer field, `&str` for a `String`, `&str`, `String`
+/// or an `Option` of them for an `Option<String>`. A value that does not
+/// fit (a negative or too large integer) makes `build()` fail with
+/// [`Error::InvalidConfig`] naming the field.
+pub trait SettingValue<T> {
+    /// The field's value, or why this one does not fit.
+    fn into_setting(self) -> std::result::Result<T, String>;
+}
+
+macro_rules! integer_settings {
+    ($($target:ty),*) => {$(
+        integer_settings!(@from $target: i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+    )*};
+    (@from $target:ty: $($source:ty),*) => {$(
+        impl SettingValue<$target> for $source {
+            fn into_setting(self) -> std::result::Result<$target, String> {
+                <$target>::try_from(self).map_err(|_| {
+                    format!("{self} is outside {}..={}", <$target>::MIN, <$target>::MAX)
+                })
+            }
+        }
+    )*};
+}
+integer_settings!(u16, u32, u64, usize);
+
+macro_rules! same_settings {
+    ($($t:ty),*) => {$(
+        impl SettingValue<$t> for $t {
+            fn into_setting(self) -> std::result::Result<$t, String> {
+                Ok(self)
+            }
+        }
+    )*};
+}
+same_settings!(bool, String, Acks, AutoOffsetReset, Option<String>);
+
+impl SettingValue<String> for &str {
+    fn into_setting(self) -> std::result::Result<String, String> {
+        Ok(self.to_string())
+    }
+}
+
+impl SettingValue<Option<String>> for &str {
+    fn into_setting(self) -> std::result::Result<Option<String>, String> {
+        Ok(Some(self.to_string()))
+    }
+}
+
+impl SettingValue<Option<String>> for String {
+    fn into_setting(self) -> std::result::Result<Option<String>, String> {
+        Ok(Some(self))
+    }
+}
+
+impl SettingValue<Option<String>> for Option<&str> {
+    fn into_setting(self) -> std::result::Result<Option<String>, String> {
+        Ok(self.map(str::to_string))
+    }
+}
 
 /// Generates `<Config>Builder` with one setter per field and a validating
 /// `build()`, and `<Config>::builder()`.
@@ -26,20 +95,30 @@ macro_rules! config_builder {
         #[derive(Debug, Clone, Default)]
         pub struct $builder {
             config: $config,
+            /// The first setter value that did not fit its field.
+            refused: Option<Error>,
         }
 
         impl $builder {
             $(
-                #[doc = concat!("Sets [`", stringify!($config), "::", stringify!($field), "`].")]
-                pub fn $field(mut self, value: impl Into<$ty>) -> Self {
-                    self.config.$field = value.into();
+                #[doc = concat!("Sets [`", stringify!($config), "::", stringify!($field), "`] (see [`SettingValue`] for what it takes).")]
+                pub fn $field(mut self, value: impl SettingValue<$ty>) -> Self {
+                    match value.into_setting() {
+                        Ok(value) => self.config.$field = value,
+                        Err(reason) => {
+                            self.refused.get_or_insert(Error::config(stringify!($field), reason));
+                        }
+                    }
                     self
                 }
             )*
 
-            /// Validates the config; a bad value is [`Error::InvalidConfig`]
-            /// naming the field.
+            /// Validates the config; a bad value (or one a setter could
+            /// not take) is [`Error::InvalidConfig`] naming the field.
             pub fn build(self) -> Result<$config> {
+                if let Some(refused) = self.refused {
+                    return Err(refused);
+                }
                 self.config.validate()?;
                 Ok(self.config)
             }
@@ -461,5 +540,69 @@ impl AdminConfig {
         at_most_max_ms("default_api_timeout_ms", self.default_api_timeout_ms)?;
         at_most_max_ms("retry_backoff_ms", self.retry_backoff_ms)?;
         positive("default_api_timeout_ms", self.default_api_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Setters take integer literals, `&str` for text and for optional
+    /// text; a value out of the field's range fails `build()` naming it.
+    #[test]
+    fn setters_take_plain_literals_and_refuse_what_does_not_fit() {
+        let producer = ProducerConfig::builder()
+            .linger_ms(1)
+            .batch_size(1 << 20)
+            .retries(3)
+            .client_id("billing-producer")
+            .build()
+            .unwrap();
+        assert_eq!(producer.linger_ms, 1);
+        assert_eq!(producer.batch_size, 1 << 20);
+        assert_eq!(producer.client_id, "billing-producer");
+        let consumer = ConsumerConfig::builder()
+            .group_id("billing")
+            .fetch_max_wait_ms(50)
+            .max_poll_records(100)
+            .build()
+            .unwrap();
+        assert_eq!(consumer.group_id.as_deref(), Some("billing"));
+        assert_eq!(consumer.fetch_max_wait_ms, 50);
+        let none = ConsumerConfig::builder()
+            .group_id("billing")
+            .group_id(None::<&str>)
+            .build()
+            .unwrap();
+        assert_eq!(none.group_id, None);
+        for (refused, field) in [
+            (ProducerConfig::builder().linger_ms(-1).build(), "linger_ms"),
+            (ProducerConfig::builder().retries(-5).build(), "retries"),
+            (
+                ProducerConfig::builder().retries(u64::MAX).build(),
+                "retries",
+            ),
+        ] {
+            match refused {
+                Err(Error::InvalidConfig { field: f, reason }) => {
+                    assert_eq!(f, field);
+                    assert!(reason.contains("outside"), "{reason}");
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let fetch = ConsumerConfig::builder()
+            .fetch_max_wait_ms(5_000_000_000u64)
+            .build();
+        assert!(
+            matches!(
+                fetch,
+                Err(Error::InvalidConfig {
+                    field: "fetch_max_wait_ms",
+                    ..
+                })
+            ),
+            "{fetch:?}"
+        );
     }
 }

@@ -30,6 +30,7 @@ use super::offsets::FoundOffsets;
 use super::{Bootstrap, ClientInbox, ConsumerConfig, DefaultSerde, Deserializer};
 use crate::error::{Error, Result};
 use crate::group::OffsetAndMetadata;
+use crate::metrics::ConsumerMetrics;
 use crate::protocol::{
     CommittedOffsets, Envelope, OffsetAndTimestamp, OffsetSpec, Peer, Subscription,
 };
@@ -109,6 +110,8 @@ pub struct Consumer<K, V> {
     /// Set while a listener runs (it must not poll).
     in_listener: bool,
     next_auto_commit: Instant,
+    /// Group assignments taken, for the metrics.
+    rebalances: u64,
 }
 
 impl<K, V> std::fmt::Debug for Consumer<K, V> {
@@ -156,6 +159,7 @@ impl<K, V> Consumer<K, V> {
             subscribed: false,
             listener: None,
             in_listener: false,
+            rebalances: 0,
             config,
             key_deserializer: Box::new(key_deserializer),
             value_deserializer: Box::new(value_deserializer),
@@ -215,6 +219,16 @@ impl<K, V> Consumer<K, V> {
             return Vec::new();
         }
         self.core.lock().assignment()
+    }
+
+    /// A snapshot of this consumer's metrics (SPEC O4): records and bytes
+    /// handed to the application, fetches and their latency, each assigned
+    /// partition's lag behind the high watermark of its last fetch, and the
+    /// group assignments it took (rebalances).
+    pub fn metrics(&self) -> ConsumerMetrics {
+        let mut metrics = self.core.lock().metrics();
+        metrics.rebalances = self.rebalances;
+        metrics
     }
 
     /// Returns the next records of the non-paused assigned partitions,
@@ -735,6 +749,7 @@ impl<K, V> Consumer<K, V> {
         }
         self.member()?
             .step(|core, now| core.reconciled(now, incarnation, id));
+        self.rebalances += 1;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use super::metadata::{MetadataCache, queue_request};
 use super::offsets::{FoundOffsets, OffsetQuery};
 use super::{AutoOffsetReset, ConsumerConfig};
 use crate::error::{Error, Result};
+use crate::metrics::{ConsumerMetrics, Histogram};
 use crate::protocol::{
     Envelope, FetchPartition, FetchRequest, ListOffsetsRequest, Message, NodeId, OffsetSpec, Peer,
     Request, Response,
@@ -56,6 +57,8 @@ struct PartitionState {
     proven: bool,
     /// Since when leaders say the (proven) position lies past their end.
     beyond_end_since: Option<Millis>,
+    /// The high watermark of the last fetch answer, for the lag.
+    high_watermark: Option<u64>,
 }
 
 /// A request in flight: a fetch or an offset lookup, its partitions (with
@@ -65,6 +68,7 @@ enum InFlight {
     Fetch {
         partitions: Vec<(TopicPartition, u64)>,
         deadline: Millis,
+        sent: Millis,
     },
     Lookup {
         partitions: Vec<TopicPartition>,
@@ -99,6 +103,16 @@ pub(crate) struct ConsumerCore {
     /// The application's offset lookups, by number.
     queries: BTreeMap<u64, OffsetQuery>,
     next_query: u64,
+    stats: ConsumerStats,
+}
+
+/// What the consumer counts for its metrics.
+#[derive(Debug, Default)]
+struct ConsumerStats {
+    records_consumed: u64,
+    bytes_consumed: u64,
+    fetches: u64,
+    fetch_latency_ms: Histogram,
 }
 
 impl ConsumerCore {
@@ -117,6 +131,7 @@ impl ConsumerCore {
             drain_from: 0,
             queries: BTreeMap::new(),
             next_query: 0,
+            stats: ConsumerStats::default(),
         }
     }
 
@@ -294,7 +309,12 @@ impl ConsumerCore {
             return;
         }
         match self.in_flight.remove(&id) {
-            Some(InFlight::Fetch { partitions, .. }) => {
+            Some(InFlight::Fetch {
+                partitions, sent, ..
+            }) => {
+                self.stats.fetches += 1;
+                let latency = now.saturating_sub(sent).max(0) as u64;
+                self.stats.fetch_latency_ms.record(latency);
                 self.fetched(now, id, &partitions, response)
             }
             Some(InFlight::Lookup { partitions, .. }) => {
@@ -456,6 +476,10 @@ impl ConsumerCore {
                     break;
                 };
                 take(tp, record, *timestamp_type)?;
+                self.stats.records_consumed += 1;
+                let key = record.key.as_ref().map_or(0, |k| k.len());
+                let value = record.value.as_ref().map_or(0, |v| v.len());
+                self.stats.bytes_consumed += (key + value) as u64;
                 state.position = Some(record.offset + 1);
                 state.proven = true;
                 state.buffered.pop_front();
@@ -463,6 +487,28 @@ impl ConsumerCore {
             }
         }
         Ok(taken)
+    }
+
+    /// A snapshot of the consumer's counters and each assigned partition's
+    /// lag (its position behind the high watermark of the last fetch
+    /// answer); `rebalances` is the handle's to fill in.
+    pub(crate) fn metrics(&self) -> ConsumerMetrics {
+        let lag = self
+            .partitions
+            .iter()
+            .filter_map(|(tp, s)| {
+                let lag = s.high_watermark?.saturating_sub(s.position?);
+                Some((tp.clone(), lag))
+            })
+            .collect();
+        ConsumerMetrics {
+            records_consumed: self.stats.records_consumed,
+            bytes_consumed: self.stats.bytes_consumed,
+            fetches: self.stats.fetches,
+            fetch_latency_ms: self.stats.fetch_latency_ms.summary(),
+            lag,
+            rebalances: 0,
+        }
     }
 
     // ----- internals -----------------------------------------------------------
@@ -650,6 +696,7 @@ impl ConsumerCore {
                 InFlight::Fetch {
                     partitions,
                     deadline,
+                    sent: now,
                 },
             );
         }
@@ -723,6 +770,9 @@ impl ConsumerCore {
             }
             if part.result.is_ok() {
                 state.beyond_end_since = None;
+            }
+            if let Ok(data) = &part.result {
+                state.high_watermark = Some(data.high_watermark);
             }
             match part.result {
                 Ok(data) => match buffer(

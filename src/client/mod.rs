@@ -31,7 +31,7 @@ use std::sync::Arc;
 pub use admin::{Admin, ClusterDescription, ConsumerGroupDescription, OffsetReset, PartitionLag};
 pub use config::{
     AdminConfig, AutoOffsetReset, ConsumerConfig, ConsumerConfigBuilder, MAX_CONFIG_MS,
-    ProducerConfig, ProducerConfigBuilder,
+    ProducerConfig, ProducerConfigBuilder, SettingValue,
 };
 pub use consumer::{Consumer, ConsumerRecord};
 pub(crate) use consumer_core::ConsumerCore;

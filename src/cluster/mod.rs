@@ -26,12 +26,14 @@ use crate::client::Bootstrap;
 use crate::controller::{CONTROLLER_ID, ControllerCore};
 use crate::error::{Error, Result};
 use crate::group::{Assignor, built_in_assignors};
+use crate::metrics::{BrokerMetrics, ClusterMetrics, PartitionMetrics};
 use crate::protocol::{
     BrokerInfo, ClusterMetadata, NodeId, Peer, Request, Response, UpdateMetadataRequest,
 };
 use crate::runtime::NodeRuntime;
 use crate::storage::{FileStorage, MemoryStorage, Storage};
 use crate::time::{Clock, Millis, SystemClock};
+use crate::topic::TopicPartition;
 use crate::transport::{Endpoint, LocalTransport, Transport};
 
 /// A broker running in this process.
@@ -486,6 +488,78 @@ impl Cluster {
         ready: impl Fn(&ClusterMetadata) -> bool,
     ) -> Result<Arc<ClusterMetadata>> {
         self.metadata.wait_for(timeout, ready)
+    }
+
+    /// A snapshot of the cluster's metrics (SPEC O4): every running
+    /// broker's ([`BrokerCore::metrics`]: requests by kind with latency
+    /// percentiles, purgatory sizes, replicas, groups), each partition as
+    /// its leader reports it (internal topics' too: records and bytes in, bytes out, log start and
+    /// end offsets, high watermark, ISR, followers' lag; a partition whose
+    /// leader is not running as the metadata has it, marked offline), the
+    /// under-replicated and offline counts, and every consumer group.
+    ///
+    /// ```
+    /// use ferrolog::{Admin, Cluster, NewTopic};
+    /// let cluster = Cluster::builder().build()?;
+    /// Admin::new(&cluster)?.create_topic(NewTopic::new("orders", 2))?;
+    /// let metrics = cluster.metrics();
+    /// assert_eq!(metrics.partitions.len(), 2);
+    /// assert_eq!(metrics.offline_partitions, 0);
+    /// # Ok::<(), ferrolog::Error>(())
+    /// ```
+    pub fn metrics(&self) -> ClusterMetrics {
+        let brokers: Vec<BrokerMetrics> = self
+            .brokers
+            .lock()
+            .iter()
+            .flatten()
+            .map(|broker| broker.with_core(|core| core.metrics()))
+            .collect();
+        let metadata = self
+            .controller
+            .lock()
+            .as_ref()
+            .and_then(|c| c.with_core(|core| core.metadata()))
+            .or_else(|| self.metadata.latest.lock().clone())
+            .unwrap_or_default();
+        let mut partitions = Vec::new();
+        for topic in metadata.topics.values() {
+            for p in &topic.partitions {
+                let tp = TopicPartition::from_shared(topic.name.clone(), p.partition);
+                let reported = p.leader.and_then(|leader| {
+                    let broker = brokers.iter().find(|b| b.broker == leader)?;
+                    broker
+                        .partitions
+                        .iter()
+                        .find(|m| m.partition == tp && m.leader == Some(leader))
+                        .cloned()
+                });
+                partitions.push(reported.unwrap_or_else(|| PartitionMetrics {
+                    partition: tp,
+                    broker: p.leader.unwrap_or(CONTROLLER_ID),
+                    leader: None,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    log_start_offset: 0,
+                    log_end_offset: 0,
+                    high_watermark: 0,
+                    records_in: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    under_replicated: p.isr.len() < p.replicas.len(),
+                    offline: true,
+                    followers: Vec::new(),
+                }));
+            }
+        }
+        let groups = brokers.iter().flat_map(|b| b.groups.clone()).collect();
+        ClusterMetrics {
+            under_replicated_partitions: partitions.iter().filter(|p| p.under_replicated).count(),
+            offline_partitions: partitions.iter().filter(|p| p.offline).count(),
+            brokers,
+            partitions,
+            groups,
+        }
     }
 
     /// Graceful shutdown: each broker stops taking requests, answers waiting

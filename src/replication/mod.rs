@@ -177,6 +177,18 @@ impl ReplicaSet {
         &self.replicas
     }
 
+    /// On the leader, each follower and its log end offset at its last
+    /// fetch (empty elsewhere).
+    pub fn follower_log_end_offsets(&self) -> Vec<(NodeId, u64)> {
+        match &self.role {
+            Role::Leader { followers, .. } => followers
+                .iter()
+                .map(|(&r, f)| (r, f.log_end_offset))
+                .collect(),
+            Role::Follower { .. } => Vec::new(),
+        }
+    }
+
     /// The high watermark.
     pub fn high_watermark(&self) -> u64 {
         self.high_watermark

@@ -23,6 +23,7 @@ use super::accumulator::{Accumulator, Appended, ProducerBatch};
 use crate::client::ProducerConfig;
 use crate::client::metadata::{MetadataCache, queue_request};
 use crate::error::{Error, Result};
+use crate::metrics::{Histogram, ProducerMetrics};
 use crate::protocol::{
     Acks, CONTROLLER_ID, Envelope, Message, NodeId, Peer, ProduceAck, ProducePartition,
     ProduceRequest, Request, Response,
@@ -60,6 +61,18 @@ struct InFlight {
     expired: Vec<(TopicPartition, u64)>,
 }
 
+/// What the producer counts for its metrics.
+#[derive(Default)]
+struct ProducerStats {
+    records_sent: u64,
+    record_errors: u64,
+    retries: u64,
+    requests: u64,
+    batch_records: Histogram,
+    queue_time_ms: Histogram,
+    produce_latency_ms: Histogram,
+}
+
 /// The producer's protocol state; see the [module docs](self).
 pub(crate) struct ProducerCore {
     peer: Peer,
@@ -76,6 +89,7 @@ pub(crate) struct ProducerCore {
     completions: VecDeque<Completion>,
     /// When the drain next has something to do.
     next_wake: Millis,
+    stats: ProducerStats,
 }
 
 impl ProducerCore {
@@ -99,6 +113,7 @@ impl ProducerCore {
             outbox: VecDeque::new(),
             completions: VecDeque::new(),
             next_wake: Millis::MIN,
+            stats: ProducerStats::default(),
         }
     }
 
@@ -181,7 +196,7 @@ impl ProducerCore {
                 .flat_map(|r| r.batches),
         );
         for batch in left {
-            self.complete(batch.id, Err(closed.clone()));
+            self.complete(&batch, Err(closed.clone()), None);
         }
     }
 
@@ -300,8 +315,43 @@ impl ProducerCore {
         )
     }
 
-    fn complete(&mut self, batch: u64, outcome: Result<Option<u64>>) {
-        self.completions.push_back(Completion { batch, outcome });
+    /// Batch `batch` has its outcome (at `now`, when known: its latency).
+    fn complete(
+        &mut self,
+        batch: &ProducerBatch,
+        outcome: Result<Option<u64>>,
+        now: Option<Millis>,
+    ) {
+        let records = batch.record_count() as u64;
+        if outcome.is_ok() {
+            self.stats.records_sent += records;
+            if let Some(now) = now {
+                let latency = now.saturating_sub(batch.created_ms).max(0) as u64;
+                self.stats.produce_latency_ms.record(latency);
+            }
+        } else {
+            self.stats.record_errors += records;
+        }
+        self.completions.push_back(Completion {
+            batch: batch.id,
+            outcome,
+        });
+    }
+
+    /// A snapshot of the producer's counters; `buffer_memory_used` is the
+    /// handle's to fill in.
+    pub(crate) fn metrics(&self) -> ProducerMetrics {
+        let s = &self.stats;
+        ProducerMetrics {
+            records_sent: s.records_sent,
+            record_errors: s.record_errors,
+            retries: s.retries,
+            requests: s.requests,
+            batch_records: s.batch_records.summary(),
+            queue_time_ms: s.queue_time_ms.summary(),
+            produce_latency_ms: s.produce_latency_ms.summary(),
+            buffer_memory_used: 0,
+        }
     }
 
     /// Fails the in-flight batches whose delivery timeout passed; their
@@ -327,7 +377,7 @@ impl ProducerCore {
         }
         for batch in late_batches {
             let error = expired(&batch, now);
-            self.complete(batch.id, Err(error));
+            self.complete(&batch, Err(error), Some(now));
         }
     }
 
@@ -352,7 +402,7 @@ impl ProducerCore {
         }
         for batch in drained.expired {
             let error = expired(&batch, now);
-            self.complete(batch.id, Err(error));
+            self.complete(&batch, Err(error), Some(now));
         }
         self.send(drained.ready, now);
     }
@@ -389,23 +439,21 @@ impl ProducerCore {
             Ok(other) => vec![Err(crate::client::unexpected("Produce", &other)); count],
             Err(e) => vec![Err(e); count],
         };
-        let config = &self.config;
-        let delivery_timeout = config.delivery_timeout_ms as Millis;
+        let delivery_timeout = self.config.delivery_timeout_ms as Millis;
+        let idempotent = self.config.idempotent();
+        let retries = self.config.retries;
         let mut refresh = false;
         for (mut batch, outcome) in request.batches.into_iter().zip(outcomes) {
             match outcome {
                 Ok(ack) => {
                     self.acc.release(&batch.partition, batch.id);
-                    self.completions.push_back(Completion {
-                        batch: batch.id,
-                        outcome: Ok(Some(ack.base_offset)),
-                    });
+                    self.complete(&batch, Ok(Some(ack.base_offset)), Some(now));
                 }
                 Err(e) => {
                     // An idempotent batch refused for a gap goes again after the
                     // batches before it (which are being retried).
                     let retriable = e.is_retriable()
-                        || (config.idempotent() && matches!(e, Error::OutOfOrderSequence { .. }));
+                        || (idempotent && matches!(e, Error::OutOfOrderSequence { .. }));
                     refresh |= matches!(
                         e,
                         Error::NotLeaderOrFollower { .. }
@@ -413,8 +461,8 @@ impl ProducerCore {
                             | Error::Network { .. }
                     );
                     let in_time = now.saturating_sub(batch.created_ms) < delivery_timeout;
-                    if retriable && in_time && batch.attempts <= config.retries {
-                        let retry_at = now + retry_backoff(config, batch.attempts);
+                    if retriable && in_time && batch.attempts <= retries {
+                        let retry_at = now + retry_backoff(&self.config, batch.attempts);
                         batch.last_error = Some(e);
                         self.acc.requeue(batch, retry_at);
                     } else {
@@ -425,10 +473,7 @@ impl ProducerCore {
                         } else {
                             e
                         };
-                        self.completions.push_back(Completion {
-                            batch: batch.id,
-                            outcome: Err(error),
-                        });
+                        self.complete(&batch, Err(error), Some(now));
                     }
                 }
             }
@@ -443,6 +488,13 @@ impl ProducerCore {
         let mut sizes: BTreeMap<NodeId, usize> = BTreeMap::new();
         for (node, mut batch) in ready {
             batch.attempts += 1;
+            if batch.attempts == 1 {
+                let queued = now.saturating_sub(batch.created_ms).max(0) as u64;
+                self.stats.queue_time_ms.record(queued);
+                self.stats.batch_records.record(batch.record_count() as u64);
+            } else {
+                self.stats.retries += 1;
+            }
             let size = batch.bytes().size();
             let groups = by_node.entry(node).or_default();
             let used = sizes.entry(node).or_default();
@@ -470,11 +522,12 @@ impl ProducerCore {
                     partitions,
                 });
                 let id = self.send_request(node, request);
+                self.stats.requests += 1;
                 if self.config.acks == Acks::None {
                     // Nobody answers: delivered as far as the producer knows.
                     for batch in batches {
                         self.acc.release(&batch.partition, batch.id);
-                        self.complete(batch.id, Ok(None));
+                        self.complete(&batch, Ok(None), Some(now));
                     }
                     continue;
                 }

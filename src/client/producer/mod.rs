@@ -32,6 +32,7 @@ use super::ProducerCore;
 use super::partitioner::partition_for_key;
 use super::{Bootstrap, DefaultSerde, ProducerConfig, Serializer};
 use crate::error::{Error, Result};
+use crate::metrics::ProducerMetrics;
 use crate::protocol::{Envelope, PartitionMetadata, Peer, TopicMetadata};
 use crate::record::{BATCH_HEADER_LEN, Header};
 use crate::time::{Clock, SystemClock};
@@ -559,6 +560,16 @@ impl<K, V> Producer<K, V> {
             batch.wait();
         }
         self.shared.state.lock().core.flushing(false);
+    }
+
+    /// A snapshot of this producer's metrics (SPEC O4): records sent and
+    /// failed, retries, requests, records per batch, queue time and produce
+    /// latency (first record to acknowledgement), and the `buffer_memory`
+    /// taken now.
+    pub fn metrics(&self) -> ProducerMetrics {
+        let mut metrics = self.shared.state.lock().core.metrics();
+        metrics.buffer_memory_used = *self.shared.memory.used.lock();
+        metrics
     }
 
     /// The partitions of `topic`, with their leaders.
