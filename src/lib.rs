@@ -97,10 +97,12 @@ pub use client::{
     Acks, Admin, AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, Producer,
     ProducerConfig, ProducerRecord, RebalanceListener,
 };
-pub use cluster::{Cluster, ClusterBuilder};
+pub use cluster::{Cluster, ClusterBuilder, ConsumerGroup, Partition, Topic};
 pub use controller::MAX_PARTITIONS_PER_TOPIC;
 pub use error::{Error, Result};
+pub use group::{GroupState, OffsetAndMetadata};
 pub use protocol::CONTROLLER_ID;
+pub use protocol::{PartitionMetadata, TopicMetadata};
 pub use time::{Clock, ManualClock, Millis, SystemClock};
 pub use topic::{
     INTERNAL_TOPIC_PREFIX, MAX_TOPIC_NAME_LEN, NewTopic, TopicConfig, TopicPartition,

@@ -112,6 +112,11 @@ impl Partition {
 }
 
 impl BrokerCore {
+    /// The metrics of the replica of `tp` this broker holds, if any.
+    pub fn partition_metrics(&self, tp: &crate::TopicPartition) -> Option<PartitionMetrics> {
+        self.partitions.get(tp).map(|p| p.metrics(self.id))
+    }
+
     /// A snapshot of this broker's metrics (SPEC O4): requests by kind with
     /// their latency, purgatory sizes, every replica it holds (counters,
     /// offsets, ISR, followers' lag on the leader) and the groups it

@@ -28,13 +28,18 @@ use crate::error::{Error, Result};
 use crate::group::{Assignor, built_in_assignors};
 use crate::metrics::{BrokerMetrics, ClusterMetrics, PartitionMetrics};
 use crate::protocol::{
-    BrokerInfo, ClusterMetadata, NodeId, Peer, Request, Response, UpdateMetadataRequest,
+    BrokerInfo, ClusterMetadata, NodeId, PartitionMetadata, Peer, Request, Response,
+    UpdateMetadataRequest,
 };
 use crate::runtime::NodeRuntime;
 use crate::storage::{FileStorage, MemoryStorage, Storage};
 use crate::time::{Clock, Millis, SystemClock};
 use crate::topic::TopicPartition;
 use crate::transport::{Endpoint, LocalTransport, Transport};
+
+mod handles;
+
+pub use handles::{ConsumerGroup, Partition, Topic};
 
 /// A broker running in this process.
 type Broker = NodeRuntime<BrokerCore>;
@@ -515,13 +520,7 @@ impl Cluster {
             .flatten()
             .map(|broker| broker.with_core(|core| core.metrics()))
             .collect();
-        let metadata = self
-            .controller
-            .lock()
-            .as_ref()
-            .and_then(|c| c.with_core(|core| core.metadata()))
-            .or_else(|| self.metadata.latest.lock().clone())
-            .unwrap_or_default();
+        let metadata = self.current_metadata();
         let mut partitions = Vec::new();
         for topic in metadata.topics.values() {
             for p in &topic.partitions {
@@ -534,22 +533,7 @@ impl Cluster {
                         .find(|m| m.partition == tp && m.leader == Some(leader))
                         .cloned()
                 });
-                partitions.push(reported.unwrap_or_else(|| PartitionMetrics {
-                    partition: tp,
-                    broker: p.leader.unwrap_or(CONTROLLER_ID),
-                    leader: None,
-                    replicas: p.replicas.clone(),
-                    isr: p.isr.clone(),
-                    log_start_offset: 0,
-                    log_end_offset: 0,
-                    high_watermark: 0,
-                    records_in: 0,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    under_replicated: p.isr.len() < p.replicas.len(),
-                    offline: true,
-                    followers: Vec::new(),
-                }));
+                partitions.push(reported.unwrap_or_else(|| offline(tp, p)));
             }
         }
         let groups = brokers.iter().flat_map(|b| b.groups.clone()).collect();
@@ -560,6 +544,37 @@ impl Cluster {
             partitions,
             groups,
         }
+    }
+
+    /// One partition's state as its leader reports it (offline, as the
+    /// metadata has it, if the leader is not running); `None` if the
+    /// partition does not exist.
+    pub(crate) fn partition_metrics(&self, tp: &TopicPartition) -> Option<PartitionMetrics> {
+        let metadata = self.current_metadata();
+        let p = metadata
+            .topics
+            .get(tp.topic())?
+            .partitions
+            .get(tp.partition() as usize)?;
+        let reported = p.leader.and_then(|leader| {
+            let brokers = self.brokers.lock();
+            let broker = brokers.get(leader as usize)?.as_ref()?;
+            broker
+                .with_core(|core| core.partition_metrics(tp))
+                .filter(|m| m.leader == Some(leader))
+        });
+        Some(reported.unwrap_or_else(|| offline(tp.clone(), p)))
+    }
+
+    /// The controller's metadata now (the last published one while it is
+    /// down).
+    fn current_metadata(&self) -> Arc<ClusterMetadata> {
+        self.controller
+            .lock()
+            .as_ref()
+            .and_then(|c| c.with_core(|core| core.metadata()))
+            .or_else(|| self.metadata.latest.lock().clone())
+            .unwrap_or_default()
     }
 
     /// Graceful shutdown: each broker stops taking requests, answers waiting
@@ -587,6 +602,26 @@ impl Cluster {
             first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// A partition without a running leader, as the metadata has it.
+fn offline(tp: TopicPartition, p: &PartitionMetadata) -> PartitionMetrics {
+    PartitionMetrics {
+        partition: tp,
+        broker: p.leader.unwrap_or(CONTROLLER_ID),
+        leader: None,
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+        log_start_offset: 0,
+        log_end_offset: 0,
+        high_watermark: 0,
+        records_in: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        under_replicated: p.isr.len() < p.replicas.len(),
+        offline: true,
+        followers: Vec::new(),
     }
 }
 
