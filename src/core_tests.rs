@@ -348,6 +348,45 @@ fn a_broker_whose_log_goes_offline_halts_and_its_partitions_move() {
     assert!(reason.contains("injected write error"), "{reason}");
 }
 
+/// An idle leader checkpoints its high watermark on the flush scheduler's
+/// timer (`log_flush_scheduler_interval_ms`; a log rewrites its checkpoint
+/// at most every 5 s): killed 8 s after a burst, its log reopens with the
+/// burst committed. Killed at once, the log falls back to the checkpoint
+/// it had — the difference the timer makes (before it, only a later append
+/// or the 5-minute retention pass wrote the checkpoint).
+#[cfg(feature = "sim")]
+#[test]
+fn an_idle_broker_checkpoints_its_high_watermark_on_a_timer() {
+    use crate::sim::storage::SimStorage;
+    use crate::storage::{LogConfig, Storage};
+    for idle_ms in [0, 8_000] {
+        let clock = ManualClock::new(T0);
+        let storage = Arc::new(SimStorage::new(Arc::new(clock.clone()), 5));
+        let mut world = World::with_storage(clock, storage.clone());
+        let tp = TopicPartition::new("orders", 0).unwrap();
+        world.create_topic(
+            NewTopic::new("orders", 1)
+                .replication_factor(3)
+                .config(TopicConfig {
+                    min_insync_replicas: 2,
+                    ..TopicConfig::default()
+                }),
+        );
+        world.produce_acknowledged(&tp, "burst");
+        let leader = world.leader(&tp).expect("a leader");
+        let until = world.now + idle_ms;
+        world.run_until(idle_ms + 1_000, |w| w.now >= until);
+        world.crash(leader);
+        let log = storage.open(&tp, leader, &LogConfig::default()).unwrap();
+        assert_eq!(log.log_end_offset(), 20, "the page cache kept the records");
+        if idle_ms == 0 {
+            assert!(log.high_watermark() < 20, "{}", log.high_watermark());
+        } else {
+            assert_eq!(log.high_watermark(), 20, "checkpointed while idle");
+        }
+    }
+}
+
 /// A broker compacts the logs of a compacted topic on its own, when its
 /// cleaner timer (`log_cleaner_backoff_ms` of virtual time) comes due.
 #[test]

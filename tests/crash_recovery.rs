@@ -496,3 +496,46 @@ fn two_storages_on_one_directory_cannot_open_the_same_log() {
     drop(log);
     b.open(&tp(), 0, &config()).unwrap();
 }
+
+/// The timed work a broker runs every `log_flush_scheduler_interval_ms`
+/// (`PartitionLog::flush_due`): `flush_ms` is honoured without another
+/// append, and an idle log's high watermark reaches its checkpoint once the
+/// last one is 5 s old, so a log killed 8 s after a burst reopens with the
+/// burst committed (before, a restart fell back to the high watermark of
+/// the last append's checkpoint and a `Latest` consumer re-read it all).
+#[test]
+fn flush_due_honours_flush_ms_and_checkpoints_an_idle_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let storage = FileStorage::with_clock(dir.path(), Arc::new(clock.clone())).unwrap();
+    let config = LogConfig {
+        flush_ms: Some(100),
+        ..config()
+    };
+    let mut log = storage.open(&tp(), 0, &config).unwrap();
+    for i in 0..10u8 {
+        log.append(batch(&[(None, vec![i; 20])]), 1).unwrap();
+    }
+    assert!(!log.flush_due().unwrap(), "flush_ms has not passed");
+    clock.advance(150);
+    assert!(log.flush_due().unwrap(), "flush_ms passed: flushed");
+    assert!(!log.flush_due().unwrap(), "nothing left to flush");
+
+    // The burst is committed; killed within 5 s, the checkpoint is older.
+    log.set_high_watermark(10);
+    clock.advance(1_000);
+    log.flush_due().unwrap();
+    drop(log); // killed
+    let mut log = storage.open(&tp(), 0, &config).unwrap();
+    assert_eq!(log.log_end_offset(), 10);
+    assert!(log.high_watermark() < 10, "no checkpoint within 5 s");
+    // Idle for 8 s with the flush scheduler running: checkpointed.
+    log.set_high_watermark(10);
+    for _ in 0..8 {
+        clock.advance(1_000);
+        log.flush_due().unwrap();
+    }
+    drop(log); // killed
+    let log = storage.open(&tp(), 0, &config).unwrap();
+    assert_eq!(log.high_watermark(), 10, "checkpointed while idle");
+}

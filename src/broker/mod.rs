@@ -50,9 +50,17 @@ use purgatory::{HeldHeartbeat, PendingFetch, PendingGroup, PendingProduce, Purga
 /// Settings of a broker, with Kafka's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
-    /// How often the broker applies retention and timed flushes to its logs
-    /// (Kafka's `log.retention.check.interval.ms`, default 300,000 = 5 min).
+    /// How often the broker applies retention to its logs (Kafka's
+    /// `log.retention.check.interval.ms`, default 300,000 = 5 min).
     pub log_retention_check_interval_ms: u64,
+    /// How often the broker looks for logs whose `flush_ms` passed and for
+    /// high watermarks and recovery points to checkpoint (each log's
+    /// checkpoint is rewritten at most every 5 s, Kafka's
+    /// `replica.high.watermark.checkpoint.interval.ms`), so that an idle
+    /// log is flushed and checkpointed without waiting for an append or the
+    /// retention pass (Kafka's `log.flush.scheduler.interval.ms`; default
+    /// 1,000).
+    pub log_flush_scheduler_interval_ms: u64,
     /// How often the broker compacts its logs whose `cleanup_policy`
     /// compacts (Kafka's `log.cleaner.backoff.ms`, default 15,000). A log
     /// with nothing new to clean since its last compaction costs nothing.
@@ -102,6 +110,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             log_retention_check_interval_ms: 300_000,
+            log_flush_scheduler_interval_ms: 1_000,
             log_cleaner_backoff_ms: 15_000,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
@@ -126,6 +135,10 @@ impl BrokerConfig {
                 self.log_retention_check_interval_ms,
             ),
             ("log_cleaner_backoff_ms", self.log_cleaner_backoff_ms),
+            (
+                "log_flush_scheduler_interval_ms",
+                self.log_flush_scheduler_interval_ms,
+            ),
             ("replica_lag_time_max_ms", self.replica_lag_time_max_ms),
             ("replica_fetch_wait_max_ms", self.replica_fetch_wait_max_ms),
             (
@@ -286,6 +299,7 @@ struct Timers {
     isr_check: Millis,
     retention: Millis,
     clean: Millis,
+    flush: Millis,
 }
 
 /// One broker as a deterministic state machine; see the [module docs](self).
@@ -385,6 +399,7 @@ impl BrokerCore {
             isr_check: now + isr_check_interval(&config),
             retention: now + config.log_retention_check_interval_ms as Millis,
             clean: now + config.log_cleaner_backoff_ms as Millis,
+            flush: now + config.log_flush_scheduler_interval_ms as Millis,
         };
         let mut broker = Self {
             id,
@@ -474,6 +489,13 @@ impl BrokerCore {
             self.maintain_logs();
             self.timers.retention = now + self.config.log_retention_check_interval_ms as Millis;
         }
+        if now >= self.timers.flush {
+            for partition in self.partitions.values_mut() {
+                // A failure takes the log offline; the next heartbeat halts.
+                let _ = partition.log.flush_due();
+            }
+            self.timers.flush = now + self.config.log_flush_scheduler_interval_ms as Millis;
+        }
         if now >= self.timers.clean {
             self.compact_logs();
             self.timers.clean = now + self.config.log_cleaner_backoff_ms as Millis;
@@ -516,6 +538,7 @@ impl BrokerCore {
             Some(self.timers.isr_check),
             Some(self.timers.retention),
             Some(self.timers.clean),
+            Some(self.timers.flush),
         ]
         .into_iter()
         .flatten()

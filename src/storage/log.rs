@@ -390,6 +390,29 @@ impl<D: LogDir> SegmentedLog<D> {
         }
     }
 
+    /// Flushes if `flush_ms` passed with records unflushed; writes the
+    /// checkpoint if its structure changed, or anything changed and the last
+    /// one is `CHECKPOINT_INTERVAL_MS` old. Returns whether it flushed.
+    fn timed_flush_and_checkpoint(&mut self, now: Millis) -> Result<bool> {
+        let mut flushed = false;
+        if let Some(ms) = self.config.flush_ms
+            && self.recovery_point < self.end
+            && now - self.last_flush_ms >= ms
+        {
+            self.flush_segments()?;
+            flushed = true;
+        }
+        let current = self.checkpoint();
+        let structural = current.log_start_offset != self.last_checkpoint.log_start_offset
+            || current.epochs != self.last_checkpoint.epochs;
+        let periodic = current != self.last_checkpoint
+            && now - self.last_checkpoint_ms >= CHECKPOINT_INTERVAL_MS;
+        if structural || periodic {
+            self.store_checkpoint()?;
+        }
+        Ok(flushed)
+    }
+
     fn flush_segments(&mut self) -> Result<()> {
         let first = self.segment_index(self.recovery_point);
         for segment in &mut self.segments[first..] {
@@ -734,22 +757,15 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
                 let end = log.end;
                 log.roll_at(end)?;
             }
-            if let Some(ms) = log.config.flush_ms
-                && log.recovery_point < log.end
-                && now - log.last_flush_ms >= ms
-            {
-                log.flush_segments()?;
-                report.flushed = true;
-            }
-            let current = log.checkpoint();
-            let structural = current.log_start_offset != log.last_checkpoint.log_start_offset
-                || current.epochs != log.last_checkpoint.epochs;
-            let periodic = current != log.last_checkpoint
-                && now - log.last_checkpoint_ms >= CHECKPOINT_INTERVAL_MS;
-            if structural || periodic {
-                log.store_checkpoint()?;
-            }
+            report.flushed = log.timed_flush_and_checkpoint(now)?;
             Ok(report)
+        })
+    }
+
+    fn flush_due(&mut self) -> Result<bool> {
+        self.guarded(|log| {
+            let now = log.now();
+            log.timed_flush_and_checkpoint(now)
         })
     }
 

@@ -307,6 +307,17 @@ pub trait PartitionLog: Send + std::fmt::Debug {
     /// and writing the checkpoint if it changed.
     fn maintain(&mut self) -> Result<MaintenanceReport>;
 
+    /// The time-based work that cannot wait for [`maintain`](Self::maintain)'s
+    /// retention pass, which a runtime calls often (about every second):
+    /// flushes if `flush_ms` passed since the last flush with records
+    /// unflushed, and writes the checkpoint (high watermark, recovery
+    /// point) if it changed and the last one is 5 s old (Kafka's
+    /// `replica.high.watermark.checkpoint.interval.ms`). Returns whether it
+    /// flushed. A log without such state does nothing.
+    fn flush_due(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Log compaction (Kafka's log cleaner), for logs whose `cleanup_policy`
     /// compacts; others are left alone. Rewrites sealed segments wholly below
     /// the high watermark (never the active segment) so that they keep only
