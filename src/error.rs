@@ -192,6 +192,15 @@ pub enum Error {
         partition: TopicPartition,
     },
 
+    /// The partition has no leader now (Kafka: `LEADER_NOT_AVAILABLE`):
+    /// its in-sync replicas are all down. Retriable: one returns, or the
+    /// controller elects another.
+    #[error("{partition} has no leader")]
+    LeaderNotAvailable {
+        /// The partition.
+        partition: TopicPartition,
+    },
+
     /// An admin request reached a broker that is not the controller (Kafka:
     /// `NOT_CONTROLLER`). Retriable after a metadata refresh.
     #[error("broker {broker} is not the controller")]
@@ -546,6 +555,7 @@ impl Error {
                 | Error::LogOffline { .. }
                 | Error::UnknownTopicOrPartition { .. }
                 | Error::NotLeaderOrFollower { .. }
+                | Error::LeaderNotAvailable { .. }
                 | Error::NotController { .. }
                 | Error::NotEnoughReplicas { .. }
                 | Error::NotEnoughReplicasAfterAppend { .. }
@@ -574,6 +584,7 @@ impl Error {
             Error::OffsetOutOfRange { .. } => 1,
             Error::CorruptRecord { .. } => 2,
             Error::UnknownTopicOrPartition { .. } | Error::InvalidPartition { .. } => 3,
+            Error::LeaderNotAvailable { .. } => 5,
             Error::NotLeaderOrFollower { .. } => 6,
             Error::RequestTimedOut { .. } => 7,
             Error::RecordTooLarge { .. } => 10,

@@ -189,7 +189,7 @@ fn io_error() -> impl Strategy<Value = Arc<std::io::Error>> {
 /// Every error variant, with arbitrary fields.
 fn error() -> impl Strategy<Value = Error> {
     (
-        0u8..51,
+        0u8..52,
         (text(), text(), text()),
         (any::<u64>(), any::<u64>(), any::<u64>()),
         (any::<i32>(), any::<i32>(), any::<u32>()),
@@ -344,6 +344,7 @@ fn error() -> impl Strategy<Value = Error> {
                         partition: tp,
                         replica: u,
                     },
+                    50 => Error::LeaderNotAvailable { partition: tp },
                     _ => Error::InvalidPattern {
                         pattern: s1,
                         reason: s2,

@@ -1202,3 +1202,29 @@ fn an_answer_to_a_fetch_from_before_a_reassignment_is_not_delivered_twice() {
     let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, [0], "the record arrived exactly once");
 }
+
+/// A `data_dir` that cannot be one is refused at `build()` with
+/// `InvalidConfig` naming `data_dir` and saying why: empty, or an existing
+/// file.
+#[test]
+fn a_data_dir_that_is_empty_or_a_file_is_refused_saying_so() {
+    let empty = Cluster::builder().data_dir("").build();
+    match empty {
+        Err(Error::InvalidConfig { field, reason }) => {
+            assert_eq!(field, "data_dir");
+            assert!(reason.contains("empty"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    match Cluster::builder().data_dir(&file).build() {
+        Err(Error::InvalidConfig { field, reason }) => {
+            assert_eq!(field, "data_dir");
+            assert!(reason.contains("is not a directory"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x", "the file is untouched");
+}

@@ -1010,3 +1010,70 @@ fn create_partitions_refuses_a_replication_factor_the_live_brokers_cannot_hold()
     assert_eq!(grown.partitions.len(), 2);
     assert_eq!(grown.partitions[1].replicas.len(), 3);
 }
+
+/// `Admin::delete_records` (SPEC O1, Kafka's DeleteRecords): the log start
+/// moves to the offset on the leader at once and on the followers with
+/// their next fetch, so a new leader starts there too; an offset above the
+/// high watermark is refused with `OffsetOutOfRange`, an unknown partition
+/// with `UnknownTopicOrPartition`, and nothing at or after the offset is
+/// lost.
+#[test]
+fn delete_records_moves_the_log_start_on_the_leader_and_its_followers() {
+    let setup = cluster(3, fast_brokers(), 21);
+    topic(&setup, "trim", 3, min_isr(2));
+    wait_for(&setup, "trim", "a full ISR", |p| p.isr.len() == 3);
+    let producer = producer(&setup, Acks::All);
+    for i in 0..100 {
+        producer
+            .send(ProducerRecord::new("trim", format!("r{i}")))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let admin = Admin::new(&setup.cluster).unwrap();
+    let tp = TopicPartition::new("trim", 0).unwrap();
+    let unknown = TopicPartition::new("nothing-here", 0).unwrap();
+    let results = admin
+        .delete_records([(tp.clone(), 40), (unknown.clone(), 1)])
+        .unwrap();
+    assert_eq!(results[&tp].as_ref().ok(), Some(&40), "{results:?}");
+    assert!(
+        matches!(
+            results[&unknown],
+            Err(Error::UnknownTopicOrPartition { .. })
+        ),
+        "{results:?}"
+    );
+    let beyond = admin.delete_records([(tp.clone(), 101)]).unwrap();
+    assert!(
+        matches!(
+            beyond[&tp],
+            Err(Error::OffsetOutOfRange {
+                offset: 101,
+                log_start_offset: 40,
+                ..
+            })
+        ),
+        "{beyond:?}"
+    );
+    let partition = setup.cluster.topic("trim").partition(0).unwrap();
+    assert_eq!(partition.log_start_offset().unwrap(), 40);
+    // One more acknowledged record: the followers fetched after the delete.
+    producer
+        .send(ProducerRecord::new("trim", "r100".to_string()))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let old_leader = partition.leader().unwrap().unwrap();
+    setup.cluster.stop_broker(old_leader).unwrap();
+    let new_leader = partition.leader().unwrap().unwrap();
+    assert_ne!(new_leader, old_leader);
+    assert_eq!(
+        partition.log_start_offset().unwrap(),
+        40,
+        "the new leader followed the log start"
+    );
+    let read = read_until(&mut consumer_of(&setup, "trim").0, 61);
+    let expected: Vec<(u64, String)> = (40..101).map(|i| (i, format!("r{i}"))).collect();
+    assert_eq!(read, expected, "nothing at or after the offset is lost");
+}

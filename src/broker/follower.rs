@@ -268,5 +268,12 @@ fn apply_partition_data(
     if let Some(hw) = hw {
         log.set_high_watermark(hw);
     }
-    Ok(appended || hw.is_some())
+    // The leader deleted records (DeleteRecords, retention): follow its log
+    // start, as far as this replica's committed records reach.
+    let start = data.log_start_offset.min(log.high_watermark());
+    let started = start > log.log_start_offset();
+    if started {
+        log.delete_records_before(start)?;
+    }
+    Ok(appended || hw.is_some() || started)
 }

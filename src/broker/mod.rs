@@ -717,6 +717,10 @@ impl BrokerCore {
                 let response = self.list_offsets(request);
                 self.respond(reply, Ok(Response::ListOffsets(response)));
             }
+            Request::DeleteRecords(request) => {
+                let response = self.delete_records(request);
+                self.respond(reply, Ok(Response::DeleteRecords(response)));
+            }
             Request::Metadata(request) => {
                 let response = self.describe(request);
                 self.respond(reply, Ok(Response::Metadata(response)));

@@ -5,10 +5,10 @@ use super::purgatory::{PendingFetch, PendingProduce};
 use super::{BrokerCore, Partition};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Acks, ClusterMetadata, FetchPartition, FetchRequest, FetchResponse, FetchedData,
-    FetchedPartition, ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MetadataRequest,
-    MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec, ProduceAck, ProducePartition,
-    ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo, Response,
+    Acks, ClusterMetadata, DeleteRecordsRequest, FetchPartition, FetchRequest, FetchResponse,
+    FetchedData, FetchedPartition, ListOffsetsRequest, ListOffsetsResponse, ListedOffset,
+    MetadataRequest, MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec, ProduceAck,
+    ProducePartition, ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo, Response,
 };
 use crate::record::{RecordBatch, Records};
 use crate::replication::{ProducerIds, SequenceCheck, diverging_epoch};
@@ -291,6 +291,25 @@ impl BrokerCore {
     }
 
     // ----- offsets and metadata -----------------------------------------
+
+    /// Kafka's DeleteRecords on the leader: each log's start moves to the
+    /// offset (at most the high watermark), whole segments below it are
+    /// deleted; followers move theirs when their next fetch answer carries
+    /// the new log start.
+    pub(super) fn delete_records(
+        &mut self,
+        request: DeleteRecordsRequest,
+    ) -> Vec<(TopicPartition, Result<u64>)> {
+        request
+            .partitions
+            .into_iter()
+            .map(|(tp, offset)| {
+                let result = leader_partition(&mut self.partitions, &self.metadata, self.id, &tp)
+                    .and_then(|p| p.log.delete_records_before(offset));
+                (tp, result)
+            })
+            .collect()
+    }
 
     pub(super) fn list_offsets(&mut self, request: ListOffsetsRequest) -> ListOffsetsResponse {
         let partitions = request

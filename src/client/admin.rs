@@ -16,8 +16,8 @@ use crate::group::{
 };
 use crate::protocol::{
     AlterPartitionReassignmentsRequest, BrokerInfo, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, NodeId, OffsetCommitRequest, OffsetSpec, Peer, Request, Response,
-    TopicMetadata, TopicResults,
+    DeleteRecordsRequest, DeleteTopicsRequest, NodeId, OffsetCommitRequest, OffsetSpec, Peer,
+    Request, Response, TopicMetadata, TopicResults,
 };
 use crate::time::{Clock, Millis, SystemClock};
 use crate::topic::INTERNAL_TOPIC_PREFIX;
@@ -265,6 +265,68 @@ impl Admin {
             .ok_or_else(|| Error::UnknownTopicOrPartition {
                 topic: name.to_string(),
             })
+    }
+
+    /// Deletes the records of each partition before its offset (Kafka's
+    /// `DeleteRecords`, `kafka-delete-records`): the log start moves there
+    /// and whole segments below it are deleted, on the leader at once and
+    /// on followers at their next fetch. Returns per partition its new log
+    /// start (low watermark), or why not: an offset above the high
+    /// watermark is [`Error::OffsetOutOfRange`] (only committed records are
+    /// deleted), an unknown partition [`Error::UnknownTopicOrPartition`].
+    /// A partition whose leader moved is asked again after fresh metadata.
+    pub fn delete_records(
+        &self,
+        partitions: impl IntoIterator<Item = (TopicPartition, u64)>,
+    ) -> Result<BTreeMap<TopicPartition, Result<u64>>> {
+        let mut left: Vec<(TopicPartition, u64)> = partitions.into_iter().collect();
+        let mut results = BTreeMap::new();
+        for attempt in 0..3 {
+            let metadata = self.fresh_metadata()?;
+            let mut by_leader: BTreeMap<NodeId, Vec<(TopicPartition, u64)>> = BTreeMap::new();
+            for (tp, offset) in left.drain(..) {
+                let partition = metadata
+                    .topics
+                    .get(tp.topic())
+                    .and_then(|t| t.partitions.get(tp.partition() as usize));
+                match partition.map(|p| p.leader) {
+                    Some(Some(leader)) => by_leader.entry(leader).or_default().push((tp, offset)),
+                    Some(None) => {
+                        let partition = tp.clone();
+                        results.insert(tp, Err(Error::LeaderNotAvailable { partition }));
+                    }
+                    None => {
+                        let topic = tp.to_string();
+                        results.insert(tp, Err(Error::UnknownTopicOrPartition { topic }));
+                    }
+                }
+            }
+            for (leader, partitions) in by_leader {
+                let asked = partitions.clone();
+                let request = Request::DeleteRecords(DeleteRecordsRequest { partitions });
+                let answers = match self.request(AdminAsk::Node(leader, request)) {
+                    Ok(Response::DeleteRecords(answers)) => answers,
+                    Ok(other) => return Err(unexpected("DeleteRecords", &other)),
+                    Err(e) => asked
+                        .iter()
+                        .map(|(tp, _)| (tp.clone(), Err(e.clone())))
+                        .collect(),
+                };
+                for (tp, result) in answers {
+                    let moved = matches!(result, Err(Error::NotLeaderOrFollower { .. }));
+                    match asked.iter().find(|(t, _)| *t == tp) {
+                        Some(&(_, offset)) if moved && attempt < 2 => left.push((tp, offset)),
+                        _ => {
+                            results.insert(tp, result);
+                        }
+                    }
+                }
+            }
+            if left.is_empty() {
+                break;
+            }
+        }
+        Ok(results)
     }
 
     /// The names of all topics but the internal ones (`__consumer_offsets`),

@@ -46,11 +46,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
     Acks, AlterPartitionReassignmentsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
-    BrokerInfo, ClusterMetadata, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    Envelope, FetchPartition, FetchRequest, FetchResponse, FetchedData, FetchedPartition,
-    GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing, GroupState,
-    IsrProposal, ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MemberDescription, Message,
-    MetadataRequest, MetadataResponse, OffsetAndMetadata, OffsetAndTimestamp, OffsetCommitRequest,
+    BrokerInfo, ClusterMetadata, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteRecordsRequest, DeleteTopicsRequest, Envelope, FetchPartition, FetchRequest,
+    FetchResponse, FetchedData, FetchedPartition, GroupDescription, GroupHeartbeatRequest,
+    GroupHeartbeatResponse, GroupListing, GroupState, IsrProposal, ListOffsetsRequest,
+    ListOffsetsResponse, ListedOffset, MemberDescription, Message, MetadataRequest,
+    MetadataResponse, OffsetAndMetadata, OffsetAndTimestamp, OffsetCommitRequest,
     OffsetFetchRequest, OffsetSpec, PartitionMetadata, Peer, ProduceAck, ProducePartition,
     ProduceRequest, ProduceResponse, ProducedPartition, Request, Response, Subscription,
     TopicMetadata, TopicResults, UpdateMetadataRequest,
@@ -598,6 +599,9 @@ wire_struct!(FetchedData {
     records: Records,
     diverging_epoch: Option<(i32, u64)>,
 });
+wire_struct!(DeleteRecordsRequest {
+    partitions: Vec<(TopicPartition, u64)>,
+});
 wire_struct!(ListOffsetsRequest {
     partitions: Vec<(TopicPartition, OffsetSpec)>,
 });
@@ -857,6 +861,7 @@ impl Wire for Request {
             Request::AlterPartitionReassignments(r) => r.put(out),
             Request::RegisterBroker(r) => r.put(out),
             Request::FindCoordinator(group) | Request::DescribeGroup(group) => group.put(out),
+            Request::DeleteRecords(r) => r.put(out),
             Request::GroupHeartbeat(r) => r.put(out),
             Request::OffsetCommit(r) => r.put(out),
             Request::OffsetFetch(r) => r.put(out),
@@ -886,6 +891,7 @@ impl Wire for Request {
             api::OFFSET_FETCH => Request::OffsetFetch(Wire::get(r)?),
             api::LIST_GROUPS => Request::ListGroups,
             api::CONSUMER_GROUP_DESCRIBE => Request::DescribeGroup(Wire::get(r)?),
+            api::DELETE_RECORDS => Request::DeleteRecords(Wire::get(r)?),
             other => return Err(invalid(format!("unknown request API key {other}"))),
         })
     }
@@ -914,6 +920,7 @@ impl Wire for Response {
             Response::OffsetFetch(r) => r.put(out),
             Response::ListGroups(r) => r.put(out),
             Response::DescribeGroup(r) => r.put(out),
+            Response::DeleteRecords(r) => r.put(out),
         }
     }
     fn get(r: &mut Reader<'_>) -> Result<Self> {
@@ -940,6 +947,7 @@ impl Wire for Response {
             api::OFFSET_FETCH => Response::OffsetFetch(Wire::get(r)?),
             api::LIST_GROUPS => Response::ListGroups(Wire::get(r)?),
             api::CONSUMER_GROUP_DESCRIBE => Response::DescribeGroup(Wire::get(r)?),
+            api::DELETE_RECORDS => Response::DeleteRecords(Wire::get(r)?),
             other => return Err(invalid(format!("unknown response API key {other}"))),
         })
     }
@@ -958,6 +966,7 @@ pub(crate) mod api {
     pub(crate) const LIST_GROUPS: i16 = 16;
     pub(crate) const CREATE_TOPICS: i16 = 19;
     pub(crate) const DELETE_TOPICS: i16 = 20;
+    pub(crate) const DELETE_RECORDS: i16 = 21;
     pub(crate) const INIT_PRODUCER_ID: i16 = 22;
     pub(crate) const CREATE_PARTITIONS: i16 = 37;
     pub(crate) const ALTER_PARTITION_REASSIGNMENTS: i16 = 45;
@@ -994,6 +1003,7 @@ pub(crate) const KNOWN_NAMES: &[&str] = &[
     "OffsetFetch",
     "ListGroups",
     "ConsumerGroupDescribe",
+    "DeleteRecords",
     // operations that time out
     "replication of an acks=all produce",
     "replication of a group record",
@@ -1240,6 +1250,7 @@ wire_error! {
     48 => InvalidAssignment { assignor: String, reason: String },
     49 => InvalidPattern { pattern: String, reason: String },
     50 => IneligibleReplica { partition: TopicPartition, replica: u32 },
+    51 => LeaderNotAvailable { partition: TopicPartition },
 }
 
 #[cfg(test)]

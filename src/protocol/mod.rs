@@ -105,6 +105,9 @@ pub enum Request {
     ListGroups,
     /// A group's members, assignment and offsets (the coordinator).
     DescribeGroup(String),
+    /// Delete the records before an offset (partition leaders; Kafka's
+    /// DeleteRecords).
+    DeleteRecords(DeleteRecordsRequest),
 }
 
 impl Request {
@@ -132,6 +135,7 @@ impl Request {
             Request::OffsetFetch(_) => api::OFFSET_FETCH,
             Request::ListGroups => api::LIST_GROUPS,
             Request::DescribeGroup(_) => api::CONSUMER_GROUP_DESCRIBE,
+            Request::DeleteRecords(_) => api::DELETE_RECORDS,
         }
     }
 
@@ -162,6 +166,7 @@ impl Request {
             Request::OffsetFetch(_) => "OffsetFetch",
             Request::ListGroups => "ListGroups",
             Request::DescribeGroup(_) => "ConsumerGroupDescribe",
+            Request::DeleteRecords(_) => "DeleteRecords",
         }
     }
 }
@@ -213,6 +218,9 @@ pub enum Response {
     ListGroups(Vec<GroupListing>),
     /// Answer to [`Request::DescribeGroup`].
     DescribeGroup(GroupDescription),
+    /// Answer to [`Request::DeleteRecords`]: per partition, in order, its
+    /// new log start offset (Kafka's low watermark) or why not.
+    DeleteRecords(Vec<(TopicPartition, Result<u64>)>),
 }
 
 impl Response {
@@ -239,6 +247,7 @@ impl Response {
             Response::OffsetFetch(_) => api::OFFSET_FETCH,
             Response::ListGroups(_) => api::LIST_GROUPS,
             Response::DescribeGroup(_) => api::CONSUMER_GROUP_DESCRIBE,
+            Response::DeleteRecords(_) => api::DELETE_RECORDS,
         }
     }
 
@@ -264,6 +273,7 @@ impl Response {
             Response::OffsetFetch(_) => "OffsetFetch",
             Response::ListGroups(_) => "ListGroups",
             Response::DescribeGroup(_) => "ConsumerGroupDescribe",
+            Response::DeleteRecords(_) => "DeleteRecords",
         }
     }
 }
@@ -392,6 +402,16 @@ pub enum OffsetSpec {
     Latest,
     /// The first offset whose timestamp is at or after this one (ms).
     Timestamp(i64),
+}
+
+/// Deletes the records of each partition before an offset (Kafka's
+/// DeleteRecords): the log start moves there. The offset may be at most the
+/// high watermark (only committed records are deleted); a larger one is
+/// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange).
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsRequest {
+    /// The partitions and the offset to delete before.
+    pub partitions: Vec<(TopicPartition, u64)>,
 }
 
 /// Offset look-ups.

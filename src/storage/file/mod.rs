@@ -101,6 +101,8 @@ pub struct FileStorage {
 
 impl FileStorage {
     /// A storage rooted at `root` (created if missing), on the system clock.
+    /// An empty path, or one that exists and is not a directory, is
+    /// [`Error::InvalidConfig`] for `data_dir`.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         Self::with_clock(root, Arc::new(SystemClock))
     }
@@ -108,6 +110,15 @@ impl FileStorage {
     /// A storage rooted at `root` whose time-based policies read `clock`.
     pub fn with_clock(root: impl Into<PathBuf>, clock: Arc<dyn Clock>) -> Result<Self> {
         let root = root.into();
+        if root.as_os_str().is_empty() {
+            return Err(Error::config("data_dir", "is empty: give a directory"));
+        }
+        if root.exists() && !root.is_dir() {
+            return Err(Error::config(
+                "data_dir",
+                format!("{} exists and is not a directory", root.display()),
+            ));
+        }
         std::fs::create_dir_all(&root).map_err(|e| Error::io(root.display(), e))?;
         Ok(Self { root, clock })
     }
