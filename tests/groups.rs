@@ -774,3 +774,89 @@ fn membership_churn_never_gives_a_partition_to_two_members() {
         }
     }
 }
+
+/// Offset commits are validated and groups survive their topics (issue
+/// 15): a commit naming a partition that does not exist is
+/// `UnknownTopicOrPartition`, one naming a partition another member owns is
+/// `PartitionNotAssigned`, and neither writes anything; after the group's
+/// topic is deleted the group still describes (that partition's lag
+/// unknown) and its offsets of the deleted topic can be deleted; an empty
+/// group is deleted with its offsets; a group with members refuses both
+/// with `NonEmptyGroup`.
+#[test]
+fn commits_are_validated_and_a_group_outlives_its_deleted_topic() {
+    let cluster = cluster(1);
+    create(&cluster, "t", 2);
+    create(&cluster, "gone", 1);
+    produce(&cluster, "t", 0, 20);
+    produce(&cluster, "gone", 0, 5);
+    let admin = Admin::new(&cluster).unwrap();
+    let mut a = member(&cluster, member_config("g"), &["t", "gone"]);
+    drive(&cluster, "g", &mut [&mut a], |_, r| r[0].len() >= 25);
+    a.commit_sync().unwrap();
+    let t0 = TopicPartition::new("t", 0).unwrap();
+    for (bad, what) in [
+        (TopicPartition::new("t", 7).unwrap(), "no such partition"),
+        (
+            TopicPartition::new("never-created", 0).unwrap(),
+            "no such topic",
+        ),
+    ] {
+        let refused = a.commit_offsets_sync([
+            (t0.clone(), OffsetAndMetadata::new(3)),
+            (bad, OffsetAndMetadata::new(1)),
+        ]);
+        assert!(
+            matches!(refused, Err(Error::UnknownTopicOrPartition { .. })),
+            "{what}: {refused:?}"
+        );
+    }
+    let t0_offset = |c: &Member| c.committed([&t0]).unwrap()[&t0].offset;
+    assert_eq!(t0_offset(&a), 10, "nothing of a refused commit is written");
+
+    // A second member takes partitions; committing one of them from the
+    // first member is refused.
+    let mut b = member(&cluster, member_config("g"), &["t", "gone"]);
+    drive(&cluster, "g", &mut [&mut a, &mut b], |m, _| {
+        m[0].assignment().len() + m[1].assignment().len() == 3 && !m[1].assignment().is_empty()
+    });
+    let taken = b.assignment()[0].clone();
+    let refused = a.commit_offsets_sync([(taken.clone(), OffsetAndMetadata::new(0))]);
+    assert!(
+        matches!(&refused, Err(Error::PartitionNotAssigned { partition }) if *partition == taken),
+        "{refused:?}"
+    );
+
+    // Both stop; the topic "gone" is deleted: the group still describes.
+    a.close();
+    b.close();
+    admin.delete_topic("gone").unwrap();
+    let gone = TopicPartition::new("gone", 0).unwrap();
+    let d = admin.describe_group("g").unwrap();
+    let lag = |p: &TopicPartition| d.partitions.iter().find(|l| l.partition == *p).cloned();
+    assert_eq!(lag(&gone).unwrap().lag, None, "no end to measure against");
+    assert_eq!(lag(&t0).unwrap().lag, Some(0));
+    admin.delete_group_offsets("g", [gone.clone()]).unwrap();
+    let d = admin.describe_group("g").unwrap();
+    assert!(d.partitions.iter().all(|l| l.partition != gone));
+    // The whole group goes; describing it then finds nothing.
+    cluster.consumer_group("g").delete().unwrap();
+    assert!(matches!(
+        admin.describe_group("g"),
+        Err(Error::GroupIdNotFound { .. })
+    ));
+
+    // With a member, neither is allowed.
+    let mut c = member(&cluster, member_config("h"), &["t"]);
+    drive(&cluster, "h", &mut [&mut c], |m, _| {
+        !m[0].assignment().is_empty()
+    });
+    assert!(matches!(
+        admin.delete_group("h"),
+        Err(Error::NonEmptyGroup { members: 1, .. })
+    ));
+    assert!(matches!(
+        admin.delete_group_offsets("h", [t0.clone()]),
+        Err(Error::NonEmptyGroup { .. })
+    ));
+}

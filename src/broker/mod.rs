@@ -750,8 +750,18 @@ impl BrokerCore {
                     now,
                     &group,
                     reply,
-                    |c, p, _, now| c.commit(p, request, now),
+                    |c, p, topics, now| c.commit(p, request, topics, now),
                     |()| Response::OffsetCommit,
+                );
+            }
+            Request::OffsetDelete(request) => {
+                let group = request.group.clone();
+                self.coordinate(
+                    now,
+                    &group,
+                    reply,
+                    |c, p, _, _| c.delete_offsets(p, &request),
+                    |()| Response::OffsetDelete,
                 );
             }
             Request::OffsetFetch(request) => {

@@ -16,8 +16,8 @@ use crate::group::{
 };
 use crate::protocol::{
     AlterPartitionReassignmentsRequest, BrokerInfo, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteRecordsRequest, DeleteTopicsRequest, NodeId, OffsetCommitRequest, OffsetSpec, Peer,
-    Request, Response, TopicMetadata, TopicResults,
+    DeleteRecordsRequest, DeleteTopicsRequest, NodeId, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetSpec, Peer, Request, Response, TopicMetadata, TopicResults,
 };
 use crate::time::{Clock, Millis, SystemClock};
 use crate::topic::INTERNAL_TOPIC_PREFIX;
@@ -448,9 +448,19 @@ impl Admin {
             .chain(owners.keys())
             .cloned()
             .collect();
+        // A partition of a topic deleted since (or never created) has no
+        // end to look up: its lag is unknown, the rest still describe.
+        let metadata = self.fresh_metadata()?;
+        let exists = |tp: &TopicPartition| {
+            metadata
+                .topics
+                .get(tp.topic())
+                .is_some_and(|t| (tp.partition() as usize) < t.partitions.len())
+        };
         let ends = self.list_offsets(
             partitions
                 .iter()
+                .filter(|tp| exists(tp))
                 .map(|tp| (tp.clone(), OffsetSpec::Latest))
                 .collect(),
         )?;
@@ -458,10 +468,13 @@ impl Admin {
             .into_iter()
             .map(|tp| {
                 let current_offset = description.offsets.get(&tp).map(|o| o.offset);
-                let log_end_offset = ends.get(&tp).cloned().flatten().map_or(0, |o| o.offset);
+                let end = ends.get(&tp).cloned().flatten().map(|o| o.offset);
+                let log_end_offset = end.unwrap_or(0);
                 let owner = owners.get(&tp);
                 PartitionLag {
-                    lag: current_offset.map(|c| log_end_offset.saturating_sub(c)),
+                    lag: current_offset
+                        .zip(end)
+                        .map(|(c, end)| end.saturating_sub(c)),
                     current_offset,
                     log_end_offset,
                     member_id: owner.map(|o| o.0.clone()),
@@ -474,6 +487,42 @@ impl Admin {
             description,
             partitions,
         })
+    }
+
+    /// Deletes a group's committed offsets for `partitions` (Kafka's
+    /// `OffsetDelete`, `kafka-consumer-groups --delete-offsets`): the group
+    /// resumes those partitions per `auto_offset_reset`. The group must have
+    /// no members ([`Error::NonEmptyGroup`]); an unknown group is
+    /// [`Error::GroupIdNotFound`]. Offsets of deleted topics can go too.
+    pub fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: impl IntoIterator<Item = TopicPartition>,
+    ) -> Result<()> {
+        let request = OffsetDeleteRequest {
+            group: group.to_string(),
+            partitions: Some(partitions.into_iter().collect()),
+        };
+        self.offset_delete(group, request)
+    }
+
+    /// Deletes a group: every committed offset and the group itself
+    /// (Kafka's `DeleteGroups`, `kafka-consumer-groups --delete`). The group
+    /// must have no members ([`Error::NonEmptyGroup`]); an unknown group is
+    /// [`Error::GroupIdNotFound`].
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        let request = OffsetDeleteRequest {
+            group: group.to_string(),
+            partitions: None,
+        };
+        self.offset_delete(group, request)
+    }
+
+    fn offset_delete(&self, group: &str, request: OffsetDeleteRequest) -> Result<()> {
+        match self.group_call(group, Request::OffsetDelete(request))? {
+            Response::OffsetDelete => Ok(()),
+            other => Err(unexpected("OffsetDelete", &other)),
+        }
     }
 
     /// Moves a group's committed offsets for `partitions` to `to`, as

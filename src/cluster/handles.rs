@@ -213,6 +213,21 @@ impl ConsumerGroup<'_> {
         Admin::new(self.cluster)?.reset_group_offsets(&self.group, partitions, to)
     }
 
+    /// Deletes the group's committed offsets for `partitions`; the group
+    /// must have no members ([`Error::NonEmptyGroup`]).
+    pub fn delete_offsets(
+        &self,
+        partitions: impl IntoIterator<Item = TopicPartition>,
+    ) -> Result<()> {
+        Admin::new(self.cluster)?.delete_group_offsets(&self.group, partitions)
+    }
+
+    /// Deletes the group with all its offsets; it must have no members
+    /// ([`Error::NonEmptyGroup`]).
+    pub fn delete(self) -> Result<()> {
+        Admin::new(self.cluster)?.delete_group(&self.group)
+    }
+
     /// Starts a member: a consumer with `config` (its `group_id` set to
     /// this group) subscribed to `topics`.
     pub fn member<K, V>(

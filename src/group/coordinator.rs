@@ -31,8 +31,8 @@ use crate::error::{Error, Result};
 use crate::planted::{PlantedBug, planted};
 use crate::protocol::{
     CommittedOffsets, GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH,
-    LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH,
-    Subscription,
+    LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    STATIC_LEAVE_EPOCH, Subscription,
 };
 use crate::time::Millis;
 use crate::topic::TopicPartition;
@@ -282,9 +282,21 @@ impl GroupCoordinator {
         &mut self,
         partition: u32,
         request: OffsetCommitRequest,
+        topics: &TopicCounts,
         now: Millis,
     ) -> Result<Outcome<()>> {
         validate_group_id(&request.group)?;
+        // Offsets of partitions that do not exist would make the group's
+        // description and resets fail on them later.
+        if let Some((tp, _)) = request
+            .offsets
+            .iter()
+            .find(|(tp, _)| topics.get(tp.topic()).is_none_or(|&n| tp.partition() >= n))
+        {
+            return Err(Error::UnknownTopicOrPartition {
+                topic: tp.to_string(),
+            });
+        }
         let shard = self.shard(partition, &request.group)?;
         let group = shard
             .groups
@@ -313,6 +325,64 @@ impl GroupCoordinator {
             value: (),
             records,
             wait_for: group.last_written,
+        })
+    }
+
+    /// Deletes a group's committed offsets for `partitions` (Kafka's
+    /// OffsetDelete), or, with `None`, every offset and the group itself
+    /// (Kafka's DeleteGroups). The group must have no members
+    /// ([`Error::NonEmptyGroup`]); an unknown group is
+    /// [`Error::GroupIdNotFound`].
+    pub(crate) fn delete_offsets(
+        &mut self,
+        partition: u32,
+        request: &OffsetDeleteRequest,
+    ) -> Result<Outcome<()>> {
+        validate_group_id(&request.group)?;
+        let shard = self.shard(partition, &request.group)?;
+        let not_found = || Error::GroupIdNotFound {
+            group: request.group.clone(),
+        };
+        let group = shard.groups.get_mut(&request.group).ok_or_else(not_found)?;
+        if !group.members.is_empty() {
+            return Err(Error::NonEmptyGroup {
+                group: request.group.clone(),
+                members: group.members.len(),
+            });
+        }
+        let doomed: Vec<TopicPartition> = match &request.partitions {
+            None => group.offsets.keys().cloned().collect(),
+            Some(partitions) => partitions
+                .iter()
+                .filter(|tp| group.offsets.contains_key(*tp))
+                .cloned()
+                .collect(),
+        };
+        let mut records: Vec<GroupRecord> = doomed
+            .into_iter()
+            .map(|tp| {
+                group.offsets.remove(&tp);
+                GroupRecord::Offset {
+                    group: group.id.clone(),
+                    partition: tp,
+                    value: None,
+                }
+            })
+            .collect();
+        if request.partitions.is_none() {
+            records.push(GroupRecord::Group {
+                group: group.id.clone(),
+                value: None,
+            });
+        }
+        let wait_for = group.last_written;
+        if group.offsets.is_empty() {
+            shard.groups.remove(&request.group);
+        }
+        Ok(Outcome {
+            value: (),
+            records,
+            wait_for,
         })
     }
 
@@ -1148,8 +1218,17 @@ impl Group {
             epoch: request.member_epoch,
             current: m.epoch,
         };
-        if request.member_epoch == m.epoch || planted(PlantedBug::FencedCommitAccepted) {
+        if planted(PlantedBug::FencedCommitAccepted) {
             return Ok(());
+        }
+        if request.member_epoch == m.epoch {
+            // A member commits what it was given (or is giving back).
+            return match request.offsets.iter().find(|(tp, _)| !m.owns(tp)) {
+                Some((tp, _)) => Err(Error::PartitionNotAssigned {
+                    partition: tp.clone(),
+                }),
+                None => Ok(()),
+            };
         }
         if request.member_epoch == m.previous_epoch
             && request.offsets.iter().all(|(tp, _)| m.owns(tp))

@@ -40,8 +40,8 @@ use crate::error::{Error, Result};
 use crate::group::OffsetAndMetadata;
 use crate::protocol::{
     CommittedOffsets, GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH,
-    LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH,
-    Subscription,
+    LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    STATIC_LEAVE_EPOCH, Subscription,
 };
 use crate::time::Millis;
 use crate::topic::TopicPartition;
@@ -174,7 +174,14 @@ impl Coordinator {
 
     fn commit(&mut self, request: OffsetCommitRequest, now: Millis) -> Result<()> {
         let group = request.group.clone();
-        let outcome = self.inner.commit(P, request, now)?;
+        // Every partition committed to exists (`unknown_partitions_are_not_committed`
+        // tests the check).
+        let topics: TopicCounts = request
+            .offsets
+            .iter()
+            .map(|(tp, _)| (tp.topic().to_string(), tp.partition() + 1))
+            .collect();
+        let outcome = self.inner.commit(P, request, &topics, now)?;
         self.settle(&group, outcome);
         Ok(())
     }
@@ -910,16 +917,27 @@ impl Sim {
             Fenced,
             Unknown,
             FencedInstance,
+            NotAssigned,
         }
         let member = member_of(&c.member_id);
         let plan = match kind {
             CommitKind::Current => member.map(|m| {
-                let tps = if c.held.is_empty() {
+                let tps: Vec<TopicPartition> = if c.held.is_empty() {
                     all.iter().take(1).cloned().collect()
                 } else {
                     c.held.iter().cloned().collect()
                 };
-                (m.member_id, m.member_epoch, tps, Expect::Ok)
+                // In its current epoch a member commits only what it owns
+                // (assigned or being revoked).
+                let owned = |tp: &TopicPartition| {
+                    m.assignment.contains(tp) || m.pending_revocation.contains(tp)
+                };
+                let expect = if tps.iter().all(owned) {
+                    Expect::Ok
+                } else {
+                    Expect::NotAssigned
+                };
+                (m.member_id, m.member_epoch, tps, expect)
             }),
             CommitKind::Previous { extra } => member.and_then(|m| {
                 let (epoch, previous) = self.epochs[&m.member_id];
@@ -1030,6 +1048,7 @@ impl Sim {
                 | (Expect::Fenced, Err(Error::FencedMemberEpoch { .. }))
                 | (Expect::Unknown, Err(Error::UnknownMemberId { .. }))
                 | (Expect::FencedInstance, Err(Error::FencedInstanceId { .. }))
+                | (Expect::NotAssigned, Err(Error::PartitionNotAssigned { .. }))
         );
         if !fine {
             let what = match expect {
@@ -1037,6 +1056,7 @@ impl Sim {
                 Expect::Fenced => "FencedMemberEpoch",
                 Expect::Unknown => "UnknownMemberId",
                 Expect::FencedInstance => "FencedInstanceId",
+                Expect::NotAssigned => "PartitionNotAssigned",
             };
             panic!(
                 "commit {kind:?}: expected {what}, got {result:?}\n{}",
@@ -1852,7 +1872,15 @@ fn commits_need_the_current_epoch_or_the_previous_one_for_owned_partitions() {
     assert!(epoch > old_epoch);
     let a_id = a.member_id.clone();
 
-    assert!(d.commit(&a_id, epoch, &[tp("t0", 0), tp("t0", 1)]).is_ok());
+    // In its current epoch a member commits what it owns: a partition of
+    // another member's is refused (it would overwrite that member's
+    // progress), and nothing of the commit is written.
+    assert!(matches!(
+        d.commit(&a_id, epoch, &[tp("t0", 0), tp("t0", 1)]),
+        Err(Error::PartitionNotAssigned { partition }) if partition == tp("t0", 1)
+    ));
+    assert!(d.coord.fetch(GROUP, None).is_empty());
+    assert!(d.commit(&a_id, epoch, &[tp("t0", 0)]).is_ok());
     assert!(d.commit(&a_id, old_epoch, &[tp("t0", 0)]).is_ok());
     let fenced = |r: Result<()>| matches!(r, Err(Error::FencedMemberEpoch { .. }));
     assert!(fenced(d.commit(&a_id, old_epoch, &[tp("t0", 1)])));
@@ -1868,8 +1896,9 @@ fn commits_need_the_current_epoch_or_the_previous_one_for_owned_partitions() {
         Err(Error::UnknownMemberId { .. })
     ));
     let committed = d.coord.fetch(GROUP, None);
-    assert_eq!(committed[&tp("t0", 1)].offset, 7);
-    assert_eq!(committed[&tp("t0", 1)].commit_timestamp, START);
+    assert_eq!(committed[&tp("t0", 0)].offset, 7);
+    assert_eq!(committed[&tp("t0", 0)].commit_timestamp, START);
+    assert!(!committed.contains_key(&tp("t0", 1)));
 
     // A static member replaced by a new incarnation is fenced, also after
     // a failover.
@@ -2057,4 +2086,70 @@ fn member_ids_stay_unique_when_a_shard_is_loaded_again_in_the_same_epoch() {
     let second = join(&mut c, "a");
     assert_ne!(first, second, "a member id was handed out twice");
     assert_eq!(c.describe(GROUP).expect("the group").members.len(), 2);
+}
+
+/// Offsets of partitions that do not exist are refused with
+/// `UnknownTopicOrPartition` and nothing of the commit is written; a group
+/// without members deletes some offsets (Kafka's OffsetDelete) or all of
+/// them and itself (DeleteGroups), durably (a reloaded coordinator agrees);
+/// a group with members refuses with `NonEmptyGroup`.
+#[test]
+fn unknown_partitions_are_not_committed_and_an_empty_group_deletes_its_offsets() {
+    let mut c = Coordinator::new(START);
+    let topics = topics(&[("t0", 2)]);
+    let commit = |partitions: &[TopicPartition]| OffsetCommitRequest {
+        group: GROUP.into(),
+        member_id: String::new(),
+        member_epoch: -1,
+        offsets: partitions
+            .iter()
+            .map(|tp| (tp.clone(), OffsetAndMetadata::new(5)))
+            .collect(),
+    };
+    for bad in [tp("t0", 2), tp("nope", 0)] {
+        let refused = c
+            .inner
+            .commit(P, commit(&[tp("t0", 0), bad]), &topics, START);
+        assert!(
+            matches!(refused, Err(Error::UnknownTopicOrPartition { .. })),
+            "{:?}",
+            refused.map(|_| ())
+        );
+    }
+    assert!(c.fetch(GROUP, None).is_empty(), "nothing written");
+    let outcome = c
+        .inner
+        .commit(P, commit(&[tp("t0", 0), tp("t0", 1)]), &topics, START)
+        .unwrap();
+    c.settle(GROUP, outcome);
+    let delete = |partitions| OffsetDeleteRequest {
+        group: GROUP.into(),
+        partitions,
+    };
+    let outcome = c
+        .inner
+        .delete_offsets(P, &delete(Some(vec![tp("t0", 0)])))
+        .unwrap();
+    c.settle(GROUP, outcome);
+    let left: Vec<TopicPartition> = c.fetch(GROUP, None).into_keys().collect();
+    assert_eq!(left, [tp("t0", 1)]);
+    c.failover(START);
+    let outcome = c.inner.delete_offsets(P, &delete(None)).unwrap();
+    c.settle(GROUP, outcome);
+    assert!(c.fetch(GROUP, None).is_empty());
+    assert!(c.describe(GROUP).is_none(), "the group is gone");
+    assert!(matches!(
+        c.inner.delete_offsets(P, &delete(None)),
+        Err(Error::GroupIdNotFound { .. })
+    ));
+    c.reload(START);
+    assert!(c.describe(GROUP).is_none(), "gone after a reload too");
+
+    let mut d = Direct::new("range", 2);
+    let a = d.join(None);
+    d.ack(&a);
+    assert!(matches!(
+        d.coord.inner.delete_offsets(P, &delete(None)),
+        Err(Error::NonEmptyGroup { members: 1, .. })
+    ));
 }

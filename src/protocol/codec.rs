@@ -52,9 +52,9 @@ use super::{
     GroupHeartbeatResponse, GroupListing, GroupState, IsrProposal, ListOffsetsRequest,
     ListOffsetsResponse, ListedOffset, MemberDescription, Message, MetadataRequest,
     MetadataResponse, OffsetAndMetadata, OffsetAndTimestamp, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetSpec, PartitionMetadata, Peer, ProduceAck, ProducePartition,
-    ProduceRequest, ProduceResponse, ProducedPartition, Request, Response, Subscription,
-    TopicMetadata, TopicResults, UpdateMetadataRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetSpec, PartitionMetadata, Peer, ProduceAck,
+    ProducePartition, ProduceRequest, ProduceResponse, ProducedPartition, Request, Response,
+    Subscription, TopicMetadata, TopicResults, UpdateMetadataRequest,
 };
 use crate::error::{Error, Result};
 use crate::record::{RecordBatch, Records};
@@ -599,6 +599,10 @@ wire_struct!(FetchedData {
     records: Records,
     diverging_epoch: Option<(i32, u64)>,
 });
+wire_struct!(OffsetDeleteRequest {
+    group: String,
+    partitions: Option<Vec<TopicPartition>>,
+});
 wire_struct!(DeleteRecordsRequest {
     partitions: Vec<(TopicPartition, u64)>,
 });
@@ -862,6 +866,7 @@ impl Wire for Request {
             Request::RegisterBroker(r) => r.put(out),
             Request::FindCoordinator(group) | Request::DescribeGroup(group) => group.put(out),
             Request::DeleteRecords(r) => r.put(out),
+            Request::OffsetDelete(r) => r.put(out),
             Request::GroupHeartbeat(r) => r.put(out),
             Request::OffsetCommit(r) => r.put(out),
             Request::OffsetFetch(r) => r.put(out),
@@ -892,6 +897,7 @@ impl Wire for Request {
             api::LIST_GROUPS => Request::ListGroups,
             api::CONSUMER_GROUP_DESCRIBE => Request::DescribeGroup(Wire::get(r)?),
             api::DELETE_RECORDS => Request::DeleteRecords(Wire::get(r)?),
+            api::OFFSET_DELETE => Request::OffsetDelete(Wire::get(r)?),
             other => return Err(invalid(format!("unknown request API key {other}"))),
         })
     }
@@ -921,6 +927,7 @@ impl Wire for Response {
             Response::ListGroups(r) => r.put(out),
             Response::DescribeGroup(r) => r.put(out),
             Response::DeleteRecords(r) => r.put(out),
+            Response::OffsetDelete => {}
         }
     }
     fn get(r: &mut Reader<'_>) -> Result<Self> {
@@ -948,6 +955,7 @@ impl Wire for Response {
             api::LIST_GROUPS => Response::ListGroups(Wire::get(r)?),
             api::CONSUMER_GROUP_DESCRIBE => Response::DescribeGroup(Wire::get(r)?),
             api::DELETE_RECORDS => Response::DeleteRecords(Wire::get(r)?),
+            api::OFFSET_DELETE => Response::OffsetDelete,
             other => return Err(invalid(format!("unknown response API key {other}"))),
         })
     }
@@ -970,6 +978,7 @@ pub(crate) mod api {
     pub(crate) const INIT_PRODUCER_ID: i16 = 22;
     pub(crate) const CREATE_PARTITIONS: i16 = 37;
     pub(crate) const ALTER_PARTITION_REASSIGNMENTS: i16 = 45;
+    pub(crate) const OFFSET_DELETE: i16 = 47;
     pub(crate) const ALTER_PARTITION: i16 = 56;
     pub(crate) const BROKER_REGISTRATION: i16 = 62;
     pub(crate) const BROKER_HEARTBEAT: i16 = 63;
@@ -1004,6 +1013,7 @@ pub(crate) const KNOWN_NAMES: &[&str] = &[
     "ListGroups",
     "ConsumerGroupDescribe",
     "DeleteRecords",
+    "OffsetDelete",
     // operations that time out
     "replication of an acks=all produce",
     "replication of a group record",

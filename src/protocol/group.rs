@@ -97,6 +97,17 @@ pub struct OffsetCommitRequest {
     pub offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
 }
 
+/// Committed offsets to delete (Kafka's OffsetDelete), or a whole group
+/// (Kafka's DeleteGroups); the group must have no members.
+#[derive(Debug, Clone)]
+pub struct OffsetDeleteRequest {
+    /// The group.
+    pub group: String,
+    /// The partitions whose offsets go; `None`: every offset, and the
+    /// group with them.
+    pub partitions: Option<Vec<TopicPartition>>,
+}
+
 /// Committed offsets to look up.
 #[derive(Debug, Clone)]
 pub struct OffsetFetchRequest {

@@ -26,7 +26,8 @@ pub use envelope::{Envelope, Message, ReplyTo};
 pub use group::{
     CommittedOffsets, GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse,
     GroupListing, GroupState, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, MemberDescription,
-    OffsetAndMetadata, OffsetCommitRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
+    OffsetAndMetadata, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    STATIC_LEAVE_EPOCH, Subscription,
 };
 
 use crate::error::Result;
@@ -108,6 +109,8 @@ pub enum Request {
     /// Delete the records before an offset (partition leaders; Kafka's
     /// DeleteRecords).
     DeleteRecords(DeleteRecordsRequest),
+    /// Delete a group's offsets, or the group (the coordinator).
+    OffsetDelete(OffsetDeleteRequest),
 }
 
 impl Request {
@@ -136,6 +139,7 @@ impl Request {
             Request::ListGroups => api::LIST_GROUPS,
             Request::DescribeGroup(_) => api::CONSUMER_GROUP_DESCRIBE,
             Request::DeleteRecords(_) => api::DELETE_RECORDS,
+            Request::OffsetDelete(_) => api::OFFSET_DELETE,
         }
     }
 
@@ -167,6 +171,7 @@ impl Request {
             Request::ListGroups => "ListGroups",
             Request::DescribeGroup(_) => "ConsumerGroupDescribe",
             Request::DeleteRecords(_) => "DeleteRecords",
+            Request::OffsetDelete(_) => "OffsetDelete",
         }
     }
 }
@@ -221,6 +226,9 @@ pub enum Response {
     /// Answer to [`Request::DeleteRecords`]: per partition, in order, its
     /// new log start offset (Kafka's low watermark) or why not.
     DeleteRecords(Vec<(TopicPartition, Result<u64>)>),
+    /// Answer to [`Request::OffsetDelete`]: deleted (the tombstones are
+    /// replicated).
+    OffsetDelete,
 }
 
 impl Response {
@@ -248,6 +256,7 @@ impl Response {
             Response::ListGroups(_) => api::LIST_GROUPS,
             Response::DescribeGroup(_) => api::CONSUMER_GROUP_DESCRIBE,
             Response::DeleteRecords(_) => api::DELETE_RECORDS,
+            Response::OffsetDelete => api::OFFSET_DELETE,
         }
     }
 
@@ -274,6 +283,7 @@ impl Response {
             Response::ListGroups(_) => "ListGroups",
             Response::DescribeGroup(_) => "ConsumerGroupDescribe",
             Response::DeleteRecords(_) => "DeleteRecords",
+            Response::OffsetDelete => "OffsetDelete",
         }
     }
 }
