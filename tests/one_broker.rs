@@ -1228,3 +1228,136 @@ fn a_data_dir_that_is_empty_or_a_file_is_refused_saying_so() {
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"x", "the file is untouched");
 }
+
+/// A log that went offline (its disk fails every write) answers produce
+/// and fetch with a storage error at once — the failing append with the
+/// `Io` error, everything after with `LogOffline` (both Kafka's
+/// `KAFKA_STORAGE_ERROR`, 56), a fetch at the log's end too and a fetch
+/// already waiting on it as soon as the append fails — never an empty
+/// fetch or a stored half-write. Restarted on a repaired disk, the broker
+/// serves every record acknowledged before.
+#[test]
+fn an_offline_log_answers_produce_and_fetch_with_a_storage_error_at_once() {
+    use ferrolog::broker::BrokerConfig;
+    use ferrolog::sim::storage::{DiskFaults, SimStorage};
+    let storage = SimStorage::new(Arc::new(ferrolog::SystemClock), 3);
+    let cluster = Cluster::builder()
+        .storage(storage.clone())
+        .broker_config(BrokerConfig {
+            // No heartbeat (and so no halt) during the test.
+            broker_heartbeat_interval_ms: 600_000,
+            broker_session_timeout_ms: 1_200_000,
+            ..BrokerConfig::default()
+        })
+        .build()
+        .unwrap();
+    Admin::new(&cluster)
+        .unwrap()
+        .create_topic(NewTopic::new("disk", 1))
+        .unwrap();
+    let producer: Producer<String, String> =
+        Producer::new(&cluster, ProducerConfig::default()).unwrap();
+    for i in 0..10 {
+        producer
+            .send(ProducerRecord::new("disk", format!("r{i}")))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let tp = TopicPartition::new("disk", 0).unwrap();
+    let endpoint = Endpoint::new(cluster.transport()).unwrap();
+    let fetch = |offset: u64, max_wait_ms: u32| {
+        let request = Request::Fetch(FetchRequest {
+            max_wait_ms,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            replica: None,
+            partitions: vec![FetchPartition {
+                partition: tp.clone(),
+                fetch_offset: offset,
+                max_bytes: 1 << 20,
+                current_leader_epoch: None,
+                last_fetched_epoch: None,
+            }],
+        });
+        let endpoint = Endpoint::new(cluster.transport()).unwrap();
+        std::thread::spawn(move || match endpoint.call(0, request, WAIT) {
+            Ok(Response::Fetch(mut r)) => r.partitions.remove(0).result,
+            other => panic!("{other:?}"),
+        })
+    };
+    // A consumer at the end waits (long poll) for more.
+    let waiting = fetch(10, 30_000);
+    storage.set_faults(
+        0,
+        DiskFaults {
+            error_per_million: 1_000_000,
+            space_left: None,
+        },
+    );
+    let produce = |value: &[u8]| {
+        let mut batch = ferrolog::record::RecordBatchBuilder::new();
+        batch.append(1, None, Some(value), &[]);
+        let request = Request::Produce(ferrolog::protocol::ProduceRequest {
+            acks: ferrolog::Acks::Leader,
+            timeout_ms: 1_000,
+            partitions: vec![ferrolog::protocol::ProducePartition {
+                partition: tp.clone(),
+                batch: batch.build(),
+            }],
+        });
+        match endpoint.call(0, request, WAIT) {
+            Ok(Response::Produce(mut r)) => r.partitions.remove(0).result,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = produce(b"lost");
+    assert!(matches!(&first, Err(Error::Io { .. })), "{first:?}");
+    let waited = waiting.join().unwrap();
+    assert!(
+        matches!(&waited, Err(Error::LogOffline { .. })),
+        "the parked fetch: {waited:?}"
+    );
+    let second = produce(b"refused");
+    assert!(
+        matches!(&second, Err(Error::LogOffline { .. })),
+        "{second:?}"
+    );
+    assert_eq!(second.as_ref().unwrap_err().code(), 56);
+    for offset in [0, 10] {
+        let read = fetch(offset, 0).join().unwrap();
+        assert!(
+            matches!(&read, Err(Error::LogOffline { .. })),
+            "fetch at {offset}: {read:?}"
+        );
+    }
+
+    // Repaired and restarted: every acknowledged record, nothing else.
+    storage.clear_faults();
+    cluster.crash_broker(0).unwrap();
+    cluster.restart_broker(0).unwrap();
+    cluster
+        .wait_for_metadata(WAIT, |m| m.topics["disk"].partitions[0].leader == Some(0))
+        .unwrap();
+    let config = ConsumerConfig {
+        auto_offset_reset: ferrolog::AutoOffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer: Consumer<String, String> = Consumer::new(&cluster, config).unwrap();
+    consumer.assign([tp.clone()]).unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while read.len() < 10 {
+        assert!(Instant::now() < deadline, "read {read:?}");
+        for r in consumer.poll(Duration::from_millis(100)).unwrap() {
+            read.push(r.value.unwrap());
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    assert_eq!(read, expected);
+    assert_eq!(
+        consumer.end_offsets([&tp]).unwrap()[&tp],
+        10,
+        "the failed append left nothing"
+    );
+}

@@ -24,6 +24,10 @@ impl BrokerCore {
         for (i, ProducePartition { partition, batch }) in request.partitions.into_iter().enumerate()
         {
             let result = self.append(now, &partition, batch, request.acks);
+            if matches!(result, Err(Error::Io { .. } | Error::LogOffline { .. })) {
+                // Fetches parked on the log learn that it went offline.
+                self.moved.insert(partition.clone());
+            }
             let result = result.map(|(ack, required, epoch)| {
                 if request.acks == Acks::All {
                     waiting.push((i, required, epoch));
@@ -226,6 +230,13 @@ impl BrokerCore {
     ) -> Result<FetchedData> {
         let tp = &fp.partition;
         let partition = leader_partition(&mut self.partitions, &self.metadata, self.id, tp)?;
+        // An offline log says so, also to a fetch at its end (which reads
+        // nothing and would otherwise be answered empty).
+        if let Some(reason) = partition.log.offline() {
+            return Err(Error::LogOffline {
+                reason: reason.to_string(),
+            });
+        }
         partition
             .replicas
             .check_fetch_epoch(fp.current_leader_epoch)?;

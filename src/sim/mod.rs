@@ -65,7 +65,7 @@
 mod group;
 mod replicas;
 mod rng;
-pub(crate) mod storage;
+pub mod storage;
 
 pub use crate::planted::PlantedBug;
 pub use rng::SimRng;

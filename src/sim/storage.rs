@@ -63,11 +63,11 @@ struct LogFiles {
 
 /// The faults of one broker's disk.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DiskFaults {
+pub struct DiskFaults {
     /// Chance (per million) that an append or an fsync fails.
-    pub(crate) error_per_million: u32,
+    pub error_per_million: u32,
     /// Bytes appends may still take; past it they fail as a full disk.
-    pub(crate) space_left: Option<u64>,
+    pub space_left: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -103,16 +103,29 @@ impl Disk {
     }
 }
 
-/// The simulated disks of every node, shared by their logs.
+/// The simulated disks of every node, shared by their logs: a
+/// [`Storage`] with injectable disk faults and power losses, for the
+/// simulator and for tests of what an application does when a disk fails
+/// (`Cluster::builder().storage(sim_storage.clone())`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use ferrolog::sim::storage::{DiskFaults, SimStorage};
+/// use ferrolog::{Cluster, SystemClock};
+/// let storage = SimStorage::new(Arc::new(SystemClock), 7);
+/// let cluster = Cluster::builder().storage(storage.clone()).build()?;
+/// storage.set_faults(0, DiskFaults { error_per_million: 1_000_000, space_left: None });
+/// # Ok::<(), ferrolog::Error>(())
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct SimStorage {
+pub struct SimStorage {
     clock: Arc<dyn Clock>,
     disk: Arc<Mutex<Disk>>,
 }
 
 impl SimStorage {
     /// Empty disks; power losses and faults draw from `seed`.
-    pub(crate) fn new(clock: Arc<dyn Clock>, seed: u64) -> Self {
+    pub fn new(clock: Arc<dyn Clock>, seed: u64) -> Self {
         Self {
             clock,
             disk: Arc::new(Mutex::new(Disk {
@@ -124,7 +137,7 @@ impl SimStorage {
     }
 
     /// Sets (or with the default, clears) the faults of `replica`'s disk.
-    pub(crate) fn set_faults(&self, replica: ReplicaId, faults: DiskFaults) {
+    pub fn set_faults(&self, replica: ReplicaId, faults: DiskFaults) {
         let mut disk = self.disk.lock();
         if faults == DiskFaults::default() {
             disk.faults.remove(&replica);
@@ -134,7 +147,7 @@ impl SimStorage {
     }
 
     /// Clears every disk fault.
-    pub(crate) fn clear_faults(&self) {
+    pub fn clear_faults(&self) {
         self.disk.lock().faults.clear();
     }
 
@@ -142,7 +155,7 @@ impl SimStorage {
     /// stopped (its logs dropped): each segment keeps its durable batches
     /// and a random part of the rest, maybe with a torn write at the cut.
     /// Returns how many segments lost something.
-    pub(crate) fn power_loss(&self, replica: ReplicaId) -> usize {
+    pub fn power_loss(&self, replica: ReplicaId) -> usize {
         let mut disk = self.disk.lock();
         let Disk { logs, rng, .. } = &mut *disk;
         let mut lost = 0;
