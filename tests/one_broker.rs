@@ -1361,3 +1361,63 @@ fn an_offline_log_answers_produce_and_fetch_with_a_storage_error_at_once() {
         "the failed append left nothing"
     );
 }
+
+/// A topic deleted and made again under the same name (issue 15): records
+/// a producer had accepted for it fail with `UnknownTopicOrPartition` once
+/// fresh metadata shows it gone (not `DeliveryTimeout` two minutes later),
+/// and a consumer positioned on the old incarnation notices the new topic
+/// id and starts over per `auto_offset_reset` at once (it used to wait
+/// out 30 s of "a deposed leader may lag" patience on an offset past the
+/// new log's end).
+#[test]
+fn a_deleted_and_recreated_topic_fails_pending_sends_and_resets_consumers() {
+    let cluster = Cluster::builder().build().unwrap();
+    let admin = Admin::new(&cluster).unwrap();
+    admin.create_topic(NewTopic::new("again", 1)).unwrap();
+    let producer: Producer<String, String> = Producer::new(
+        &cluster,
+        ProducerConfig::builder().linger_ms(0).build().unwrap(),
+    )
+    .unwrap();
+    let send = |value: &str| producer.send(ProducerRecord::new("again", value.to_string()));
+    for i in 0..5 {
+        send(&format!("old-{i}")).unwrap().wait().unwrap();
+    }
+    let tp = TopicPartition::new("again", 0).unwrap();
+    let config = ConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        fetch_max_wait_ms: 50,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer: Consumer<String, String> = Consumer::new(&cluster, config).unwrap();
+    consumer.assign([tp.clone()]).unwrap();
+    let poll_values = |consumer: &mut Consumer<String, String>, n: usize| {
+        let mut values = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while values.len() < n {
+            assert!(Instant::now() < deadline, "read only {values:?}");
+            for r in consumer.poll(Duration::from_millis(50)).unwrap() {
+                values.push(r.value.unwrap());
+            }
+        }
+        values
+    };
+    assert_eq!(poll_values(&mut consumer, 5).len(), 5);
+    assert_eq!(consumer.position(&tp).unwrap(), 5);
+
+    admin.delete_topic("again").unwrap();
+    // The producer's metadata still has the topic: the record is accepted,
+    // refused by the broker, and fails once a refresh shows it gone.
+    let pending = send("into-the-void").unwrap();
+    let failed = pending.wait();
+    assert!(
+        matches!(&failed, Err(Error::UnknownTopicOrPartition { .. })),
+        "{failed:?}"
+    );
+
+    admin.create_topic(NewTopic::new("again", 1)).unwrap();
+    for i in 0..2 {
+        send(&format!("new-{i}")).unwrap().wait().unwrap();
+    }
+    assert_eq!(poll_values(&mut consumer, 2), ["new-0", "new-1"]);
+}

@@ -59,6 +59,10 @@ struct PartitionState {
     beyond_end_since: Option<Millis>,
     /// The high watermark of the last fetch answer, for the lag.
     high_watermark: Option<u64>,
+    /// The id of the topic incarnation the position belongs to, once
+    /// metadata named it: a different id means the topic was deleted and
+    /// made again, and the position is meaningless there.
+    topic_id: Option<u64>,
 }
 
 /// A request in flight: a fetch or an offset lookup, its partitions (with
@@ -210,6 +214,7 @@ impl ConsumerCore {
         *state = PartitionState {
             position: Some(offset),
             paused: state.paused,
+            topic_id: state.topic_id,
             ..PartitionState::default()
         };
         Ok(())
@@ -221,6 +226,7 @@ impl ConsumerCore {
         *state = PartitionState {
             reset: Some(spec),
             paused: state.paused,
+            topic_id: state.topic_id,
             ..PartitionState::default()
         };
         Ok(())
@@ -302,6 +308,7 @@ impl ConsumerCore {
         };
         let id = envelope.correlation_id;
         if self.metadata.handle_response(now, id, &response) {
+            self.notice_recreated_topics();
             return;
         }
         if let Some(query) = self.queries.values_mut().find(|q| q.owns(id)) {
@@ -512,6 +519,28 @@ impl ConsumerCore {
     }
 
     // ----- internals -----------------------------------------------------------
+
+    /// A partition whose topic was deleted and made again (its id changed)
+    /// starts over: no position (`auto_offset_reset` applies, or
+    /// `NoOffsetForPartition`), nothing buffered from the old incarnation.
+    fn notice_recreated_topics(&mut self) {
+        for (tp, state) in &mut self.partitions {
+            let Some(topic) = self.metadata.topics.get(tp.topic()) else {
+                continue;
+            };
+            match state.topic_id {
+                Some(id) if id != topic.id => {
+                    *state = PartitionState {
+                        paused: state.paused,
+                        topic_id: Some(topic.id),
+                        ..PartitionState::default()
+                    };
+                }
+                Some(_) => {}
+                None => state.topic_id = Some(topic.id),
+            }
+        }
+    }
 
     fn send_request(&mut self, to: NodeId, request: Request) -> u64 {
         queue_request(

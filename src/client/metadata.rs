@@ -19,6 +19,12 @@ pub(crate) struct MetadataCache {
     pub(crate) brokers: Vec<NodeId>,
     pub(crate) topics: BTreeMap<Arc<str>, Arc<TopicMetadata>>,
     fetched_at: Option<Millis>,
+    /// The metadata version of the last answer, and per topic the version
+    /// of the last answer that had it: a topic missing from an answer
+    /// newer than that was deleted (an answer from a broker that lags
+    /// behind proves nothing).
+    version: u64,
+    present_at: BTreeMap<Arc<str>, u64>,
     /// The refresh in flight: its correlation id, node and deadline.
     in_flight: Option<(u64, NodeId, Millis)>,
     /// A refresh is wanted before the data is due (a leader moved): one
@@ -45,6 +51,8 @@ impl MetadataCache {
             brokers: Vec::new(),
             topics: BTreeMap::new(),
             fetched_at: None,
+            version: 0,
+            present_at: BTreeMap::new(),
             in_flight: None,
             wanted_after: None,
             last_attempt: None,
@@ -63,6 +71,22 @@ impl MetadataCache {
             .partitions
             .get(tp.partition() as usize)?
             .leader
+    }
+
+    /// Whether `tp`'s topic (or this partition of it) was deleted, by an
+    /// answer received after `since`: a newer metadata version than the
+    /// last one that had it lacks it.
+    pub(crate) fn deleted_since(&self, tp: &TopicPartition, since: Millis) -> bool {
+        let fresh = self.fetched_at.is_some_and(|at| at > since);
+        let missing = self
+            .topics
+            .get(tp.topic())
+            .is_none_or(|t| tp.partition() as usize >= t.partitions.len());
+        let was_there = self
+            .present_at
+            .get(tp.topic())
+            .is_some_and(|&v| v < self.version);
+        fresh && missing && was_there
     }
 
     /// The topic, if known.
@@ -157,6 +181,10 @@ impl MetadataCache {
                     .map(|t| (t.name.clone(), Arc::new(t.clone())))
                     .collect();
                 self.fetched_at = Some(now);
+                self.version = m.version;
+                for name in self.topics.keys() {
+                    self.present_at.insert(name.clone(), m.version);
+                }
                 self.last_error = None;
                 self.finished += 1;
                 self.last_success = self.finished;

@@ -103,6 +103,8 @@ pub(crate) struct Drained {
     pub(crate) ready: Vec<(NodeId, ProducerBatch)>,
     /// Batches that waited longer than `delivery_timeout_ms`.
     pub(crate) expired: Vec<ProducerBatch>,
+    /// Batches of partitions whose topic was deleted since they were made.
+    pub(crate) gone: Vec<ProducerBatch>,
     /// When something next becomes due.
     pub(crate) next_wake: Millis,
     /// Some ready batch's leader is unknown: metadata should be refreshed.
@@ -230,6 +232,7 @@ impl Accumulator {
         now: Millis,
         config: &ProducerConfig,
         leader: impl Fn(&TopicPartition) -> Option<NodeId>,
+        gone: impl Fn(&TopicPartition, Millis) -> bool,
         max_in_flight: usize,
         producer: Option<(i64, i16)>,
     ) -> Drained {
@@ -241,6 +244,25 @@ impl Accumulator {
             ..Drained::default()
         };
         for (tp, queue) in &mut self.queues {
+            // The topic was deleted after these batches were made: they
+            // fail now, not at the delivery timeout; a topic made again
+            // under the name starts its sequences afresh.
+            let mut deleted = false;
+            while queue
+                .batches
+                .front()
+                .is_some_and(|b| gone(tp, b.created_ms))
+            {
+                if let Some(batch) = queue.batches.pop_front() {
+                    queue.settle(batch.id);
+                    out.gone.push(batch);
+                    deleted = true;
+                }
+            }
+            if deleted && queue.batches.is_empty() && queue.in_flight == 0 {
+                queue.window.clear();
+                self.next_sequence.remove(tp);
+            }
             while queue
                 .batches
                 .front()
@@ -367,7 +389,7 @@ mod tests {
         }
         let producer = Some((7, 0));
         let drain = |acc: &mut Accumulator| {
-            let drained = acc.drain(0, &config, |_| Some(0), 5, producer);
+            let drained = acc.drain(0, &config, |_| Some(0), |_, _| false, 5, producer);
             drained
                 .ready
                 .into_iter()

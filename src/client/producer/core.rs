@@ -393,6 +393,7 @@ impl ProducerCore {
             now,
             &self.config,
             |tp| metadata.leader(tp),
+            |tp, since| metadata.deleted_since(tp, since),
             limit,
             self.producer_id,
         );
@@ -402,6 +403,12 @@ impl ProducerCore {
         }
         for batch in drained.expired {
             let error = expired(&batch, now);
+            self.complete(&batch, Err(error), Some(now));
+        }
+        for batch in drained.gone {
+            let error = Error::UnknownTopicOrPartition {
+                topic: batch.partition.to_string(),
+            };
             self.complete(&batch, Err(error), Some(now));
         }
         self.send(drained.ready, now);
