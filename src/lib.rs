@@ -72,6 +72,19 @@
 #![warn(missing_docs)]
 #![cfg(unix)]
 
+/// A `tracing` event (`trace_event!(info, field = value, "message")`) when
+/// the `tracing` feature is on; with it off, nothing is compiled and the
+/// arguments are not evaluated. Events report what a core decided; they
+/// never feed back into a decision.
+macro_rules! trace_event {
+    ($level:ident, $($arg:tt)+) => {
+        #[cfg(feature = "tracing")]
+        {
+            ::tracing::$level!($($arg)+);
+        }
+    };
+}
+
 pub mod broker;
 pub mod client;
 pub mod cluster;

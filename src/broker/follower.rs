@@ -236,6 +236,15 @@ fn apply_partition_data(
             });
         }
         log.truncate_to(target)?;
+        trace_event!(
+            warn,
+            broker = id,
+            partition = %partition.tp,
+            from = end,
+            to = target,
+            epoch,
+            "follower truncated its log to the leader's"
+        );
         truncations.push(Truncation {
             broker: id,
             partition: partition.tp.clone(),

@@ -624,6 +624,7 @@ impl BrokerCore {
             return;
         }
         self.want_shutdown = true;
+        trace_event!(info, broker = self.id, "controlled shutdown begins");
         self.send_heartbeat();
     }
 
@@ -642,6 +643,7 @@ impl BrokerCore {
     /// broker and moves its leaderships). [`halted`](Self::halted) says why;
     /// the broker serves again only once restarted.
     fn halt(&mut self, now: Millis, reason: String) {
+        trace_event!(error, broker = self.id, reason = %reason, "broker halts");
         self.answer_and_stop(now);
         self.partitions.clear();
         self.halted = Some(reason);

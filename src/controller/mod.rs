@@ -206,7 +206,10 @@ impl Controller {
     fn fence(&mut self, brokers: &[NodeId], now: Millis) -> Result<bool> {
         let mut fenced = false;
         for b in brokers {
-            fenced |= self.last_heartbeat.remove(b).is_some();
+            if self.last_heartbeat.remove(b).is_some() {
+                trace_event!(warn, broker = *b, "broker fenced");
+                fenced = true;
+            }
         }
         if fenced {
             self.set_live_brokers();
@@ -688,10 +691,59 @@ impl Controller {
         let base = self.store.append(&values, now)?;
         let metadata = Arc::make_mut(&mut self.metadata);
         for (i, change) in changes.iter().enumerate() {
+            trace_change(metadata, change);
             apply(metadata, change, base + i as u64);
             metadata.version += 1;
         }
         Ok(())
+    }
+}
+
+/// Reports a committed change where a user would look: a partition's
+/// leader elected (or lost) and its ISR changed.
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+fn trace_change(before: &ClusterMetadata, change: &MetadataRecord) {
+    let (MetadataRecord::PartitionChanged {
+        name,
+        partition,
+        leader,
+        leader_epoch,
+        isr,
+        ..
+    }
+    | MetadataRecord::AssignmentChanged {
+        name,
+        partition,
+        leader,
+        leader_epoch,
+        isr,
+        ..
+    }) = change
+    else {
+        return;
+    };
+    let old = before
+        .topics
+        .get(name.as_str())
+        .and_then(|t| t.partitions.get(*partition as usize));
+    if old.is_none_or(|p| p.leader != *leader) {
+        trace_event!(
+            info,
+            topic = %name,
+            partition,
+            leader = ?leader,
+            leader_epoch,
+            isr = ?isr,
+            "partition leader elected"
+        );
+    } else if old.is_some_and(|p| p.isr != *isr) {
+        trace_event!(
+            info,
+            topic = %name,
+            partition,
+            isr = ?isr,
+            "partition ISR changed"
+        );
     }
 }
 

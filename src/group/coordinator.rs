@@ -256,9 +256,22 @@ impl GroupCoordinator {
             .groups
             .entry(request.group.clone())
             .or_insert_with(|| Group::new(request.group.clone()));
+        #[cfg(feature = "tracing")]
+        let state_before = group.state();
         let result = group.heartbeat(request, &assignor, topics, now, || {
             format!("{partition}-{leader_epoch}-{member_seq}")
         });
+        #[cfg(feature = "tracing")]
+        if group.state() != state_before {
+            trace_event!(
+                info,
+                group = %group.id,
+                from = ?state_before,
+                to = ?group.state(),
+                group_epoch = group.group_epoch,
+                "group state changed"
+            );
+        }
         if matches!(&result, Ok((_, true))) {
             shard.next_member += 1;
         }
@@ -1115,6 +1128,14 @@ impl Group {
         for m in &members {
             target.entry(m.member_id.clone()).or_default();
         }
+        trace_event!(
+            info,
+            group = %self.id,
+            group_epoch = self.group_epoch,
+            members = members.len(),
+            assignor = assignor.name(),
+            "group rebalanced: new target assignment"
+        );
         self.target = target;
         self.target_partitions = partitions;
         self.target_epoch = self.group_epoch;

@@ -163,6 +163,13 @@ impl<D: LogDir> SegmentedLog<D> {
     ) -> Result<Self> {
         let mut log = Self::new(dir, config, clock, segments, checkpoint)?;
         if recovered {
+            trace_event!(
+                warn,
+                dir = ?log.dir,
+                log_start_offset = log.start,
+                log_end_offset = log.end,
+                "log recovered after an unclean shutdown"
+            );
             log.flush_and_checkpoint()?;
         }
         Ok(log)

@@ -470,6 +470,13 @@ impl ProducerCore {
                     let in_time = now.saturating_sub(batch.created_ms) < delivery_timeout;
                     if retriable && in_time && batch.attempts <= retries {
                         let retry_at = now + retry_backoff(&self.config, batch.attempts);
+                        trace_event!(
+                            debug,
+                            partition = %batch.partition,
+                            attempt = batch.attempts,
+                            error = %e,
+                            "producer retries a batch"
+                        );
                         batch.last_error = Some(e);
                         self.acc.requeue(batch, retry_at);
                     } else {
