@@ -365,9 +365,14 @@ pub struct ConsumerConfig {
     /// within `session_timeout_ms` takes its partitions back without a
     /// rebalance (default `None`).
     pub group_instance_id: Option<String>,
-    /// Commit the positions of consumed partitions in the background every
-    /// `auto_commit_interval_ms`, before partitions are revoked, and on close
-    /// (default true; at-least-once).
+    /// Commit the positions of the assigned partitions automatically (default
+    /// true): at the start of a `poll` once `auto_commit_interval_ms` passed
+    /// since the last one — so what it commits is what earlier polls
+    /// returned, which the application had time to process — before
+    /// partitions are revoked, and on close. Not from a background thread:
+    /// a consumer that stops polling stops committing. At-least-once as
+    /// long as the application finishes a poll's records before it polls
+    /// again (see [`Consumer`](super::Consumer#delivery-semantics)).
     pub enable_auto_commit: bool,
     /// How often auto-commit runs, in ms (default 5,000).
     pub auto_commit_interval_ms: u64,

@@ -71,6 +71,23 @@ impl<K, V> ConsumerRecord<K, V> {
 
 /// Reads records from assigned partitions; see the [`client` module docs](crate::client).
 ///
+/// # Delivery semantics
+///
+/// What a crash can do to a group member's records depends on where it
+/// commits (SPEC C7):
+///
+/// - **At least once** (nothing is lost, a record may be processed twice):
+///   process every record a `poll` returned, *then* commit — with
+///   `commit_sync()` after processing, or with auto-commit, which commits at
+///   the start of the next `poll` what earlier polls returned. A crash after
+///   processing and before the commit delivers those records again.
+/// - **At most once** (nothing is processed twice, a record may be
+///   skipped): commit *before* processing — `commit_sync()` right after
+///   `poll`, with `enable_auto_commit` off — then process. A crash after the
+///   commit and before processing skips those records.
+/// - A position moved by `seek` is committed like any other: commit only
+///   what was processed.
+///
 /// ```
 /// use std::time::Duration;
 /// use ferrolog::client::{AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig,
