@@ -6,6 +6,11 @@
 //! - `consume/file`: the same records read back by one consumer.
 //! - `latency/memory`: 100,000 records sent at a steady 20,000 records/s with
 //!   linger 0; latency from `send` to the consumer's `poll` returning it.
+//! - `metrics/produce`, `metrics/consume`: `produce/memory` and reading it
+//!   all back, with metrics recording on (broker, producer, consumer) and
+//!   off, ten alternating rounds each; the best round of each is printed
+//!   with `metrics_cost=` (1 − on/off: the share of throughput recording
+//!   costs; the target is at most 0.03).
 //!
 //! Run with `cargo bench --bench pipeline` (add `-- latency` for the
 //! workloads whose name contains `latency`).
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Run, report};
+use ferrolog::broker::BrokerConfig;
 use ferrolog::client::{
     Acks, AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
 };
@@ -36,8 +42,17 @@ fn topic(cluster: &Cluster, name: &str) -> TopicPartition {
 
 /// A consumer of `partition` from its first offset.
 fn consumer_from_start(cluster: &Cluster, partition: TopicPartition) -> Consumer<Bytes, Bytes> {
+    consumer_with(cluster, partition, true)
+}
+
+fn consumer_with(
+    cluster: &Cluster,
+    partition: TopicPartition,
+    metrics_enabled: bool,
+) -> Consumer<Bytes, Bytes> {
     let config = ConsumerConfig::builder()
         .auto_offset_reset(AutoOffsetReset::Earliest)
+        .metrics_enabled(metrics_enabled)
         .build()
         .expect("config");
     let mut consumer: Consumer<Bytes, Bytes> = Consumer::new(cluster, config).expect("consumer");
@@ -46,7 +61,11 @@ fn consumer_from_start(cluster: &Cluster, partition: TopicPartition) -> Consumer
 }
 
 fn consume_all(cluster: &Cluster, partition: &TopicPartition) -> Run {
-    let mut consumer = consumer_from_start(cluster, partition.clone());
+    consume_all_with(cluster, partition, true)
+}
+
+fn consume_all_with(cluster: &Cluster, partition: &TopicPartition, metrics_enabled: bool) -> Run {
+    let mut consumer = consumer_with(cluster, partition.clone(), metrics_enabled);
     let started = Instant::now();
     let mut read = 0;
     let mut bytes = 0;
@@ -148,6 +167,41 @@ fn main() {
         let run = consume_all(&files, &partition);
         report_rate("consume/file", &run, 3_000_000.0);
         files.shutdown().expect("shutdown");
+    }
+
+    if wanted("metrics") {
+        // (best produce, best consume) seconds, with metrics off and on.
+        let mut best = [[f64::MAX; 2]; 2];
+        for round in 0..20 {
+            let on = round % 2 == 1;
+            let cluster = Cluster::builder()
+                .broker_config(BrokerConfig {
+                    metrics_enabled: on,
+                    ..BrokerConfig::default()
+                })
+                .build()
+                .expect("cluster");
+            let partition = topic(&cluster, "bench");
+            let produced =
+                common::produce_with(&cluster, "bench", Acks::Leader, RECORDS, VALUE_BYTES, on);
+            let consumed = consume_all_with(&cluster, &partition, on);
+            let side = &mut best[usize::from(on)];
+            side[0] = side[0].min(produced.elapsed.as_secs_f64());
+            side[1] = side[1].min(consumed.elapsed.as_secs_f64());
+        }
+        for (i, name) in ["metrics/produce", "metrics/consume"]
+            .into_iter()
+            .enumerate()
+        {
+            let (off, on) = (best[0][i], best[1][i]);
+            let cost = 1.0 - off / on;
+            println!(
+                "BENCH name={name} records_per_s={:.0} off_records_per_s={:.0} metrics_cost={cost:.3} target=0.03 met={}",
+                RECORDS as f64 / on,
+                RECORDS as f64 / off,
+                if cost <= 0.03 { "yes" } else { "no" }
+            );
+        }
     }
 
     if wanted("latency/memory") {

@@ -294,8 +294,9 @@ pub struct ProducerMetrics {
 pub struct ConsumerMetrics {
     /// Records handed to the application.
     pub records_consumed: u64,
-    /// Their bytes (keys and values).
-    pub bytes_consumed: u64,
+    /// Bytes of record batches fetched (Kafka's `bytes-consumed`: what
+    /// fetches brought, framing included).
+    pub bytes_fetched: u64,
     /// Fetch requests answered.
     pub fetches: u64,
     /// From a fetch's send to its answer, in milliseconds.

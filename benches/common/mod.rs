@@ -62,9 +62,22 @@ pub fn produce(
     records: usize,
     value_bytes: usize,
 ) -> Run {
+    produce_with(cluster, topic, acks, records, value_bytes, true)
+}
+
+/// [`produce`] with the producer's metrics recording on or off.
+pub fn produce_with(
+    cluster: &Cluster,
+    topic: &'static str,
+    acks: Acks,
+    records: usize,
+    value_bytes: usize,
+    metrics_enabled: bool,
+) -> Run {
     let config = ProducerConfig::builder()
         .acks(acks)
         .linger_ms(5u64)
+        .metrics_enabled(metrics_enabled)
         .build()
         .expect("config");
     let producer: Producer<Bytes, Bytes> = Producer::new(cluster, config).expect("producer");

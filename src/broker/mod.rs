@@ -104,6 +104,10 @@ pub struct BrokerConfig {
     /// `flush_ms` of their own (Kafka's `log.flush.interval.ms`; default
     /// `None`).
     pub log_flush_interval_ms: Option<u64>,
+    /// Record [metrics](crate::metrics) (default true). Recording costs a
+    /// counter or histogram bucket per event; turning it off is for
+    /// measuring that cost — snapshots then read zeros.
+    pub metrics_enabled: bool,
 }
 
 impl Default for BrokerConfig {
@@ -122,6 +126,7 @@ impl Default for BrokerConfig {
             offsets_commit_timeout_ms: 5_000,
             log_flush_interval_messages: None,
             log_flush_interval_ms: None,
+            metrics_enabled: true,
         }
     }
 }
@@ -696,7 +701,9 @@ impl BrokerCore {
     // ----- dispatch --------------------------------------------------------
 
     fn handle_request(&mut self, now: Millis, reply: ReplyTo, request: Request) {
-        self.stats.received(&reply, &request, self.now);
+        if self.config.metrics_enabled {
+            self.stats.received(&reply, &request, self.now);
+        }
         if self.stopped {
             return self.respond(reply, Err(self.shutting_down_error()));
         }
@@ -834,7 +841,9 @@ impl BrokerCore {
     }
 
     fn respond(&mut self, reply: ReplyTo, response: Result<Response>) {
-        self.stats.answered(&reply, response.is_err(), self.now);
+        if self.config.metrics_enabled {
+            self.stats.answered(&reply, response.is_err(), self.now);
+        }
         let answer = reply.answer(Peer::Broker(self.id), response);
         self.outbox.push_back(answer);
     }

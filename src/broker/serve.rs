@@ -88,8 +88,10 @@ impl BrokerCore {
         }
         let (records, bytes) = (batch.record_count().max(0) as u64, batch.size() as u64);
         let info = partition.log.append(batch, epoch)?;
-        partition.stats.records_in += records;
-        partition.stats.bytes_in += bytes;
+        if self.config.metrics_enabled {
+            partition.stats.records_in += records;
+            partition.stats.bytes_in += bytes;
+        }
         let end = partition.log.log_end_offset();
         let start = partition.log.log_start_offset();
         partition
@@ -285,7 +287,7 @@ impl BrokerCore {
         } else {
             let mut records = partition.log.read(fp.fetch_offset, max_bytes)?;
             records.truncate_at_offset(visible);
-            if replica.is_none() {
+            if replica.is_none() && self.config.metrics_enabled {
                 partition.stats.bytes_out += records.size() as u64;
             }
             records

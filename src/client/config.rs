@@ -194,6 +194,10 @@ pub struct ProducerConfig {
     /// idempotence). Without idempotence one batch per partition is in flight
     /// whatever this says, so retries cannot reorder records.
     pub max_in_flight_requests_per_connection: usize,
+    /// Record [metrics](crate::metrics) (default true). Recording costs a
+    /// counter or histogram bucket per event; turning it off is for
+    /// measuring that cost — snapshots then read zeros.
+    pub metrics_enabled: bool,
 }
 
 impl Default for ProducerConfig {
@@ -214,6 +218,7 @@ impl Default for ProducerConfig {
             metadata_max_age_ms: 300_000,
             enable_idempotence: true,
             max_in_flight_requests_per_connection: 5,
+            metrics_enabled: true,
         }
     }
 }
@@ -316,6 +321,7 @@ config_builder!(
         metadata_max_age_ms: u64,
         enable_idempotence: bool,
         max_in_flight_requests_per_connection: usize,
+        metrics_enabled: bool,
     }
 );
 
@@ -392,6 +398,10 @@ pub struct ConsumerConfig {
     pub partition_assignment_strategy: String,
     /// Wait before retrying a failed group request, in ms (default 100).
     pub retry_backoff_ms: u64,
+    /// Record [metrics](crate::metrics) (default true). Recording costs a
+    /// counter or histogram bucket per event; turning it off is for
+    /// measuring that cost — snapshots then read zeros.
+    pub metrics_enabled: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -417,6 +427,7 @@ impl Default for ConsumerConfig {
             max_poll_interval_ms: 300_000,
             partition_assignment_strategy: "range".to_string(),
             retry_backoff_ms: 100,
+            metrics_enabled: true,
         }
     }
 }
@@ -517,6 +528,7 @@ config_builder!(
         max_poll_interval_ms: u64,
         partition_assignment_strategy: String,
         retry_backoff_ms: u64,
+        metrics_enabled: bool,
     }
 );
 

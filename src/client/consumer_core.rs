@@ -114,7 +114,7 @@ pub(crate) struct ConsumerCore {
 #[derive(Debug, Default)]
 struct ConsumerStats {
     records_consumed: u64,
-    bytes_consumed: u64,
+    bytes_fetched: u64,
     fetches: u64,
     fetch_latency_ms: Histogram,
 }
@@ -319,9 +319,11 @@ impl ConsumerCore {
             Some(InFlight::Fetch {
                 partitions, sent, ..
             }) => {
-                self.stats.fetches += 1;
-                let latency = now.saturating_sub(sent).max(0) as u64;
-                self.stats.fetch_latency_ms.record(latency);
+                if self.config.metrics_enabled {
+                    self.stats.fetches += 1;
+                    let latency = now.saturating_sub(sent).max(0) as u64;
+                    self.stats.fetch_latency_ms.record(latency);
+                }
                 self.fetched(now, id, &partitions, response)
             }
             Some(InFlight::Lookup { partitions, .. }) => {
@@ -482,18 +484,24 @@ impl ConsumerCore {
                     }
                     break;
                 };
-                take(tp, record, *timestamp_type)?;
-                self.stats.records_consumed += 1;
-                let key = record.key.as_ref().map_or(0, |k| k.len());
-                let value = record.value.as_ref().map_or(0, |v| v.len());
-                self.stats.bytes_consumed += (key + value) as u64;
+                if let Err(e) = take(tp, record, *timestamp_type) {
+                    self.count_consumed(taken);
+                    return Err(e);
+                }
                 state.position = Some(record.offset + 1);
                 state.proven = true;
                 state.buffered.pop_front();
                 taken += 1;
             }
         }
+        self.count_consumed(taken);
         Ok(taken)
+    }
+
+    fn count_consumed(&mut self, records: usize) {
+        if self.config.metrics_enabled {
+            self.stats.records_consumed += records as u64;
+        }
     }
 
     /// A snapshot of the consumer's counters and each assigned partition's
@@ -510,7 +518,7 @@ impl ConsumerCore {
             .collect();
         ConsumerMetrics {
             records_consumed: self.stats.records_consumed,
-            bytes_consumed: self.stats.bytes_consumed,
+            bytes_fetched: self.stats.bytes_fetched,
             fetches: self.stats.fetches,
             fetch_latency_ms: self.stats.fetch_latency_ms.summary(),
             lag,
@@ -802,6 +810,9 @@ impl ConsumerCore {
             }
             if let Ok(data) = &part.result {
                 state.high_watermark = Some(data.high_watermark);
+                if self.config.metrics_enabled {
+                    self.stats.bytes_fetched += data.records.size() as u64;
+                }
             }
             match part.result {
                 Ok(data) => match buffer(

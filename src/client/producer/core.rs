@@ -73,6 +73,33 @@ struct ProducerStats {
     produce_latency_ms: Histogram,
 }
 
+impl ProducerStats {
+    /// `batch` goes out (its first send, or a retry) at `now`.
+    fn sending(&mut self, batch: &ProducerBatch, now: Millis) {
+        if batch.attempts == 1 {
+            let queued = now.saturating_sub(batch.created_ms).max(0) as u64;
+            self.queue_time_ms.record(queued);
+            self.batch_records.record(batch.record_count() as u64);
+        } else {
+            self.retries += 1;
+        }
+    }
+
+    /// `batch` has its outcome (at `now`, when known: its latency).
+    fn completed(&mut self, batch: &ProducerBatch, ok: bool, now: Option<Millis>) {
+        let records = batch.record_count() as u64;
+        if !ok {
+            self.record_errors += records;
+            return;
+        }
+        self.records_sent += records;
+        if let Some(now) = now {
+            let latency = now.saturating_sub(batch.created_ms).max(0) as u64;
+            self.produce_latency_ms.record(latency);
+        }
+    }
+}
+
 /// The producer's protocol state; see the [module docs](self).
 pub(crate) struct ProducerCore {
     peer: Peer,
@@ -322,15 +349,8 @@ impl ProducerCore {
         outcome: Result<Option<u64>>,
         now: Option<Millis>,
     ) {
-        let records = batch.record_count() as u64;
-        if outcome.is_ok() {
-            self.stats.records_sent += records;
-            if let Some(now) = now {
-                let latency = now.saturating_sub(batch.created_ms).max(0) as u64;
-                self.stats.produce_latency_ms.record(latency);
-            }
-        } else {
-            self.stats.record_errors += records;
+        if self.config.metrics_enabled {
+            self.stats.completed(batch, outcome.is_ok(), now);
         }
         self.completions.push_back(Completion {
             batch: batch.id,
@@ -502,12 +522,8 @@ impl ProducerCore {
         let mut sizes: BTreeMap<NodeId, usize> = BTreeMap::new();
         for (node, mut batch) in ready {
             batch.attempts += 1;
-            if batch.attempts == 1 {
-                let queued = now.saturating_sub(batch.created_ms).max(0) as u64;
-                self.stats.queue_time_ms.record(queued);
-                self.stats.batch_records.record(batch.record_count() as u64);
-            } else {
-                self.stats.retries += 1;
+            if self.config.metrics_enabled {
+                self.stats.sending(&batch, now);
             }
             let size = batch.bytes().size();
             let groups = by_node.entry(node).or_default();
@@ -536,7 +552,7 @@ impl ProducerCore {
                     partitions,
                 });
                 let id = self.send_request(node, request);
-                self.stats.requests += 1;
+                self.stats.requests += u64::from(self.config.metrics_enabled);
                 if self.config.acks == Acks::None {
                     // Nobody answers: delivered as far as the producer knows.
                     for batch in batches {
