@@ -777,8 +777,9 @@ fn membership_churn_never_gives_a_partition_to_two_members() {
 
 /// Offset commits are validated and groups survive their topics (issue
 /// 15): a commit naming a partition that does not exist is
-/// `UnknownTopicOrPartition`, one naming a partition another member owns is
-/// `PartitionNotAssigned`, and neither writes anything; after the group's
+/// `UnknownTopicOrPartition` (or `InvalidPartition`), an offset past the high watermark
+/// `OffsetOutOfRange`, one naming a partition another member owns is
+/// `PartitionNotAssigned`, and none writes anything; after the group's
 /// topic is deleted the group still describes (that partition's lag
 /// unknown) and its offsets of the deleted topic can be deleted; an empty
 /// group is deleted with its offsets; a group with members refuses both
@@ -806,11 +807,34 @@ fn commits_are_validated_and_a_group_outlives_its_deleted_topic() {
             (t0.clone(), OffsetAndMetadata::new(3)),
             (bad, OffsetAndMetadata::new(1)),
         ]);
+        // Kafka's code 3 either way; the partition's own variant says how
+        // many there are.
         assert!(
-            matches!(refused, Err(Error::UnknownTopicOrPartition { .. })),
+            matches!(
+                refused,
+                Err(Error::UnknownTopicOrPartition { .. }
+                    | Error::InvalidPartition {
+                        partition: 7,
+                        partition_count: 2,
+                        ..
+                    })
+            ),
             "{what}: {refused:?}"
         );
+        assert_eq!(refused.unwrap_err().code(), 3);
     }
+    let beyond = a.commit_offsets_sync([(t0.clone(), OffsetAndMetadata::new(11))]);
+    assert!(
+        matches!(
+            beyond,
+            Err(Error::OffsetOutOfRange {
+                offset: 11,
+                log_start_offset: 0,
+                log_end_offset: 10,
+            })
+        ),
+        "{beyond:?}"
+    );
     let t0_offset = |c: &Member| c.committed([&t0]).unwrap()[&t0].offset;
     assert_eq!(t0_offset(&a), 10, "nothing of a refused commit is written");
 

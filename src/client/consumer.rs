@@ -627,7 +627,13 @@ impl<K, V> Consumer<K, V> {
     }
 
     /// Commits the given offsets (the next offset to read per partition) and
-    /// waits until they are replicated.
+    /// waits until they are replicated. An offset beyond its partition's
+    /// high watermark is [`Error::OffsetOutOfRange`] and nothing is
+    /// committed (checked against the last fetch's high watermark, or with
+    /// an offset look-up when that does not vouch for it); a partition that
+    /// does not exist is [`Error::UnknownTopicOrPartition`]; a group member
+    /// committing a partition it does not own gets
+    /// [`Error::PartitionNotAssigned`].
     pub fn commit_offsets_sync(
         &mut self,
         offsets: impl IntoIterator<Item = (TopicPartition, OffsetAndMetadata)>,
@@ -640,8 +646,36 @@ impl<K, V> Consumer<K, V> {
         if offsets.is_empty() {
             return Ok(());
         }
+        self.check_within_logs(&offsets)?;
         self.member()?
             .commit(offsets, self.config.default_api_timeout_ms as Millis)
+    }
+
+    /// Refuses offsets past their partitions' high watermarks.
+    fn check_within_logs(&mut self, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
+        let core = self.fetch();
+        let unsure: Vec<&TopicPartition> = offsets
+            .iter()
+            .filter(|(tp, o)| core.known_high_watermark(tp).is_none_or(|hw| o.offset > hw))
+            .map(|(tp, _)| tp)
+            .collect();
+        if unsure.is_empty() {
+            return Ok(());
+        }
+        let ends = self.end_offsets(unsure)?;
+        for (tp, o) in offsets {
+            if let Some(&end) = ends.get(tp)
+                && o.offset > end
+            {
+                let start = self.beginning_offsets([tp])?.get(tp).copied().unwrap_or(0);
+                return Err(Error::OffsetOutOfRange {
+                    offset: o.offset,
+                    log_start_offset: start,
+                    log_end_offset: end,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Commits the positions of all assigned partitions without waiting; the

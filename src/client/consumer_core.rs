@@ -504,6 +504,11 @@ impl ConsumerCore {
         }
     }
 
+    /// The high watermark of `tp` from the last fetch answer, if any.
+    pub(crate) fn known_high_watermark(&self, tp: &TopicPartition) -> Option<u64> {
+        self.partitions.get(tp)?.high_watermark
+    }
+
     /// A snapshot of the consumer's counters and each assigned partition's
     /// lag (its position behind the high watermark of the last fetch
     /// answer); `rebalances` is the handle's to fill in.
