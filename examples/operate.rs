@@ -124,6 +124,15 @@ fn main() -> ferrolog::Result<()> {
             .collect();
         println!("  broker {}: {}", broker.broker, requests.join(", "));
     }
+    // The same snapshot for a Prometheus scrape endpoint of your own.
+    let text = metrics.prometheus_text();
+    println!("prometheus exposition: {} lines, e.g.", text.lines().count());
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("ferrolog_partition_high_watermark{topic=\"orders\""))
+    {
+        println!("  {line}");
+    }
     drop(member);
     cluster.shutdown()
 }

@@ -267,6 +267,198 @@ pub struct ClusterMetrics {
     pub groups: Vec<GroupMetrics>,
 }
 
+impl ClusterMetrics {
+    /// The snapshot in Prometheus' text exposition format (version 0.0.4),
+    /// for an HTTP endpoint of the application's own (the library serves
+    /// nothing): per partition its counters and gauges, per broker its
+    /// requests (count, errors, latency as a summary) and purgatory sizes,
+    /// per group its members, and the cluster's under-replicated and
+    /// offline partition counts. Metric names start with `ferrolog_`.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = Exposition::default();
+        let partition_labels = |p: &PartitionMetrics| {
+            vec![
+                ("topic", p.partition.topic().to_string()),
+                ("partition", p.partition.partition().to_string()),
+            ]
+        };
+        type PartitionValue = fn(&PartitionMetrics) -> u64;
+        let partition_metrics: [(&str, &str, &str, PartitionValue); 9] = [
+            (
+                "partition_records_in_total",
+                "counter",
+                "Records appended by producers.",
+                |p| p.records_in,
+            ),
+            (
+                "partition_bytes_in_total",
+                "counter",
+                "Bytes appended by producers.",
+                |p| p.bytes_in,
+            ),
+            (
+                "partition_bytes_out_total",
+                "counter",
+                "Bytes served to consumers.",
+                |p| p.bytes_out,
+            ),
+            (
+                "partition_log_start_offset",
+                "gauge",
+                "First offset of the log.",
+                |p| p.log_start_offset,
+            ),
+            (
+                "partition_log_end_offset",
+                "gauge",
+                "Offset the next record gets.",
+                |p| p.log_end_offset,
+            ),
+            (
+                "partition_high_watermark",
+                "gauge",
+                "Offsets below it are committed.",
+                |p| p.high_watermark,
+            ),
+            ("partition_isr_size", "gauge", "In-sync replicas.", |p| {
+                p.isr.len() as u64
+            }),
+            (
+                "partition_under_replicated",
+                "gauge",
+                "1 if fewer in-sync replicas than replicas.",
+                |p| u64::from(p.under_replicated),
+            ),
+            (
+                "partition_offline",
+                "gauge",
+                "1 if the partition has no leader.",
+                |p| u64::from(p.offline),
+            ),
+        ];
+        for (name, kind, help, value) in partition_metrics {
+            out.family(name, kind, help);
+            for p in &self.partitions {
+                out.sample(name, &partition_labels(p), value(p) as f64);
+            }
+        }
+        out.family(
+            "broker_requests_total",
+            "counter",
+            "Requests received, by API.",
+        );
+        out.family(
+            "broker_request_errors_total",
+            "counter",
+            "Requests answered with an error, by API.",
+        );
+        for b in &self.brokers {
+            for (api, r) in &b.requests {
+                let labels = [("broker", b.broker.to_string()), ("api", api.to_string())];
+                out.sample("broker_requests_total", &labels, r.count as f64);
+                out.sample("broker_request_errors_total", &labels, r.errors as f64);
+            }
+        }
+        let latency = "broker_request_latency_ms";
+        out.family(latency, "summary", "From receipt to answer, in ms, by API.");
+        for b in &self.brokers {
+            for (api, r) in &b.requests {
+                let labels = vec![("broker", b.broker.to_string()), ("api", api.to_string())];
+                out.summary(latency, &labels, &r.latency_ms);
+            }
+        }
+        out.family(
+            "broker_purgatory_size",
+            "gauge",
+            "Requests parked now, by kind.",
+        );
+        for b in &self.brokers {
+            let p = &b.purgatory;
+            for (kind, n) in [
+                ("produce", p.produce),
+                ("fetch", p.fetch),
+                ("group", p.group),
+                ("heartbeat", p.heartbeat),
+            ] {
+                let labels = [("broker", b.broker.to_string()), ("kind", kind.to_string())];
+                out.sample("broker_purgatory_size", &labels, n as f64);
+            }
+        }
+        out.family("group_members", "gauge", "Members of each consumer group.");
+        for g in &self.groups {
+            out.sample(
+                "group_members",
+                &[("group", g.group.clone())],
+                g.members as f64,
+            );
+        }
+        for (name, help, value) in [
+            (
+                "under_replicated_partitions",
+                "Partitions with fewer in-sync replicas than replicas.",
+                self.under_replicated_partitions,
+            ),
+            (
+                "offline_partitions",
+                "Partitions without a leader.",
+                self.offline_partitions,
+            ),
+        ] {
+            out.family(name, "gauge", help);
+            out.sample(name, &[], value as f64);
+        }
+        out.text
+    }
+}
+
+/// Builds Prometheus text exposition.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        use std::fmt::Write;
+        let _ = writeln!(self.text, "# HELP ferrolog_{name} {help}");
+        let _ = writeln!(self.text, "# TYPE ferrolog_{name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, String)], value: f64) {
+        use std::fmt::Write;
+        let _ = write!(self.text, "ferrolog_{name}");
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{key}=\"{}\"", escape_label(value));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    fn summary(&mut self, name: &str, labels: &[(&str, String)], s: &Summary) {
+        for (q, v) in [("0.5", s.p50), ("0.99", s.p99)] {
+            let mut with_q = labels.to_vec();
+            with_q.push(("quantile", q.to_string()));
+            self.sample(name, &with_q, v as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, s.mean * s.count as f64);
+        self.sample(&format!("{name}_count"), labels, s.count as f64);
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the format wants.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// A producer's snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProducerMetrics {
@@ -324,6 +516,84 @@ mod tests {
             assert!((upper - v) as f64 <= v as f64 / 8.0, "{v} -> {upper}");
         }
         assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn prometheus_text_has_each_family_once_and_escapes_labels() {
+        let mut latency = Histogram::new();
+        latency.record(3);
+        latency.record(5);
+        let tp = TopicPartition::new("orders", 2).unwrap();
+        let partition = PartitionMetrics {
+            partition: tp,
+            broker: 1,
+            leader: Some(1),
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            log_start_offset: 4,
+            log_end_offset: 960,
+            high_watermark: 958,
+            records_in: 960,
+            bytes_in: 28_314,
+            bytes_out: 100,
+            under_replicated: true,
+            offline: false,
+            followers: Vec::new(),
+        };
+        let broker = BrokerMetrics {
+            broker: 1,
+            requests: [(
+                "Produce",
+                RequestMetrics {
+                    count: 2,
+                    errors: 1,
+                    latency_ms: latency.summary(),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            purgatory: PurgatoryMetrics::default(),
+            partitions: vec![partition.clone()],
+            groups: Vec::new(),
+        };
+        let metrics = ClusterMetrics {
+            brokers: vec![broker],
+            partitions: vec![partition],
+            under_replicated_partitions: 1,
+            offline_partitions: 0,
+            groups: vec![GroupMetrics {
+                group: "billing \"eu\"\\x".into(),
+                state: GroupState::Stable,
+                members: 2,
+                coordinator: 1,
+            }],
+        };
+        let text = metrics.prometheus_text();
+        for line in [
+            "ferrolog_partition_log_end_offset{topic=\"orders\",partition=\"2\"} 960",
+            "ferrolog_partition_under_replicated{topic=\"orders\",partition=\"2\"} 1",
+            "ferrolog_broker_request_errors_total{broker=\"1\",api=\"Produce\"} 1",
+            "ferrolog_broker_request_latency_ms{broker=\"1\",api=\"Produce\",quantile=\"0.99\"} 5",
+            "ferrolog_broker_request_latency_ms_sum{broker=\"1\",api=\"Produce\"} 8",
+            "ferrolog_broker_request_latency_ms_count{broker=\"1\",api=\"Produce\"} 2",
+            "ferrolog_group_members{group=\"billing \\\"eu\\\"\\\\x\"} 2",
+            "ferrolog_under_replicated_partitions 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let mut unique = types.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(types.len(), unique.len(), "a family declared twice");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let family = line.split(['{', ' ']).next().unwrap();
+            let base = family.trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(
+                types.iter().any(|t| t.split(' ').nth(2) == Some(base)),
+                "{family} has no TYPE line"
+            );
+        }
     }
 
     #[test]
