@@ -69,7 +69,7 @@ fn failover(cluster: &Cluster, admin: &Admin) -> Duration {
                 .expect("describe")
                 .partitions[0]
                 .clone();
-            if p.leader != Some(leader) && meta.offset.is_some() {
+            if p.leader != Some(leader) && meta.has_offset() {
                 return crashed.elapsed();
             }
         }

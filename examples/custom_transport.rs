@@ -107,7 +107,7 @@ fn main() -> ferrolog::Result<()> {
         .send(ProducerRecord::new("slow", "over a slow link".to_string()))?
         .wait()?;
     println!(
-        "delivered to {} at offset {:?} after {:?} (the transport adds 20 ms to every Produce)",
+        "delivered to {} at offset {} after {:?} (the transport adds 20 ms to every Produce)",
         delivered.partition,
         delivered.offset,
         started.elapsed()

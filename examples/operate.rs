@@ -126,7 +126,10 @@ fn main() -> ferrolog::Result<()> {
     }
     // The same snapshot for a Prometheus scrape endpoint of your own.
     let text = metrics.prometheus_text();
-    println!("prometheus exposition: {} lines, e.g.", text.lines().count());
+    println!(
+        "prometheus exposition: {} lines, e.g.",
+        text.lines().count()
+    );
     for line in text
         .lines()
         .filter(|l| l.starts_with("ferrolog_partition_high_watermark{topic=\"orders\""))

@@ -148,7 +148,7 @@ fn records_of_a_partition_are_consumed_in_send_order() {
         let meta = f.wait().unwrap();
         sent.entry(meta.partition.partition())
             .or_default()
-            .push((meta.offset.unwrap(), i as u64));
+            .push((meta.offset, i as u64));
     }
     assert_eq!(sent.len(), 3, "17 keys spread over all partitions");
     for list in sent.values() {
@@ -232,17 +232,16 @@ fn send_with_acks(cluster: &Cluster, acks: Acks, value: &str) -> RecordMetadata 
 fn acks_zero_gives_no_offset_and_acks_one_gives_the_offset_read_back() {
     let cluster = cluster_with(&[("t", 1)]);
     let meta = send_with_acks(&cluster, Acks::None, "zero");
-    assert_eq!(meta.offset, None, "acks=0: the offset is unknown");
+    assert!(!meta.has_offset(), "acks=0: the offset is unknown");
+    assert_eq!(meta.offset, RecordMetadata::UNKNOWN_OFFSET);
     let meta = send_with_acks(&cluster, Acks::Leader, "one");
     assert_eq!(
-        meta.offset,
-        Some(1),
+        meta.offset, 1,
         "acks=1: the leader's offset, after the acks=0 record"
     );
     let meta = send_with_acks(&cluster, Acks::All, "all");
     assert_eq!(
-        meta.offset,
-        Some(2),
+        meta.offset, 2,
         "acks=all with one replica: the same as acks=1"
     );
 
@@ -325,11 +324,7 @@ fn retriable_errors_are_retried_and_fatal_ones_are_not() {
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(
-        meta.offset,
-        Some(0),
-        "two lost requests, then delivered once"
-    );
+    assert_eq!(meta.offset, 0, "two lost requests, then delivered once");
     assert_eq!(transport.produce_requests.load(Ordering::SeqCst), 3);
 
     *transport.mode.lock() = Fault::LoseFirst(4);
@@ -728,7 +723,7 @@ fn a_restarted_file_cluster_keeps_every_acknowledged_record() {
             .collect();
         for (value, f) in futures {
             let meta = f.wait().unwrap();
-            acknowledged.insert((meta.partition.partition(), meta.offset.unwrap()), value);
+            acknowledged.insert((meta.partition.partition(), meta.offset), value);
         }
         drop(producer);
         cluster.shutdown().unwrap();
@@ -755,7 +750,7 @@ fn a_restarted_file_cluster_keeps_every_acknowledged_record() {
         .wait()
         .unwrap();
     let before = acknowledged.keys().filter(|(p, _)| *p == 0).count() as u64;
-    assert_eq!(meta.offset, Some(before));
+    assert_eq!(meta.offset, before);
 }
 
 #[test]
@@ -920,13 +915,13 @@ fn callbacks_futures_and_async_await_see_the_same_outcome() {
     let from_callback = rx.recv_timeout(WAIT).unwrap().unwrap();
     let from_future = future.wait().unwrap();
     assert_eq!(from_callback, from_future);
-    assert_eq!(from_future.offset, Some(0));
+    assert_eq!(from_future.offset, 0);
 
     let future = producer
         .send(ProducerRecord::new("t", "b".to_string()))
         .unwrap();
     let from_async = block_on(future).unwrap();
-    assert_eq!(from_async.offset, Some(1));
+    assert_eq!(from_async.offset, 1);
 }
 
 /// A minimal executor: polls a future on this thread, parking between wakes.
@@ -1095,8 +1090,8 @@ fn a_callback_may_flush_and_close_its_own_producer_without_hanging() {
             tx.send(result.map(|m| m.offset)).unwrap();
         })
         .unwrap();
-    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap(), Some(0));
-    assert_eq!(future.wait().unwrap().offset, Some(0));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap(), 0);
+    assert_eq!(future.wait().unwrap().offset, 0);
     let closing = thread_with_timeout(move || producer.close());
     assert!(
         closing.is_ok(),
@@ -1170,7 +1165,7 @@ fn a_slow_answer_is_waited_for_not_sent_twice() {
         let sent = producer
             .send(ProducerRecord::new("t", value.to_string()))
             .unwrap();
-        assert_eq!(sent.wait().unwrap().offset, Some(i as u64));
+        assert_eq!(sent.wait().unwrap().offset, i as u64);
     }
     assert_eq!(
         transport.produce_requests.load(Ordering::SeqCst),

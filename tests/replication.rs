@@ -233,7 +233,7 @@ fn a_record_on_the_leader_alone_is_invisible_until_the_isr_has_it() {
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(first.offset, Some(0));
+    assert_eq!(first.offset, 0);
 
     // Followers can no longer fetch from the leader (the controller still
     // hears everyone, so nothing is re-elected).
@@ -244,7 +244,7 @@ fn a_record_on_the_leader_alone_is_invisible_until_the_isr_has_it() {
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(only_leader.offset, Some(1), "acks=1: the leader has it");
+    assert_eq!(only_leader.offset, 1, "acks=1: the leader has it");
     let visible = read_all(&setup, "hw");
     assert_eq!(
         visible,
@@ -291,7 +291,7 @@ fn isr_below_min_insync_replicas_refuses_acks_all_and_appends_nothing() {
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(meta.offset, Some(0));
+    assert_eq!(meta.offset, 0);
 }
 
 #[test]
@@ -619,7 +619,7 @@ fn retries_after_a_leader_change_write_once_with_idempotence_and_twice_without()
             .count();
         if idempotent {
             assert_eq!(copies, 1, "the new leader recognised the retry");
-            assert_eq!(meta.offset, Some(0), "with the original offset");
+            assert_eq!(meta.offset, 0, "with the original offset");
         } else {
             assert_eq!(copies, 2, "without idempotence the retry is written again");
         }
@@ -682,7 +682,7 @@ fn a_new_controller_takes_over_and_an_older_controllers_metadata_is_ignored() {
             .unwrap()
             .wait()
             .unwrap();
-        acknowledged.push((meta.offset.unwrap(), value.to_string()));
+        acknowledged.push((meta.offset, value.to_string()));
     };
     send("with the first controller");
     setup.cluster.crash_controller();
@@ -778,7 +778,7 @@ fn partitions_move_to_an_added_broker_while_clients_keep_running() {
                 acknowledged
                     .entry(p)
                     .or_default()
-                    .push((meta.offset.unwrap(), value));
+                    .push((meta.offset, value));
                 i += 1;
             }
             acknowledged
@@ -916,7 +916,7 @@ fn a_graceful_stop_hands_leadership_over_without_a_pause_and_the_preferred_leade
                 acknowledged
                     .entry(p)
                     .or_default()
-                    .push((meta.offset.unwrap(), value));
+                    .push((meta.offset, value));
                 let _ = acks.send(());
                 i += 1;
             }

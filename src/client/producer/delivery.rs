@@ -16,10 +16,23 @@ use crate::topic::TopicPartition;
 pub struct RecordMetadata {
     /// The partition it went to.
     pub partition: TopicPartition,
-    /// Its offset; `None` with `acks=0`, where the broker does not answer.
-    pub offset: Option<u64>,
+    /// Its offset: with acks ≥ 1 always the one the leader gave it. With
+    /// `acks=0` the broker does not answer, and it is
+    /// [`UNKNOWN_OFFSET`](Self::UNKNOWN_OFFSET) (Kafka's -1; see
+    /// [`has_offset`](Self::has_offset)).
+    pub offset: u64,
     /// Its timestamp (the one given, or the producer's clock at `send`).
     pub timestamp: i64,
+}
+
+impl RecordMetadata {
+    /// The offset of a record sent with `acks=0`: not known.
+    pub const UNKNOWN_OFFSET: u64 = u64::MAX;
+
+    /// Whether the offset is known (acks ≥ 1).
+    pub fn has_offset(&self) -> bool {
+        self.offset != Self::UNKNOWN_OFFSET
+    }
 }
 
 #[derive(Debug, Default)]
@@ -80,7 +93,7 @@ impl BatchResult {
         match outcome {
             Ok(base) => Ok(RecordMetadata {
                 partition: self.partition.clone(),
-                offset: base.map(|b| b + u64::from(index)),
+                offset: base.map_or(RecordMetadata::UNKNOWN_OFFSET, |b| b + u64::from(index)),
                 timestamp,
             }),
             Err(e) => Err(e.clone()),

@@ -387,7 +387,7 @@ impl ProducerShared {
 /// let sent = producer
 ///     .send(ProducerRecord::new("events", "hello".to_string()).with_key("k".to_string()))?
 ///     .wait()?;
-/// assert_eq!(sent.offset, Some(0));
+/// assert_eq!(sent.offset, 0);
 /// # Ok::<(), ferrolog::Error>(())
 /// ```
 pub struct Producer<K, V> {
