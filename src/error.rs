@@ -201,6 +201,16 @@ pub enum Error {
         partition: TopicPartition,
     },
 
+    /// No controller is reachable: the brokers asked have not heard from one
+    /// for a whole `broker_session_timeout_ms`, so a topic or partition
+    /// change cannot be made now (Kafka's admin waits out its timeout
+    /// instead). Retriable once a controller is back.
+    #[error("no controller is available: {reason}")]
+    ControllerNotAvailable {
+        /// What the brokers said.
+        reason: String,
+    },
+
     /// An admin request reached a broker that is not the controller (Kafka:
     /// `NOT_CONTROLLER`). Retriable after a metadata refresh.
     #[error("broker {broker} is not the controller")]
@@ -556,6 +566,7 @@ impl Error {
                 | Error::UnknownTopicOrPartition { .. }
                 | Error::NotLeaderOrFollower { .. }
                 | Error::LeaderNotAvailable { .. }
+                | Error::ControllerNotAvailable { .. }
                 | Error::NotController { .. }
                 | Error::NotEnoughReplicas { .. }
                 | Error::NotEnoughReplicasAfterAppend { .. }
@@ -630,7 +641,8 @@ impl Error {
             | Error::NoOffsetForPartition { .. }
             | Error::NotAssigned
             | Error::PartitionNotAssigned { .. }
-            | Error::InvalidAssignment { .. } => -1,
+            | Error::InvalidAssignment { .. }
+            | Error::ControllerNotAvailable { .. } => -1,
         }
     }
 

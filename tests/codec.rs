@@ -189,7 +189,7 @@ fn io_error() -> impl Strategy<Value = Arc<std::io::Error>> {
 /// Every error variant, with arbitrary fields.
 fn error() -> impl Strategy<Value = Error> {
     (
-        0u8..52,
+        0u8..53,
         (text(), text(), text()),
         (any::<u64>(), any::<u64>(), any::<u64>()),
         (any::<i32>(), any::<i32>(), any::<u32>()),
@@ -345,6 +345,7 @@ fn error() -> impl Strategy<Value = Error> {
                         replica: u,
                     },
                     50 => Error::LeaderNotAvailable { partition: tp },
+                    51 => Error::ControllerNotAvailable { reason: s1 },
                     _ => Error::InvalidPattern {
                         pattern: s1,
                         reason: s2,

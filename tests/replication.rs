@@ -1077,3 +1077,42 @@ fn delete_records_moves_the_log_start_on_the_leader_and_its_followers() {
     let expected: Vec<(u64, String)> = (40..101).map(|i| (i, format!("r{i}"))).collect();
     assert_eq!(read, expected, "nothing at or after the offset is lost");
 }
+
+/// `Admin::create_topic` fails fast when there is no controller (issue 15):
+/// once the brokers have not heard from one for a session
+/// (`broker_session_timeout_ms`, 150 ms here) they say so in their
+/// metadata, and the call fails with `ControllerNotAvailable` instead of
+/// retrying for `default_api_timeout_ms` (60 s); nothing is created. With a
+/// controller back, the same call succeeds.
+#[test]
+fn admin_fails_fast_without_a_controller_and_works_again_once_one_is_back() {
+    let setup = cluster(3, fast_brokers(), 31);
+    let admin = Admin::new(&setup.cluster).unwrap();
+    admin.create_topic(NewTopic::new("before", 1)).unwrap();
+    setup.cluster.crash_controller();
+    let started = Instant::now();
+    let refused = admin.create_topic(NewTopic::new("during", 1));
+    let took = started.elapsed();
+    assert!(
+        matches!(refused, Err(Error::ControllerNotAvailable { .. })),
+        "{refused:?}"
+    );
+    println!("create_topic without a controller failed after {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}, not fast");
+    let describe = admin.describe_topic("before").unwrap();
+    assert_eq!(describe.partitions.len(), 1, "the brokers still serve");
+
+    setup.cluster.restart_controller().unwrap();
+    // The brokers hear from the new controller at their next heartbeat;
+    // until then the call may still be refused, never anything else.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match admin.create_topic(NewTopic::new("after", 1)) {
+            Ok(()) => break,
+            Err(Error::ControllerNotAvailable { .. }) if Instant::now() < deadline => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let topics = admin.list_topics().unwrap();
+    assert_eq!(topics, ["after", "before"], "nothing made while refused");
+}

@@ -372,6 +372,10 @@ pub struct BrokerCore {
     want_shutdown: bool,
     /// Requests by kind, for the metrics.
     stats: stats::BrokerStats,
+    /// When the controller was last heard from (a heartbeat answered, a
+    /// metadata push): a broker that has not heard from it for a session
+    /// tells clients there is no controller.
+    controller_seen: Millis,
     /// The time of the input being handled (answers' latency is measured
     /// against it).
     now: Millis,
@@ -431,6 +435,7 @@ impl BrokerCore {
             want_shutdown: false,
             stats: stats::BrokerStats::default(),
             now,
+            controller_seen: now,
         };
         broker.send_heartbeat();
         Ok(broker)
@@ -735,6 +740,7 @@ impl BrokerCore {
                 self.respond(reply, Ok(Response::Metadata(response)));
             }
             Request::UpdateMetadata(UpdateMetadataRequest { metadata }) => {
+                self.controller_seen = now;
                 let applied = self.apply_metadata(now, metadata);
                 self.respond(reply, applied.map(|()| Response::UpdateMetadata));
             }
@@ -809,6 +815,8 @@ impl BrokerCore {
             self.isr_change_answered(change.partition, response);
         } else if let Some((leader, sent)) = self.follower.answered(correlation_id) {
             self.apply_fetched(now, leader, &sent, response);
+        } else if let Ok(Response::BrokerHeartbeat(_)) = response {
+            self.controller_seen = now;
         }
     }
 

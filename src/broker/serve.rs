@@ -372,9 +372,13 @@ impl BrokerCore {
                 .map(|t| (**t).clone())
                 .collect(),
         };
+        // Not heard from for a session: as far as this broker can tell,
+        // there is no controller (Kafka's brokers answer -1 then).
+        let silent = self.now.saturating_sub(self.controller_seen)
+            > self.config.broker_session_timeout_ms as Millis;
         MetadataResponse {
             version: metadata.version,
-            controller: metadata.controller,
+            controller: metadata.controller.filter(|_| !silent),
             brokers: metadata.brokers.clone(),
             topics,
         }

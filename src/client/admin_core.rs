@@ -12,7 +12,7 @@ use super::metadata::{MetadataCache, queue_request};
 use super::offsets::{FoundOffsets, OffsetQuery};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Envelope, Message, NodeId, OffsetSpec, Peer, Request, Response, TopicMetadata,
+    CONTROLLER_ID, Envelope, Message, NodeId, OffsetSpec, Peer, Request, Response, TopicMetadata,
 };
 use crate::time::Millis;
 use crate::topic::TopicPartition;
@@ -63,6 +63,9 @@ struct ControllerCall {
     /// The refresh that should name the controller, while none is known.
     refresh: Option<u64>,
     last_error: Option<Error>,
+    /// Whether the last known controller was tried since the brokers
+    /// said there is none (it may be back before they have heard from it).
+    tried_last_known: bool,
 }
 
 /// What [`AdminCore::advance`] does for one op.
@@ -157,6 +160,7 @@ impl AdminCore {
                 answer: None,
                 refresh: None,
                 last_error: None,
+                tried_last_known: false,
             }),
             AdminAsk::Coordinator(group, request) => {
                 let (timeout, backoff) = (self.request_timeout, self.retry_backoff);
@@ -356,6 +360,11 @@ impl AdminCore {
         for id in ids {
             let last_success = self.metadata.last_success;
             let controller = self.metadata.controller;
+            // A broker with metadata that names no controller has not heard
+            // from one for a session: nothing to wait for, once the last
+            // known controller was tried (it may be back already).
+            let no_controller = controller.is_none() && self.metadata.version() > 0;
+            let last_known = self.metadata.last_known_controller;
             let Some(op) = self.ops.get_mut(&id) else {
                 continue;
             };
@@ -378,6 +387,22 @@ impl AdminCore {
                     }
                     None => match controller {
                         Some(node) => Step::SendToController(node, call.request.clone()),
+                        None if no_controller && !call.tried_last_known => {
+                            // The last controller named, or the in-process
+                            // one's well-known id (as the producer asks).
+                            call.tried_last_known = true;
+                            let node = last_known.unwrap_or(CONTROLLER_ID);
+                            Step::SendToController(node, call.request.clone())
+                        }
+                        None if no_controller
+                            && call.refresh.is_some_and(|t| last_success >= t) =>
+                        {
+                            Step::Complete(Err(Error::ControllerNotAvailable {
+                                reason: "the brokers have not heard from a controller for a \
+                                         session"
+                                    .into(),
+                            }))
+                        }
                         None if call.refresh.is_none_or(|t| last_success >= t) => {
                             Step::RefreshForController
                         }

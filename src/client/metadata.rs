@@ -16,6 +16,9 @@ use crate::topic::TopicPartition;
 pub(crate) struct MetadataCache {
     bootstrap: Vec<NodeId>,
     pub(crate) controller: Option<NodeId>,
+    /// The last controller an answer named (kept when later answers name
+    /// none).
+    pub(crate) last_known_controller: Option<NodeId>,
     pub(crate) brokers: Vec<NodeId>,
     pub(crate) topics: BTreeMap<Arc<str>, Arc<TopicMetadata>>,
     fetched_at: Option<Millis>,
@@ -48,6 +51,7 @@ impl MetadataCache {
         Self {
             bootstrap,
             controller: None,
+            last_known_controller: None,
             brokers: Vec::new(),
             topics: BTreeMap::new(),
             fetched_at: None,
@@ -87,6 +91,12 @@ impl MetadataCache {
             .get(tp.topic())
             .is_some_and(|&v| v < self.version);
         fresh && missing && was_there
+    }
+
+    /// The metadata version of the last answer (0: none yet, or from a
+    /// broker that has no metadata yet).
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     /// The topic, if known.
@@ -174,6 +184,7 @@ impl MetadataCache {
         match response {
             Ok(Response::Metadata(m)) => {
                 self.controller = m.controller;
+                self.last_known_controller = m.controller.or(self.last_known_controller);
                 self.brokers = m.brokers.iter().map(|b| b.id).collect();
                 self.topics = m
                     .topics

@@ -176,11 +176,11 @@ impl Coordinator {
         let group = request.group.clone();
         // Every partition committed to exists (`unknown_partitions_are_not_committed`
         // tests the check).
-        let topics: TopicCounts = request
-            .offsets
-            .iter()
-            .map(|(tp, _)| (tp.topic().to_string(), tp.partition() + 1))
-            .collect();
+        let mut topics = TopicCounts::new();
+        for (tp, _) in &request.offsets {
+            let count = topics.entry(tp.topic().to_string()).or_default();
+            *count = (*count).max(tp.partition() + 1);
+        }
         let outcome = self.inner.commit(P, request, &topics, now)?;
         self.settle(&group, outcome);
         Ok(())

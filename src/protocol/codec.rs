@@ -1261,6 +1261,7 @@ wire_error! {
     49 => InvalidPattern { pattern: String, reason: String },
     50 => IneligibleReplica { partition: TopicPartition, replica: u32 },
     51 => LeaderNotAvailable { partition: TopicPartition },
+    52 => ControllerNotAvailable { reason: String },
 }
 
 #[cfg(test)]
