@@ -228,6 +228,9 @@ pub struct GroupMetrics {
     pub group: String,
     /// Its state.
     pub state: GroupState,
+    /// Its group epoch (KIP-848's generation): bumped by every change of
+    /// members, subscriptions or subscribed partitions.
+    pub group_epoch: i32,
     /// Its members.
     pub members: usize,
     /// The broker coordinating it.
@@ -391,6 +394,15 @@ impl ClusterMetrics {
                 &[("group", g.group.clone())],
                 g.members as f64,
             );
+        }
+        out.family(
+            "group_epoch",
+            "gauge",
+            "Each consumer group's epoch (generation).",
+        );
+        for g in &self.groups {
+            let labels = [("group", g.group.clone())];
+            out.sample("group_epoch", &labels, f64::from(g.group_epoch));
         }
         for (name, help, value) in [
             (
@@ -564,6 +576,7 @@ mod tests {
             groups: vec![GroupMetrics {
                 group: "billing \"eu\"\\x".into(),
                 state: GroupState::Stable,
+                group_epoch: 3,
                 members: 2,
                 coordinator: 1,
             }],
@@ -577,6 +590,7 @@ mod tests {
             "ferrolog_broker_request_latency_ms_sum{broker=\"1\",api=\"Produce\"} 8",
             "ferrolog_broker_request_latency_ms_count{broker=\"1\",api=\"Produce\"} 2",
             "ferrolog_group_members{group=\"billing \\\"eu\\\"\\\\x\"} 2",
+            "ferrolog_group_epoch{group=\"billing \\\"eu\\\"\\\\x\"} 3",
             "ferrolog_under_replicated_partitions 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

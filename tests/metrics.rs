@@ -140,6 +140,7 @@ fn cluster_producer_and_consumer_metrics_count_what_happened() {
         .find(|g| g.group == "billing")
         .expect("the group is reported by its coordinator");
     assert_eq!((group.state, group.members), (GroupState::Stable, 1));
+    assert!(group.group_epoch >= 1, "{group:?}");
 
     // One broker stopped: its replicas leave the ISRs.
     cluster.stop_broker(2).unwrap();

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{BrokerCore, Partition};
 use crate::metrics::{
-    BrokerMetrics, FollowerMetrics, GroupMetrics, Histogram, PartitionMetrics, PurgatoryMetrics,
-    RequestMetrics,
+    BrokerMetrics, FollowerMetrics, Histogram, PartitionMetrics, PurgatoryMetrics, RequestMetrics,
 };
 use crate::protocol::{Peer, ReplyTo, Request};
 use crate::time::Millis;
@@ -135,17 +134,7 @@ impl BrokerCore {
                 (s.name, metrics)
             })
             .collect();
-        let groups = self
-            .groups
-            .list()
-            .into_iter()
-            .map(|g| GroupMetrics {
-                group: g.group,
-                state: g.state,
-                members: g.members,
-                coordinator: g.coordinator,
-            })
-            .collect();
+        let groups = self.groups.metrics();
         BrokerMetrics {
             broker: self.id,
             requests,

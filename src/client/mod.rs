@@ -18,7 +18,7 @@ mod config;
 mod consumer;
 mod consumer_core;
 mod coordinator;
-pub mod group;
+mod group;
 pub(crate) mod member_core;
 mod metadata;
 mod offsets;

@@ -179,7 +179,14 @@ impl Partition<'_> {
 /// let billing = cluster.consumer_group("billing");
 /// let config = ConsumerConfig { auto_offset_reset: AutoOffsetReset::Earliest, ..Default::default() };
 /// let mut member = billing.member::<String, String>(config, ["orders"])?;
-/// member.poll(Duration::from_millis(100))?;
+/// // Polling joins the group; the coordinator assigns it the partitions.
+/// for _ in 0..200 {
+///     if !member.assignment().is_empty() {
+///         break;
+///     }
+///     member.poll(Duration::from_millis(50))?;
+/// }
+/// assert_eq!(member.assignment().len(), 2);
 /// assert_eq!(billing.describe()?.description.members.len(), 1);
 /// # Ok::<(), ferrolog::Error>(())
 /// ```

@@ -467,6 +467,25 @@ impl GroupCoordinator {
         out
     }
 
+    /// Every group this coordinator holds, for the metrics: state, group
+    /// epoch (generation) and members.
+    pub(crate) fn metrics(&self) -> Vec<crate::metrics::GroupMetrics> {
+        let mut out: Vec<crate::metrics::GroupMetrics> = self
+            .shards
+            .values()
+            .flat_map(|s| s.groups.values())
+            .map(|g| crate::metrics::GroupMetrics {
+                group: g.id.clone(),
+                state: g.state(),
+                group_epoch: g.group_epoch,
+                members: g.members.len(),
+                coordinator: self.node,
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
+    }
+
     /// Removes members whose session or revocation time ran out, and
     /// returns what must be written for the groups that changed.
     pub(crate) fn tick(&mut self, topics: &TopicCounts, now: Millis) -> Vec<TickWrite> {

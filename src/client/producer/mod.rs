@@ -275,9 +275,11 @@ pub(crate) struct ProducerShared {
 }
 
 impl ProducerShared {
-    /// Resolves a batch: futures, callbacks, interceptors, memory.
+    /// Resolves a batch: callbacks, interceptors, memory, futures.
     /// Callbacks and interceptors run first, then the futures resolve (as in
-    /// Kafka), so `flush` returning means every callback has run.
+    /// Kafka), so `flush` returning means every callback has run; the
+    /// batch's `buffer_memory` is given back before, so a resolved future
+    /// means its room is free (as the metrics then show).
     fn finish(&self, batch: PendingBatch, outcome: Result<Option<u64>>) {
         let metadata = |index: u32| {
             let timestamp = batch.timestamps.get(index as usize).copied().unwrap_or(-1);
@@ -297,8 +299,8 @@ impl ProducerShared {
                 }
             }
         }
-        batch.result.complete(outcome);
         self.memory.release(batch.reserved);
+        batch.result.complete(outcome);
     }
 
     /// The sender died (a panic in a transport or storage it called): refuse
