@@ -308,15 +308,15 @@ impl World {
     }
 }
 
-/// A leader whose disk fails halts at its next heartbeat instead of
-/// serving a log that went offline; the controller fences it and elects an
-/// in-sync follower, and the producer's records are acknowledged there.
+/// A world over simulated storage (page cache, stored checkpoints, disk
+/// faults) with topic `orders`: one partition, RF 3, min ISR 2.
 #[cfg(feature = "sim")]
-#[test]
-fn a_broker_whose_log_goes_offline_halts_and_its_partitions_move() {
-    use crate::sim::storage::{DiskFaults, SimStorage};
+fn orders_on_sim_storage() -> (World, Arc<crate::sim::storage::SimStorage>, TopicPartition) {
     let clock = ManualClock::new(T0);
-    let storage = Arc::new(SimStorage::new(Arc::new(clock.clone()), 5));
+    let storage = Arc::new(crate::sim::storage::SimStorage::new(
+        Arc::new(clock.clone()),
+        5,
+    ));
     let mut world = World::with_storage(clock, storage.clone());
     let tp = TopicPartition::new("orders", 0).unwrap();
     world.create_topic(
@@ -327,6 +327,17 @@ fn a_broker_whose_log_goes_offline_halts_and_its_partitions_move() {
                 ..TopicConfig::default()
             }),
     );
+    (world, storage, tp)
+}
+
+/// A leader whose disk fails halts at its next heartbeat instead of
+/// serving a log that went offline; the controller fences it and elects an
+/// in-sync follower, and the producer's records are acknowledged there.
+#[cfg(feature = "sim")]
+#[test]
+fn a_broker_whose_log_goes_offline_halts_and_its_partitions_move() {
+    use crate::sim::storage::DiskFaults;
+    let (mut world, storage, tp) = orders_on_sim_storage();
     world.produce_acknowledged(&tp, "before");
     let leader = world.leader(&tp).expect("a leader");
     storage.set_faults(
@@ -357,21 +368,9 @@ fn a_broker_whose_log_goes_offline_halts_and_its_partitions_move() {
 #[cfg(feature = "sim")]
 #[test]
 fn an_idle_broker_checkpoints_its_high_watermark_on_a_timer() {
-    use crate::sim::storage::SimStorage;
     use crate::storage::{LogConfig, Storage};
     for idle_ms in [0, 8_000] {
-        let clock = ManualClock::new(T0);
-        let storage = Arc::new(SimStorage::new(Arc::new(clock.clone()), 5));
-        let mut world = World::with_storage(clock, storage.clone());
-        let tp = TopicPartition::new("orders", 0).unwrap();
-        world.create_topic(
-            NewTopic::new("orders", 1)
-                .replication_factor(3)
-                .config(TopicConfig {
-                    min_insync_replicas: 2,
-                    ..TopicConfig::default()
-                }),
-        );
+        let (mut world, storage, tp) = orders_on_sim_storage();
         world.produce_acknowledged(&tp, "burst");
         let leader = world.leader(&tp).expect("a leader");
         let until = world.now + idle_ms;
