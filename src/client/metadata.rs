@@ -81,16 +81,17 @@ impl MetadataCache {
     /// answer received after `since`: a newer metadata version than the
     /// last one that had it lacks it.
     pub(crate) fn deleted_since(&self, tp: &TopicPartition, since: Millis) -> bool {
-        let fresh = self.fetched_at.is_some_and(|at| at > since);
-        let missing = self
-            .topics
-            .get(tp.topic())
-            .is_none_or(|t| tp.partition() as usize >= t.partitions.len());
-        let was_there = self
-            .present_at
-            .get(tp.topic())
-            .is_some_and(|&v| v < self.version);
-        fresh && missing && was_there
+        // Cheapest first: on the producer's drain path this is asked for
+        // every queued partition, and metadata is rarely newer than a batch.
+        self.fetched_at.is_some_and(|at| at > since)
+            && self
+                .topics
+                .get(tp.topic())
+                .is_none_or(|t| tp.partition() as usize >= t.partitions.len())
+            && self
+                .present_at
+                .get(tp.topic())
+                .is_some_and(|&v| v < self.version)
     }
 
     /// The metadata version of the last answer (0: none yet, or from a
