@@ -418,7 +418,9 @@ pub enum Error {
     #[error("the consumer is not assigned any partitions")]
     NotAssigned,
 
-    /// A per-partition operation named a partition the consumer is not assigned.
+    /// A per-partition operation named a partition the consumer is not
+    /// assigned; also the coordinator's answer to a group member committing,
+    /// in its current epoch, a partition it does not own.
     #[error("partition {partition} is not assigned to this consumer")]
     PartitionNotAssigned {
         /// The partition.
