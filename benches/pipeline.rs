@@ -8,7 +8,7 @@
 //!   linger 0; latency from `send` to the consumer's `poll` returning it.
 //! - `metrics/produce`, `metrics/consume`: `produce/memory` and reading it
 //!   all back, with metrics recording on (broker, producer, consumer) and
-//!   off, ten pairs of rounds (off, then on); prints the median rates and
+//!   off, twenty pairs of rounds (off, then on); prints the median rates and
 //!   `metrics_cost=`, the median over the pairs of 1 − t_off/t_on (the
 //!   share of throughput recording costs; the target is at most 0.03).
 //!
@@ -172,7 +172,7 @@ fn main() {
     if wanted("metrics") {
         // Seconds per round: [off, on] × [produce, consume], in pairs.
         let mut secs: [[Vec<f64>; 2]; 2] = Default::default();
-        for round in 0..20 {
+        for round in 0..40 {
             let on = round % 2 == 1;
             let cluster = Cluster::builder()
                 .broker_config(BrokerConfig {
