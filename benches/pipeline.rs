@@ -4,6 +4,14 @@
 //!   one producer, one partition, linger 5 ms, from the first `send` until
 //!   every record is acknowledged.
 //! - `consume/file`: the same records read back by one consumer.
+//! - `produce/keyed-default`: what a user writes first — a
+//!   `Producer<Vec<u8>, Vec<u8>>` with `ProducerConfig::default()` (acks=all,
+//!   idempotent, linger 5 ms) sending 1,000,000 records of an 8-byte key and
+//!   a 100-byte value, each a fresh `Vec`, to one partition in memory.
+//! - `produce/gzip`, `produce/snappy`, `produce/lz4`, `produce/zstd`:
+//!   `produce/memory` with the producer compressing JSON-like 100-byte
+//!   values; also prints the bytes stored per record (`produce/none` is the
+//!   same values uncompressed).
 //! - `latency/memory`: 100,000 records sent at a steady 20,000 records/s with
 //!   linger 0; latency from `send` to the consumer's `poll` returning it.
 //! - `metrics/produce`, `metrics/consume`: `produce/memory` and reading it
@@ -26,7 +34,7 @@ use ferrolog::broker::BrokerConfig;
 use ferrolog::client::{
     Acks, AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
 };
-use ferrolog::{Admin, Cluster, NewTopic, TopicPartition};
+use ferrolog::{Admin, Cluster, Compression, NewTopic, TopicPartition};
 
 const RECORDS: usize = 1_000_000;
 const VALUE_BYTES: usize = 100;
@@ -77,6 +85,84 @@ fn consume_all_with(cluster: &Cluster, partition: &TopicPartition, metrics_enabl
     }
     let elapsed = started.elapsed();
     assert_eq!(bytes, RECORDS * VALUE_BYTES);
+    Run {
+        elapsed,
+        latencies_ns: Vec::new(),
+    }
+}
+
+/// A JSON-like value of exactly `VALUE_BYTES`, different for every `i`.
+fn json_value(i: usize) -> Vec<u8> {
+    let mut v = format!(
+        "{{\"id\":{i},\"user\":\"user-{}\",\"event\":\"click\",\"path\":\"/items/{}\",\"ok\":true",
+        i % 1000,
+        i * 7919 % 10_000
+    )
+    .into_bytes();
+    v.resize(VALUE_BYTES - 1, b' ');
+    v.push(b'}');
+    v
+}
+
+/// `RECORDS` JSON-like values through a producer compressing with `codec`
+/// (acks=1, linger 5 ms), timed until all are acknowledged; prints records/s
+/// and the batch bytes the broker stored per record.
+fn produce_compressed(codec: Compression) {
+    let cluster = Cluster::builder().build().expect("cluster");
+    let partition = topic(&cluster, "bench");
+    let values: Vec<Bytes> = (0..1000).map(|i| Bytes::from(json_value(i))).collect();
+    let config = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .compression_type(codec)
+        .build()
+        .expect("config");
+    let producer: Producer<Bytes, Bytes> = Producer::new(&cluster, config).expect("producer");
+    let started = Instant::now();
+    let mut last = None;
+    for i in 0..RECORDS {
+        let record = ProducerRecord::new("bench", values[i % values.len()].clone());
+        last = Some(producer.send(record).expect("send"));
+    }
+    producer.flush();
+    let run = Run {
+        elapsed: started.elapsed(),
+        latencies_ns: Vec::new(),
+    };
+    last.expect("sent").wait().expect("acknowledged");
+    let state = cluster
+        .topic(partition.topic())
+        .partition(0)
+        .and_then(|p| p.state())
+        .expect("partition state");
+    assert_eq!(state.records_in, RECORDS as u64);
+    let per_record = state.bytes_in as f64 / RECORDS as f64;
+    report(
+        &format!("produce/{}", codec.name()),
+        RECORDS,
+        RECORDS * VALUE_BYTES,
+        &run,
+        &format!("stored_bytes_per_record={per_record:.1}"),
+    );
+}
+
+/// `produce/keyed-default`: fresh `Vec<u8>` keys and values, default config.
+fn produce_keyed_default() -> Run {
+    let cluster = Cluster::builder().build().expect("cluster");
+    topic(&cluster, "bench");
+    let producer: Producer<Vec<u8>, Vec<u8>> =
+        Producer::new(&cluster, ProducerConfig::default()).expect("producer");
+    let started = Instant::now();
+    let mut last = None;
+    for i in 0..RECORDS {
+        let key = (i as u64).to_be_bytes().to_vec();
+        let value = vec![b'x'; VALUE_BYTES];
+        let record = ProducerRecord::new("bench", value).with_key(key);
+        last = Some(producer.send(record).expect("send"));
+    }
+    producer.flush();
+    let elapsed = started.elapsed();
+    let meta = last.expect("sent").wait().expect("acknowledged");
+    assert_eq!(meta.offset, RECORDS as u64 - 1);
     Run {
         elapsed,
         latencies_ns: Vec::new(),
@@ -167,6 +253,23 @@ fn main() {
         let run = consume_all(&files, &partition);
         report_rate("consume/file", &run, 3_000_000.0);
         files.shutdown().expect("shutdown");
+    }
+
+    if wanted("produce/keyed-default") {
+        let run = produce_keyed_default();
+        report_rate("produce/keyed-default", &run, 3_000_000.0);
+    }
+
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        if wanted(&format!("produce/{}", codec.name())) {
+            produce_compressed(codec);
+        }
     }
 
     if wanted("metrics") {

@@ -116,6 +116,8 @@ pub use error::{Error, Result};
 pub use group::{GroupState, OffsetAndMetadata};
 pub use protocol::CONTROLLER_ID;
 pub use protocol::{PartitionMetadata, TopicMetadata};
+pub use record::Compression;
+pub use storage::TopicCompression;
 pub use time::{Clock, ManualClock, Millis, SystemClock};
 pub use topic::{
     INTERNAL_TOPIC_PREFIX, MAX_TOPIC_NAME_LEN, NewTopic, TopicConfig, TopicPartition,

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use ferrolog::protocol::codec::{self, LENGTH_PREFIX_LEN};
 use ferrolog::protocol::*;
 use ferrolog::record::{RecordBatch, RecordBatchBuilder, Records};
-use ferrolog::storage::CleanupPolicy;
+use ferrolog::storage::{CleanupPolicy, TopicCompression};
 use ferrolog::{Error, NewTopic, TopicConfig, TopicPartition};
 use proptest::prelude::*;
 use proptest::strategy::{Union, ValueTree};
@@ -134,10 +134,11 @@ fn config() -> impl Strategy<Value = TopicConfig> {
             any::<bool>(),
             0u8..3,
             any::<i64>(),
+            0u8..6,
         ),
     )
         .prop_map(
-            |((sb, sm, ii), (rm, rb), (fm, fms), (mmb, mir, unclean, cp, drm))| TopicConfig {
+            |((sb, sm, ii), (rm, rb), (fm, fms), (mmb, mir, unclean, cp, drm, ct))| TopicConfig {
                 segment_bytes: sb,
                 segment_ms: sm,
                 index_interval_bytes: ii,
@@ -154,6 +155,14 @@ fn config() -> impl Strategy<Value = TopicConfig> {
                     CleanupPolicy::CompactDelete,
                 ][cp as usize],
                 delete_retention_ms: drm,
+                compression_type: [
+                    TopicCompression::Producer,
+                    TopicCompression::Uncompressed,
+                    TopicCompression::Gzip,
+                    TopicCompression::Snappy,
+                    TopicCompression::Lz4,
+                    TopicCompression::Zstd,
+                ][ct as usize],
             },
         )
 }

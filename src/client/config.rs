@@ -23,7 +23,7 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::Acks;
-use crate::record::BATCH_HEADER_LEN;
+use crate::record::{BATCH_HEADER_LEN, Compression};
 
 /// What a config builder's setter takes for a field of type `T`: the
 /// value itself, any integer (an integer literal such as `.linger_ms(1)`
@@ -61,7 +61,21 @@ macro_rules! same_settings {
         }
     )*};
 }
-same_settings!(bool, String, Acks, AutoOffsetReset, Option<String>);
+same_settings!(
+    bool,
+    String,
+    Acks,
+    AutoOffsetReset,
+    Option<String>,
+    Compression
+);
+
+impl SettingValue<Compression> for &str {
+    fn into_setting(self) -> std::result::Result<Compression, String> {
+        Compression::from_name(self)
+            .ok_or_else(|| format!("{self:?} is not one of none, gzip, snappy, lz4, zstd"))
+    }
+}
 
 impl SettingValue<String> for &str {
     fn into_setting(self) -> std::result::Result<String, String> {
@@ -198,6 +212,10 @@ pub struct ProducerConfig {
     /// counter or histogram bucket per event; turning it off is for
     /// measuring that cost — snapshots then read zeros.
     pub metrics_enabled: bool,
+    /// The codec of every batch the producer sends (Kafka's
+    /// `compression.type`, default [`Compression::None`]). Each codec needs
+    /// its cargo feature; `batch_size` keeps counting uncompressed bytes.
+    pub compression_type: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -219,6 +237,7 @@ impl Default for ProducerConfig {
             enable_idempotence: true,
             max_in_flight_requests_per_connection: 5,
             metrics_enabled: true,
+            compression_type: Compression::None,
         }
     }
 }
@@ -263,6 +282,16 @@ impl ProducerConfig {
             at_most_max_ms(field, ms)?;
         }
         positive("buffer_memory", self.buffer_memory as u64)?;
+        if !self.compression_type.is_enabled() {
+            return Err(Error::config(
+                "compression_type",
+                format!(
+                    "{} needs ferrolog's `{}` cargo feature",
+                    self.compression_type.name(),
+                    self.compression_type.feature()
+                ),
+            ));
+        }
         positive(
             "max_in_flight_requests_per_connection",
             self.max_in_flight_requests_per_connection as u64,
@@ -322,6 +351,7 @@ config_builder!(
         enable_idempotence: bool,
         max_in_flight_requests_per_connection: usize,
         metrics_enabled: bool,
+        compression_type: Compression,
     }
 );
 

@@ -58,7 +58,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::record::{RecordBatch, Records};
-use crate::storage::CleanupPolicy;
+use crate::storage::{CleanupPolicy, TopicCompression};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
 
 /// The version of the frame layout this build writes and reads.
@@ -510,6 +510,14 @@ wire_tags!(CleanupPolicy {
     1 => CleanupPolicy::Compact,
     2 => CleanupPolicy::CompactDelete,
 });
+wire_tags!(TopicCompression {
+    0 => TopicCompression::Producer,
+    1 => TopicCompression::Uncompressed,
+    2 => TopicCompression::Gzip,
+    3 => TopicCompression::Snappy,
+    4 => TopicCompression::Lz4,
+    5 => TopicCompression::Zstd,
+});
 wire_tags!(GroupState {
     0 => GroupState::Empty,
     1 => GroupState::Reconciling,
@@ -545,6 +553,7 @@ wire_struct!(TopicConfig {
     unclean_leader_election_enable: bool,
     cleanup_policy: CleanupPolicy,
     delete_retention_ms: i64,
+    compression_type: TopicCompression,
 });
 wire_struct!(NewTopic {
     name: String,
@@ -1041,6 +1050,7 @@ pub(crate) const KNOWN_NAMES: &[&str] = &[
     "unclean_leader_election_enable",
     "cleanup_policy",
     "delete_retention_ms",
+    "compression_type",
     "replication_factor",
     "partitions",
     // reasons for refused topic names

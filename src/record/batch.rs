@@ -23,6 +23,7 @@
 
 use bytes::Bytes;
 
+use super::compression;
 use super::varint::{get_varint, get_varlong, put_varint, put_varlong, varint_len, varlong_len};
 use super::{Compression, Header, Record, TimestampType};
 use crate::error::{Error, Result};
@@ -57,6 +58,8 @@ pub const NO_SEQUENCE: i32 = -1;
 pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
+/// The codec name of compression ids 5 to 7, which Kafka does not define.
+const UNKNOWN_CODEC: &str = "unknown";
 const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
@@ -276,9 +279,10 @@ impl RecordBatch {
 
     /// Checks the CRC and, for uncompressed batches, that the records region
     /// holds exactly `record_count` length-framed records whose lengths add up.
-    /// Compressed batches are stored as they come; their records are checked
-    /// when decoded. This is the check for batches a log already assigned
-    /// offsets to (replication, recovery, reads).
+    /// Compressed batches are stored as they come (the leader checked their
+    /// records); they are decoded when read. A compression id Kafka does not
+    /// define is [`Error::UnsupportedCompression`]. This is the check for
+    /// batches a log already assigned offsets to (replication, recovery, reads).
     pub fn validate(&self) -> Result<()> {
         self.check(false)
     }
@@ -290,7 +294,13 @@ impl RecordBatch {
     /// and every record decodable — key, value and headers within the record,
     /// header keys present and UTF-8, no byte left over — so that no batch a
     /// consumer cannot read is ever stored (Kafka's broker decodes every
-    /// record of a produced batch too). Nothing is copied.
+    /// record of a produced batch too). An uncompressed batch is checked in
+    /// place; a compressed one is decompressed (at most
+    /// [`MAX_DECOMPRESSED_BATCH_BYTES`](super::MAX_DECOMPRESSED_BATCH_BYTES))
+    /// and its records checked, but it is not re-compressed: its bytes are
+    /// stored as the producer sent them. A codec this build lacks (see
+    /// [`Compression::is_enabled`]) or does not know is
+    /// [`Error::UnsupportedCompression`].
     pub fn validate_produced(&self) -> Result<()> {
         self.check(true)
     }
@@ -315,17 +325,21 @@ impl RecordBatch {
                 "a produced batch needs offset deltas 0..{count}, but its last is {last_delta}"
             )));
         }
-        match self.compression() {
-            Some(Compression::None) => {}
-            Some(_) => return Ok(()),
-            None => {
-                return Err(Error::corrupt(format!(
-                    "unknown compression id {}",
-                    self.attributes() & ATTR_COMPRESSION_MASK
-                )));
+        let inflated;
+        let body = match self.compression() {
+            Some(Compression::None) => &self.bytes[BATCH_HEADER_LEN..],
+            // Stored as they come after a leader checked them; decoded when read.
+            Some(_) if !produced => return Ok(()),
+            Some(codec) => {
+                inflated = compression::decompress(codec, &self.bytes[BATCH_HEADER_LEN..])?;
+                &inflated[..]
             }
-        }
-        let body = &self.bytes[BATCH_HEADER_LEN..];
+            None => {
+                return Err(Error::UnsupportedCompression {
+                    codec: UNKNOWN_CODEC,
+                });
+            }
+        };
         let first_ts = self.first_timestamp();
         let mut max_ts = i64::MIN;
         let mut pos = 0;
@@ -395,8 +409,10 @@ impl RecordBatch {
     }
 
     /// Decodes the records one by one. Keys, values and header values are
-    /// slices of this batch's buffer. Compressed batches yield
-    /// [`Error::UnsupportedCompression`] until the codec features exist.
+    /// slices of this batch's buffer, or, for a compressed batch, of one
+    /// buffer holding its decompressed records. A codec this build lacks is
+    /// one [`Error::UnsupportedCompression`] item; records that do not
+    /// decompress are one [`Error::CorruptRecord`].
     ///
     /// What decoding checks, each failure an [`Error::CorruptRecord`] item
     /// that ends the iteration: a negative record count, each record's
@@ -409,32 +425,43 @@ impl RecordBatch {
     /// and on recovery).
     pub fn records(&self) -> RecordIter {
         let count = self.record_count();
-        let body_len = self.bytes.len() - BATCH_HEADER_LEN;
-        let mut pending_error = None;
-        let remaining = match self.compression() {
-            Some(Compression::None) if count < 0 => {
-                pending_error = Some(Error::corrupt(format!("record count {count}")));
-                1
+        let stored = self.bytes.slice(BATCH_HEADER_LEN..);
+        let body = match self.compression() {
+            Some(Compression::None) => Ok(stored),
+            Some(_) if stored.is_empty() => Ok(stored),
+            Some(codec) => compression::decompress(codec, &stored).map(Bytes::from),
+            None => Err(Error::UnsupportedCompression {
+                codec: UNKNOWN_CODEC,
+            }),
+        };
+        let (body, pending_error, remaining) = match body {
+            Err(e) => (Bytes::new(), Some(e), 1),
+            Ok(body) if count < 0 => (
+                body,
+                Some(Error::corrupt(format!("record count {count}"))),
+                1,
+            ),
+            Ok(body) if count == 0 && !body.is_empty() => {
+                let len = body.len();
+                (
+                    body,
+                    Some(Error::corrupt(format!(
+                        "{len} bytes in a batch of 0 records"
+                    ))),
+                    1,
+                )
             }
-            Some(Compression::None) if count == 0 && body_len > 0 => {
-                pending_error = Some(Error::corrupt(format!(
-                    "{body_len} bytes in a batch of 0 records"
-                )));
-                1
-            }
-            Some(Compression::None) => count as usize,
-            _ => usize::MAX,
+            Ok(body) => (body, None, count as usize),
         };
         RecordIter {
             pending_error,
-            body: self.bytes.slice(BATCH_HEADER_LEN..),
+            body,
             pos: 0,
             remaining,
             base_offset: self.base_offset(),
             first_timestamp: self.first_timestamp(),
             log_append_time: (self.timestamp_type() == TimestampType::LogAppendTime)
                 .then(|| self.max_timestamp()),
-            compression: self.compression(),
         }
     }
 }
@@ -450,7 +477,6 @@ pub struct RecordIter {
     base_offset: u64,
     first_timestamp: i64,
     log_append_time: Option<i64>,
-    compression: Option<Compression>,
 }
 
 impl RecordIter {
@@ -576,15 +602,6 @@ impl Iterator for RecordIter {
             self.remaining = 0;
             return Some(Err(error));
         }
-        match self.compression {
-            Some(Compression::None) => {}
-            other => {
-                self.remaining = 0;
-                return Some(Err(Error::UnsupportedCompression {
-                    codec: other.map_or("unknown", Compression::name),
-                }));
-            }
-        }
         self.remaining -= 1;
         let item = self.decode_one();
         if item.is_err() {
@@ -625,6 +642,7 @@ pub struct RecordBatchBuilder {
     producer_epoch: i16,
     base_sequence: i32,
     attributes: i16,
+    compression: Compression,
 }
 
 impl Default for RecordBatchBuilder {
@@ -652,7 +670,18 @@ impl RecordBatchBuilder {
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
             attributes: 0,
+            compression: Compression::None,
         }
+    }
+
+    /// Compresses the batch's records with `codec` when it is built
+    /// ([`Compression::None`], the default, leaves them as they are).
+    /// [`size`](Self::size) and [`record_size`](Self::record_size) keep
+    /// counting uncompressed bytes. A codec this build lacks (see
+    /// [`Compression::is_enabled`]) leaves the records uncompressed.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
     }
 
     /// Marks the batch as written by an idempotent producer.
@@ -756,13 +785,14 @@ impl RecordBatchBuilder {
         )
     }
 
-    /// Writes the header and CRC. Base offset is 0 and the partition leader
-    /// epoch is [`NO_PARTITION_LEADER_EPOCH`] until a log stamps them.
+    /// Writes the header and CRC, compressing the records if asked. Base
+    /// offset is 0 and the partition leader epoch is
+    /// [`NO_PARTITION_LEADER_EPOCH`] until a log stamps them.
     pub fn build(self) -> RecordBatch {
         let header = BatchHeader {
             base_offset: 0,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            attributes: self.attributes,
+            attributes: self.attributes | self.compression as i16,
             last_offset_delta: (self.count - 1).max(0),
             base_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,
@@ -770,7 +800,7 @@ impl RecordBatchBuilder {
             producer_epoch: self.producer_epoch,
             base_sequence: self.base_sequence,
         };
-        finish_batch(self.buf, &header, self.count)
+        finish_compressed(self.buf, &header, self.count)
     }
 }
 
@@ -826,7 +856,9 @@ impl RecordBatch {
     /// increase (they need not be dense: the log cleaner leaves gaps). Each
     /// record's timestamp is stored as a delta from `header.base_timestamp`,
     /// so decoding gives back the same timestamps whatever the base. The
-    /// compression bits of `header.attributes` are cleared.
+    /// records are compressed with the codec `header.attributes` names when
+    /// this build has it and there are records; otherwise the compression
+    /// bits are cleared.
     pub(crate) fn encode(header: &BatchHeader, records: &[Record]) -> RecordBatch {
         let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + records.len() * 32);
         buf.resize(BATCH_HEADER_LEN, 0);
@@ -841,11 +873,51 @@ impl RecordBatch {
                 &r.headers,
             );
         }
-        let header = BatchHeader {
-            attributes: header.attributes & !ATTR_COMPRESSION_MASK,
-            ..*header
-        };
-        finish_batch(buf, &header, records.len() as i32)
+        let mut header = *header;
+        let codec = Compression::from_id((header.attributes & ATTR_COMPRESSION_MASK) as u8);
+        if records.is_empty() || !codec.is_some_and(Compression::is_enabled) {
+            header.attributes &= !ATTR_COMPRESSION_MASK;
+        }
+        finish_compressed(buf, &header, records.len() as i32)
+    }
+
+    /// This batch with its records compressed by `codec` instead (what a
+    /// topic whose `compression_type` names a codec does to a producer's
+    /// batch). Header fields — producer id, epoch, sequence, timestamps,
+    /// offsets — are kept. Both codecs must be enabled.
+    pub fn recompressed(&self, codec: Compression) -> Result<RecordBatch> {
+        if !codec.is_enabled() {
+            return Err(Error::UnsupportedCompression {
+                codec: codec.name(),
+            });
+        }
+        let records = self.records().collect::<Result<Vec<_>>>()?;
+        let mut header = BatchHeader::of(self);
+        header.attributes = (header.attributes & !ATTR_COMPRESSION_MASK) | codec as i16;
+        Ok(RecordBatch::encode(&header, &records))
+    }
+}
+
+/// [`finish_batch`] after compressing the records region of `buf` with the
+/// codec `header.attributes` names. A codec failure (none is expected:
+/// encoders write to memory) leaves the batch uncompressed, which is valid.
+fn finish_compressed(buf: Vec<u8>, header: &BatchHeader, count: i32) -> RecordBatch {
+    let codec = Compression::from_id((header.attributes & ATTR_COMPRESSION_MASK) as u8)
+        .unwrap_or(Compression::None);
+    if codec == Compression::None {
+        return finish_batch(buf, header, count);
+    }
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + buf.len() / 2);
+    out.resize(BATCH_HEADER_LEN, 0);
+    match compression::compress(codec, &buf[BATCH_HEADER_LEN..], &mut out) {
+        Ok(()) => finish_batch(out, header, count),
+        Err(_) => {
+            let plain = BatchHeader {
+                attributes: header.attributes & !ATTR_COMPRESSION_MASK,
+                ..*header
+            };
+            finish_batch(buf, &plain, count)
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! batches as [`bytes::Bytes`] and use this module to check and read them.
 
 mod batch;
+mod compression;
 mod hash;
 mod varint;
 
@@ -15,6 +16,7 @@ pub use batch::{
     NO_PRODUCER_ID, NO_SEQUENCE, RecordBatch, RecordBatchBuilder, RecordIter, batch_size_at,
     stamp_header,
 };
+pub use compression::MAX_DECOMPRESSED_BATCH_BYTES;
 pub use hash::murmur2;
 
 use bytes::Bytes;
@@ -46,19 +48,24 @@ pub struct Header {
     pub value: Option<Bytes>,
 }
 
-/// Batch compression codecs, with Kafka's attribute ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Batch compression codecs, with Kafka's attribute ids. Each codec but
+/// `None` needs its cargo feature (`gzip`, `snappy`, `lz4`, `zstd`, or
+/// `compression` for all four); see [`Compression::is_enabled`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Compression {
     /// Id 0.
-    None,
+    #[default]
+    None = 0,
     /// Id 1.
-    Gzip,
+    Gzip = 1,
     /// Id 2.
-    Snappy,
+    Snappy = 2,
     /// Id 3.
-    Lz4,
+    Lz4 = 3,
     /// Id 4.
-    Zstd,
+    Zstd = 4,
 }
 
 impl Compression {

@@ -107,7 +107,7 @@ pub(crate) struct CleanedBatches {
 
 /// Whether the cleaner can look at this batch's records.
 fn is_cleanable(batch: &RecordBatch) -> bool {
-    !batch.is_control() && batch.compression() == Some(Compression::None)
+    !batch.is_control() && batch.compression().is_some_and(Compression::is_enabled)
 }
 
 /// An empty batch with no producer: what removed batches become.

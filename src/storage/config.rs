@@ -1,6 +1,7 @@
 //! Per-log settings, with Kafka's names and defaults.
 
 use crate::error::{Error, Result};
+use crate::record::Compression;
 use crate::time::Millis;
 
 /// Settings of one partition log, which are a topic's settings
@@ -62,6 +63,72 @@ pub struct LogConfig {
     /// the start still see the deletion (Kafka's `delete.retention.ms`,
     /// default 1 day).
     pub delete_retention_ms: Millis,
+    /// How the log stores batches' records (Kafka's `compression.type`,
+    /// default `producer`: as the producer compressed them). A codec here
+    /// makes the leader re-compress a batch that arrives with another one.
+    pub compression_type: TopicCompression,
+}
+
+/// A topic's `compression.type`: keep the producer's codec, or store every
+/// batch with one codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum TopicCompression {
+    /// Batches are stored as the producer compressed them (`producer`).
+    #[default]
+    Producer,
+    /// Records are stored uncompressed (`uncompressed`).
+    Uncompressed,
+    /// gzip (`gzip`).
+    Gzip,
+    /// snappy (`snappy`).
+    Snappy,
+    /// lz4 (`lz4`).
+    Lz4,
+    /// zstd (`zstd`).
+    Zstd,
+}
+
+impl TopicCompression {
+    /// The codec every batch is stored with, or `None` for `producer`.
+    pub fn codec(self) -> Option<Compression> {
+        Some(match self {
+            TopicCompression::Producer => return None,
+            TopicCompression::Uncompressed => Compression::None,
+            TopicCompression::Gzip => Compression::Gzip,
+            TopicCompression::Snappy => Compression::Snappy,
+            TopicCompression::Lz4 => Compression::Lz4,
+            TopicCompression::Zstd => Compression::Zstd,
+        })
+    }
+
+    /// Kafka's name for the setting's value.
+    pub fn name(self) -> &'static str {
+        match self.codec() {
+            None => "producer",
+            Some(Compression::None) => "uncompressed",
+            Some(codec) => codec.name(),
+        }
+    }
+
+    /// The setting for Kafka's name (`producer`, `uncompressed`, `gzip`,
+    /// `snappy`, `lz4`, `zstd`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "producer" => TopicCompression::Producer,
+            "uncompressed" => TopicCompression::Uncompressed,
+            "gzip" => TopicCompression::Gzip,
+            "snappy" => TopicCompression::Snappy,
+            "lz4" => TopicCompression::Lz4,
+            "zstd" => TopicCompression::Zstd,
+            _ => return None,
+        })
+    }
+
+    /// The codec a batch compressed with `sent` is stored with, when that
+    /// differs from `sent`.
+    pub(crate) fn recompress(self, sent: Option<Compression>) -> Option<Compression> {
+        self.codec().filter(|&codec| Some(codec) != sent)
+    }
 }
 
 /// What a log does with records it no longer needs (Kafka's `cleanup.policy`).
@@ -110,6 +177,7 @@ impl Default for LogConfig {
             unclean_leader_election_enable: false,
             cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: ONE_DAY_MS,
+            compression_type: TopicCompression::Producer,
         }
     }
 }
@@ -168,6 +236,16 @@ impl LogConfig {
         }
         if self.min_insync_replicas == 0 {
             return Err(Error::config("min_insync_replicas", "must be at least 1"));
+        }
+        if let Some(codec) = self.compression_type.codec().filter(|c| !c.is_enabled()) {
+            return Err(Error::config(
+                "compression_type",
+                format!(
+                    "{} needs ferrolog's `{}` cargo feature",
+                    codec.name(),
+                    codec.feature()
+                ),
+            ));
         }
         if self.max_message_bytes < crate::record::BATCH_HEADER_LEN {
             return Err(Error::config(

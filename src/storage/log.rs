@@ -579,6 +579,10 @@ impl<D: LogDir> PartitionLog for SegmentedLog<D> {
         self.check_size(&batch, limit)?;
         batch.validate_produced()?;
         self.check_keys(&batch)?;
+        let batch = match self.config.compression_type.recompress(batch.compression()) {
+            Some(codec) => batch.recompressed(codec)?,
+            None => batch,
+        };
         let latest = self.epochs.latest_epoch();
         if leader_epoch < 0 || latest.is_some_and(|l| leader_epoch < l) {
             return Err(Error::FencedLeaderEpoch {

@@ -126,7 +126,7 @@ mod log;
 mod memory;
 
 pub use checkpoint::Checkpoint;
-pub use config::{CleanupPolicy, LogConfig, ONE_DAY_MS, SEVEN_DAYS_MS};
+pub use config::{CleanupPolicy, LogConfig, ONE_DAY_MS, SEVEN_DAYS_MS, TopicCompression};
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use file::FileStorage;
 #[cfg(feature = "sim")]

@@ -195,7 +195,10 @@ impl Accumulator {
             queue.batches.push_back(ProducerBatch {
                 id,
                 partition: tp.clone(),
-                builder: Some(RecordBatchBuilder::with_capacity(needed.max(1024))),
+                builder: Some(
+                    RecordBatchBuilder::with_capacity(needed.max(1024))
+                        .compression(config.compression_type),
+                ),
                 built: None,
                 created_ms: now,
                 attempts: 0,
