@@ -13,13 +13,21 @@
 //! - `read/file`: every record read back through `PartitionLog::read` (1 MiB per
 //!   read) and iterated, keys and values touched.
 //!
+//! - `append/vs-commitlog`, `read/vs-commitlog`: the workload of issue 14,
+//!   1,000,000 records of an 8-byte key and a 100-byte value in batches of
+//!   100, on file storage (page cache only), run on ferrolog and on the
+//!   `commitlog` crate 0.2 (its messages carry the 108 bytes as payload), in
+//!   interleaved rounds; each line prints both medians and `vs_commitlog=`,
+//!   ferrolog's rate over commitlog's (target ≥ 1.0). Reads touch every
+//!   key and value (commitlog: every payload).
+//!
 //! Append workloads also print per-append latency percentiles.
 
 mod common;
 
 use common::{Run, report};
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferrolog::TopicPartition;
 use ferrolog::record::{RecordBatch, RecordBatchBuilder};
@@ -49,6 +57,89 @@ fn build_batches() -> Vec<RecordBatch> {
     }
     batches.push(builder.build());
     batches
+}
+
+/// Batches of exactly `per_batch` records (8-byte key, 100-byte value).
+fn build_batches_of(per_batch: usize) -> Vec<RecordBatch> {
+    let value = [0xabu8; VALUE_BYTES];
+    let ts = 1_700_000_000_000i64;
+    (0..RECORDS / per_batch)
+        .map(|b| {
+            let mut builder = RecordBatchBuilder::with_capacity(per_batch * 128);
+            for i in b * per_batch..(b + 1) * per_batch {
+                let key = (i as u64).to_be_bytes();
+                builder.append(ts + (i % 1000) as i64, Some(&key), Some(&value), &[]);
+            }
+            builder.build()
+        })
+        .collect()
+}
+
+/// Every record of a log, each key and value touched, through the
+/// borrowed record views.
+fn read_views(log: &dyn PartitionLog) -> (usize, Duration) {
+    let start = Instant::now();
+    let mut offset = log.log_start_offset();
+    let (mut records, mut touched) = (0usize, 0usize);
+    while offset < log.log_end_offset() {
+        let chunk = log.read(offset, 1 << 20).expect("read");
+        for batch in chunk.batches() {
+            let batch = batch.expect("batch");
+            let body = batch.body().expect("body");
+            for record in body.views() {
+                let record = record.expect("record");
+                touched += record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
+                records += 1;
+            }
+            offset = batch.next_offset();
+        }
+    }
+    assert_eq!(touched, records * (8 + VALUE_BYTES));
+    (records, start.elapsed())
+}
+
+/// The same records on the `commitlog` crate: appended 100 per
+/// `MessageBuf`, then read back 1 MiB at a time with every payload touched.
+fn commitlog_round(dir: &std::path::Path) -> (Duration, Duration) {
+    use commitlog::message::{MessageBuf, MessageSet};
+    use commitlog::{CommitLog, LogOptions, ReadLimit};
+    let mut options = LogOptions::new(dir);
+    options.segment_max_bytes(1 << 30);
+    options.index_max_items(2 * RECORDS);
+    let mut log = CommitLog::new(options).expect("commitlog");
+    let value = [0xabu8; VALUE_BYTES];
+    let mut bufs: Vec<MessageBuf> = (0..RECORDS / 100)
+        .map(|b| {
+            let mut buf = MessageBuf::default();
+            for i in b * 100..(b + 1) * 100 {
+                let mut payload = [0u8; 8 + VALUE_BYTES];
+                payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                payload[8..].copy_from_slice(&value);
+                buf.push(payload).expect("message");
+            }
+            buf
+        })
+        .collect();
+    let start = Instant::now();
+    for buf in &mut bufs {
+        log.append(buf).expect("append");
+    }
+    let append = start.elapsed();
+    let start = Instant::now();
+    let (mut offset, mut records, mut touched) = (0u64, 0usize, 0usize);
+    while records < RECORDS {
+        let buf = log
+            .read(offset, ReadLimit::max_bytes(1 << 20))
+            .expect("read");
+        for message in buf.iter() {
+            touched += message.payload().len();
+            records += 1;
+            offset = message.offset() + 1;
+        }
+    }
+    let read = start.elapsed();
+    assert_eq!(touched, RECORDS * (8 + VALUE_BYTES));
+    (append, read)
 }
 
 fn total_bytes(batches: &[RecordBatch]) -> usize {
@@ -198,6 +289,56 @@ fn main() {
             "segment=sealed-mmap",
         );
         close_and_remove(log, files);
+    }
+
+    if wanted("vs-commitlog") {
+        let template = build_batches_of(100);
+        let bytes = total_bytes(&template);
+        let median = |mut v: Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (mut ours, mut theirs): ([Vec<Duration>; 2], [Vec<Duration>; 2]) = Default::default();
+        for round in 0..FILE_ROUNDS {
+            let files = FileStorage::new(dir.path().join(format!("vs-{round}"))).expect("storage");
+            let mut log = files.open(&tp, 0, &config).expect("file log");
+            let batches: Vec<RecordBatch> = template
+                .iter()
+                .map(|b| RecordBatch::from_bytes(b.as_bytes().to_vec().into()).expect("batch"))
+                .collect();
+            ours[0].push(append_all(log.as_mut(), batches).elapsed);
+            let (records, read) = read_views(log.as_ref());
+            assert_eq!(records, RECORDS);
+            ours[1].push(read);
+            close_and_remove(log, files);
+            let commitlog_dir = dir.path().join(format!("commitlog-{round}"));
+            let (append, read) = commitlog_round(&commitlog_dir);
+            theirs[0].push(append);
+            theirs[1].push(read);
+            std::fs::remove_dir_all(&commitlog_dir).expect("remove");
+        }
+        for (i, name) in ["append/vs-commitlog", "read/vs-commitlog"]
+            .into_iter()
+            .enumerate()
+        {
+            let (ours, theirs) = (median(ours[i].clone()), median(theirs[i].clone()));
+            let rate = |d: Duration| RECORDS as f64 / d.as_secs_f64();
+            let ratio = rate(ours) / rate(theirs);
+            report(
+                name,
+                RECORDS,
+                bytes,
+                &Run {
+                    elapsed: ours,
+                    latencies_ns: Vec::new(),
+                },
+                &format!(
+                    "rounds={FILE_ROUNDS} batch_records=100 commitlog_records_per_s={:.0} vs_commitlog={ratio:.2} target=1.0 met={}",
+                    rate(theirs),
+                    if ratio >= 1.0 { "yes" } else { "no" }
+                ),
+            );
+        }
     }
 
     if wanted("append/file-fsync") {

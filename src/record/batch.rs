@@ -24,7 +24,10 @@
 use bytes::Bytes;
 
 use super::compression;
-use super::varint::{get_varint, get_varlong, put_varint, put_varlong, varint_len, varlong_len};
+use super::varint::{
+    get_varint, get_varlong, put_varint, put_varlong, varint_fast, varint_len, varlong_fast,
+    varlong_len,
+};
 use super::{Compression, Header, Record, TimestampType};
 use crate::error::{Error, Result};
 
@@ -149,6 +152,7 @@ impl RecordBatch {
     }
 
     /// The whole batch as bytes (header and records).
+    #[inline]
     pub fn as_bytes(&self) -> &Bytes {
         &self.bytes
     }
@@ -159,22 +163,26 @@ impl RecordBatch {
     }
 
     /// Total size in bytes, header included.
+    #[inline]
     pub fn size(&self) -> usize {
         self.bytes.len()
     }
 
     /// Offset of the first record.
+    #[inline]
     pub fn base_offset(&self) -> u64 {
         be_i64(&self.bytes, BASE_OFFSET) as u64
     }
 
     /// Offset of the last record: `base_offset + last_offset_delta`.
+    #[inline]
     pub fn last_offset(&self) -> u64 {
         self.base_offset()
             .wrapping_add(self.last_offset_delta().max(0) as u64)
     }
 
     /// The offset after this batch's last record.
+    #[inline]
     pub fn next_offset(&self) -> u64 {
         self.last_offset().wrapping_add(1)
     }
@@ -205,16 +213,19 @@ impl RecordBatch {
     }
 
     /// The raw attributes field.
+    #[inline]
     pub fn attributes(&self) -> i16 {
         be_i16(&self.bytes, ATTRIBUTES)
     }
 
     /// The compression codec named by the attributes (`None` for unknown bits).
+    #[inline]
     pub fn compression(&self) -> Option<Compression> {
         Compression::from_id((self.attributes() & ATTR_COMPRESSION_MASK) as u8)
     }
 
     /// Whether timestamps are the producer's create time or the log's append time.
+    #[inline]
     pub fn timestamp_type(&self) -> TimestampType {
         if self.attributes() & ATTR_TIMESTAMP_TYPE != 0 {
             TimestampType::LogAppendTime
@@ -234,6 +245,7 @@ impl RecordBatch {
     }
 
     /// Offset delta of the last record.
+    #[inline]
     pub fn last_offset_delta(&self) -> i32 {
         be_i32(&self.bytes, LAST_OFFSET_DELTA)
     }
@@ -241,6 +253,7 @@ impl RecordBatch {
     /// The base timestamp, from which every record's timestamp is a delta: the
     /// first record's timestamp, or, in a batch the log cleaner marked, the
     /// delete horizon ([`delete_horizon_ms`](Self::delete_horizon_ms)).
+    #[inline]
     pub fn first_timestamp(&self) -> i64 {
         be_i64(&self.bytes, BASE_TIMESTAMP)
     }
@@ -253,6 +266,7 @@ impl RecordBatch {
     }
 
     /// Largest timestamp in the batch.
+    #[inline]
     pub fn max_timestamp(&self) -> i64 {
         be_i64(&self.bytes, MAX_TIMESTAMP)
     }
@@ -273,6 +287,7 @@ impl RecordBatch {
     }
 
     /// Number of records in the batch, as the header says.
+    #[inline]
     pub fn record_count(&self) -> i32 {
         be_i32(&self.bytes, RECORD_COUNT)
     }
@@ -424,46 +439,333 @@ impl RecordBatch {
     /// batch from outside with `validate` first (every log does, on append
     /// and on recovery).
     pub fn records(&self) -> RecordIter {
+        match self.body() {
+            Ok(body) => RecordIter {
+                pending_error: None,
+                remaining: body.count,
+                body,
+                pos: 0,
+            },
+            Err(e) => RecordIter {
+                pending_error: Some(e),
+                remaining: 1,
+                body: BatchBody::default(),
+                pos: 0,
+            },
+        }
+    }
+
+    /// The batch's records region, decompressed if the batch is compressed
+    /// (a slice of this batch's buffer if not: nothing is copied), ready to
+    /// be walked without allocating: see [`BatchBody::views`]. A negative
+    /// record count, or bytes in a batch of none, is
+    /// [`Error::CorruptRecord`]; a codec this build lacks
+    /// [`Error::UnsupportedCompression`].
+    ///
+    /// ```
+    /// use ferrolog::record::RecordBatchBuilder;
+    /// let mut builder = RecordBatchBuilder::new();
+    /// builder.append(1_700_000_000_000, Some(b"k"), Some(b"v"), &[]);
+    /// let batch = builder.build();
+    /// let body = batch.body()?;
+    /// for record in body.views() {
+    ///     let record = record?;
+    ///     assert_eq!((record.key, record.value), (Some(&b"k"[..]), Some(&b"v"[..])));
+    /// }
+    /// # Ok::<(), ferrolog::Error>(())
+    /// ```
+    pub fn body(&self) -> Result<BatchBody> {
         let count = self.record_count();
         let stored = self.bytes.slice(BATCH_HEADER_LEN..);
-        let body = match self.compression() {
-            Some(Compression::None) => Ok(stored),
-            Some(_) if stored.is_empty() => Ok(stored),
-            Some(codec) => compression::decompress(codec, &stored).map(Bytes::from),
-            None => Err(Error::UnsupportedCompression {
-                codec: UNKNOWN_CODEC,
-            }),
-        };
-        let (body, pending_error, remaining) = match body {
-            Err(e) => (Bytes::new(), Some(e), 1),
-            Ok(body) if count < 0 => (
-                body,
-                Some(Error::corrupt(format!("record count {count}"))),
-                1,
-            ),
-            Ok(body) if count == 0 && !body.is_empty() => {
-                let len = body.len();
-                (
-                    body,
-                    Some(Error::corrupt(format!(
-                        "{len} bytes in a batch of 0 records"
-                    ))),
-                    1,
-                )
+        let bytes = match self.compression() {
+            Some(Compression::None) => stored,
+            Some(_) if stored.is_empty() => stored,
+            Some(codec) => Bytes::from(compression::decompress(codec, &stored)?),
+            None => {
+                return Err(Error::UnsupportedCompression {
+                    codec: UNKNOWN_CODEC,
+                });
             }
-            Ok(body) => (body, None, count as usize),
         };
-        RecordIter {
-            pending_error,
-            body,
-            pos: 0,
-            remaining,
+        if count < 0 {
+            return Err(Error::corrupt(format!("record count {count}")));
+        }
+        if count == 0 && !bytes.is_empty() {
+            return Err(Error::corrupt(format!(
+                "{} bytes in a batch of 0 records",
+                bytes.len()
+            )));
+        }
+        Ok(BatchBody {
+            bytes,
+            count: count as usize,
             base_offset: self.base_offset(),
             first_timestamp: self.first_timestamp(),
             log_append_time: (self.timestamp_type() == TimestampType::LogAppendTime)
                 .then(|| self.max_timestamp()),
+        })
+    }
+}
+
+/// The records region of one batch, uncompressed: what
+/// [`RecordBatch::body`] gives. [`views`](Self::views) walks it record by
+/// record with keys, values and headers borrowed from it.
+#[derive(Debug, Clone, Default)]
+pub struct BatchBody {
+    bytes: Bytes,
+    count: usize,
+    base_offset: u64,
+    first_timestamp: i64,
+    log_append_time: Option<i64>,
+}
+
+impl BatchBody {
+    /// The records, uncompressed, as their bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The number of records the batch header promises.
+    pub fn record_count(&self) -> usize {
+        self.count
+    }
+
+    /// The records one by one, borrowed: decoding allocates nothing and
+    /// touches no reference count. Each record's length, offset delta, key
+    /// and value are checked as it is decoded (an error ends the walk);
+    /// headers are decoded only when [`RecordView::headers`] is iterated.
+    #[inline]
+    pub fn views(&self) -> RecordViews<'_> {
+        RecordViews {
+            body: self,
+            pos: 0,
+            remaining: self.count,
         }
     }
+}
+
+/// One record borrowed from a [`BatchBody`]; see [`BatchBody::views`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Position in the partition.
+    pub offset: u64,
+    /// The record's timestamp (the batch's, for log-append-time batches).
+    pub timestamp: i64,
+    /// The key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` is a tombstone.
+    pub value: Option<&'a [u8]>,
+    header_count: usize,
+    headers: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// The number of headers the record declares.
+    pub fn header_count(&self) -> usize {
+        self.header_count
+    }
+
+    /// The headers as (key, value) pairs, decoded as they are iterated. A
+    /// header that runs past the record, a null or non-UTF-8 key, or bytes
+    /// after the last header is an [`Error::CorruptRecord`] item that ends
+    /// the iteration.
+    #[inline]
+    pub fn headers(&self) -> HeaderViews<'a> {
+        HeaderViews {
+            rest: self.headers,
+            remaining: self.header_count,
+        }
+    }
+}
+
+/// Iterator over a [`RecordView`]'s headers.
+#[derive(Debug, Clone)]
+pub struct HeaderViews<'a> {
+    rest: &'a [u8],
+    remaining: usize,
+}
+
+impl<'a> Iterator for HeaderViews<'a> {
+    type Item = Result<(&'a str, Option<&'a [u8]>)>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let left = self.rest.len();
+            self.rest = &[];
+            return Some(Err(Error::corrupt(format!(
+                "{left} bytes after the record's last header"
+            ))));
+        }
+        let mut pos = 0;
+        let item = nullable_slice(self.rest, &mut pos)
+            .and_then(|key| key.ok_or_else(|| Error::corrupt("null header key")))
+            .and_then(|key| {
+                std::str::from_utf8(key).map_err(|_| Error::corrupt("header key is not UTF-8"))
+            })
+            .and_then(|key| Ok((key, nullable_slice(self.rest, &mut pos)?)));
+        match item {
+            Ok(_) => {
+                self.remaining -= 1;
+                self.rest = &self.rest[pos..];
+            }
+            Err(_) => {
+                self.remaining = 0;
+                self.rest = &[];
+            }
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining + 1))
+    }
+}
+
+/// Iterator over a [`BatchBody`]'s records; see [`BatchBody::views`].
+#[derive(Debug, Clone)]
+pub struct RecordViews<'a> {
+    body: &'a BatchBody,
+    pos: usize,
+    remaining: usize,
+}
+
+impl<'a> Iterator for RecordViews<'a> {
+    type Item = Result<RecordView<'a>>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let item = decode_view(self.body, &mut self.pos);
+        if item.is_err() {
+            self.remaining = 0;
+        } else if self.remaining == 0 && self.pos != self.body.bytes.len() {
+            return Some(Err(Error::corrupt("bytes after the last record")));
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+/// Decodes the record at `*pos` of `body`, moving `pos` past it: the fast
+/// path, and on any doubt the checked one for the precise error.
+#[inline]
+fn decode_view<'a>(body: &'a BatchBody, pos: &mut usize) -> Result<RecordView<'a>> {
+    let mut at = *pos;
+    match decode_view_fast(body, &mut at) {
+        Some(view) => {
+            *pos = at;
+            Ok(view)
+        }
+        None => decode_view_checked(body, pos),
+    }
+}
+
+/// A field of `rec` at `pos`, for [`decode_view_fast`]: `Some(None)` is null.
+#[inline(always)]
+fn nullable_fast<'a>(rec: &'a [u8], pos: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = varint_fast(rec, pos)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let start = *pos;
+    let end = start.checked_add(len as usize)?;
+    let field = rec.get(start..end)?;
+    *pos = end;
+    Some(Some(field))
+}
+
+/// [`decode_view_checked`] without building errors: `None` wherever it
+/// would fail, so errors never slow the common case down.
+#[inline(always)]
+fn decode_view_fast<'a>(body: &'a BatchBody, pos: &mut usize) -> Option<RecordView<'a>> {
+    let buf = &body.bytes[..];
+    let len = usize::try_from(varint_fast(buf, pos)?).ok()?;
+    let end = pos.checked_add(len).filter(|&e| e <= buf.len())?;
+    let rec = &buf[..end];
+    if *pos >= end {
+        return None;
+    }
+    let mut at = *pos + 1; // record attributes: unused in v2
+    let ts_delta = varlong_fast(rec, &mut at)?;
+    let offset_delta = varint_fast(rec, &mut at)?;
+    if offset_delta < 0 {
+        return None;
+    }
+    let key = nullable_fast(rec, &mut at)?;
+    let value = nullable_fast(rec, &mut at)?;
+    let header_count = usize::try_from(varint_fast(rec, &mut at)?).ok()?;
+    if header_count > (end - at) / 2 {
+        return None;
+    }
+    *pos = end;
+    Some(RecordView {
+        offset: body.base_offset.wrapping_add(offset_delta as u64),
+        timestamp: body
+            .log_append_time
+            .unwrap_or(body.first_timestamp.wrapping_add(ts_delta)),
+        key,
+        value,
+        header_count,
+        headers: &rec[at..],
+    })
+}
+
+/// Decodes the record at `*pos` of `body` with every check spelled out as
+/// an error, moving `pos` past it.
+fn decode_view_checked<'a>(body: &'a BatchBody, pos: &mut usize) -> Result<RecordView<'a>> {
+    let buf = &body.bytes[..];
+    let len = get_varint(buf, pos)?;
+    let len = usize::try_from(len)
+        .map_err(|_| Error::corrupt(format!("negative record length {len}")))?;
+    let end = pos
+        .checked_add(len)
+        .filter(|&e| e <= buf.len())
+        .ok_or_else(|| Error::corrupt("record runs past the end of the batch"))?;
+    let rec = &buf[..end];
+    let mut at = *pos;
+    if rec.get(at).is_none() {
+        return Err(Error::corrupt("empty record"));
+    }
+    at += 1; // record attributes: unused in v2
+    let ts_delta = get_varlong(rec, &mut at)?;
+    let offset_delta = get_varint(rec, &mut at)?;
+    if offset_delta < 0 {
+        return Err(Error::corrupt(format!("offset delta {offset_delta}")));
+    }
+    let key = nullable_slice(rec, &mut at)?;
+    let value = nullable_slice(rec, &mut at)?;
+    let header_count = get_varint(rec, &mut at)?;
+    let header_count = usize::try_from(header_count)
+        .map_err(|_| Error::corrupt(format!("header count {header_count}")))?;
+    // Each header takes at least two bytes, which bounds what a caller
+    // collecting them allocates.
+    if header_count > (end - at) / 2 {
+        return Err(Error::corrupt(format!(
+            "header count {header_count} exceeds the record"
+        )));
+    }
+    *pos = end;
+    Ok(RecordView {
+        offset: body.base_offset.wrapping_add(offset_delta as u64),
+        timestamp: body
+            .log_append_time
+            .unwrap_or(body.first_timestamp.wrapping_add(ts_delta)),
+        key,
+        value,
+        header_count,
+        headers: &rec[at..],
+    })
 }
 
 /// Iterator over the records of one batch; see [`RecordBatch::records`].
@@ -471,78 +773,31 @@ impl RecordBatch {
 pub struct RecordIter {
     /// An error found before decoding (a bad record count), yielded first.
     pending_error: Option<Error>,
-    body: Bytes,
+    body: BatchBody,
     pos: usize,
     remaining: usize,
-    base_offset: u64,
-    first_timestamp: i64,
-    log_append_time: Option<i64>,
 }
 
 impl RecordIter {
     fn decode_one(&mut self) -> Result<Record> {
-        let buf = &self.body[..];
-        let len = get_varint(buf, &mut self.pos)?;
-        let len = usize::try_from(len)
-            .map_err(|_| Error::corrupt(format!("negative record length {len}")))?;
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&e| e <= buf.len())
-            .ok_or_else(|| Error::corrupt("record runs past the end of the batch"))?;
-        let rec = &buf[..end];
-        let mut pos = self.pos;
-        if rec.get(pos).is_none() {
-            return Err(Error::corrupt("empty record"));
+        let view = decode_view(&self.body, &mut self.pos)?;
+        let bytes = &self.body.bytes;
+        let owned = |field: Option<&[u8]>| field.map(|f| bytes.slice_ref(f));
+        let mut headers = Vec::with_capacity(view.header_count);
+        for header in view.headers() {
+            let (key, value) = header?;
+            headers.push(Header {
+                key: key.to_string(),
+                value: owned(value),
+            });
         }
-        pos += 1; // record attributes: unused in v2
-        let ts_delta = get_varlong(rec, &mut pos)?;
-        let offset_delta = get_varint(rec, &mut pos)?;
-        if offset_delta < 0 {
-            return Err(Error::corrupt(format!("offset delta {offset_delta}")));
-        }
-        let key = self.nullable_bytes(rec, &mut pos)?;
-        let value = self.nullable_bytes(rec, &mut pos)?;
-        let header_count = get_varint(rec, &mut pos)?;
-        let header_count = usize::try_from(header_count)
-            .map_err(|_| Error::corrupt(format!("header count {header_count}")))?;
-        // Each header takes at least two bytes, which bounds the allocation.
-        if header_count > (end - pos) / 2 {
-            return Err(Error::corrupt(format!(
-                "header count {header_count} exceeds the record"
-            )));
-        }
-        let mut headers = Vec::with_capacity(header_count);
-        for _ in 0..header_count {
-            let name = self
-                .nullable_bytes(rec, &mut pos)?
-                .ok_or_else(|| Error::corrupt("null header key"))?;
-            let name = std::str::from_utf8(&name)
-                .map_err(|_| Error::corrupt("header key is not UTF-8"))?
-                .to_string();
-            let value = self.nullable_bytes(rec, &mut pos)?;
-            headers.push(Header { key: name, value });
-        }
-        if pos != end {
-            return Err(Error::corrupt(format!(
-                "record length {len} does not match its fields"
-            )));
-        }
-        self.pos = end;
-        let timestamp = self
-            .log_append_time
-            .unwrap_or(self.first_timestamp.wrapping_add(ts_delta));
         Ok(Record {
-            offset: self.base_offset.wrapping_add(offset_delta as u64),
-            timestamp,
-            key,
-            value,
+            offset: view.offset,
+            timestamp: view.timestamp,
+            key: owned(view.key),
+            value: owned(view.value),
             headers,
         })
-    }
-
-    fn nullable_bytes(&self, rec: &[u8], pos: &mut usize) -> Result<Option<Bytes>> {
-        Ok(nullable_slice(rec, pos)?.map(|field| self.body.slice_ref(field)))
     }
 }
 
@@ -606,7 +861,7 @@ impl Iterator for RecordIter {
         let item = self.decode_one();
         if item.is_err() {
             self.remaining = 0;
-        } else if self.remaining == 0 && self.pos != self.body.len() {
+        } else if self.remaining == 0 && self.pos != self.body.bytes.len() {
             return Some(Err(Error::corrupt("bytes after the last record")));
         }
         Some(item)
@@ -713,6 +968,7 @@ impl RecordBatchBuilder {
     }
 
     /// The batch's size in bytes if it were built now.
+    #[inline]
     pub fn size(&self) -> usize {
         self.buf.len()
     }

@@ -12,9 +12,9 @@ mod varint;
 
 pub(crate) use batch::BatchHeader;
 pub use batch::{
-    BATCH_HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH,
-    NO_PRODUCER_ID, NO_SEQUENCE, RecordBatch, RecordBatchBuilder, RecordIter, batch_size_at,
-    stamp_header,
+    BATCH_HEADER_LEN, BatchBody, HeaderViews, LOG_OVERHEAD, MAGIC_V2, NO_PARTITION_LEADER_EPOCH,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, RecordBatch, RecordBatchBuilder, RecordIter,
+    RecordView, RecordViews, batch_size_at, stamp_header,
 };
 pub use compression::MAX_DECOMPRESSED_BATCH_BYTES;
 pub use hash::murmur2;
@@ -134,6 +134,7 @@ impl Records {
     }
 
     /// The underlying buffers, in order (for vectored network writes).
+    #[inline]
     pub fn chunks(&self) -> &[Bytes] {
         &self.chunks
     }
@@ -174,6 +175,7 @@ impl Records {
 
     /// The batches, split by their length fields. A buffer that does not split
     /// into whole batches yields [`Error::CorruptRecord`].
+    #[inline]
     pub fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
         self.chunks.iter().flat_map(|chunk| BatchSplitter {
             rest: chunk.clone(),
@@ -201,6 +203,7 @@ pub(crate) struct BatchSplitter {
 impl Iterator for BatchSplitter {
     type Item = Result<RecordBatch>;
 
+    #[inline]
     fn next(&mut self) -> Option<Result<RecordBatch>> {
         if self.rest.is_empty() {
             return None;

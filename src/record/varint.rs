@@ -81,6 +81,35 @@ pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::corrupt("varint does not fit in 32 bits"))
 }
 
+/// [`get_varlong`] for hot loops: `None` wherever `get_varlong` would fail
+/// (and also for a 10-byte encoding, which `get_varlong` may accept), so a
+/// caller can retry with it for the precise error. Small enough to stay in
+/// registers, unlike a `Result` carrying an [`Error`].
+#[inline(always)]
+pub(crate) fn varlong_fast(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        z |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+        shift += 7;
+        if shift >= 63 {
+            return None;
+        }
+    }
+}
+
+/// [`get_varint`] for hot loops; `None` where it would fail (see
+/// [`varlong_fast`]).
+#[inline(always)]
+pub(crate) fn varint_fast(buf: &[u8], pos: &mut usize) -> Option<i32> {
+    i32::try_from(varlong_fast(buf, pos)?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +124,20 @@ mod tests {
             let mut pos = 0;
             prop_assert_eq!(get_varlong(&buf, &mut pos).unwrap(), v);
             prop_assert_eq!(pos, buf.len());
+        }
+
+        #[test]
+        fn the_fast_decoders_agree_with_the_checked_ones(bytes in proptest::collection::vec(any::<u8>(), 0..12)) {
+            let (mut a, mut b) = (0, 0);
+            if let Some(v) = varlong_fast(&bytes, &mut a) {
+                prop_assert_eq!(get_varlong(&bytes, &mut b).ok(), Some(v));
+                prop_assert_eq!(a, b);
+            }
+            let (mut a, mut b) = (0, 0);
+            if let Some(v) = varint_fast(&bytes, &mut a) {
+                prop_assert_eq!(get_varint(&bytes, &mut b).ok(), Some(v));
+                prop_assert_eq!(a, b);
+            }
         }
 
         #[test]

@@ -15,6 +15,17 @@ use memmap2::MmapMut;
 
 use crate::error::{Error, Result};
 
+/// Opens (creating if missing) an index file for reading and writing.
+fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(path.display(), e))
+}
+
 /// One fixed-size index entry.
 pub(crate) trait IndexEntry: Copy + std::fmt::Debug {
     /// Bytes per entry on disk.
@@ -72,11 +83,12 @@ impl IndexEntry for TimeEntry {
     }
 }
 
-/// A memory-mapped index file of `E` entries.
+/// A memory-mapped index file of `E` entries. The file is closed once
+/// mapped (the mapping keeps it reachable) and opened again only to be
+/// resized: an index costs no file descriptor.
 #[derive(Debug)]
 pub(crate) struct MmapIndex<E: IndexEntry> {
     path: PathBuf,
-    file: File,
     /// `None` while the file is empty (a zero-length file cannot be mapped).
     mmap: Option<MmapMut>,
     base_offset: u64,
@@ -91,13 +103,7 @@ impl<E: IndexEntry> MmapIndex<E> {
     /// has validated them); the rest of the mapping is free space.
     fn map(path: &Path, base_offset: u64, capacity: usize, entries: usize) -> Result<Self> {
         let io = |e| Error::io(path.display(), e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
+        let file = open_rw(path)?;
         let capacity = capacity.max(entries).max(1);
         file.set_len((capacity * E::SIZE) as u64).map_err(io)?;
         // SAFETY: the file is private to this index (one handle per log, enforced
@@ -105,7 +111,6 @@ impl<E: IndexEntry> MmapIndex<E> {
         let mmap = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
         Ok(Self {
             path: path.to_path_buf(),
-            file,
             mmap: Some(mmap),
             base_offset,
             entries,
@@ -218,10 +223,11 @@ impl<E: IndexEntry> MmapIndex<E> {
             mmap.flush().map_err(io)?;
         }
         let len = if trimmed { kept } else { self.capacity.max(1) };
-        self.file.set_len((len * E::SIZE) as u64).map_err(io)?;
+        let file = open_rw(&self.path)?;
+        file.set_len((len * E::SIZE) as u64).map_err(io)?;
         if len > 0 {
             // SAFETY: see `map`.
-            self.mmap = Some(unsafe { MmapMut::map_mut(&self.file) }.map_err(io)?);
+            self.mmap = Some(unsafe { MmapMut::map_mut(&file) }.map_err(io)?);
         }
         self.entries = kept;
         if trimmed {

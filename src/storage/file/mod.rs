@@ -48,8 +48,14 @@
 //! complete and fsynced before it got that name, so it replaces its segment,
 //! whose indexes are then rebuilt.
 //!
-//! Reads of sealed segments are slices of a read-only memory map (no copy); the
-//! active segment is read with `pread`.
+//! Reads are slices of read-only memory maps, never copies: a sealed
+//! segment's whole file is mapped, the active segment's file is mapped from
+//! its start with room to grow (mapped again, twice as long, when appends
+//! outrun the mapping), and a file a reader may hold slices of is never
+//! shrunk in place — truncation writes the kept prefix to a new file and
+//! renames it over. A read checks the CRC of every batch that was on disk
+//! when the log was opened; batches appended through the open handle were
+//! checked before they were written and are not checked again.
 //!
 //! Platform: Unix (uses positional reads and `mmap`).
 

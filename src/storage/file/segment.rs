@@ -94,6 +94,22 @@ impl BatchHead {
     }
 }
 
+/// A segment's `.log` file: its open handle, or one opened for a call.
+enum FileRef<'a> {
+    Open(&'a File),
+    Reopened(File),
+}
+
+impl std::ops::Deref for FileRef<'_> {
+    type Target = File;
+    fn deref(&self) -> &File {
+        match self {
+            FileRef::Open(file) => file,
+            FileRef::Reopened(file) => file,
+        }
+    }
+}
+
 /// How a segment is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenMode {
@@ -114,12 +130,22 @@ pub(crate) struct Opened {
     pub(crate) truncated: bool,
 }
 
+/// The smallest mapping of an active segment: it grows by doubling, so a
+/// segment is mapped again at most a dozen times as it fills.
+const MIN_ACTIVE_MAP: u64 = 1 << 20;
+
 /// A segment of the file storage.
+///
+/// Descriptors: only the active segment keeps its `.log` file open (for
+/// appends). A sealed segment is read through a mapping of its file and
+/// the file is closed; it is opened again only to be flushed, truncated or
+/// made active. Index files are closed once mapped.
 #[derive(Debug)]
 pub(crate) struct FileSegment {
     base_offset: u64,
     log_path: PathBuf,
-    file: File,
+    /// The open `.log` file: always for the active segment, `None` once sealed.
+    file: Option<File>,
     size: u64,
     next_offset: u64,
     max_timestamp: i64,
@@ -133,6 +159,17 @@ pub(crate) struct FileSegment {
     time_capacity: usize,
     /// The whole log file, memory-mapped, once the segment is sealed.
     sealed: Option<Bytes>,
+    /// The active segment's file mapped from its start, at least `size`
+    /// bytes long and possibly longer than the file (only bytes below
+    /// `size`, which are written, are ever read through it): reads are
+    /// slices of it, with no copy. `None` if mapping failed (reads fall
+    /// back to `pread`). While it lives the file is never shrunk in place.
+    active_map: Option<Bytes>,
+    /// Bytes from here on were appended through this handle, each batch
+    /// checked (CRC and framing) before it was written: reads do not check
+    /// their CRC again. Bytes below were on disk when the segment was
+    /// opened, and every read checks them.
+    written_from: u64,
 }
 
 impl FileSegment {
@@ -157,7 +194,7 @@ impl FileSegment {
         Ok(Self {
             base_offset,
             log_path: log,
-            file,
+            file: Some(file),
             size: 0,
             next_offset: base_offset,
             max_timestamp: i64::MIN,
@@ -170,6 +207,8 @@ impl FileSegment {
             offset_capacity,
             time_capacity,
             sealed: None,
+            active_map: None,
+            written_from: 0,
         })
     }
 
@@ -215,7 +254,7 @@ impl FileSegment {
         let mut segment = FileSegment {
             base_offset,
             log_path: log.clone(),
-            file,
+            file: Some(file),
             size: 0,
             next_offset: base_offset,
             max_timestamp: i64::MIN,
@@ -228,6 +267,8 @@ impl FileSegment {
             offset_capacity,
             time_capacity,
             sealed: None,
+            active_map: None,
+            written_from: u64::MAX,
         };
         let mut epochs = Vec::new();
         let mut cut_at = None;
@@ -300,9 +341,10 @@ impl FileSegment {
         if let Some(cut) = cut_at {
             // A mapping of this file may live on in a reader of an earlier
             // handle: keep the old inode intact and swap in a shorter copy.
-            segment.file = replace_with_prefix(&log, &data[..cut as usize])?;
+            segment.file = Some(replace_with_prefix(&log, &data[..cut as usize])?);
         }
         drop(data);
+        segment.written_from = segment.size;
         Ok(Opened {
             segment,
             epochs,
@@ -336,17 +378,57 @@ impl FileSegment {
         }
     }
 
-    /// `len` bytes at `pos`: a slice of the mapping when sealed, else read.
+    /// `len` bytes at `pos` (below `size`): a slice of the mapping, or read
+    /// if there is none.
     fn bytes_at(&self, pos: u64, len: usize) -> Result<Bytes> {
+        let start = pos as usize;
         if let Some(map) = &self.sealed {
-            let start = pos as usize;
+            return Ok(map.slice(start..start + len));
+        }
+        if let Some(map) = &self.active_map
+            && start + len <= map.len()
+        {
             return Ok(map.slice(start..start + len));
         }
         let mut buf = vec![0u8; len];
-        self.file
+        self.open_file()?
             .read_exact_at(&mut buf, pos)
             .map_err(|e| Error::io(self.log_path.display(), e))?;
         Ok(Bytes::from(buf))
+    }
+
+    /// The `.log` file: the open one, or opened again for this call (a
+    /// sealed segment closed its file).
+    fn open_file(&self) -> Result<FileRef<'_>> {
+        match &self.file {
+            Some(file) => Ok(FileRef::Open(file)),
+            None => self.reopen().map(FileRef::Reopened),
+        }
+    }
+
+    fn reopen(&self) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.log_path)
+            .map_err(|e| Error::io(self.log_path.display(), e))
+    }
+
+    /// Maps the active segment's file again if `size` grew past the
+    /// mapping: to twice the size (at least 1 MiB, at most the segment's
+    /// capacity). A failed mapping only makes reads copy.
+    fn grow_active_map(&mut self) {
+        let mapped = self.active_map.as_ref().map_or(0, |m| m.len() as u64);
+        if self.size <= mapped {
+            return;
+        }
+        let len = (self.size * 2)
+            .max(MIN_ACTIVE_MAP)
+            .min(self.segment_bytes.max(self.size));
+        self.active_map = self
+            .file
+            .as_ref()
+            .and_then(|file| map_range(file, len).ok());
     }
 
     fn head_at(&self, pos: u64) -> Result<BatchHead> {
@@ -390,12 +472,14 @@ impl FileSegment {
         Ok(None)
     }
 
-    /// Maps the log file so reads become zero-copy.
+    /// Maps the log file so reads become zero-copy, and closes it.
     fn map_sealed(&mut self) -> Result<()> {
         if self.size > 0 {
-            let map = map_file(&self.file, self.size, &self.log_path)?;
+            let map = map_file(&*self.open_file()?, self.size, &self.log_path)?;
             self.sealed = Some(map);
         }
+        self.active_map = None;
+        self.file = None;
         Ok(())
     }
 
@@ -404,7 +488,12 @@ impl FileSegment {
         if active {
             self.offset_index.reopen_for_append(self.offset_capacity)?;
             self.time_index.reopen_for_append(self.time_capacity)?;
+            if self.file.is_none() {
+                self.file = Some(self.reopen()?);
+            }
             self.sealed = None;
+            self.active_map = None;
+            self.grow_active_map();
             Ok(())
         } else {
             self.offset_index.resize(true)?;
@@ -446,6 +535,18 @@ fn write_synced(path: &Path, batches: &[RecordBatch]) -> Result<()> {
     }
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)
+}
+
+/// The first `len` bytes of `file`'s address range, mapped read-only and
+/// shared; `len` may exceed the file's length (pages past its end must then
+/// never be read: callers read only written bytes).
+fn map_range(file: &File, len: u64) -> std::io::Result<Bytes> {
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: read-only; the active segment's file only grows while this
+    // mapping lives (truncation writes a new file and renames it over), and
+    // only bytes already written are sliced out of it.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file) }?;
+    Ok(Bytes::from_owner(map))
 }
 
 /// Reads a file whole as `Bytes` backed by a read-only mapping.
@@ -567,14 +668,22 @@ impl crate::storage::log::Segment for FileSegment {
             None => batch,
         };
         let bytes = batch.as_bytes();
-        if let Err(e) = self.file.write_all_at(bytes, self.size) {
+        let Some(file) = &self.file else {
+            return Err(Error::io(
+                self.log_path.display(),
+                std::io::Error::other("append to a sealed segment"),
+            ));
+        };
+        if let Err(e) = file.write_all_at(bytes, self.size) {
             // Drop whatever part was written so the next append lands where
-            // `size` says; if even that fails the log goes offline.
-            let _ = self.file.set_len(self.size);
+            // `size` says (bytes no reader was given); if even that fails
+            // the log goes offline.
+            let _ = file.set_len(self.size);
             return Err(Error::io(self.log_path.display(), e));
         }
         let position = self.size;
         self.size += bytes.len() as u64;
+        self.grow_active_map();
         self.track(
             BatchHead {
                 base_offset,
@@ -602,9 +711,17 @@ impl crate::storage::log::Segment for FileSegment {
                 break;
             };
             // The CRC covers neither base offset nor length: check that each
-            // batch continues the previous one, too.
+            // batch continues the previous one, too. A batch this handle
+            // wrote was checked before it was written.
+            let checked = pos + (cut as u64) >= self.written_from;
             let batch = RecordBatch::from_bytes(chunk.slice(cut..cut + size))
-                .and_then(|b| b.validate().map(|()| b))
+                .and_then(|b| {
+                    if checked {
+                        Ok(b)
+                    } else {
+                        b.validate().map(|()| b)
+                    }
+                })
                 .and_then(|b| {
                     if b.base_offset() == expected {
                         Ok(b)
@@ -651,16 +768,22 @@ impl crate::storage::log::Segment for FileSegment {
         };
         let path = self.log_path.clone();
         let io = |e| Error::io(path.display(), e);
-        if self.sealed.is_some() {
+        if self.sealed.is_some() || self.active_map.is_some() {
             // Readers may hold slices of the mapping: never shrink a mapped
-            // file. Write the kept prefix to a new file and rename it over.
+            // file (a page past its end would fault). Write the kept prefix
+            // to a new file and rename it over; the old inode lives on for
+            // those readers.
             let prefix = self.bytes_at(0, pos as usize)?;
-            self.file = replace_with_prefix(&path, &prefix)?;
+            self.file = Some(replace_with_prefix(&path, &prefix)?);
+            self.sealed = None;
+            self.active_map = None;
+            self.size = pos;
             self.set_active(true)?;
         } else {
-            self.file.set_len(pos).map_err(io)?;
+            self.open_file()?.set_len(pos).map_err(io)?;
         }
         self.size = pos;
+        self.written_from = self.written_from.min(pos);
         self.next_offset = if pos == 0 {
             self.base_offset
         } else {
@@ -743,7 +866,7 @@ impl crate::storage::log::Segment for FileSegment {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.file
+        self.open_file()?
             .sync_data()
             .map_err(|e| Error::io(self.log_path.display(), e))?;
         self.offset_index.flush()?;
@@ -757,9 +880,10 @@ impl crate::storage::log::Segment for FileSegment {
             offset_index,
             time_index,
             sealed,
+            active_map,
             ..
         } = self;
-        drop((file, sealed));
+        drop((file, sealed, active_map));
         offset_index.delete()?;
         time_index.delete()?;
         std::fs::remove_file(&log_path).map_err(|e| Error::io(log_path.display(), e))

@@ -1,0 +1,147 @@
+//! The file storage's read path (SPEC L10): the active segment is read
+//! zero-copy like the sealed ones, a truncation never pulls bytes out from
+//! under a reader, record views decode without copying, and data that was on
+//! disk before the log opened is still checked on every read.
+
+use bytes::Bytes;
+use ferrolog::TopicPartition;
+use ferrolog::record::{RecordBatch, RecordBatchBuilder};
+use ferrolog::storage::{FileStorage, LogConfig, PartitionLog, Storage};
+
+fn tp() -> TopicPartition {
+    TopicPartition::new("reads", 0).unwrap()
+}
+
+fn batch(first: u64, n: u64) -> RecordBatch {
+    let mut b = RecordBatchBuilder::new();
+    for i in first..first + n {
+        b.append(
+            1_700_000_000_000,
+            Some(&i.to_be_bytes()),
+            Some(format!("value-{i}").as_bytes()),
+            &[],
+        );
+    }
+    b.build()
+}
+
+fn first_chunk(log: &dyn PartitionLog, offset: u64) -> Bytes {
+    log.read(offset, 1 << 20).unwrap().chunks()[0].clone()
+}
+
+#[test]
+fn the_active_segment_is_read_zero_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FileStorage::new(dir.path()).unwrap();
+    let mut log = storage.open(&tp(), 0, &LogConfig::default()).unwrap();
+    for b in 0..10 {
+        log.append(batch(b * 10, 10), 0).unwrap();
+    }
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "everything is in the active segment"
+    );
+    // Two reads of the same bytes are slices of one mapping, not two copies.
+    let a = first_chunk(log.as_ref(), 0);
+    let b = first_chunk(log.as_ref(), 0);
+    assert_eq!(a, b);
+    assert_eq!(a.as_ptr(), b.as_ptr(), "a copy per read");
+    // Appends after the mapping was made are read the same way.
+    for b in 10..2_000 {
+        log.append(batch(b * 10, 10), 0).unwrap();
+    }
+    let late = first_chunk(log.as_ref(), 19_990);
+    let again = first_chunk(log.as_ref(), 19_990);
+    assert_eq!(late.as_ptr(), again.as_ptr());
+    let record = log
+        .read(19_990, 1 << 20)
+        .unwrap()
+        .records()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.value.as_deref(), Some(&b"value-19990"[..]));
+    // Keys and values of a record view point into the read's bytes.
+    let read = log.read(0, 1 << 20).unwrap();
+    let range = read.chunks()[0].as_ptr_range();
+    let first = read.batches().next().unwrap().unwrap();
+    let body = first.body().unwrap();
+    for view in body.views() {
+        let view = view.unwrap();
+        assert!(range.contains(&view.value.unwrap().as_ptr()));
+    }
+}
+
+#[test]
+fn truncating_the_active_segment_leaves_what_a_reader_holds_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FileStorage::new(dir.path()).unwrap();
+    let mut log = storage.open(&tp(), 0, &LogConfig::default()).unwrap();
+    for b in 0..20 {
+        log.append(batch(b * 10, 10), 0).unwrap();
+    }
+    let held = log.read(150, 1 << 20).unwrap();
+    let before: Vec<Vec<u8>> = held.chunks().iter().map(|c| c.to_vec()).collect();
+    log.truncate_to(100).unwrap();
+    assert_eq!(log.log_end_offset(), 100);
+    // New records land where the old ones were.
+    for b in 10..20 {
+        log.append(batch(1_000 + b * 10, 10), 0).unwrap();
+    }
+    let after: Vec<Vec<u8>> = held.chunks().iter().map(|c| c.to_vec()).collect();
+    assert_eq!(before, after, "the held bytes did not change or vanish");
+    let old = held.records().next().unwrap().unwrap();
+    assert_eq!(old.value.as_deref(), Some(&b"value-150"[..]));
+    let new = log
+        .read(150, 1 << 20)
+        .unwrap()
+        .records()
+        .find(|r| r.as_ref().unwrap().offset == 150)
+        .unwrap()
+        .unwrap();
+    assert_eq!(new.value.as_deref(), Some(&b"value-1150"[..]));
+    // Reopened, the log holds the new records.
+    log.close().unwrap();
+    let log = storage.open(&tp(), 0, &LogConfig::default()).unwrap();
+    assert_eq!(log.log_end_offset(), 200);
+    let reopened = log
+        .read(150, 1 << 20)
+        .unwrap()
+        .records()
+        .find(|r| r.as_ref().unwrap().offset == 150)
+        .unwrap()
+        .unwrap();
+    assert_eq!(reopened.value.as_deref(), Some(&b"value-1150"[..]));
+}
+
+#[test]
+fn bytes_on_disk_before_the_log_opened_are_checked_on_every_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FileStorage::new(dir.path()).unwrap();
+    let mut log = storage.open(&tp(), 0, &LogConfig::default()).unwrap();
+    for b in 0..5 {
+        log.append(batch(b * 10, 10), 0).unwrap();
+    }
+    log.close().unwrap();
+    // Flip a byte inside the third batch's records, in the active segment.
+    let path = storage
+        .partition_dir(&tp(), 0)
+        .join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let third = bytes.len() / 5 * 2 + 100;
+    bytes[third] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut log = storage.open(&tp(), 0, &LogConfig::default()).unwrap();
+    assert!(log.read(0, 1 << 20).is_ok(), "the batches before it serve");
+    assert!(
+        matches!(
+            log.read(20, 1 << 20),
+            Err(ferrolog::Error::CorruptLog { .. })
+        ),
+        "the damaged batch is refused"
+    );
+    // What this handle appends is served.
+    log.append(batch(50, 10), 0).unwrap();
+    assert_eq!(log.read(50, 1 << 20).unwrap().records().count(), 10);
+}
