@@ -1,6 +1,7 @@
 //! [`FileStorage`]: partition logs in files, in Kafka's layout.
 //!
 //! ```text
+//! <root>/broker-<replica>/lock      flock-ed while this process has a log of the replica open
 //! <root>/broker-<replica>/<topic>-<partition>/
 //!     00000000000000000000.log        batches, exactly as produced
 //!     00000000000000000000.index      offset → position, every index_interval_bytes
@@ -8,7 +9,6 @@
 //!     00000000000000052311.log …      the next segment, named by its base offset
 //!     partition.checkpoint            log start, recovery point, high watermark, epochs
 //!     clean-shutdown                  present only while the log is closed cleanly
-//!     lock                            flock-ed while a handle has the log open
 //!     00000000000000000000.log.cleaned  the log cleaner's output being written
 //!     00000000000000000000.log.swap     the log cleaner's output, complete, being swapped in
 //! ```
@@ -62,9 +62,10 @@
 mod index;
 mod segment;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use self::segment::{FileSegment, OpenMode, finish_swap, segment_paths};
 use super::checkpoint::{Checkpoint, sync_dir};
@@ -144,28 +145,85 @@ impl FileStorage {
     }
 }
 
-/// An exclusive advisory lock (`flock`) on a partition directory's `lock`
-/// file, held while its log is open: a second handle, in this process or
-/// another, gets [`Error::LogInUse`] instead of writing the same files (and
-/// shrinking a file another handle has mapped).
+/// The replica directories this process has logs open in: for each, the
+/// exclusive advisory lock (`flock`) on its `lock` file that keeps other
+/// processes out, and the partitions whose logs are open. One descriptor
+/// per replica directory, not one per partition.
+static OPEN_DIRS: Mutex<BTreeMap<PathBuf, OpenDir>> = Mutex::new(BTreeMap::new());
+
+#[derive(Debug)]
+struct OpenDir {
+    _lock: File,
+    partitions: BTreeSet<String>,
+}
+
+fn open_dirs() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, OpenDir>> {
+    // The map is consistent after every statement that changes it.
+    OPEN_DIRS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A partition's claim on its log while a handle has it open: a second
+/// handle, from any `FileStorage` in this process or from another process,
+/// gets [`Error::LogInUse`] instead of writing the same files (and shrinking
+/// a file another handle has mapped).
 #[derive(Debug)]
 struct DirLock {
-    _file: File,
+    replica_dir: PathBuf,
+    partition: String,
 }
 
 impl DirLock {
-    fn acquire(dir: &Path, partition: &TopicPartition, replica: ReplicaId) -> Result<Self> {
-        let path = dir.join(LOCK_FILE);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(path.display(), e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::log_in_use(partition, replica)),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path.display(), e)),
+    fn acquire(replica_dir: &Path, partition: &TopicPartition, replica: ReplicaId) -> Result<Self> {
+        let key =
+            std::fs::canonicalize(replica_dir).map_err(|e| Error::io(replica_dir.display(), e))?;
+        let name = partition.to_string();
+        let mut open = open_dirs();
+        let dir = match open.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(dir) => dir.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                let path = key.join(LOCK_FILE);
+                let file = File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(path.display(), e))?;
+                match file.try_lock() {
+                    Ok(()) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(Error::log_in_use(partition, replica));
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(Error::io(path.display(), e));
+                    }
+                }
+                slot.insert(OpenDir {
+                    _lock: file,
+                    partitions: BTreeSet::new(),
+                })
+            }
+        };
+        if !dir.partitions.insert(name.clone()) {
+            return Err(Error::log_in_use(partition, replica));
+        }
+        Ok(Self {
+            replica_dir: key,
+            partition: name,
+        })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let mut open = open_dirs();
+        if let Some(dir) = open.get_mut(&self.replica_dir) {
+            dir.partitions.remove(&self.partition);
+            if dir.partitions.is_empty() {
+                // Closing the lock file releases the flock.
+                open.remove(&self.replica_dir);
+            }
         }
     }
 }
@@ -180,7 +238,7 @@ impl Storage for FileStorage {
         config.validate()?;
         let dir = self.partition_dir(partition, replica);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        let lock = DirLock::acquire(&dir, partition, replica)?;
+        let lock = DirLock::acquire(&self.replica_dir(replica), partition, replica)?;
         let now = self.clock.now_ms();
         let (segments, checkpoint, recovered) = load_segments(&dir, config, now)?;
         let file_dir = FileDir {
@@ -204,7 +262,7 @@ impl Storage for FileStorage {
         if !dir.exists() {
             return Ok(());
         }
-        let _lock = DirLock::acquire(&dir, partition, replica)?;
+        let _lock = DirLock::acquire(&self.replica_dir(replica), partition, replica)?;
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir.display(), e)),
             _ => Ok(()),
