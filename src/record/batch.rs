@@ -405,6 +405,18 @@ impl RecordBatch {
         Ok(())
     }
 
+    /// This batch with its base sequence replaced and the CRC made valid
+    /// again (a producer renumbering a batch it has not had written).
+    pub(crate) fn with_base_sequence(&self, sequence: i32) -> RecordBatch {
+        let mut bytes = self.bytes.to_vec();
+        bytes[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[ATTRIBUTES..]);
+        bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        RecordBatch {
+            bytes: Bytes::from(bytes),
+        }
+    }
+
     /// This batch with `base_offset` and `partition_leader_epoch` written into
     /// its header. The CRC is untouched. In place when this is the only handle
     /// to the buffer; otherwise the batch is copied once.

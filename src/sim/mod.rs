@@ -749,11 +749,18 @@ impl World {
             self.crash(node_of(peer));
         }
         for completion in done {
-            let records = self
-                .batches
-                .remove(&(peer, completion.batch))
-                .unwrap_or_default();
+            // A split batch's parts complete one by one.
+            let parts = completion.first_index..completion.first_index + completion.records;
+            let key = (peer, completion.batch);
+            let all = self.batches.remove(&key).unwrap_or_default();
+            let (records, rest): (Vec<_>, Vec<_>) = all
+                .into_iter()
+                .partition(|(index, _)| parts.contains(index));
+            if !rest.is_empty() {
+                self.batches.insert(key, rest);
+            }
             for (index, value) in records {
+                let index = index - completion.first_index;
                 if self.print_trace {
                     let outcome = completion.outcome.clone();
                     self.log(|| format!("{peer:?} {value} -> {outcome:?} + {index}"));

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use crate::client::ProducerConfig;
 use crate::error::Error;
 use crate::protocol::NodeId;
-use crate::record::{BATCH_HEADER_LEN, Header, RecordBatch, RecordBatchBuilder};
+use crate::record::{
+    BATCH_HEADER_LEN, Compression, Header, Record, RecordBatch, RecordBatchBuilder,
+};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
 
@@ -33,6 +35,14 @@ pub(crate) struct ProducerBatch {
     /// The sequence of its first record, once an idempotent producer
     /// numbered it (on first send; retries keep it).
     base_sequence: Option<i32>,
+    /// The batch the records were sent into ([`Appended::batch`]): this
+    /// one, or the one it was split from.
+    pub(crate) origin: u64,
+    /// The index in `origin` of this batch's first record.
+    pub(crate) first_index: u32,
+    /// The partition's [`PartitionQueue::generation`] when the batch was
+    /// numbered: the holes registered since then shift its sequence.
+    seq_generation: u32,
 }
 
 impl ProducerBatch {
@@ -55,6 +65,27 @@ impl ProducerBatch {
         self.base_sequence = Some(sequence);
     }
 
+    /// Moves a numbered batch's sequence down past the holes registered
+    /// after it was numbered (batches that failed unwritten before it).
+    fn close_holes(&mut self, holes: &[(u32, i32, i32)], generation: u32) {
+        let Some(mut sequence) = self.base_sequence else {
+            return;
+        };
+        let original = sequence;
+        for &(at, hole, count) in holes {
+            if at > self.seq_generation && original > hole {
+                sequence = sequence.wrapping_sub(count);
+            }
+        }
+        self.seq_generation = generation;
+        if sequence != original {
+            self.base_sequence = Some(sequence);
+            let built = self.bytes();
+            self.size = built.size();
+            self.built = Some(built.with_base_sequence(sequence));
+        }
+    }
+
     /// Records in the batch.
     pub(crate) fn record_count(&self) -> usize {
         self.records
@@ -72,6 +103,13 @@ struct PartitionQueue {
     /// producer, so a retry is recognised as a duplicate only while at
     /// most `max_in_flight` batches were sent from it on.
     window: VecDeque<(u64, bool)>,
+    /// Bumped when a numbered batch fails without being written.
+    generation: u32,
+    /// (generation, base sequence, records) of each numbered batch that
+    /// failed without being written: the batches numbered before it with
+    /// later sequences move down by its records, so the broker sees no gap
+    /// (Kafka's producer adjusts its sequences the same way).
+    holes: Vec<(u32, i32, i32)>,
 }
 
 impl PartitionQueue {
@@ -206,6 +244,9 @@ impl Accumulator {
                 records: 0,
                 size: BATCH_HEADER_LEN,
                 base_sequence: None,
+                origin: id,
+                first_index: 0,
+                seq_generation: 0,
             });
         }
         let opened = !fits;
@@ -322,6 +363,7 @@ impl Accumulator {
                 if let (Some((id, epoch)), None) = (producer, batch.base_sequence) {
                     let next = self.next_sequence.entry(tp.clone()).or_insert(0);
                     batch.assign_sequence(id, epoch, *next);
+                    batch.seq_generation = queue.generation;
                     *next = next.wrapping_add(batch.record_count() as i32);
                     queue.window.push_back((batch.id, false));
                 }
@@ -334,8 +376,9 @@ impl Accumulator {
 
     /// Puts a batch that will be retried back into its queue, before every
     /// batch sent after it (by sequence), so it goes first again.
-    pub(crate) fn requeue(&mut self, batch: ProducerBatch, retry_at: Millis) {
+    pub(crate) fn requeue(&mut self, mut batch: ProducerBatch, retry_at: Millis) {
         let queue = self.queues.entry(batch.partition.clone()).or_default();
+        batch.close_holes(&queue.holes, queue.generation);
         queue.in_flight = queue.in_flight.saturating_sub(1);
         queue.retry_at = queue.retry_at.max(retry_at);
         let at = match batch.base_sequence {
@@ -349,11 +392,135 @@ impl Accumulator {
         queue.batches.insert(at, batch);
     }
 
+    /// Splits `batch`, in flight and refused as larger than `max` bytes, into
+    /// batches of at most `max` bytes of records each (at least two),
+    /// queued in its place as Kafka's producer does: each keeps the
+    /// records' order, timestamps and codec, the original's creation time
+    /// (its delivery timeout) and origin, and an idempotent batch's
+    /// sequence numbers run on from its own, so the batches sent after it
+    /// still follow. Gives the batch back if its records do not decode.
+    pub(crate) fn split(
+        &mut self,
+        mut batch: ProducerBatch,
+        max: usize,
+        codec: Compression,
+    ) -> Result<(), Box<ProducerBatch>> {
+        let built = batch.bytes();
+        let Ok(records) = built
+            .records()
+            .collect::<crate::error::Result<Vec<Record>>>()
+        else {
+            return Err(Box::new(batch));
+        };
+        if records.len() < 2 {
+            return Err(Box::new(batch));
+        }
+        // Greedy packing by uncompressed size; halves if that keeps one.
+        let mut pieces: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut builder = RecordBatchBuilder::new();
+        let mut start = 0;
+        for (i, r) in records.iter().enumerate() {
+            let size = builder.record_size(
+                r.timestamp,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                &r.headers,
+            );
+            if i > start && builder.size() + size > max {
+                pieces.push(start..i);
+                start = i;
+                builder = RecordBatchBuilder::new();
+            }
+            builder.push(r);
+        }
+        pieces.push(start..records.len());
+        if pieces.len() < 2 {
+            let half = records.len() / 2;
+            pieces = vec![0..half, half..records.len()];
+        }
+        let queue = self.queues.entry(batch.partition.clone()).or_default();
+        let mut children = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            let mut builder = RecordBatchBuilder::new().compression(codec);
+            let sequence = batch
+                .base_sequence
+                .map(|s| s.wrapping_add(piece.start as i32));
+            if let Some(sequence) = sequence {
+                builder = builder.producer(built.producer_id(), built.producer_epoch(), sequence);
+            }
+            for r in &records[piece.clone()] {
+                builder.push(r);
+            }
+            let id = self.next_batch_id;
+            self.next_batch_id += 1;
+            let child = builder.build();
+            children.push(ProducerBatch {
+                id,
+                partition: batch.partition.clone(),
+                builder: None,
+                size: child.size(),
+                built: Some(child),
+                created_ms: batch.created_ms,
+                attempts: 0,
+                last_error: batch.last_error.take(),
+                records: piece.len(),
+                base_sequence: sequence,
+                origin: batch.origin,
+                first_index: batch.first_index + piece.start as u32,
+                seq_generation: batch.seq_generation,
+            });
+        }
+        queue.in_flight = queue.in_flight.saturating_sub(1);
+        if let Some(at) = queue.window.iter().position(|&(id, _)| id == batch.id) {
+            queue.window.remove(at);
+            for (i, child) in children.iter().enumerate() {
+                queue.window.insert(at + i, (child.id, false));
+            }
+        }
+        let at = match batch.base_sequence {
+            Some(seq) => queue
+                .batches
+                .iter()
+                .position(|b| b.base_sequence.is_none_or(|s| s > seq))
+                .unwrap_or(queue.batches.len()),
+            None => 0,
+        };
+        for (i, child) in children.into_iter().enumerate() {
+            queue.batches.insert(at + i, child);
+        }
+        Ok(())
+    }
+
+    /// A numbered batch failed without being written (refused as too
+    /// large or malformed): its sequence numbers are given back, and the
+    /// batches numbered before with later sequences move down — those
+    /// queued now, those in flight when they come back to be retried.
+    pub(crate) fn unwritten(&mut self, batch: &ProducerBatch) {
+        let Some(sequence) = batch.base_sequence else {
+            return;
+        };
+        let count = batch.record_count() as i32;
+        let queue = self.queues.entry(batch.partition.clone()).or_default();
+        queue.generation += 1;
+        queue.holes.push((queue.generation, sequence, count));
+        if let Some(next) = self.next_sequence.get_mut(&batch.partition) {
+            *next = next.wrapping_sub(count);
+        }
+        let (holes, generation) = (queue.holes.clone(), queue.generation);
+        for queued in &mut queue.batches {
+            queued.close_holes(&holes, generation);
+        }
+    }
+
     /// One of the partition's in-flight batches, `batch`, is done.
     pub(crate) fn release(&mut self, tp: &TopicPartition, batch: u64) {
         if let Some(queue) = self.queues.get_mut(tp) {
             queue.in_flight = queue.in_flight.saturating_sub(1);
             queue.settle(batch);
+            if queue.in_flight == 0 && queue.batches.iter().all(|b| b.base_sequence.is_none()) {
+                // No batch numbered before a hole is left to move.
+                queue.holes.clear();
+            }
         }
     }
 

@@ -42,7 +42,12 @@ const MIN_REFRESH_BACKOFF_MS: Millis = 50;
 pub(crate) struct Completion {
     /// The batch, as [`Appended::batch`] named it.
     pub(crate) batch: u64,
-    /// Its outcome.
+    /// The first record the outcome is for: 0, unless the batch was split
+    /// (then each part has its outcome).
+    pub(crate) first_index: u32,
+    /// How many records, from `first_index`, the outcome is for.
+    pub(crate) records: u32,
+    /// Its outcome: the offset of record `first_index`, or why it failed.
     pub(crate) outcome: Result<Option<u64>>,
 }
 
@@ -353,7 +358,9 @@ impl ProducerCore {
             self.stats.completed(batch, outcome.is_ok(), now);
         }
         self.completions.push_back(Completion {
-            batch: batch.id,
+            batch: batch.origin,
+            first_index: batch.first_index,
+            records: batch.record_count() as u32,
             outcome,
         });
     }
@@ -477,6 +484,22 @@ impl ProducerCore {
                     self.complete(&batch, Ok(Some(ack.base_offset)), Some(now));
                 }
                 Err(e) => {
+                    // Too large for the log, with more than one record: split
+                    // and sent again as Kafka's producer does; only a single
+                    // record over the limit fails.
+                    if let Error::RecordTooLarge { max, .. } = &e
+                        && batch.record_count() > 1
+                        && now.saturating_sub(batch.created_ms) < delivery_timeout
+                    {
+                        let max = *max;
+                        match self.acc.split(batch, max, self.config.compression_type) {
+                            Ok(()) => {
+                                trace_event!(debug, error = %e, "producer splits a batch");
+                                continue;
+                            }
+                            Err(back) => batch = *back,
+                        }
+                    }
                     // An idempotent batch refused for a gap goes again after the
                     // batches before it (which are being retried).
                     let retriable = e.is_retriable()
@@ -501,6 +524,16 @@ impl ProducerCore {
                         self.acc.requeue(batch, retry_at);
                     } else {
                         self.acc.release(&batch.partition, batch.id);
+                        if matches!(
+                            e,
+                            Error::RecordTooLarge { .. }
+                                | Error::CorruptRecord { .. }
+                                | Error::InvalidRecord { .. }
+                                | Error::UnsupportedCompression { .. }
+                        ) {
+                            // Certainly not written: no gap in the sequence.
+                            self.acc.unwritten(&batch);
+                        }
                         let error = if retriable && !in_time {
                             batch.last_error = Some(e);
                             expired(&batch, now)

@@ -35,10 +35,35 @@ impl RecordMetadata {
     }
 }
 
+/// How the records of one send batch ended: as one batch, or, when the
+/// batch was split after a `RecordTooLarge`, as parts with outcomes of
+/// their own.
+#[derive(Debug, Clone)]
+pub(crate) enum BatchOutcome {
+    /// Base offset (`None` for acks=0), or why the batch failed.
+    Whole(Result<Option<u64>>),
+    /// (first record index, its offset or why it failed), by index.
+    Parts(Vec<(u32, Result<Option<u64>>)>),
+}
+
+impl BatchOutcome {
+    /// The outcome of the part holding record `index`, and that part's
+    /// first index.
+    fn part(&self, index: u32) -> (&Result<Option<u64>>, u32) {
+        match self {
+            BatchOutcome::Whole(outcome) => (outcome, 0),
+            BatchOutcome::Parts(parts) => {
+                let at = parts.partition_point(|(first, _)| *first <= index);
+                let (first, outcome) = &parts[at.saturating_sub(1)];
+                (outcome, *first)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct BatchState {
-    /// Base offset (`None` for acks=0), or why the batch failed.
-    outcome: Option<Result<Option<u64>>>,
+    outcome: Option<BatchOutcome>,
     wakers: Vec<Waker>,
 }
 
@@ -60,7 +85,7 @@ impl BatchResult {
     }
 
     /// Records the outcome and wakes every waiter. The first outcome wins.
-    pub(crate) fn complete(&self, outcome: Result<Option<u64>>) {
+    pub(crate) fn complete(&self, outcome: BatchOutcome) {
         let wakers = {
             let mut state = self.state.lock();
             if state.outcome.is_some() {
@@ -86,14 +111,17 @@ impl BatchResult {
     /// The record at `index`'s metadata, given the batch outcome.
     pub(crate) fn metadata(
         &self,
-        outcome: &Result<Option<u64>>,
+        outcome: &BatchOutcome,
         index: u32,
         timestamp: i64,
     ) -> Result<RecordMetadata> {
+        let (outcome, first) = outcome.part(index);
         match outcome {
             Ok(base) => Ok(RecordMetadata {
                 partition: self.partition.clone(),
-                offset: base.map_or(RecordMetadata::UNKNOWN_OFFSET, |b| b + u64::from(index)),
+                offset: base.map_or(RecordMetadata::UNKNOWN_OFFSET, |b| {
+                    b + u64::from(index - first)
+                }),
                 timestamp,
             }),
             Err(e) => Err(e.clone()),

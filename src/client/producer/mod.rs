@@ -38,7 +38,7 @@ use crate::record::{BATCH_HEADER_LEN, Header};
 use crate::time::{Clock, SystemClock};
 use crate::topic::TopicPartition;
 use crate::transport::Transport;
-use delivery::BatchResult;
+use delivery::{BatchOutcome, BatchResult};
 pub use delivery::{DeliveryFuture, RecordMetadata};
 
 /// A record to send: topic, optional partition, key, value, timestamp and
@@ -242,6 +242,33 @@ struct PendingBatch {
     timestamps: Vec<i64>,
     callbacks: Vec<(u32, Callback)>,
     reserved: usize,
+    /// Outcomes of the parts of a batch that was split, until all its
+    /// records have one.
+    parts: Vec<(u32, Result<Option<u64>>)>,
+    settled: usize,
+}
+
+impl PendingBatch {
+    /// Takes in the outcome of `records` records from `first_index`; the
+    /// batch's whole outcome once every record has one.
+    fn settle(
+        &mut self,
+        first_index: u32,
+        records: u32,
+        outcome: Result<Option<u64>>,
+    ) -> Option<BatchOutcome> {
+        if first_index == 0 && records as usize == self.timestamps.len() {
+            return Some(BatchOutcome::Whole(outcome));
+        }
+        self.parts.push((first_index, outcome));
+        self.settled += records as usize;
+        if self.settled < self.timestamps.len() {
+            return None;
+        }
+        let mut parts = std::mem::take(&mut self.parts);
+        parts.sort_by_key(|(first, _)| *first);
+        Some(BatchOutcome::Parts(parts))
+    }
 }
 
 /// The core, what waits for its batches, and the answers not yet fed to it.
@@ -280,7 +307,7 @@ impl ProducerShared {
     /// Kafka), so `flush` returning means every callback has run; the
     /// batch's `buffer_memory` is given back before, so a resolved future
     /// means its room is free (as the metrics then show).
-    fn finish(&self, batch: PendingBatch, outcome: Result<Option<u64>>) {
+    fn finish(&self, batch: PendingBatch, outcome: BatchOutcome) {
         let metadata = |index: u32| {
             let timestamp = batch.timestamps.get(index as usize).copied().unwrap_or(-1);
             batch.result.metadata(&outcome, index, timestamp)
@@ -313,7 +340,7 @@ impl ProducerShared {
             state.core.close();
             std::mem::take(&mut state.batches)
         };
-        let closed = Err(Error::ClientClosed { client: "producer" });
+        let closed = BatchOutcome::Whole(Err(Error::ClientClosed { client: "producer" }));
         for batch in pending.into_values() {
             batch.result.complete(closed.clone());
         }
@@ -750,6 +777,8 @@ impl<K, V> Producer<K, V> {
                     timestamps: Vec::new(),
                     callbacks: Vec::new(),
                     reserved: 0,
+                    parts: Vec::new(),
+                    settled: 0,
                 }),
         };
         batch.timestamps.push(timestamp);

@@ -55,9 +55,15 @@ pub(crate) fn run(shared: &Arc<ProducerShared>) {
             let requests: Vec<Envelope> =
                 std::iter::from_fn(|| state.core.poll_transmit()).collect();
             let mut finished = Vec::new();
-            while let Some(completion) = state.core.poll_completion() {
-                if let Some(batch) = state.batches.remove(&completion.batch) {
-                    finished.push((batch, completion.outcome));
+            while let Some(c) = state.core.poll_completion() {
+                let settled = state
+                    .batches
+                    .get_mut(&c.batch)
+                    .and_then(|batch| batch.settle(c.first_index, c.records, c.outcome));
+                if let Some(outcome) = settled
+                    && let Some(batch) = state.batches.remove(&c.batch)
+                {
+                    finished.push((batch, outcome));
                 }
             }
             let done = state.core.is_done() || shared.abort.load(Ordering::Acquire);
