@@ -654,19 +654,30 @@ impl<'a> Iterator for RecordViews<'a> {
         if self.remaining == 0 {
             return None;
         }
-        self.remaining -= 1;
-        let item = decode_view(self.body, &mut self.pos);
-        if item.is_err() {
-            self.remaining = 0;
-        } else if self.remaining == 0 && self.pos != self.body.bytes.len() {
-            return Some(Err(Error::corrupt("bytes after the last record")));
-        }
-        Some(item)
+        Some(next_view(self.body, &mut self.pos, &mut self.remaining))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.remaining))
     }
+}
+
+/// The next of the `remaining` records of `body` at `*pos`: an error ends
+/// the walk (`remaining` drops to 0), and so do bytes after the last one.
+#[inline]
+fn next_view<'a>(
+    body: &'a BatchBody,
+    pos: &mut usize,
+    remaining: &mut usize,
+) -> Result<RecordView<'a>> {
+    *remaining -= 1;
+    let item = decode_view(body, pos);
+    if item.is_err() {
+        *remaining = 0;
+    } else if *remaining == 0 && *pos != body.bytes.len() {
+        return Err(Error::corrupt("bytes after the last record"));
+    }
+    item
 }
 
 /// Decodes the record at `*pos` of `body`, moving `pos` past it: the fast
@@ -792,7 +803,7 @@ pub struct RecordIter {
 
 impl RecordIter {
     fn decode_one(&mut self) -> Result<Record> {
-        let view = decode_view(&self.body, &mut self.pos)?;
+        let view = next_view(&self.body, &mut self.pos, &mut self.remaining)?;
         let bytes = &self.body.bytes;
         let owned = |field: Option<&[u8]>| field.map(|f| bytes.slice_ref(f));
         let mut headers = Vec::with_capacity(view.header_count);
@@ -869,12 +880,10 @@ impl Iterator for RecordIter {
             self.remaining = 0;
             return Some(Err(error));
         }
-        self.remaining -= 1;
         let item = self.decode_one();
         if item.is_err() {
+            // A header that does not decode ends the walk too.
             self.remaining = 0;
-        } else if self.remaining == 0 && self.pos != self.body.bytes.len() {
-            return Some(Err(Error::corrupt("bytes after the last record")));
         }
         Some(item)
     }

@@ -16,6 +16,17 @@
 //! and zstd's window is capped, so a small batch cannot make the library
 //! allocate gigabytes.
 
+// Without any codec feature, the helpers the codecs share go unused.
+#![cfg_attr(
+    not(any(
+        feature = "gzip",
+        feature = "snappy",
+        feature = "lz4",
+        feature = "zstd"
+    )),
+    allow(dead_code, unused_variables)
+)]
+
 use super::Compression;
 use crate::error::{Error, Result};
 
@@ -76,15 +87,6 @@ impl Compression {
     }
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "gzip",
-        feature = "snappy",
-        feature = "lz4",
-        feature = "zstd"
-    )),
-    allow(dead_code)
-)]
 fn corrupt(codec: Compression, what: impl std::fmt::Display) -> Error {
     Error::corrupt(format!(
         "{} batch does not decompress: {what}",
@@ -92,15 +94,6 @@ fn corrupt(codec: Compression, what: impl std::fmt::Display) -> Error {
     ))
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "gzip",
-        feature = "snappy",
-        feature = "lz4",
-        feature = "zstd"
-    )),
-    allow(dead_code)
-)]
 fn failed(codec: Compression, e: impl std::fmt::Display) -> Error {
     Error::io(
         format_args!("{} compression", codec.name()),
@@ -169,15 +162,6 @@ pub(crate) fn decompress(codec: Compression, input: &[u8]) -> Result<Vec<u8>> {
     decompress_at_most(codec, input, MAX_DECOMPRESSED_BATCH_BYTES)
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "gzip",
-        feature = "snappy",
-        feature = "lz4",
-        feature = "zstd"
-    )),
-    allow(unused_variables)
-)]
 fn decompress_at_most(codec: Compression, input: &[u8], limit: usize) -> Result<Vec<u8>> {
     match codec {
         Compression::None => Ok(input.to_vec()),

@@ -113,6 +113,20 @@ struct PartitionQueue {
 }
 
 impl PartitionQueue {
+    /// Where a batch goes back into the queue to be sent again: an
+    /// idempotent one before the first batch with a later (or no)
+    /// sequence, any other at the front.
+    fn retry_position(&self, base_sequence: Option<i32>) -> usize {
+        match base_sequence {
+            Some(seq) => self
+                .batches
+                .iter()
+                .position(|b| b.base_sequence.is_none_or(|s| s > seq))
+                .unwrap_or(self.batches.len()),
+            None => 0,
+        }
+    }
+
     /// Batch `id` has its outcome: the window moves past what is settled.
     fn settle(&mut self, id: u64) {
         if let Some(entry) = self.window.iter_mut().find(|(b, _)| *b == id) {
@@ -381,14 +395,7 @@ impl Accumulator {
         batch.close_holes(&queue.holes, queue.generation);
         queue.in_flight = queue.in_flight.saturating_sub(1);
         queue.retry_at = queue.retry_at.max(retry_at);
-        let at = match batch.base_sequence {
-            Some(seq) => queue
-                .batches
-                .iter()
-                .position(|b| b.base_sequence.is_none_or(|s| s > seq))
-                .unwrap_or(queue.batches.len()),
-            None => 0,
-        };
+        let at = queue.retry_position(batch.base_sequence);
         queue.batches.insert(at, batch);
     }
 
@@ -477,14 +484,7 @@ impl Accumulator {
                 queue.window.insert(at + i, (child.id, false));
             }
         }
-        let at = match batch.base_sequence {
-            Some(seq) => queue
-                .batches
-                .iter()
-                .position(|b| b.base_sequence.is_none_or(|s| s > seq))
-                .unwrap_or(queue.batches.len()),
-            None => 0,
-        };
+        let at = queue.retry_position(batch.base_sequence);
         for (i, child) in children.into_iter().enumerate() {
             queue.batches.insert(at + i, child);
         }
