@@ -25,6 +25,16 @@ fn batch(first: u64, n: u64) -> RecordBatch {
     b.build()
 }
 
+/// The record at `offset`, read from the log.
+fn record_at(log: &dyn PartitionLog, offset: u64) -> ferrolog::record::Record {
+    log.read(offset, 1 << 20)
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+        .find(|r| r.offset == offset)
+        .expect("the record")
+}
+
 fn first_chunk(log: &dyn PartitionLog, offset: u64) -> Bytes {
     log.read(offset, 1 << 20).unwrap().chunks()[0].clone()
 }
@@ -93,25 +103,13 @@ fn truncating_the_active_segment_leaves_what_a_reader_holds_intact() {
     assert_eq!(before, after, "the held bytes did not change or vanish");
     let old = held.records().next().unwrap().unwrap();
     assert_eq!(old.value.as_deref(), Some(&b"value-150"[..]));
-    let new = log
-        .read(150, 1 << 20)
-        .unwrap()
-        .records()
-        .find(|r| r.as_ref().unwrap().offset == 150)
-        .unwrap()
-        .unwrap();
+    let new = record_at(log.as_ref(), 150);
     assert_eq!(new.value.as_deref(), Some(&b"value-1150"[..]));
     // Reopened, the log holds the new records.
     log.close().unwrap();
     let log = storage.open(&tp(), 0, &LogConfig::default()).unwrap();
     assert_eq!(log.log_end_offset(), 200);
-    let reopened = log
-        .read(150, 1 << 20)
-        .unwrap()
-        .records()
-        .find(|r| r.as_ref().unwrap().offset == 150)
-        .unwrap()
-        .unwrap();
+    let reopened = record_at(log.as_ref(), 150);
     assert_eq!(reopened.value.as_deref(), Some(&b"value-1150"[..]));
 }
 

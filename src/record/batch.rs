@@ -543,6 +543,30 @@ impl BatchBody {
         self.count
     }
 
+    /// A decoded record's view: offset and timestamp from the batch's
+    /// base, offset and timestamp deltas.
+    #[inline(always)]
+    fn view<'a>(
+        &self,
+        offset_delta: i32,
+        ts_delta: i64,
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        header_count: usize,
+        headers: &'a [u8],
+    ) -> RecordView<'a> {
+        RecordView {
+            offset: self.base_offset.wrapping_add(offset_delta as u64),
+            timestamp: self
+                .log_append_time
+                .unwrap_or(self.first_timestamp.wrapping_add(ts_delta)),
+            key,
+            value,
+            header_count,
+            headers,
+        }
+    }
+
     /// The records one by one, borrowed: decoding allocates nothing and
     /// touches no reference count. Each record's length, offset delta, key
     /// and value are checked as it is decoded (an error ends the walk);
@@ -732,16 +756,7 @@ fn decode_view_fast<'a>(body: &'a BatchBody, pos: &mut usize) -> Option<RecordVi
         return None;
     }
     *pos = end;
-    Some(RecordView {
-        offset: body.base_offset.wrapping_add(offset_delta as u64),
-        timestamp: body
-            .log_append_time
-            .unwrap_or(body.first_timestamp.wrapping_add(ts_delta)),
-        key,
-        value,
-        header_count,
-        headers: &rec[at..],
-    })
+    Some(body.view(offset_delta, ts_delta, key, value, header_count, &rec[at..]))
 }
 
 /// Decodes the record at `*pos` of `body` with every check spelled out as
@@ -779,16 +794,7 @@ fn decode_view_checked<'a>(body: &'a BatchBody, pos: &mut usize) -> Result<Recor
         )));
     }
     *pos = end;
-    Ok(RecordView {
-        offset: body.base_offset.wrapping_add(offset_delta as u64),
-        timestamp: body
-            .log_append_time
-            .unwrap_or(body.first_timestamp.wrapping_add(ts_delta)),
-        key,
-        value,
-        header_count,
-        headers: &rec[at..],
-    })
+    Ok(body.view(offset_delta, ts_delta, key, value, header_count, &rec[at..]))
 }
 
 /// Iterator over the records of one batch; see [`RecordBatch::records`].
