@@ -69,6 +69,22 @@ fn wait_ready(cluster: &Cluster, topic: &str, full_isr: bool) -> Duration {
     started.elapsed()
 }
 
+/// How many partitions of `topic` have every replica in sync, as the
+/// metadata has it now.
+fn in_sync(cluster: &Cluster, topic: &str) -> usize {
+    cluster
+        .wait_for_metadata(Duration::ZERO, |_| true)
+        .map(|m| {
+            m.topics.get(topic).map_or(0, |t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.isr.len() == p.replicas.len())
+                    .count()
+            })
+        })
+        .unwrap_or(0)
+}
+
 fn replicated() {
     let cluster = Cluster::builder().brokers(3).build().expect("cluster");
     let started = Instant::now();
@@ -79,14 +95,20 @@ fn replicated() {
         .expect("topic");
     wait_ready(&cluster, "wide", true);
     println!(
-        "# 3 brokers, {PARTITIONS} RF 3 partitions ready (full ISR) in {:.1} s",
+        "# 3 brokers, {PARTITIONS} RF 3 partitions created, all led with a full ISR in the metadata, in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     // Let the creation's own work settle before measuring idleness.
     std::thread::sleep(Duration::from_secs(2));
+    let full_before = in_sync(&cluster, "wide");
     let (cpu0, wall0) = (cpu_time(), Instant::now());
     std::thread::sleep(Duration::from_secs(IDLE_SECS));
     let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    println!(
+        "# full ISR: {} partitions before the idle period, {} after",
+        full_before,
+        in_sync(&cluster, "wide")
+    );
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
     println!(
         "BENCH name=scale/idle partitions={PARTITIONS} brokers=3 replication_factor=3 cpu_share={share:.3} target=0.05 met={} threads={} rss={}",
@@ -118,6 +140,10 @@ fn replicated() {
         "BENCH name=scale/acks-all-each partitions={PARTITIONS} records_per_s={:.0} secs={took:.3} target_secs=1.0 met={}",
         f64::from(PARTITIONS) / took,
         if took < 1.0 { "yes" } else { "no" }
+    );
+    println!(
+        "# full ISR after the sends: {} partitions",
+        in_sync(&cluster, "wide")
     );
     drop(producer);
     cluster.shutdown().expect("shutdown");

@@ -405,6 +405,28 @@ pub enum Error {
         replica: u32,
     },
 
+    /// A fetch named a fetch session the leader does not have (it restarted,
+    /// or replaced the session with a newer one) (Kafka:
+    /// `FETCH_SESSION_ID_NOT_FOUND`). The follower opens a new session.
+    #[error("fetch session {session_id} is not known to this leader")]
+    FetchSessionIdNotFound {
+        /// The session named.
+        session_id: u32,
+    },
+
+    /// A fetch's session epoch is not the next one the leader expects (a
+    /// fetch was lost or repeated) (Kafka: `INVALID_FETCH_SESSION_EPOCH`).
+    /// The follower opens a new session.
+    #[error("fetch session {session_id}: epoch {got}, expected {expected}")]
+    InvalidFetchSessionEpoch {
+        /// The session.
+        session_id: u32,
+        /// The epoch the leader expected.
+        expected: u32,
+        /// The epoch the fetch carried.
+        got: u32,
+    },
+
     /// A consumer has no position for a partition and `auto_offset_reset` is
     /// `None`, or the position fell out of the log's range (Kafka:
     /// `NoOffsetForPartitionException`).
@@ -631,6 +653,8 @@ impl Error {
             Error::InvalidRecord { .. } => 87,
             Error::InvalidUpdateVersion { .. } => 95,
             Error::IneligibleReplica { .. } => 107,
+            Error::FetchSessionIdNotFound { .. } => 70,
+            Error::InvalidFetchSessionEpoch { .. } => 71,
             Error::FencedMemberEpoch { .. } => 110,
             Error::InvalidPattern { .. } => 128,
             Error::UnexpectedAppendOffset { .. }

@@ -198,7 +198,7 @@ fn io_error() -> impl Strategy<Value = Arc<std::io::Error>> {
 /// Every error variant, with arbitrary fields.
 fn error() -> impl Strategy<Value = Error> {
     (
-        0u8..53,
+        0u8..55,
         (text(), text(), text()),
         (any::<u64>(), any::<u64>(), any::<u64>()),
         (any::<i32>(), any::<i32>(), any::<u32>()),
@@ -355,6 +355,12 @@ fn error() -> impl Strategy<Value = Error> {
                     },
                     50 => Error::LeaderNotAvailable { partition: tp },
                     51 => Error::ControllerNotAvailable { reason: s1 },
+                    52 => Error::FetchSessionIdNotFound { session_id: u },
+                    53 => Error::InvalidFetchSessionEpoch {
+                        session_id: u,
+                        expected: u,
+                        got: u,
+                    },
                     _ => Error::InvalidPattern {
                         pattern: s1,
                         reason: s2,
@@ -610,16 +616,22 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u32>(),
             prop::collection::vec(fetch_partition, 0..3),
             prop::option::of(0u32..8),
+            prop::option::of((any::<u32>(), any::<u32>())),
+            prop::collection::vec(tp(), 0..3),
         )
-            .prop_map(|(max_wait_ms, min_bytes, max_bytes, partitions, replica)| {
-                Request::Fetch(FetchRequest {
-                    max_wait_ms,
-                    min_bytes,
-                    max_bytes,
-                    partitions,
-                    replica,
-                })
-            })
+            .prop_map(
+                |(max_wait_ms, min_bytes, max_bytes, partitions, replica, session, forgotten)| {
+                    Request::Fetch(FetchRequest {
+                        max_wait_ms,
+                        min_bytes,
+                        max_bytes,
+                        partitions,
+                        replica,
+                        session: session.map(|(id, epoch)| FetchSession { id, epoch }),
+                        forgotten,
+                    })
+                },
+            )
             .boxed(),
         prop::collection::vec((tp(), offset_spec()), 0..3)
             .prop_map(|partitions| Request::ListOffsets(ListOffsetsRequest { partitions }))
@@ -756,8 +768,13 @@ fn response() -> impl Strategy<Value = Response> {
         prop::collection::vec(produced, 0..3)
             .prop_map(|partitions| Response::Produce(ProduceResponse { partitions }))
             .boxed(),
-        prop::collection::vec(fetched, 0..3)
-            .prop_map(|partitions| Response::Fetch(FetchResponse { partitions }))
+        (prop::collection::vec(fetched, 0..3), any::<u32>())
+            .prop_map(|(partitions, session_id)| {
+                Response::Fetch(FetchResponse {
+                    partitions,
+                    session_id,
+                })
+            })
             .boxed(),
         prop::collection::vec(listed, 0..3)
             .prop_map(|partitions| Response::ListOffsets(ListOffsetsResponse { partitions }))

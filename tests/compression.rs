@@ -347,6 +347,8 @@ fn fetch_first_batch(cluster: &Cluster, tp: &TopicPartition) -> RecordBatch {
             last_fetched_epoch: None,
         }],
         replica: None,
+        session: None,
+        forgotten: Vec::new(),
     });
     let leader = cluster
         .topic(tp.topic())

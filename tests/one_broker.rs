@@ -486,6 +486,8 @@ fn raw_fetch(
             last_fetched_epoch: None,
         }],
         replica: None,
+        session: None,
+        forgotten: Vec::new(),
     });
     let endpoint = Endpoint::new(cluster.transport()).unwrap();
     let pending = endpoint.send(0, request);
@@ -1267,6 +1269,8 @@ fn an_offline_log_answers_produce_and_fetch_with_a_storage_error_at_once() {
             min_bytes: 1,
             max_bytes: 1 << 20,
             replica: None,
+            session: None,
+            forgotten: Vec::new(),
             partitions: vec![FetchPartition {
                 partition: tp.clone(),
                 fetch_offset: offset,

@@ -113,6 +113,7 @@ impl BrokerCore {
             }
         }
         drop(wanted);
+        self.follower.roles_changed();
         self.metadata = metadata;
         first_error.map_or(Ok(()), Err)
     }

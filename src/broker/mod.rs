@@ -29,6 +29,7 @@ mod groups;
 mod metadata;
 mod purgatory;
 mod serve;
+mod sessions;
 mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -341,6 +342,8 @@ pub struct BrokerCore {
     metadata: Arc<ClusterMetadata>,
     partitions: BTreeMap<TopicPartition, Partition>,
     fetches: Purgatory<PendingFetch>,
+    /// Followers' fetch sessions with this broker as leader.
+    sessions: sessions::FetchSessions,
     produces: Purgatory<PendingProduce>,
     group_waits: Purgatory<PendingGroup>,
     /// Heartbeats held until their group changes, by the group's
@@ -417,6 +420,7 @@ impl BrokerCore {
             metadata: Arc::new(ClusterMetadata::default()),
             partitions: BTreeMap::new(),
             fetches: Purgatory::default(),
+            sessions: sessions::FetchSessions::default(),
             produces: Purgatory::default(),
             group_waits: Purgatory::default(),
             held_heartbeats: Purgatory::default(),
@@ -681,8 +685,7 @@ impl BrokerCore {
             self.finish_group(now, wait, true);
         }
         for fetch in self.fetches.drain() {
-            let (response, _) = self.read_fetch(now, &fetch.request);
-            self.respond(fetch.reply, Ok(Response::Fetch(response)));
+            self.answer_fetch(now, fetch);
         }
         for produce in self.produces.drain() {
             self.finish_produce(produce, now, true);
@@ -718,12 +721,22 @@ impl BrokerCore {
                 // +1: the clock counts whole milliseconds, and a fetch must
                 // never be answered before its full wait.
                 let deadline = now + Millis::from(request.max_wait_ms) + 1;
+                let session = match (request.session, request.replica) {
+                    (Some(session), Some(replica)) => {
+                        match self.sessions.receive(replica, session, &request, now) {
+                            Ok(id) => Some((replica, id)),
+                            Err(e) => return self.respond(reply, Err(e)),
+                        }
+                    }
+                    _ => None,
+                };
                 self.try_fetch(
                     now,
                     PendingFetch {
                         request,
                         reply,
                         deadline,
+                        session,
                     },
                 );
             }
@@ -813,8 +826,8 @@ impl BrokerCore {
         }
         if let Some(change) = self.isr_changes.remove(&correlation_id) {
             self.isr_change_answered(change.partition, response);
-        } else if let Some((leader, sent)) = self.follower.answered(correlation_id) {
-            self.apply_fetched(now, leader, &sent, response);
+        } else if let Some(leader) = self.follower.answered(correlation_id) {
+            self.apply_fetched(now, leader, response);
         } else if let Ok(Response::BrokerHeartbeat(_)) = response {
             self.controller_seen = now;
         }
@@ -829,9 +842,8 @@ impl BrokerCore {
                 for fetch in self.fetches.take_watching(&tp) {
                     self.try_fetch(now, fetch);
                 }
-                for produce in self.produces.take_watching(&tp) {
-                    self.settle_produce(now, produce);
-                }
+                self.sessions.moved(&tp);
+                self.settle_produces_on(&tp);
                 for wait in self.group_waits.take_watching(&tp) {
                     self.settle_group(now, wait);
                 }
@@ -840,7 +852,15 @@ impl BrokerCore {
                     self.group_heartbeat(now, held.request, held.reply, Some(held.deadline));
                 }
             } else {
-                break;
+                let waking = self.sessions.take_waking();
+                if waking.is_empty() {
+                    break;
+                }
+                for parked in waking {
+                    if let Some(fetch) = self.fetches.take(parked) {
+                        self.try_fetch(now, fetch);
+                    }
+                }
             }
         }
         if !self.stopped {
@@ -940,6 +960,15 @@ impl BrokerCore {
     /// re-evaluates waiters of partitions whose high watermark moved.
     fn check_isr(&mut self, now: Millis) {
         let mut proposals = Vec::new();
+        // A follower in a fetch session lists a partition only when its
+        // position changes: one that was at the log end when it last
+        // fetched is caught up then.
+        for (follower, tp, at) in self.sessions.members() {
+            if let Some(partition) = self.partitions.get_mut(tp) {
+                let end = partition.log.log_end_offset();
+                proposals.extend(partition.replicas.still_fetching(follower, end, at));
+            }
+        }
         for partition in self.partitions.values_mut() {
             if !partition.replicas.is_leader() {
                 continue;
@@ -981,6 +1010,9 @@ impl BrokerCore {
         for partition in self.partitions.values_mut() {
             let _ = partition.log.maintain();
         }
+        // Retention may have emptied a followed log (its position then has
+        // no epoch): the next fetches look at every partition.
+        self.follower.roles_changed();
     }
 }
 

@@ -21,6 +21,8 @@ pub(crate) struct PendingFetch {
     pub(crate) request: FetchRequest,
     pub(crate) reply: ReplyTo,
     pub(crate) deadline: Millis,
+    /// The follower and fetch session id of a session fetch.
+    pub(crate) session: Option<(crate::protocol::NodeId, u32)>,
 }
 
 /// A parked `acks=all` produce: the results so far, and for each partition
@@ -29,8 +31,9 @@ pub(crate) struct PendingFetch {
 pub(crate) struct PendingProduce {
     pub(crate) reply: ReplyTo,
     pub(crate) results: Vec<ProducedPartition>,
-    /// (index into `results`, offset the HW must reach, leader epoch of the append)
-    pub(crate) waiting: Vec<(usize, u64, i32)>,
+    /// Per partition still waiting: (index into `results`, offset the HW
+    /// must reach, leader epoch of the append).
+    pub(crate) waiting: BTreeMap<TopicPartition, Vec<(usize, u64, i32)>>,
     pub(crate) deadline: Millis,
 }
 
@@ -67,6 +70,10 @@ pub(crate) trait Waiter {
 
 impl Waiter for PendingFetch {
     fn watched(&self) -> Vec<TopicPartition> {
+        if self.session.is_some() {
+            // Woken through its session, which knows all its partitions.
+            return Vec::new();
+        }
         self.request
             .partitions
             .iter()
@@ -81,10 +88,7 @@ impl Waiter for PendingFetch {
 
 impl Waiter for PendingProduce {
     fn watched(&self) -> Vec<TopicPartition> {
-        self.waiting
-            .iter()
-            .map(|&(i, _, _)| self.results[i].partition.clone())
-            .collect()
+        self.waiting.keys().cloned().collect()
     }
 
     fn deadline(&self) -> Millis {
@@ -133,8 +137,9 @@ impl<T> Default for Purgatory<T> {
 }
 
 impl<T: Waiter> Purgatory<T> {
-    /// Parks `waiter` until its deadline, watching its partitions.
-    pub(crate) fn park(&mut self, waiter: T) {
+    /// Parks `waiter` until its deadline, watching its partitions; returns
+    /// its id.
+    pub(crate) fn park(&mut self, waiter: T) -> u64 {
         let (partitions, deadline) = (waiter.watched(), waiter.deadline());
         let id = self.next_id;
         self.next_id += 1;
@@ -143,6 +148,7 @@ impl<T: Waiter> Purgatory<T> {
         }
         self.deadlines.insert((deadline, id));
         self.waiters.insert(id, (waiter, partitions, deadline));
+        id
     }
 }
 
@@ -155,6 +161,36 @@ impl<T> Purgatory<T> {
             .cloned()
             .unwrap_or_default();
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Removes and returns waiter `id`, if it is still parked.
+    pub(crate) fn take(&mut self, id: u64) -> Option<T> {
+        self.remove(id)
+    }
+
+    /// The ids of the waiters watching `partition`, oldest first (they stay
+    /// parked: see [`get_mut`](Self::get_mut) and [`unwatch`](Self::unwatch)).
+    pub(crate) fn watching(&self, partition: &TopicPartition) -> Vec<u64> {
+        self.by_partition
+            .get(partition)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Waiter `id`, to settle in place.
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        self.waiters.get_mut(&id).map(|(waiter, _, _)| waiter)
+    }
+
+    /// Waiter `id` no longer cares whether `partition` moves (it settled
+    /// there); it stays parked for the rest.
+    pub(crate) fn unwatch(&mut self, id: u64, partition: &TopicPartition) {
+        if let Some(ids) = self.by_partition.get_mut(partition) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_partition.remove(partition);
+            }
+        }
     }
 
     /// Removes and returns the waiters whose deadline is at or before `now`.
@@ -228,6 +264,21 @@ mod tests {
         assert!(p.expire(9).is_empty());
         assert_eq!(names(p.expire(10)), ["b"]);
         assert_eq!((p.waiters.len(), p.next_deadline()), (0, None));
+        assert!(p.by_partition.is_empty() && p.deadlines.is_empty());
+    }
+
+    #[test]
+    fn a_waiter_settled_on_one_partition_stays_parked_for_the_others() {
+        let a = TopicPartition::new("a", 0).unwrap();
+        let b = TopicPartition::new("b", 0).unwrap();
+        let mut p: Purgatory<W> = Purgatory::default();
+        let id = p.park(W("ab", vec![a.clone(), b.clone()], 30));
+        assert_eq!(p.watching(&a), [id]);
+        p.get_mut(id).unwrap().0 = "b only";
+        p.unwatch(id, &a);
+        assert!(p.watching(&a).is_empty() && p.take_watching(&a).is_empty());
+        let names = |v: Vec<W>| v.into_iter().map(|w| w.0).collect::<Vec<_>>();
+        assert_eq!(names(p.take_watching(&b)), ["b only"]);
         assert!(p.by_partition.is_empty() && p.deadlines.is_empty());
     }
 }

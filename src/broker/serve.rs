@@ -1,14 +1,16 @@
 //! The data path of a leader: produce, fetch (consumers and followers),
 //! offset look-ups and metadata answers.
 
+use std::collections::BTreeMap;
+
 use super::purgatory::{PendingFetch, PendingProduce};
 use super::{BrokerCore, Partition};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Acks, ClusterMetadata, DeleteRecordsRequest, FetchPartition, FetchRequest, FetchResponse,
-    FetchedData, FetchedPartition, ListOffsetsRequest, ListOffsetsResponse, ListedOffset,
-    MetadataRequest, MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec, ProduceAck,
-    ProducePartition, ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo, Response,
+    Acks, ClusterMetadata, DeleteRecordsRequest, FetchPartition, FetchResponse, FetchedData,
+    FetchedPartition, ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MetadataRequest,
+    MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec, ProduceAck, ProducePartition,
+    ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo, Response,
 };
 use crate::record::{RecordBatch, Records};
 use crate::replication::{ProducerIds, SequenceCheck, diverging_epoch};
@@ -20,7 +22,7 @@ impl BrokerCore {
 
     pub(super) fn produce(&mut self, now: Millis, reply: ReplyTo, request: ProduceRequest) {
         let mut results = Vec::with_capacity(request.partitions.len());
-        let mut waiting = Vec::new();
+        let mut waiting: BTreeMap<TopicPartition, Vec<(usize, u64, i32)>> = BTreeMap::new();
         for (i, ProducePartition { partition, batch }) in request.partitions.into_iter().enumerate()
         {
             let result = self.append(now, &partition, batch, request.acks);
@@ -30,7 +32,8 @@ impl BrokerCore {
             }
             let result = result.map(|(ack, required, epoch)| {
                 if request.acks == Acks::All {
-                    waiting.push((i, required, epoch));
+                    let entry = (i, required, epoch);
+                    waiting.entry(partition.clone()).or_default().push(entry);
                 }
                 ack
             });
@@ -117,11 +120,41 @@ impl BrokerCore {
         }
     }
 
-    /// Settles what can be: a partition whose HW reached the batch is done,
-    /// one that lost leadership fails with `NotLeaderOrFollower`, one whose ISR
-    /// fell below `min_insync_replicas` with `NotEnoughReplicasAfterAppend`,
-    /// and at the deadline (or with `force`) the rest with `RequestTimedOut`.
-    /// Answers and returns `None` once nothing waits.
+    /// `tp` moved: settles the parked produces' entries for `tp` (each
+    /// produce only there, not its other partitions) and answers those with
+    /// nothing left to wait for.
+    pub(super) fn settle_produces_on(&mut self, tp: &TopicPartition) {
+        for id in self.produces.watching(tp) {
+            let Some(produce) = self.produces.get_mut(id) else {
+                continue;
+            };
+            let Some(mut entries) = produce.waiting.remove(tp) else {
+                continue;
+            };
+            let results = &mut produce.results;
+            entries.retain(|&(i, required, epoch)| {
+                let outcome = produce_outcome(&self.partitions, self.id, tp, required, epoch);
+                settle_entry(&mut results[i], outcome, false)
+            });
+            if !entries.is_empty() {
+                produce.waiting.insert(tp.clone(), entries);
+                continue;
+            }
+            let done = produce.waiting.is_empty();
+            self.produces.unwatch(id, tp);
+            if done && let Some(produce) = self.produces.take(id) {
+                let response = ProduceResponse {
+                    partitions: produce.results,
+                };
+                self.respond(produce.reply, Ok(Response::Produce(response)));
+            }
+        }
+    }
+
+    /// Settles what can be of every partition `produce` waits for (see
+    /// [`produce_outcome`]), and at the deadline (or with `force`) the rest
+    /// with `RequestTimedOut`. Answers and returns `None` once nothing
+    /// waits.
     pub(super) fn finish_produce(
         &mut self,
         mut produce: PendingProduce,
@@ -130,40 +163,12 @@ impl BrokerCore {
     ) -> Option<PendingProduce> {
         let timed_out = force || now >= produce.deadline;
         let results = &mut produce.results;
-        let partitions = &self.partitions;
-        let id = self.id;
-        produce.waiting.retain(|&(i, required, epoch)| {
-            let tp = &results[i].partition;
-            let not_leader = || Error::NotLeaderOrFollower {
-                broker: id,
-                partition: tp.clone(),
-            };
-            let outcome = match partitions.get(tp) {
-                Some(p) if !p.leads_in(epoch) => Some(Err(not_leader())),
-                Some(p) if p.replicas.high_watermark() >= required => Some(Ok(())),
-                Some(p) if p.replicas.check_acks_all().is_err() => {
-                    Some(Err(Error::NotEnoughReplicasAfterAppend {
-                        partition: tp.clone(),
-                    }))
-                }
-                Some(_) => None,
-                None => Some(Err(not_leader())),
-            };
-            match outcome {
-                Some(Ok(())) => false,
-                Some(Err(e)) => {
-                    results[i].result = Err(e);
-                    false
-                }
-                None if timed_out => {
-                    results[i].result = Err(Error::RequestTimedOut {
-                        operation: "replication of an acks=all produce",
-                        timeout_ms: 0,
-                    });
-                    false
-                }
-                None => true,
-            }
+        produce.waiting.retain(|tp, entries| {
+            entries.retain(|&(i, required, epoch)| {
+                let outcome = produce_outcome(&self.partitions, self.id, tp, required, epoch);
+                settle_entry(&mut results[i], outcome, timed_out)
+            });
+            !entries.is_empty()
         });
         if produce.waiting.is_empty() {
             let response = ProduceResponse {
@@ -180,7 +185,17 @@ impl BrokerCore {
     /// Answers a fetch that has enough data, failed, or is due; parks the
     /// rest.
     pub(super) fn try_fetch(&mut self, now: Millis, fetch: PendingFetch) {
-        let (response, bytes) = self.read_fetch(now, &fetch.request);
+        if let Some((replica, id)) = fetch.session {
+            if self.sessions.id(replica) != Some(id) {
+                // Replaced by a newer session of the same follower.
+                let error = Error::FetchSessionIdNotFound { session_id: id };
+                return self.respond(fetch.reply, Err(error));
+            }
+            self.sessions.set_parked(replica, None);
+        }
+        let (response, bytes) = self.read_fetch(now, &fetch);
+        // A session fetch's response holds only news.
+        let news = fetch.session.is_some() && !response.partitions.is_empty();
         let failed = response.partitions.iter().any(|p| {
             p.result
                 .as_ref()
@@ -188,39 +203,83 @@ impl BrokerCore {
         });
         let due = now >= fetch.deadline;
         if fetch.request.max_wait_ms == 0
+            || news
             || bytes >= u64::from(fetch.request.min_bytes)
             || failed
             || due
             || self.stopped
         {
-            self.respond(fetch.reply, Ok(Response::Fetch(response)));
+            self.send_fetch_response(fetch, response);
         } else {
-            self.fetches.park(fetch);
+            let session = fetch.session;
+            let parked = self.fetches.park(fetch);
+            if let Some((replica, _)) = session {
+                self.sessions.set_parked(replica, Some(parked));
+            }
         }
     }
 
-    /// Reads every partition of `request`: the response and its size in
-    /// bytes.
-    pub(super) fn read_fetch(
-        &mut self,
-        now: Millis,
-        request: &FetchRequest,
-    ) -> (FetchResponse, u64) {
+    /// Answers `fetch` with what its partitions hold now.
+    pub(super) fn answer_fetch(&mut self, now: Millis, fetch: PendingFetch) {
+        let (response, _) = self.read_fetch(now, &fetch);
+        self.send_fetch_response(fetch, response);
+    }
+
+    fn send_fetch_response(&mut self, fetch: PendingFetch, mut response: FetchResponse) {
+        if let Some((_, id)) = fetch.session {
+            response.session_id = id;
+        }
+        self.respond(fetch.reply, Ok(Response::Fetch(response)));
+    }
+
+    /// Reads the partitions of `fetch`: the response and its size in
+    /// bytes. A session fetch reads its session's dirty partitions and
+    /// answers only those with news (see [`super::sessions`]); once the
+    /// byte budget is spent the rest stay dirty for the next fetch.
+    pub(super) fn read_fetch(&mut self, now: Millis, fetch: &PendingFetch) -> (FetchResponse, u64) {
+        let request = &fetch.request;
+        let session = fetch.session.map(|(replica, _)| replica);
+        let listed = match session {
+            Some(replica) => std::borrow::Cow::Owned(self.sessions.to_read(replica)),
+            None => std::borrow::Cow::Borrowed(&request.partitions[..]),
+        };
         let mut budget = request.max_bytes as usize;
         let mut total = 0u64;
-        let mut partitions = Vec::with_capacity(request.partitions.len());
-        for fp in &request.partitions {
+        let mut partitions = Vec::with_capacity(listed.len());
+        for fp in listed.iter() {
+            if session.is_some() && budget == 0 {
+                break;
+            }
             let result = self.read_partition(now, fp, request.replica, budget);
             if let Ok(data) = &result {
                 budget = budget.saturating_sub(data.records.size());
                 total += data.records.size() as u64;
+            }
+            if let Some(replica) = session {
+                let state = result
+                    .as_ref()
+                    .ok()
+                    .map(|d| (d.high_watermark, d.log_start_offset));
+                let news = self.sessions.read(replica, &fp.partition, state);
+                let quiet = result
+                    .as_ref()
+                    .is_ok_and(|d| d.records.is_empty() && d.diverging_epoch.is_none());
+                if quiet && !news {
+                    continue;
+                }
             }
             partitions.push(FetchedPartition {
                 partition: fp.partition.clone(),
                 result,
             });
         }
-        (FetchResponse { partitions }, total)
+        (
+            FetchResponse {
+                partitions,
+                session_id: 0,
+            },
+            total,
+        )
     }
 
     fn read_partition(
@@ -415,5 +474,58 @@ pub(super) fn leader_partition<'a>(
             broker: id,
             partition: tp.clone(),
         }),
+    }
+}
+
+/// Where an `acks=all` append of `tp` (to reach `required`, written in
+/// leader `epoch`) stands: committed once the HW reached it, failed with
+/// `NotLeaderOrFollower` once the leadership is gone, with
+/// `NotEnoughReplicasAfterAppend` once the ISR fell below
+/// `min_insync_replicas`; `None` while it waits.
+fn produce_outcome(
+    partitions: &BTreeMap<TopicPartition, Partition>,
+    broker: NodeId,
+    tp: &TopicPartition,
+    required: u64,
+    epoch: i32,
+) -> Option<Result<()>> {
+    let not_leader = || Error::NotLeaderOrFollower {
+        broker,
+        partition: tp.clone(),
+    };
+    match partitions.get(tp) {
+        Some(p) if !p.leads_in(epoch) => Some(Err(not_leader())),
+        Some(p) if p.replicas.high_watermark() >= required => Some(Ok(())),
+        Some(p) if p.replicas.check_acks_all().is_err() => {
+            Some(Err(Error::NotEnoughReplicasAfterAppend {
+                partition: tp.clone(),
+            }))
+        }
+        Some(_) => None,
+        None => Some(Err(not_leader())),
+    }
+}
+
+/// Records `outcome` in `result` (a wait still open at the deadline times
+/// out); whether the entry still waits.
+fn settle_entry(
+    result: &mut ProducedPartition,
+    outcome: Option<Result<()>>,
+    timed_out: bool,
+) -> bool {
+    match outcome {
+        Some(Ok(())) => false,
+        Some(Err(e)) => {
+            result.result = Err(e);
+            false
+        }
+        None if timed_out => {
+            result.result = Err(Error::RequestTimedOut {
+                operation: "replication of an acks=all produce",
+                timeout_ms: 0,
+            });
+            false
+        }
+        None => true,
     }
 }

@@ -714,6 +714,8 @@ impl ConsumerCore {
                 min_bytes: self.config.fetch_min_bytes,
                 max_bytes: self.config.fetch_max_bytes,
                 replica: None,
+                session: None,
+                forgotten: Vec::new(),
                 partitions: partitions
                     .iter()
                     .map(|(tp, offset)| FetchPartition {

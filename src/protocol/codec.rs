@@ -48,10 +48,10 @@ use super::{
     Acks, AlterPartitionReassignmentsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
     BrokerInfo, ClusterMetadata, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, Envelope, FetchPartition, FetchRequest,
-    FetchResponse, FetchedData, FetchedPartition, GroupDescription, GroupHeartbeatRequest,
-    GroupHeartbeatResponse, GroupListing, GroupState, IsrProposal, ListOffsetsRequest,
-    ListOffsetsResponse, ListedOffset, MemberDescription, Message, MetadataRequest,
-    MetadataResponse, OffsetAndMetadata, OffsetAndTimestamp, OffsetCommitRequest,
+    FetchResponse, FetchSession, FetchedData, FetchedPartition, GroupDescription,
+    GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing, GroupState, IsrProposal,
+    ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MemberDescription, Message,
+    MetadataRequest, MetadataResponse, OffsetAndMetadata, OffsetAndTimestamp, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, OffsetSpec, PartitionMetadata, Peer, ProduceAck,
     ProducePartition, ProduceRequest, ProduceResponse, ProducedPartition, Request, Response,
     Subscription, TopicMetadata, TopicResults, UpdateMetadataRequest,
@@ -587,6 +587,12 @@ wire_struct!(FetchRequest {
     max_bytes: u32,
     partitions: Vec<FetchPartition>,
     replica: Option<u32>,
+    session: Option<FetchSession>,
+    forgotten: Vec<TopicPartition>,
+});
+wire_struct!(FetchSession {
+    id: u32,
+    epoch: u32
 });
 wire_struct!(FetchPartition {
     partition: TopicPartition,
@@ -597,6 +603,7 @@ wire_struct!(FetchPartition {
 });
 wire_struct!(FetchResponse {
     partitions: Vec<FetchedPartition>,
+    session_id: u32,
 });
 wire_struct!(FetchedPartition {
     partition: TopicPartition,
@@ -1272,6 +1279,8 @@ wire_error! {
     50 => IneligibleReplica { partition: TopicPartition, replica: u32 },
     51 => LeaderNotAvailable { partition: TopicPartition },
     52 => ControllerNotAvailable { reason: String },
+    53 => FetchSessionIdNotFound { session_id: u32 },
+    54 => InvalidFetchSessionEpoch { session_id: u32, expected: u32, got: u32 },
 }
 
 #[cfg(test)]

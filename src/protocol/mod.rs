@@ -348,6 +348,33 @@ pub struct FetchRequest {
     /// to the log end (not just the high watermark), and its fetch offset
     /// tells the leader how far it got.
     pub replica: Option<NodeId>,
+    /// A follower's incremental fetch session with this leader, after
+    /// Kafka's KIP-227; `None` for a plain fetch of exactly `partitions`
+    /// (what consumers send). See [`FetchSession`].
+    pub session: Option<FetchSession>,
+    /// In an incremental fetch, the partitions the session no longer holds.
+    pub forgotten: Vec<TopicPartition>,
+}
+
+/// A follower's fetch session with one leader (after Kafka's KIP-227): the
+/// leader remembers every partition the follower fetches and where from,
+/// so that a fetch lists only the partitions whose position changed and is
+/// answered with only the partitions that have something new (records, a
+/// high watermark or log start that moved, an error). An idle partition
+/// costs neither side anything per fetch.
+///
+/// `id` 0 with `epoch` 0 is a full fetch that opens a session (the answer
+/// carries its id; it replaces the follower's earlier session with this
+/// leader); then each fetch carries the id and the next epoch, 1, 2, ….
+/// An unknown id is [`Error::FetchSessionIdNotFound`](crate::Error::FetchSessionIdNotFound),
+/// an epoch out of turn [`Error::InvalidFetchSessionEpoch`](crate::Error::InvalidFetchSessionEpoch);
+/// the follower then opens a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchSession {
+    /// The session's id (0: open a new one).
+    pub id: u32,
+    /// This fetch's place in the session (0 opens it).
+    pub epoch: u32,
 }
 
 /// One partition of a [`FetchRequest`].
@@ -372,8 +399,11 @@ pub struct FetchPartition {
 /// What a [`FetchRequest`] read.
 #[derive(Debug, Clone)]
 pub struct FetchResponse {
-    /// One entry per partition of the request, in its order.
+    /// One entry per partition of the request, in its order; in an
+    /// incremental session fetch, the partitions with something new.
     pub partitions: Vec<FetchedPartition>,
+    /// The fetch session the answer belongs to (0: none).
+    pub session_id: u32,
 }
 
 /// One partition's outcome in a [`FetchResponse`].

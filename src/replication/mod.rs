@@ -389,6 +389,29 @@ impl ReplicaSet {
         update
     }
 
+    /// `follower` still fetched at `at` without listing this partition (a
+    /// fetch session keeps its position): if the position its last fetch
+    /// here established is at the log end, it is caught up at `at`, and a
+    /// follower out of the ISR that is caught up is proposed back in. Only
+    /// a position a fetch in the current leader epoch established counts,
+    /// never one the follower merely claims.
+    pub fn still_fetching(
+        &mut self,
+        follower: NodeId,
+        log_end_offset: u64,
+        at: Millis,
+    ) -> Option<IsrProposal> {
+        let Role::Leader { followers, .. } = &mut self.role else {
+            return None;
+        };
+        let state = followers.get_mut(&follower)?;
+        if state.log_end_offset < log_end_offset || state.last_fetch_ms == Millis::MIN {
+            return None;
+        }
+        state.last_caught_up_ms = state.last_caught_up_ms.max(at);
+        self.propose_expansion(follower)
+    }
+
     /// Time passed: proposes removing followers that have not caught up for
     /// `replica_lag_time_max_ms`.
     pub fn tick(&mut self, now: Millis) -> Option<IsrProposal> {
@@ -628,6 +651,27 @@ mod tests {
         // Caught up again: proposed back in.
         let update = r.on_follower_fetch(2, 5, 5, 600);
         assert_eq!(update.proposal.map(|p| p.isr), Some(vec![0, 1, 2]));
+    }
+
+    #[test]
+    fn a_follower_still_fetching_stays_caught_up_only_at_a_position_it_fetched() {
+        let mut r = leader(1);
+        r.on_append(3);
+        assert_eq!(r.still_fetching(1, 3, 90), None);
+        // Not fetched in this epoch: a session's word is not enough.
+        assert_eq!(r.tick(101).map(|p| p.isr), Some(vec![0]));
+        let mut r = leader(1);
+        r.on_append(3);
+        r.on_follower_fetch(1, 3, 3, 50);
+        r.on_follower_fetch(2, 1, 3, 50);
+        r.still_fetching(1, 3, 140);
+        r.still_fetching(2, 3, 140);
+        assert_eq!(
+            r.tick(200).map(|p| p.isr),
+            Some(vec![0, 1]),
+            "1 is at the log end and still fetching; 2 fetched only to 1"
+        );
+        assert_eq!(r.high_watermark(), 1, "the HW rests on fetched positions");
     }
 
     #[test]
