@@ -797,7 +797,9 @@ fn response() -> impl Strategy<Value = Response> {
         topic_results().prop_map(Response::CreateTopics).boxed(),
         topic_results().prop_map(Response::DeleteTopics).boxed(),
         topic_results().prop_map(Response::CreatePartitions).boxed(),
-        Just(Response::UpdateMetadata).boxed(),
+        prop::collection::vec((tp(), error()), 0..3)
+            .prop_map(Response::UpdateMetadata)
+            .boxed(),
         any::<u64>().prop_map(Response::BrokerHeartbeat).boxed(),
         result((nodes(), any::<u32>()))
             .prop_map(Response::AlterPartition)

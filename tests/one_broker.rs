@@ -1200,6 +1200,36 @@ fn an_answer_to_a_fetch_from_before_a_reassignment_is_not_delivered_twice() {
     assert_eq!(offsets, [0], "the record arrived exactly once");
 }
 
+/// A replica whose log cannot be opened (here a file stands where its
+/// directory goes) makes `create_topic` fail with the storage's error,
+/// naming that path, instead of leaving the partition silently unserved;
+/// the partition that opened serves, and once the obstacle is gone the
+/// next metadata change opens the other.
+#[test]
+fn a_partition_whose_log_cannot_open_fails_create_topics_with_that_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::builder().data_dir(dir.path()).build().unwrap();
+    let blocker = dir.path().join("broker-0").join("blocked-1");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let admin = Admin::new(&cluster).unwrap();
+    match admin.create_topic(NewTopic::new("blocked", 2)) {
+        Err(Error::Io { context, .. }) => assert!(context.contains("blocked-1"), "{context}"),
+        other => panic!("expected the storage's error, got {other:?}"),
+    }
+    let producer: Producer<String, String> = Producer::new(&cluster, fast_producer()).unwrap();
+    let send = |partition: u32| {
+        producer
+            .send(ProducerRecord::new("blocked", "v".to_string()).with_partition(partition))
+            .unwrap()
+            .wait()
+    };
+    send(0).expect("the partition that opened serves");
+    std::fs::remove_file(&blocker).unwrap();
+    admin.create_topic(NewTopic::new("other", 1)).unwrap();
+    send(1).expect("opened at the next metadata change");
+}
+
 /// A `data_dir` that cannot be one is refused at `build()` with
 /// `InvalidConfig` naming `data_dir` and saying why: empty, or an existing
 /// file.

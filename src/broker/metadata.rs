@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{BrokerCore, Partition};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::planted::{PlantedBug, planted};
 use crate::protocol::{ClusterMetadata, NodeId, PartitionMetadata, TopicMetadata};
 use crate::replication::{ProducerStateTable, ReplicaSet};
@@ -17,18 +17,19 @@ impl BrokerCore {
     /// replicas, closes and removes the logs of deleted topics (and of a
     /// topic deleted and created again under the same name, told apart by its
     /// id), and gives each replica its role: leader, or follower of whom. A
-    /// log that fails to open or remove is skipped and reported; the rest of
-    /// the change still applies, and the next metadata retries it. Metadata
-    /// older than what the broker has (by controller epoch, then version) is
-    /// ignored.
+    /// log that fails to open or remove is skipped and returned with its
+    /// error; the rest of the change still applies, and the next metadata
+    /// retries it. Metadata older than what the broker has (by controller
+    /// epoch, then version) is ignored. `Err`: the storage could not list
+    /// the logs left behind by an interrupted deletion.
     pub(super) fn apply_metadata(
         &mut self,
         now: Millis,
         metadata: Arc<ClusterMetadata>,
-    ) -> Result<()> {
+    ) -> Result<Vec<(TopicPartition, Error)>> {
         let current = (self.metadata.controller_epoch, self.metadata.version);
         if (metadata.controller_epoch, metadata.version) <= current {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let first = self.metadata.version == 0;
         let mut wanted: BTreeMap<TopicPartition, (&PartitionMetadata, &TopicMetadata)> =
@@ -41,7 +42,8 @@ impl BrokerCore {
                 }
             }
         }
-        let mut first_error = None;
+        let mut failed = Vec::new();
+        let mut listing_error = None;
         // Replaced incarnations go first, so their files are gone before the
         // new topic's log is opened at the same place.
         let stale: Vec<TopicPartition> = self
@@ -58,7 +60,7 @@ impl BrokerCore {
                     .close()
                     .and_then(|()| self.storage.remove(&tp, self.id));
                 if let Err(e) = removed {
-                    first_error.get_or_insert(e);
+                    failed.push((tp, e));
                 }
             }
         }
@@ -80,16 +82,14 @@ impl BrokerCore {
                     // Without its producers' state the replica still serves;
                     // duplicate checks start from what it copies next.
                     if let Err(e) = partition.rebuild_producers() {
-                        first_error.get_or_insert(e);
+                        failed.push((tp.clone(), e));
                     }
                     assign_role(&mut partition, self.id, p, now);
                     partition.replicas.set_fenced(fenced(p));
                     self.partitions.insert(tp.clone(), partition);
                     self.moved.insert(tp.clone());
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+                Err(e) => failed.push((tp.clone(), e)),
             }
         }
         // A log left behind by a deletion that a crash interrupted. Only
@@ -103,19 +103,17 @@ impl BrokerCore {
                             && !wanted.contains_key(&tp)
                             && let Err(e) = self.storage.remove(&tp, self.id)
                         {
-                            first_error.get_or_insert(e);
+                            failed.push((tp, e));
                         }
                     }
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+                Err(e) => listing_error = Some(e),
             }
         }
         drop(wanted);
         self.follower.roles_changed();
         self.metadata = metadata;
-        first_error.map_or(Ok(()), Err)
+        listing_error.map_or(Ok(failed), Err)
     }
 
     /// Opens the log of a replica new to this broker.

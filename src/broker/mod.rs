@@ -755,7 +755,7 @@ impl BrokerCore {
             Request::UpdateMetadata(UpdateMetadataRequest { metadata }) => {
                 self.controller_seen = now;
                 let applied = self.apply_metadata(now, metadata);
-                self.respond(reply, applied.map(|()| Response::UpdateMetadata));
+                self.respond(reply, applied.map(Response::UpdateMetadata));
             }
             Request::CreateTopics(_)
             | Request::DeleteTopics(_)

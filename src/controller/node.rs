@@ -21,6 +21,7 @@ use crate::protocol::{
 };
 use crate::storage::Storage;
 use crate::time::Millis;
+use crate::topic::TopicPartition;
 
 /// A metadata change being published: the answer to the request that made
 /// it waits until every live broker has answered the push (or the deadline
@@ -34,6 +35,8 @@ struct Publish {
     waiting: BTreeSet<u64>,
     answer: Option<(ReplyTo, Result<Response>)>,
     deadline: Millis,
+    /// Replicas the brokers that answered could not open or remove.
+    failed: Vec<(TopicPartition, Error)>,
 }
 
 /// The controller node; see the [module docs](self).
@@ -118,9 +121,14 @@ impl ControllerCore {
         let reply = envelope.reply_to();
         match envelope.message {
             Message::Request(request) => self.handle_request(now, reply, request),
-            Message::Response(_) => {
+            Message::Response(response) => {
                 let id = reply.correlation_id;
                 if let Some(publish) = self.pushes.remove(&id) {
+                    if let Ok(Response::UpdateMetadata(failed)) = response
+                        && let Some(p) = self.publishes.get_mut(&publish)
+                    {
+                        p.failed.extend(failed);
+                    }
                     self.push_answered(publish, id);
                 }
             }
@@ -146,8 +154,7 @@ impl ControllerCore {
         for id in overdue {
             if let Some(publish) = self.publishes.remove(&id) {
                 self.pushes.retain(|_, p| *p != id);
-                self.published(id, publish.metadata);
-                self.answer(publish.answer);
+                self.publish_ended(id, publish);
             }
         }
     }
@@ -297,6 +304,7 @@ impl ControllerCore {
                     waiting,
                     answer,
                     deadline,
+                    failed: Vec::new(),
                 },
             );
         }
@@ -329,9 +337,31 @@ impl ControllerCore {
             None => false,
         };
         if done && let Some(p) = self.publishes.remove(&publish) {
-            self.published(publish, p.metadata);
-            self.answer(p.answer);
+            self.publish_ended(publish, p);
         }
+    }
+
+    /// Publish `id` ended: its metadata is the published one, and the
+    /// request that made it is answered. A topic created (or grown) whose
+    /// replica a broker could not open fails with that broker's error:
+    /// the topic exists, but that replica is not served until a later
+    /// metadata change opens it or the topic is deleted.
+    fn publish_ended(&mut self, id: u64, publish: Publish) {
+        self.published(id, publish.metadata);
+        let mut answer = publish.answer;
+        if let Some((
+            _,
+            Ok(Response::CreateTopics(results) | Response::CreatePartitions(results)),
+        )) = &mut answer
+        {
+            for (name, result) in &mut results.topics {
+                let failure = publish.failed.iter().find(|(tp, _)| tp.topic() == name);
+                if let (Ok(()), Some((_, e))) = (&result, failure) {
+                    *result = Err(e.clone());
+                }
+            }
+        }
+        self.answer(answer);
     }
 
     fn answer(&mut self, answer: Option<(ReplyTo, Result<Response>)>) {

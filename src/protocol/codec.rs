@@ -931,7 +931,8 @@ impl Wire for Response {
             Response::CreateTopics(r)
             | Response::DeleteTopics(r)
             | Response::CreatePartitions(r) => r.put(out),
-            Response::UpdateMetadata | Response::OffsetCommit => {}
+            Response::UpdateMetadata(failed) => failed.put(out),
+            Response::OffsetCommit => {}
             Response::BrokerHeartbeat(version) => version.put(out),
             Response::AlterPartition(r) => r.put(out),
             Response::InitProducerId(r) => r.put(out),
@@ -956,7 +957,7 @@ impl Wire for Response {
             api::CREATE_TOPICS => Response::CreateTopics(Wire::get(r)?),
             api::DELETE_TOPICS => Response::DeleteTopics(Wire::get(r)?),
             api::CREATE_PARTITIONS => Response::CreatePartitions(Wire::get(r)?),
-            api::UPDATE_METADATA => Response::UpdateMetadata,
+            api::UPDATE_METADATA => Response::UpdateMetadata(Wire::get(r)?),
             api::BROKER_HEARTBEAT => Response::BrokerHeartbeat(Wire::get(r)?),
             api::ALTER_PARTITION => Response::AlterPartition(Wire::get(r)?),
             api::INIT_PRODUCER_ID => Response::InitProducerId(Wire::get(r)?),

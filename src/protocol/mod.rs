@@ -30,7 +30,7 @@ pub use group::{
     STATIC_LEAVE_EPOCH, Subscription,
 };
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::{RecordBatch, Records};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
 
@@ -194,8 +194,10 @@ pub enum Response {
     DeleteTopics(TopicResults),
     /// Answer to [`Request::CreatePartitions`].
     CreatePartitions(TopicResults),
-    /// Answer to [`Request::UpdateMetadata`]: the broker applied it.
-    UpdateMetadata,
+    /// Answer to [`Request::UpdateMetadata`]: the broker applied it, except
+    /// for the replicas listed, whose logs it could not open or remove
+    /// (it tries them again at the next metadata).
+    UpdateMetadata(Vec<(TopicPartition, Error)>),
     /// Answer to [`Request::BrokerHeartbeat`]: the metadata version the
     /// controller holds (a broker behind it is sent the metadata again).
     BrokerHeartbeat(u64),
@@ -243,7 +245,7 @@ impl Response {
             Response::CreateTopics(_) => api::CREATE_TOPICS,
             Response::DeleteTopics(_) => api::DELETE_TOPICS,
             Response::CreatePartitions(_) => api::CREATE_PARTITIONS,
-            Response::UpdateMetadata => api::UPDATE_METADATA,
+            Response::UpdateMetadata(_) => api::UPDATE_METADATA,
             Response::BrokerHeartbeat(_) => api::BROKER_HEARTBEAT,
             Response::AlterPartition(_) => api::ALTER_PARTITION,
             Response::InitProducerId(_) => api::INIT_PRODUCER_ID,
@@ -270,7 +272,7 @@ impl Response {
             Response::CreateTopics(_) => "CreateTopics",
             Response::DeleteTopics(_) => "DeleteTopics",
             Response::CreatePartitions(_) => "CreatePartitions",
-            Response::UpdateMetadata => "UpdateMetadata",
+            Response::UpdateMetadata(_) => "UpdateMetadata",
             Response::BrokerHeartbeat(_) => "BrokerHeartbeat",
             Response::AlterPartition(_) => "AlterPartition",
             Response::InitProducerId(_) => "InitProducerId",

@@ -401,7 +401,7 @@ mod tests {
             self.seen.fetch_add(1, Ordering::SeqCst);
             let transport = self.transport.lock().unwrap().clone();
             if let Some(transport) = transport {
-                transport.send(envelope.reply(Ok(Response::UpdateMetadata)));
+                transport.send(envelope.reply(Ok(Response::UpdateMetadata(Vec::new()))));
             }
         }
     }
