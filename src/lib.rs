@@ -93,6 +93,8 @@ mod controller;
 mod core_tests;
 mod error;
 pub mod group;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod metrics;
 mod planted;
 pub mod protocol;

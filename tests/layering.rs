@@ -49,6 +49,19 @@ const FORBIDDEN: &[&str] = &[
 
 /// For each layer, the layers above it that it must not import.
 const NOT_UPWARDS: &[(&str, &[&str])] = &[
+    // The Kafka listener is a front door at the transport's level: it
+    // reaches the brokers by messages only.
+    (
+        "kafka",
+        &[
+            "broker",
+            "controller",
+            "client",
+            "cluster",
+            "runtime",
+            "group",
+        ],
+    ),
     (
         "protocol",
         &[

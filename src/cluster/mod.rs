@@ -60,6 +60,8 @@ pub struct ClusterBuilder {
     broker_config: BrokerConfig,
     racks: Option<Vec<String>>,
     assignors: Vec<Arc<dyn Assignor>>,
+    #[cfg(feature = "kafka")]
+    kafka_listener: Option<(String, crate::kafka::KafkaListenerConfig)>,
 }
 
 impl ClusterBuilder {
@@ -119,6 +121,26 @@ impl ClusterBuilder {
         self
     }
 
+    /// Opens a Kafka wire-protocol listener on `addr` (`host:port`; port 0
+    /// picks a free one, see [`Cluster::kafka_listener_addr`]) so that
+    /// Kafka's clients and tools reach the cluster (the `kafka` feature;
+    /// see [`crate::kafka`]).
+    #[cfg(feature = "kafka")]
+    pub fn kafka_listener(self, addr: impl Into<String>) -> Self {
+        self.kafka_listener_with(addr, crate::kafka::KafkaListenerConfig::default())
+    }
+
+    /// [`kafka_listener`](Self::kafka_listener) with limits of its own.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_listener_with(
+        mut self,
+        addr: impl Into<String>,
+        config: crate::kafka::KafkaListenerConfig,
+    ) -> Self {
+        self.kafka_listener = Some((addr.into(), config));
+        self
+    }
+
     /// Starts the cluster. Bad settings are [`Error::InvalidConfig`]; a storage
     /// that cannot be opened or replayed fails here, not later.
     pub fn build(self) -> Result<Cluster> {
@@ -173,11 +195,27 @@ impl ClusterBuilder {
             controller: Mutex::new(None),
             metadata: Arc::default(),
             brokers: Mutex::new((0..count).map(|_| None).collect()),
+            #[cfg(feature = "kafka")]
+            kafka: None,
         };
         cluster.restart_controller()?;
         for id in 0..count {
             cluster.restart_broker(id)?;
         }
+        #[cfg(feature = "kafka")]
+        let cluster = {
+            let mut cluster = cluster;
+            if let Some((addr, config)) = self.kafka_listener {
+                cluster.kafka = Some(crate::kafka::KafkaListener::start(
+                    addr.as_str(),
+                    cluster.transport.clone(),
+                    (0..count).collect(),
+                    "ferrolog",
+                    config,
+                )?);
+            }
+            cluster
+        };
         Ok(cluster)
     }
 }
@@ -248,6 +286,9 @@ pub struct Cluster {
     metadata: Arc<MetadataWatch>,
     /// Indexed by broker id; `None` while a broker is stopped.
     brokers: Mutex<Vec<Option<Broker>>>,
+    /// The Kafka listener, if one was asked for.
+    #[cfg(feature = "kafka")]
+    kafka: Option<crate::kafka::KafkaListener>,
 }
 
 impl Cluster {
@@ -582,6 +623,22 @@ impl Cluster {
     /// its metadata log. Returns the first error after trying everything.
     pub fn shutdown(self) -> Result<()> {
         self.stop()
+    }
+
+    /// The address of the Kafka listener (the `kafka` feature), if the
+    /// cluster has one ([`ClusterBuilder::kafka_listener`]).
+    #[cfg(feature = "kafka")]
+    pub fn kafka_listener_addr(&self) -> Option<std::net::SocketAddr> {
+        self.kafka
+            .as_ref()
+            .map(crate::kafka::KafkaListener::local_addr)
+    }
+
+    /// The Kafka listener itself, if the cluster has one: why it closed
+    /// connections ([`KafkaListener::closed`](crate::kafka::KafkaListener::closed)).
+    #[cfg(feature = "kafka")]
+    pub fn kafka_listener(&self) -> Option<&crate::kafka::KafkaListener> {
+        self.kafka.as_ref()
     }
 
     fn stop(&self) -> Result<()> {

@@ -368,8 +368,8 @@ pub struct FetchRequest {
 /// `id` 0 with `epoch` 0 is a full fetch that opens a session (the answer
 /// carries its id; it replaces the follower's earlier session with this
 /// leader); then each fetch carries the id and the next epoch, 1, 2, ….
-/// An unknown id is [`Error::FetchSessionIdNotFound`](crate::Error::FetchSessionIdNotFound),
-/// an epoch out of turn [`Error::InvalidFetchSessionEpoch`](crate::Error::InvalidFetchSessionEpoch);
+/// An unknown id is [`Error::FetchSessionIdNotFound`],
+/// an epoch out of turn [`Error::InvalidFetchSessionEpoch`];
 /// the follower then opens a new session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchSession {
@@ -389,8 +389,8 @@ pub struct FetchPartition {
     /// Most bytes for this partition (at least one batch is returned).
     pub max_bytes: u32,
     /// The leader epoch the fetcher believes current; an older one is
-    /// [`Error::FencedLeaderEpoch`](crate::Error::FencedLeaderEpoch), a newer
-    /// one [`Error::NotLeaderOrFollower`](crate::Error::NotLeaderOrFollower).
+    /// [`Error::FencedLeaderEpoch`], a newer
+    /// one [`Error::NotLeaderOrFollower`].
     pub current_leader_epoch: Option<i32>,
     /// A follower's newest epoch in its log: the leader checks the follower's
     /// log ends where its own log has that epoch end, and answers with a
@@ -449,7 +449,7 @@ pub enum OffsetSpec {
 /// Deletes the records of each partition before an offset (Kafka's
 /// DeleteRecords): the log start moves there. The offset may be at most the
 /// high watermark (only committed records are deleted); a larger one is
-/// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange).
+/// [`Error::OffsetOutOfRange`].
 #[derive(Debug, Clone)]
 pub struct DeleteRecordsRequest {
     /// The partitions and the offset to delete before.

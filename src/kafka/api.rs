@@ -1,0 +1,254 @@
+//! Each Kafka API the listener serves: read the request body, ask the
+//! brokers through an [`Endpoint`], encode the answer in the request's
+//! version.
+
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::server::Reply;
+use super::wire::{self, Malformed, Read, Reader, RequestHeader};
+use crate::error::Error;
+use crate::protocol::{MetadataRequest, NodeId, Request, Response};
+use crate::topic::INTERNAL_TOPIC_PREFIX;
+use crate::transport::Endpoint;
+
+/// Kafka's `UNSUPPORTED_VERSION`.
+const UNSUPPORTED_VERSION: i16 = 35;
+/// Kafka's `UNKNOWN_TOPIC_OR_PARTITION`.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+/// The APIs served, with the versions of each (what ApiVersions answers).
+pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] =
+    &[(ApiKey::ApiVersions, 0, 3), (ApiKey::Metadata, 0, 12)];
+
+/// What the APIs need: how to reach the brokers and what to advertise.
+pub(super) struct Context {
+    pub(super) endpoint: Endpoint,
+    /// Brokers to ask for metadata, in order.
+    pub(super) bootstrap: Vec<NodeId>,
+    /// The address every broker is advertised at (this listener's).
+    pub(super) host: String,
+    pub(super) port: i32,
+    pub(super) cluster_id: String,
+}
+
+/// What became of a request.
+pub(super) enum Handled {
+    /// Answered at once (`None`: a request that gets no answer).
+    Now(Option<Bytes>),
+    /// The answer goes through the request's [`Reply`] later.
+    Later,
+    /// The connection closes, for this reason.
+    Close(String),
+}
+
+fn range_of(key: i16) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k as i16 == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Handles one request.
+pub(super) fn handle(
+    context: &Context,
+    header: RequestHeader,
+    rest: Bytes,
+    reply: Reply,
+) -> Handled {
+    if header.api_key == ApiKey::ApiVersions as i16 {
+        // Its body (the client's software name and version, v3) is not
+        // needed, and a version from the future may have any header.
+        return Handled::Now(Some(api_versions(&header)));
+    }
+    let Some((min, max)) = range_of(header.api_key) else {
+        let name = ApiKey::try_from(header.api_key)
+            .map_or_else(|()| "an unknown API".to_string(), |k| format!("{k:?}"));
+        return Handled::Close(format!(
+            "{name} (key {}) is not served by this listener",
+            header.api_key
+        ));
+    };
+    if !(min..=max).contains(&header.api_version) {
+        return Handled::Close(format!(
+            "version {} of API key {} is not served (versions {min}..={max})",
+            header.api_version, header.api_key
+        ));
+    }
+    let handled =
+        wire::body(&header, rest).and_then(|body| match ApiKey::try_from(header.api_key) {
+            Ok(ApiKey::Metadata) => metadata(context, header, body, reply),
+            _ => Err(Malformed("no handler".into())),
+        });
+    handled
+        .unwrap_or_else(|Malformed(reason)| Handled::Close(format!("malformed request: {reason}")))
+}
+
+/// ApiVersions: our ranges. A version we do not serve is answered in v0
+/// with `UNSUPPORTED_VERSION` and the ranges, so that the client can pick
+/// one (KIP-511).
+fn api_versions(header: &RequestHeader) -> Bytes {
+    let api_keys = SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect();
+    let response = ApiVersionsResponse::default().with_api_keys(api_keys);
+    let (_, max) = range_of(ApiKey::ApiVersions as i16).unwrap_or((0, 0));
+    if !(0..=max).contains(&header.api_version) {
+        let response = response.with_error_code(UNSUPPORTED_VERSION);
+        return wire::response_frame(header, &response, 0);
+    }
+    wire::response_frame(header, &response, header.api_version)
+}
+
+/// Metadata: the brokers (all at this listener's address), and the topics
+/// asked for (all when the list is null, or empty in v0).
+fn metadata(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    let topics = body.array("topics", |r| {
+        if version >= 10 {
+            r.uuid("topic id")?;
+        }
+        let name = r.nullable_string("topic name")?;
+        r.tagged_fields()?;
+        Ok(name)
+    })?;
+    if version >= 4 {
+        body.bool("allow auto topic creation")?;
+    }
+    if (8..=10).contains(&version) {
+        body.bool("include cluster authorized operations")?;
+    }
+    if version >= 8 {
+        body.bool("include topic authorized operations")?;
+    }
+    body.tagged_fields()?;
+    let names: Option<Vec<String>> = match topics {
+        None => None,
+        Some(list) if list.is_empty() && version == 0 => None,
+        Some(list) => Some(list.into_iter().flatten().collect()),
+    };
+    let (host, port, cluster_id) = (
+        context.host.clone(),
+        context.port,
+        context.cluster_id.clone(),
+    );
+    let asked = names.clone();
+    let request = Request::Metadata(MetadataRequest { topics: names });
+    let to = context.bootstrap.first().copied().unwrap_or(0);
+    context.endpoint.send_with(to, request, move |answer| {
+        let response = match answer {
+            Ok(Response::Metadata(m)) => {
+                kafka_metadata(&m, asked.as_deref(), &host, port, &cluster_id)
+            }
+            other => {
+                let error = match other {
+                    Err(e) => e.code(),
+                    Ok(_) => Error::InvalidRequest {
+                        reason: "an unexpected answer to Metadata".into(),
+                    }
+                    .code(),
+                };
+                // No brokers and each asked topic with the error: the
+                // client asks again.
+                let topics = asked
+                    .iter()
+                    .flatten()
+                    .map(|name| {
+                        MetadataResponseTopic::default()
+                            .with_error_code(error)
+                            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                    })
+                    .collect();
+                MetadataResponse::default().with_topics(topics)
+            }
+        };
+        reply.send(Some(wire::response_frame(&header, &response, version)));
+    });
+    Ok(Handled::Later)
+}
+
+/// Kafka's Metadata answer for ferrolog's.
+fn kafka_metadata(
+    m: &crate::protocol::MetadataResponse,
+    asked: Option<&[String]>,
+    host: &str,
+    port: i32,
+    cluster_id: &str,
+) -> MetadataResponse {
+    let brokers: Vec<MetadataResponseBroker> = m
+        .brokers
+        .iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id as i32))
+                .with_host(StrBytes::from_string(host.to_string()))
+                .with_port(port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    let live = |id: NodeId| m.brokers.iter().any(|b| b.id == id);
+    let node = |id: &NodeId| BrokerId(*id as i32);
+    let mut topics: Vec<MetadataResponseTopic> = m
+        .topics
+        .iter()
+        .filter(|t| asked.is_none_or(|names| names.iter().any(|n| **n == *t.name)))
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    MetadataResponsePartition::default()
+                        .with_partition_index(p.partition as i32)
+                        .with_leader_id(BrokerId(p.leader.map_or(-1, |l| l as i32)))
+                        .with_leader_epoch(p.leader_epoch)
+                        .with_replica_nodes(p.replicas.iter().map(node).collect())
+                        .with_isr_nodes(p.isr.iter().map(node).collect())
+                        .with_offline_replicas(
+                            p.replicas.iter().filter(|r| !live(**r)).map(node).collect(),
+                        )
+                })
+                .collect();
+            MetadataResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(t.name.to_string()))))
+                .with_is_internal(t.name.starts_with(INTERNAL_TOPIC_PREFIX))
+                .with_partitions(partitions)
+        })
+        .collect();
+    for name in asked.into_iter().flatten() {
+        if !m.topics.iter().any(|t| *t.name == **name) {
+            topics.push(
+                MetadataResponseTopic::default()
+                    .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                    .with_name(Some(TopicName(StrBytes::from_string(name.clone())))),
+            );
+        }
+    }
+    let controller = m
+        .controller
+        .filter(|c| live(*c))
+        .or_else(|| m.brokers.first().map(|b| b.id))
+        .map_or(-1, |id| id as i32);
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(cluster_id.to_string())))
+        .with_controller_id(BrokerId(controller))
+        .with_topics(topics)
+}

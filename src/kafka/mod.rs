@@ -1,0 +1,220 @@
+//! A Kafka wire-protocol listener (the `kafka` feature, SPEC T4): existing
+//! Kafka clients and tools talk to an embedded cluster as if it were Kafka.
+//!
+//! Not a transport but a front door: one thread polls a listening socket
+//! and its connections (`mio`), reads Kafka's length-prefixed request
+//! frames, maps each request onto the brokers' messages (sent through an
+//! [`Endpoint`] on the cluster's transport) and encodes the answers in the
+//! request's version with the `kafka-protocol` crate's types. Every broker
+//! is advertised at the listener's own address; the listener routes each
+//! request to the broker it concerns.
+//!
+//! Served so far: ApiVersions (0–3; a version it does not serve is answered
+//! in v0 with `UNSUPPORTED_VERSION` and the ranges) and Metadata (0–12).
+//! Any other API, or a version outside its range, closes the connection
+//! with the reason in [`KafkaListener::closed`].
+//!
+//! Limits: a frame over `socket_request_max_bytes` (Kafka's 100 MiB
+//! default) or of negative size is refused before anything is allocated
+//! for it; an array that claims more elements than its frame has bytes is
+//! refused before it is allocated; a connection with
+//! `max_in_flight_requests_per_connection` requests unanswered is not read
+//! until one is answered; at most `max_connections` connections are open.
+//! A malformed request closes its connection only; the others go on.
+//!
+//! ```
+//! # #[cfg(feature = "kafka")] {
+//! use std::io::{Read, Write};
+//! use ferrolog::Cluster;
+//!
+//! let cluster = Cluster::builder().kafka_listener("127.0.0.1:0").build()?;
+//! let addr = cluster.kafka_listener_addr().expect("a listener");
+//! let mut socket = std::net::TcpStream::connect(addr)?;
+//! // ApiVersions v0: size, key 18, version 0, correlation id 7, no client id.
+//! socket.write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 7, 0xff, 0xff])?;
+//! let mut size = [0u8; 4];
+//! socket.read_exact(&mut size)?;
+//! let mut answer = vec![0u8; u32::from_be_bytes(size) as usize];
+//! socket.read_exact(&mut answer)?;
+//! assert_eq!(&answer[..4], &[0, 0, 0, 7], "the correlation id comes back");
+//! assert_eq!(&answer[4..6], &[0, 0], "no error");
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod api;
+mod server;
+mod wire;
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::protocol::NodeId;
+use crate::transport::{Endpoint, Transport};
+
+/// How many closing reasons [`KafkaListener::closed`] keeps.
+const CLOSED_KEPT: usize = 64;
+
+/// A Kafka listener's limits (Kafka's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaListenerConfig {
+    /// The largest request frame accepted, in bytes (Kafka's
+    /// `socket.request.max.bytes`, default 100 MiB). A larger one closes
+    /// its connection before anything is allocated for it.
+    pub socket_request_max_bytes: usize,
+    /// Requests of one connection read and not yet answered; at the bound
+    /// the connection is not read until one is answered (default 100).
+    pub max_in_flight_requests_per_connection: usize,
+    /// Connections open at once; more are accepted and closed at once,
+    /// with the reason in [`KafkaListener::closed`] (default 1,000).
+    pub max_connections: usize,
+}
+
+impl Default for KafkaListenerConfig {
+    fn default() -> Self {
+        Self {
+            socket_request_max_bytes: 100 << 20,
+            max_in_flight_requests_per_connection: 100,
+            max_connections: 1_000,
+        }
+    }
+}
+
+impl KafkaListenerConfig {
+    fn validate(&self) -> Result<()> {
+        if self.socket_request_max_bytes < 8 || self.socket_request_max_bytes > i32::MAX as usize {
+            return Err(Error::config(
+                "socket_request_max_bytes",
+                format!(
+                    "{} is outside 8..={}",
+                    self.socket_request_max_bytes,
+                    i32::MAX
+                ),
+            ));
+        }
+        if self.max_in_flight_requests_per_connection == 0 {
+            return Err(Error::config(
+                "max_in_flight_requests_per_connection",
+                "must be at least 1",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::config("max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Why connections were closed, newest last (bounded).
+#[derive(Debug, Default)]
+pub(crate) struct ListenerLog {
+    closed: Mutex<VecDeque<(Option<SocketAddr>, String)>>,
+}
+
+impl ListenerLog {
+    fn note(&self, peer: Option<SocketAddr>, reason: String) {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(?peer, %reason, "kafka listener closed a connection");
+        server::bounded_push(&mut self.closed.lock(), (peer, reason), CLOSED_KEPT);
+    }
+}
+
+/// A running Kafka listener; see the [module docs](self). Stops when
+/// dropped (or at [`shutdown`](Self::shutdown)).
+#[derive(Debug)]
+pub struct KafkaListener {
+    addr: SocketAddr,
+    shared: Arc<server::Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for server::Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl KafkaListener {
+    /// Listens on `addr` (port 0: any free port) for Kafka clients of the
+    /// brokers `brokers` reachable on `transport`, advertising every broker
+    /// at the address bound. `cluster_id` is what Metadata answers name.
+    pub fn start(
+        addr: impl ToSocketAddrs,
+        transport: Arc<dyn Transport>,
+        brokers: Vec<NodeId>,
+        cluster_id: &str,
+        config: KafkaListenerConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        if brokers.is_empty() {
+            return Err(Error::config("brokers", "a listener needs a broker"));
+        }
+        let io = |context: &str, e: std::io::Error| Error::Io {
+            context: context.to_string(),
+            source: Arc::new(e),
+        };
+        let addr = addr
+            .to_socket_addrs()
+            .map_err(|e| io("kafka listener address", e))?
+            .next()
+            .ok_or_else(|| Error::config("kafka_listener", "the address resolves to nothing"))?;
+        let (poll, listener, shared) = server::bind(addr)
+            .map_err(|e| io(&format!("binding the kafka listener to {addr}"), e))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| io("the kafka listener's address", e))?;
+        let context = api::Context {
+            endpoint: Endpoint::new(transport)?,
+            bootstrap: brokers,
+            host: bound.ip().to_string(),
+            port: i32::from(bound.port()),
+            cluster_id: cluster_id.to_string(),
+        };
+        let running = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("ferrolog-kafka".into())
+            .spawn(move || server::run(poll, listener, running, context, config))
+            .map_err(|e| io("starting the kafka listener's thread", e))?;
+        Ok(Self {
+            addr: bound,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address bound (with the port chosen when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The newest reasons connections were closed for (peer, reason),
+    /// oldest first; at most 64 are kept.
+    pub fn closed(&self) -> Vec<(Option<SocketAddr>, String)> {
+        self.shared.log.closed.lock().iter().cloned().collect()
+    }
+
+    /// Stops listening and closes every connection; waits for the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for KafkaListener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,232 @@
+//! The Kafka listener (feature `kafka`): raw frames, good and bad, and
+//! Kafka's own tools (kcat, librdkafka) against an embedded cluster.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrolog::{Admin, Cluster, NewTopic};
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let socket = TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+}
+
+/// A request frame: size, key, version, correlation id, client id
+/// (header v1), then `body`.
+fn frame(key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&key.to_be_bytes());
+    payload.extend_from_slice(&version.to_be_bytes());
+    payload.extend_from_slice(&correlation_id.to_be_bytes());
+    payload.extend_from_slice(&4i16.to_be_bytes());
+    payload.extend_from_slice(b"test");
+    payload.extend_from_slice(body);
+    let mut out = (payload.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Reads one answer frame; `None` if the listener closed the connection.
+fn answer(socket: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut size = [0u8; 4];
+    socket.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+    socket.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// ApiVersions v0 on a fresh connection: the listener still serves.
+fn still_serves(addr: SocketAddr) {
+    let mut socket = connect(addr);
+    socket.write_all(&frame(18, 0, 99, &[])).unwrap();
+    let body = answer(&mut socket).expect("an answer");
+    assert_eq!(
+        &body[..6],
+        &[0, 0, 0, 99, 0, 0],
+        "correlation id 99, no error"
+    );
+}
+
+fn with_listener() -> (Cluster, SocketAddr) {
+    let cluster = Cluster::builder()
+        .brokers(3)
+        .kafka_listener("127.0.0.1:0")
+        .build()
+        .unwrap();
+    let addr = cluster.kafka_listener_addr().unwrap();
+    (cluster, addr)
+}
+
+#[test]
+fn api_versions_lists_what_is_served_and_answers_an_unknown_version_in_v0() {
+    let (_cluster, addr) = with_listener();
+    let mut socket = connect(addr);
+    socket.write_all(&frame(18, 3, 1, &[0, 0, 0])).unwrap();
+    let body = answer(&mut socket).unwrap();
+    // v3 answers: header v0 (correlation id), error code, compact array.
+    assert_eq!(&body[..6], &[0, 0, 0, 1, 0, 0]);
+    let count = body[6] as usize - 1;
+    let keys: Vec<(i16, i16, i16)> = (0..count)
+        .map(|i| {
+            let at = 7 + i * 7;
+            let v = |o: usize| i16::from_be_bytes([body[at + o], body[at + o + 1]]);
+            (v(0), v(2), v(4))
+        })
+        .collect();
+    assert!(keys.contains(&(18, 0, 3)), "{keys:?}");
+    assert!(keys.contains(&(3, 0, 12)), "{keys:?}");
+    // A version from the future: v0, UNSUPPORTED_VERSION (35), the ranges.
+    socket.write_all(&frame(18, 9, 2, &[])).unwrap();
+    let body = answer(&mut socket).unwrap();
+    assert_eq!(&body[..6], &[0, 0, 0, 2, 0, 35]);
+    let count = i32::from_be_bytes([body[6], body[7], body[8], body[9]]);
+    assert_eq!(count as usize, keys.len(), "the same ranges in v0");
+}
+
+#[test]
+fn malformed_frames_close_their_connection_with_a_reason_and_others_go_on() {
+    let (cluster, addr) = with_listener();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "negative size",
+            (-5i32).to_be_bytes().to_vec(),
+            "negative size",
+        ),
+        (
+            "a declared size of 2 GiB",
+            0x7fff_ffffi32.to_be_bytes().to_vec(),
+            "over socket_request_max_bytes",
+        ),
+        (
+            "a header shorter than its fields",
+            vec![0, 0, 0, 3, 0, 18, 0],
+            "malformed request header",
+        ),
+        ("an unknown API key", frame(999, 0, 3, &[]), "not served"),
+        (
+            "an unsupported version",
+            frame(3, 99, 4, &[]),
+            "version 99 of API key 3 is not served",
+        ),
+        (
+            "a truncated body",
+            frame(3, 1, 5, &[0, 0, 0, 1, 0, 9, b'a']),
+            "malformed request",
+        ),
+        (
+            "an array claiming 2^31 - 1 topics",
+            frame(3, 1, 6, &0x7fff_ffffi32.to_be_bytes()),
+            "claims 2147483647 elements",
+        ),
+    ];
+    let listener = cluster.kafka_listener().unwrap();
+    for (name, bytes, reason) in cases {
+        let mut socket = connect(addr);
+        socket.write_all(&bytes).unwrap();
+        assert_eq!(
+            answer(&mut socket),
+            None,
+            "{name}: closed without an answer"
+        );
+        let closed = listener.closed();
+        assert!(
+            closed.iter().any(|(_, r)| r.contains(reason)),
+            "{name}: {closed:?}"
+        );
+        still_serves(addr);
+    }
+    // A peer gone in the middle of a frame.
+    let mut socket = connect(addr);
+    socket.write_all(&[0, 0, 0, 50, 0, 3]).unwrap();
+    drop(socket);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listener
+        .closed()
+        .iter()
+        .any(|(_, r)| r.contains("in the middle of a frame"))
+    {
+        assert!(Instant::now() < deadline, "{:?}", listener.closed());
+        std::thread::yield_now();
+    }
+    still_serves(addr);
+}
+
+/// kcat, or `None` when it is not installed (CI installs it: there its
+/// absence fails the test).
+fn kcat() -> Option<Command> {
+    match Command::new("kcat").arg("-V").output() {
+        Ok(out) if out.status.success() => Some(Command::new("kcat")),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "kcat is not installed, and CI must run this test"
+            );
+            eprintln!("SKIPPED: kcat is not installed (apt-get install kcat)");
+            None
+        }
+    }
+}
+
+#[test]
+fn kcat_lists_brokers_topics_partitions_and_leaders() {
+    let Some(mut kcat) = kcat() else {
+        return;
+    };
+    let (cluster, addr) = with_listener();
+    let admin = Admin::new(&cluster).unwrap();
+    admin
+        .create_topic(NewTopic::new("orders", 3).replication_factor(3))
+        .unwrap();
+    cluster
+        .wait_for_metadata(Duration::from_secs(10), |m| {
+            m.topics["orders"]
+                .partitions
+                .iter()
+                .all(|p| p.leader.is_some())
+        })
+        .unwrap();
+    let out = kcat
+        .args(["-b", &addr.to_string(), "-L", "-t", "orders", "-m", "10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(" 3 brokers:"), "{text}");
+    for id in 0..3 {
+        assert!(text.contains(&format!("broker {id} at {addr}")), "{text}");
+    }
+    assert!(
+        text.contains("topic \"orders\" with 3 partitions:"),
+        "{text}"
+    );
+    let metadata = cluster.wait_for_metadata(Duration::ZERO, |_| true).unwrap();
+    for p in &metadata.topics["orders"].partitions {
+        let leader = p.leader.unwrap();
+        assert!(
+            text.contains(&format!(
+                "partition {}, leader {leader}, replicas: ",
+                p.partition
+            )),
+            "{text}"
+        );
+    }
+    // A topic that does not exist is reported as such.
+    let out = Command::new("kcat")
+        .args(["-b", &addr.to_string(), "-L", "-t", "missing", "-m", "10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("topic \"missing\" with 0 partitions: Broker: Unknown topic or partition"),
+        "{text}"
+    );
+}
