@@ -12,12 +12,18 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use parking_lot::Mutex;
+
+use super::data::{self, Routes};
 use super::server::Reply;
-use super::wire::{self, Malformed, Read, Reader, RequestHeader};
+use super::wire::{self, Answer, Malformed, Read, Reader, RequestHeader};
 use crate::error::Error;
 use crate::protocol::{MetadataRequest, NodeId, Request, Response};
 use crate::topic::INTERNAL_TOPIC_PREFIX;
-use crate::transport::Endpoint;
+use crate::transport::{Endpoint, Transport};
 
 /// Kafka's `UNSUPPORTED_VERSION`.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -25,24 +31,36 @@ const UNSUPPORTED_VERSION: i16 = 35;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 /// The APIs served, with the versions of each (what ApiVersions answers).
-pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] =
-    &[(ApiKey::ApiVersions, 0, 3), (ApiKey::Metadata, 0, 12)];
+pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+];
 
 /// What the APIs need: how to reach the brokers and what to advertise.
 pub(super) struct Context {
     pub(super) endpoint: Endpoint,
+    /// The transport under `endpoint`, for requests nobody answers.
+    pub(super) transport: Arc<dyn Transport>,
+    /// Correlation ids of requests sent without a waiter (acks=0): a range
+    /// the endpoint's own ids never reach.
+    pub(super) unanswered: AtomicU64,
+    /// The partitions' leaders, as Metadata answers last said.
+    pub(super) routes: Arc<Mutex<Routes>>,
     /// Brokers to ask for metadata, in order.
     pub(super) bootstrap: Vec<NodeId>,
-    /// The address every broker is advertised at (this listener's).
+    /// The host every broker is advertised at, and each broker's port.
     pub(super) host: String,
-    pub(super) port: i32,
+    pub(super) advertised: Vec<(NodeId, i32)>,
     pub(super) cluster_id: String,
 }
 
 /// What became of a request.
 pub(super) enum Handled {
-    /// Answered at once (`None`: a request that gets no answer).
-    Now(Option<Bytes>),
+    /// Answered at once.
+    Now(Answer),
     /// The answer goes through the request's [`Reply`] later.
     Later,
     /// The connection closes, for this reason.
@@ -66,7 +84,7 @@ pub(super) fn handle(
     if header.api_key == ApiKey::ApiVersions as i16 {
         // Its body (the client's software name and version, v3) is not
         // needed, and a version from the future may have any header.
-        return Handled::Now(Some(api_versions(&header)));
+        return Handled::Now(api_versions(&header));
     }
     let Some((min, max)) = range_of(header.api_key) else {
         let name = ApiKey::try_from(header.api_key)
@@ -85,6 +103,9 @@ pub(super) fn handle(
     let handled =
         wire::body(&header, rest).and_then(|body| match ApiKey::try_from(header.api_key) {
             Ok(ApiKey::Metadata) => metadata(context, header, body, reply),
+            Ok(ApiKey::Produce) => data::produce(context, header, body, reply),
+            Ok(ApiKey::Fetch) => data::fetch(context, header, body, reply),
+            Ok(ApiKey::ListOffsets) => data::list_offsets(context, header, body, reply),
             _ => Err(Malformed("no handler".into())),
         });
     handled
@@ -94,7 +115,7 @@ pub(super) fn handle(
 /// ApiVersions: our ranges. A version we do not serve is answered in v0
 /// with `UNSUPPORTED_VERSION` and the ranges, so that the client can pick
 /// one (KIP-511).
-fn api_versions(header: &RequestHeader) -> Bytes {
+fn api_versions(header: &RequestHeader) -> Answer {
     let api_keys = SUPPORTED
         .iter()
         .map(|&(key, min, max)| {
@@ -145,18 +166,20 @@ fn metadata(
         Some(list) if list.is_empty() && version == 0 => None,
         Some(list) => Some(list.into_iter().flatten().collect()),
     };
-    let (host, port, cluster_id) = (
+    let (host, ports, cluster_id) = (
         context.host.clone(),
-        context.port,
+        context.advertised.clone(),
         context.cluster_id.clone(),
     );
     let asked = names.clone();
+    let routes = context.routes.clone();
     let request = Request::Metadata(MetadataRequest { topics: names });
     let to = context.bootstrap.first().copied().unwrap_or(0);
     context.endpoint.send_with(to, request, move |answer| {
         let response = match answer {
             Ok(Response::Metadata(m)) => {
-                kafka_metadata(&m, asked.as_deref(), &host, port, &cluster_id)
+                routes.lock().learn(&m, asked.is_none());
+                kafka_metadata(&m, asked.as_deref(), &host, &ports, &cluster_id, version)
             }
             other => {
                 let error = match other {
@@ -180,7 +203,7 @@ fn metadata(
                 MetadataResponse::default().with_topics(topics)
             }
         };
-        reply.send(Some(wire::response_frame(&header, &response, version)));
+        reply.answer(move || wire::response_frame(&header, &response, version));
     });
     Ok(Handled::Later)
 }
@@ -190,18 +213,26 @@ fn kafka_metadata(
     m: &crate::protocol::MetadataResponse,
     asked: Option<&[String]>,
     host: &str,
-    port: i32,
+    ports: &[(NodeId, i32)],
     cluster_id: &str,
+    version: i16,
 ) -> MetadataResponse {
     let brokers: Vec<MetadataResponseBroker> = m
         .brokers
         .iter()
-        .map(|b| {
-            MetadataResponseBroker::default()
+        .filter_map(|b| {
+            let port = ports.iter().find(|(id, _)| *id == b.id)?.1;
+            let broker = MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id as i32))
                 .with_host(StrBytes::from_string(host.to_string()))
                 .with_port(port)
-                .with_rack(b.rack.clone().map(StrBytes::from_string))
+                .with_rack(
+                    b.rack
+                        .clone()
+                        .filter(|_| version >= 1)
+                        .map(StrBytes::from_string),
+                );
+            Some(broker)
         })
         .collect();
     let live = |id: NodeId| m.brokers.iter().any(|b| b.id == id);
@@ -218,17 +249,21 @@ fn kafka_metadata(
                     MetadataResponsePartition::default()
                         .with_partition_index(p.partition as i32)
                         .with_leader_id(BrokerId(p.leader.map_or(-1, |l| l as i32)))
-                        .with_leader_epoch(p.leader_epoch)
+                        .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
                         .with_replica_nodes(p.replicas.iter().map(node).collect())
                         .with_isr_nodes(p.isr.iter().map(node).collect())
                         .with_offline_replicas(
-                            p.replicas.iter().filter(|r| !live(**r)).map(node).collect(),
+                            p.replicas
+                                .iter()
+                                .filter(|r| version >= 5 && !live(**r))
+                                .map(node)
+                                .collect(),
                         )
                 })
                 .collect();
             MetadataResponseTopic::default()
                 .with_name(Some(TopicName(StrBytes::from_string(t.name.to_string()))))
-                .with_is_internal(t.name.starts_with(INTERNAL_TOPIC_PREFIX))
+                .with_is_internal(version >= 1 && t.name.starts_with(INTERNAL_TOPIC_PREFIX))
                 .with_partitions(partitions)
         })
         .collect();
@@ -246,9 +281,14 @@ fn kafka_metadata(
         .filter(|c| live(*c))
         .or_else(|| m.brokers.first().map(|b| b.id))
         .map_or(-1, |id| id as i32);
-    MetadataResponse::default()
+    let mut response = MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_string(cluster_id.to_string())))
-        .with_controller_id(BrokerId(controller))
-        .with_topics(topics)
+        .with_topics(topics);
+    if version >= 1 {
+        response = response.with_controller_id(BrokerId(controller));
+    }
+    if version >= 2 {
+        response = response.with_cluster_id(Some(StrBytes::from_string(cluster_id.to_string())));
+    }
+    response
 }

@@ -5,14 +5,19 @@
 //! and its connections (`mio`), reads Kafka's length-prefixed request
 //! frames, maps each request onto the brokers' messages (sent through an
 //! [`Endpoint`] on the cluster's transport) and encodes the answers in the
-//! request's version with the `kafka-protocol` crate's types. Every broker
-//! is advertised at the listener's own address; the listener routes each
-//! request to the broker it concerns.
+//! request's version with the `kafka-protocol` crate's types. Each broker
+//! has a port of its own (Kafka's clients tell brokers apart by address);
+//! whichever port a request comes in on, it goes to the leader of each of
+//! its partitions.
 //!
 //! Served so far: ApiVersions (0–3; a version it does not serve is answered
-//! in v0 with `UNSUPPORTED_VERSION` and the ranges) and Metadata (0–12).
-//! Any other API, or a version outside its range, closes the connection
-//! with the reason in [`KafkaListener::closed`].
+//! in v0 with `UNSUPPORTED_VERSION` and the ranges), Metadata (0–12),
+//! Produce (3–9; acks 0, 1, -1; acks=0 gets no answer; each partition's
+//! one v2 batch passes through as its bytes), Fetch (4–12, as a consumer:
+//! long-polls `max_wait_ms` for `min_bytes`; no fetch sessions, so clients
+//! send full fetches) and ListOffsets (1–7: earliest, latest, by
+//! timestamp). Any other API, or a version outside its range, closes the
+//! connection with the reason in [`KafkaListener::closed`].
 //!
 //! Limits: a frame over `socket_request_max_bytes` (Kafka's 100 MiB
 //! default) or of negative size is refused before anything is allocated
@@ -43,6 +48,7 @@
 //! ```
 
 mod api;
+mod data;
 mod server;
 mod wire;
 
@@ -130,6 +136,7 @@ impl ListenerLog {
 #[derive(Debug)]
 pub struct KafkaListener {
     addr: SocketAddr,
+    brokers: Vec<SocketAddr>,
     shared: Arc<server::Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -141,9 +148,10 @@ impl std::fmt::Debug for server::Shared {
 }
 
 impl KafkaListener {
-    /// Listens on `addr` (port 0: any free port) for Kafka clients of the
-    /// brokers `brokers` reachable on `transport`, advertising every broker
-    /// at the address bound. `cluster_id` is what Metadata answers name.
+    /// Listens for Kafka clients of the brokers `brokers` reachable on
+    /// `transport`: the first broker on `addr`, the next ones on the
+    /// following ports (with port 0, each on a free port), each advertised
+    /// at its own address. `cluster_id` is what Metadata answers name.
     pub fn start(
         addr: impl ToSocketAddrs,
         transport: Arc<dyn Transport>,
@@ -164,33 +172,62 @@ impl KafkaListener {
             .map_err(|e| io("kafka listener address", e))?
             .next()
             .ok_or_else(|| Error::config("kafka_listener", "the address resolves to nothing"))?;
-        let (poll, listener, shared) = server::bind(addr)
+        // One port per broker: Kafka's clients tell brokers apart by
+        // address. Port 0: each its own free port; else consecutive ones.
+        let addrs: Vec<SocketAddr> = (0..brokers.len())
+            .map(|i| {
+                let port = match addr.port() {
+                    0 => Ok(0),
+                    p => u16::try_from(usize::from(p) + i),
+                };
+                port.map(|port| SocketAddr::new(addr.ip(), port))
+                    .map_err(|_| Error::config("kafka_listener", "ports run past 65535"))
+            })
+            .collect::<Result<_>>()?;
+        let (poll, listeners, shared) = server::bind(&addrs)
             .map_err(|e| io(&format!("binding the kafka listener to {addr}"), e))?;
-        let bound = listener
-            .local_addr()
+        let bound: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<_>>()
             .map_err(|e| io("the kafka listener's address", e))?;
         let context = api::Context {
-            endpoint: Endpoint::new(transport)?,
+            endpoint: Endpoint::new(transport.clone())?,
+            transport,
+            unanswered: std::sync::atomic::AtomicU64::new(1 << 62),
+            routes: Arc::default(),
+            advertised: brokers
+                .iter()
+                .zip(&bound)
+                .map(|(&id, a)| (id, i32::from(a.port())))
+                .collect(),
             bootstrap: brokers,
-            host: bound.ip().to_string(),
-            port: i32::from(bound.port()),
+            host: addr.ip().to_string(),
             cluster_id: cluster_id.to_string(),
         };
         let running = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ferrolog-kafka".into())
-            .spawn(move || server::run(poll, listener, running, context, config))
+            .spawn(move || server::run(poll, listeners, running, context, config))
             .map_err(|e| io("starting the kafka listener's thread", e))?;
         Ok(Self {
-            addr: bound,
+            addr: bound[0],
+            brokers: bound,
             shared,
             thread: Some(thread),
         })
     }
 
-    /// The address bound (with the port chosen when 0 was asked).
+    /// The first broker's address (with the port chosen when 0 was
+    /// asked): the one to give clients as `bootstrap.servers`.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every broker's address, in the order of the broker ids given to
+    /// [`start`](Self::start).
+    pub fn broker_addrs(&self) -> &[SocketAddr] {
+        &self.brokers
     }
 
     /// The newest reasons connections were closed for (peer, reason),

@@ -19,27 +19,30 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use super::api::{self, Context, Handled};
-use super::wire;
+use super::wire::{self, Answer};
 use super::{KafkaListenerConfig, ListenerLog};
 
-const LISTENER: Token = Token(0);
-const WAKER: Token = Token(1);
-const FIRST_CONNECTION: usize = 2;
+/// The waker's token; the listening sockets' are `0..n`, the
+/// connections' follow.
+const WAKER: Token = Token(usize::MAX);
 const READ_CHUNK: usize = 64 * 1024;
 
 /// What the poller and the threads that deliver answers share.
 pub(super) struct Shared {
-    /// Answers ready: (connection, request sequence number, frame; `None`
-    /// for a request that gets no answer).
-    completed: Mutex<Vec<(Token, u64, Option<Bytes>)>>,
+    /// Answers ready: (connection, request sequence number, what makes
+    /// the answer — run on the listener's thread, so that encoding never
+    /// runs on a broker's).
+    completed: Mutex<Vec<(Token, u64, MakeAnswer)>>,
     waker: Waker,
     pub(super) stop: AtomicBool,
     pub(super) log: ListenerLog,
 }
 
+type MakeAnswer = Box<dyn FnOnce() -> Answer + Send>;
+
 impl Shared {
-    fn complete(&self, token: Token, seq: u64, frame: Option<Bytes>) {
-        self.completed.lock().push((token, seq, frame));
+    fn complete(&self, token: Token, seq: u64, make: MakeAnswer) {
+        self.completed.lock().push((token, seq, make));
         // A failed wake leaves the answer for the next poll's timeout.
         let _ = self.waker.wake();
     }
@@ -58,9 +61,9 @@ pub(super) struct Reply {
 }
 
 impl Reply {
-    /// Sends `frame` (or, with `None`, nothing: acks=0) as the answer.
-    pub(super) fn send(&self, frame: Option<Bytes>) {
-        self.shared.complete(self.token, self.seq, frame);
+    /// The answer is what `make` returns; it runs on the listener's thread.
+    pub(super) fn answer(&self, make: impl FnOnce() -> Answer + Send + 'static) {
+        self.shared.complete(self.token, self.seq, Box::new(make));
     }
 }
 
@@ -71,7 +74,7 @@ struct Connection {
     write: BytesMut,
     next_seq: u64,
     next_out: u64,
-    ready: BTreeMap<u64, Option<Bytes>>,
+    ready: BTreeMap<u64, Answer>,
     /// Read stopped at the in-flight bound; resume once answers go out.
     paused: bool,
 }
@@ -82,12 +85,17 @@ impl Connection {
     }
 }
 
-/// Binds the listening socket and the poller.
-pub(super) fn bind(addr: SocketAddr) -> io::Result<(Poll, TcpListener, Arc<Shared>)> {
+/// Binds the listening sockets (one per advertised broker) and the
+/// poller.
+pub(super) fn bind(addrs: &[SocketAddr]) -> io::Result<(Poll, Vec<TcpListener>, Arc<Shared>)> {
     let poll = Poll::new()?;
-    let mut listener = TcpListener::bind(addr)?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut listener = TcpListener::bind(*addr)?;
+        poll.registry()
+            .register(&mut listener, Token(i), Interest::READABLE)?;
+        listeners.push(listener);
+    }
     let waker = Waker::new(poll.registry(), WAKER)?;
     let shared = Arc::new(Shared {
         completed: Mutex::new(Vec::new()),
@@ -95,20 +103,20 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<(Poll, TcpListener, Arc<Share
         stop: AtomicBool::new(false),
         log: ListenerLog::default(),
     });
-    Ok((poll, listener, shared))
+    Ok((poll, listeners, shared))
 }
 
 /// Runs until [`Shared::stop`] is set.
 pub(super) fn run(
     mut poll: Poll,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
     context: Context,
     config: KafkaListenerConfig,
 ) {
     let mut events = Events::with_capacity(256);
     let mut connections: BTreeMap<Token, Connection> = BTreeMap::new();
-    let mut next_token = FIRST_CONNECTION;
+    let mut next_token = listeners.len();
     while !shared.stop.load(Ordering::Acquire) {
         if let Err(e) = poll.poll(&mut events, None)
             && e.kind() != io::ErrorKind::Interrupted
@@ -119,8 +127,9 @@ pub(super) fn run(
         let mut touched: Vec<Token> = Vec::new();
         for event in events.iter() {
             match event.token() {
-                LISTENER => loop {
-                    match listener.accept() {
+                WAKER => {}
+                Token(i) if i < listeners.len() => loop {
+                    match listeners[i].accept() {
                         Ok((mut stream, peer)) => {
                             if connections.len() >= config.max_connections {
                                 shared.log.note(
@@ -163,14 +172,15 @@ pub(super) fn run(
                         }
                     }
                 },
-                WAKER => {}
                 token => touched.push(token),
             }
         }
         let completed = std::mem::take(&mut *shared.completed.lock());
-        for (token, seq, frame) in completed {
+        for (token, seq, make) in completed {
             if let Some(conn) = connections.get_mut(&token) {
-                conn.ready.insert(seq, frame);
+                let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(make))
+                    .unwrap_or_else(|_| Answer::Close("building the answer panicked".into()));
+                conn.ready.insert(seq, answer);
                 touched.push(token);
             }
         }
@@ -214,10 +224,16 @@ fn service(
 /// Queues the answers that are next in order and writes what the socket
 /// takes.
 fn flush(conn: &mut Connection) -> Result<(), String> {
-    while let Some(frame) = conn.ready.remove(&conn.next_out) {
+    let mut closing = None;
+    while let Some(answer) = conn.ready.remove(&conn.next_out) {
         conn.next_out += 1;
-        if let Some(frame) = frame {
-            conn.write.extend_from_slice(&frame);
+        match answer {
+            Answer::Frame(frame) => conn.write.extend_from_slice(&frame),
+            Answer::Nothing => {}
+            Answer::Close(reason) => {
+                closing = Some(reason);
+                break;
+            }
         }
     }
     while !conn.write.is_empty() {
@@ -229,7 +245,9 @@ fn flush(conn: &mut Connection) -> Result<(), String> {
             Err(e) => return Err(format!("write failed: {e}")),
         }
     }
-    Ok(())
+    // The answers before the one that failed went out first (as far as
+    // the socket took them).
+    closing.map_or(Ok(()), Err)
 }
 
 /// Handles the whole frames already read, then reads more while the
@@ -253,9 +271,13 @@ fn read(
                 token,
                 seq,
             };
-            match handle(frame, context, reply) {
-                Handled::Now(frame) => {
-                    conn.ready.insert(seq, frame);
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handle(frame, context, reply)
+            }))
+            .unwrap_or_else(|_| Handled::Close("handling the request panicked".into()));
+            match handled {
+                Handled::Now(answer) => {
+                    conn.ready.insert(seq, answer);
                 }
                 Handled::Later => {}
                 Handled::Close(reason) => return Err(reason),

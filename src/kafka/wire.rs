@@ -68,6 +68,13 @@ impl Reader {
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    pub(super) fn i64(&mut self, what: &str) -> Read<i64> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b);
+        Ok(i64::from_be_bytes(a))
+    }
+
     pub(super) fn uuid(&mut self, what: &str) -> Read<[u8; 16]> {
         let b = self.take(16, what)?;
         let mut a = [0u8; 16];
@@ -131,6 +138,20 @@ impl Reader {
         String::from_utf8(bytes.to_vec())
             .map(Some)
             .map_err(|_| Malformed(format!("{what} is not UTF-8")))
+    }
+
+    pub(super) fn string(&mut self, what: &str) -> Read<String> {
+        self.nullable_string(what)?
+            .ok_or_else(|| Malformed(format!("{what} is null")))
+    }
+
+    /// Bytes with a 32-bit (or, flexible, varint) length: a slice of the
+    /// frame, not a copy. `None` for null.
+    pub(super) fn nullable_bytes(&mut self, what: &str) -> Read<Option<Bytes>> {
+        match self.length(what, 1)? {
+            Some(n) => self.take(n, what).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// An array: `None` for null. `each` reads one element.
@@ -202,13 +223,25 @@ pub(super) fn body(header: &RequestHeader, rest: Bytes) -> Read<Reader> {
     Ok(Reader::new(r.buf, flexible))
 }
 
+/// What goes back for a request.
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// This frame.
+    Frame(Bytes),
+    /// Nothing (acks=0).
+    Nothing,
+    /// The connection closes, for this reason.
+    Close(String),
+}
+
 /// A whole response frame: size, header (v0, or v1 where the API's version
-/// is flexible — ApiVersions always v0), body.
+/// is flexible — ApiVersions always v0), body. An answer that cannot be
+/// encoded in the version asked closes the connection, saying why.
 pub(super) fn response_frame(
     header: &RequestHeader,
     body: &impl Encodable,
     body_version: i16,
-) -> Bytes {
+) -> Answer {
     let header_version = match ApiKey::try_from(header.api_key) {
         Ok(ApiKey::ApiVersions) | Err(_) => 0,
         Ok(key) => key.response_header_version(body_version),
@@ -216,14 +249,18 @@ pub(super) fn response_frame(
     let mut out = BytesMut::new();
     out.put_i32(0); // the size, filled in below
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
-    // Encoding our own well-formed values cannot fail.
     let encoded = response_header
         .encode(&mut out, header_version)
         .and_then(|()| body.encode(&mut out, body_version));
-    debug_assert!(encoded.is_ok(), "{encoded:?}");
+    if let Err(e) = encoded {
+        return Answer::Close(format!(
+            "the answer to API key {} v{} could not be encoded: {e}",
+            header.api_key, header.api_version
+        ));
+    }
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
-    out.freeze()
+    Answer::Frame(out.freeze())
 }
 
 #[cfg(test)]

@@ -1,0 +1,629 @@
+//! The data path over Kafka's wire: Produce, Fetch and ListOffsets. Each
+//! request's partitions are split by leader (as the listener last learned
+//! them from Metadata), sent to each leader as one of ferrolog's requests,
+//! and the answers gathered back into one Kafka answer in the request's
+//! order. A partition whose leader the listener does not know is answered
+//! `NOT_LEADER_OR_FOLLOWER` (or `UNKNOWN_TOPIC_OR_PARTITION` for a topic it
+//! has never seen), so the client refreshes its metadata and retries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    FetchResponse as KafkaFetchResponse, ListOffsetsResponse as KafkaListOffsetsResponse,
+    ProduceResponse as KafkaProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use parking_lot::Mutex;
+
+use super::api::{Context, Handled};
+use super::server::Reply;
+use super::wire::{self, Answer, Read, Reader, RequestHeader};
+use crate::error::{Error, Result};
+use crate::protocol::{
+    Acks, Envelope, FetchPartition, FetchRequest, FetchedData, ListOffsetsRequest, NodeId,
+    OffsetAndTimestamp, OffsetSpec, Peer, ProduceAck, ProducePartition, ProduceRequest, Request,
+    Response,
+};
+use crate::record::{RecordBatch, Records};
+use crate::topic::TopicPartition;
+
+/// Kafka's `UNKNOWN_TOPIC_OR_PARTITION`.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// Kafka's `NOT_LEADER_OR_FOLLOWER`.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+/// Kafka's `INVALID_REQUIRED_ACKS`.
+const INVALID_REQUIRED_ACKS: i16 = 21;
+/// Kafka's `OFFSET_OUT_OF_RANGE`.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+/// Where each partition's leader is, as the last Metadata answers said.
+#[derive(Debug, Default)]
+pub(super) struct Routes {
+    leaders: BTreeMap<TopicPartition, (NodeId, i32)>,
+    topics: std::collections::BTreeSet<String>,
+}
+
+impl Routes {
+    /// Takes what a Metadata answer says of `topics` (all of them when
+    /// the answer was for every topic).
+    pub(super) fn learn(&mut self, m: &crate::protocol::MetadataResponse, everything: bool) {
+        if everything {
+            self.leaders.clear();
+            self.topics.clear();
+        }
+        for t in &m.topics {
+            self.topics.insert(t.name.to_string());
+            self.leaders.retain(|tp, _| tp.topic() != &*t.name);
+            for p in &t.partitions {
+                if let Some(leader) = p.leader {
+                    let tp = TopicPartition::from_shared(t.name.clone(), p.partition);
+                    self.leaders.insert(tp, (leader, p.leader_epoch));
+                }
+            }
+        }
+    }
+
+    /// `tp`'s leader, or the error code a client should see.
+    fn leader(&self, tp: &TopicPartition) -> std::result::Result<(NodeId, i32), i16> {
+        match self.leaders.get(tp) {
+            Some(&found) => Ok(found),
+            None if self.topics.contains(tp.topic()) => Err(NOT_LEADER_OR_FOLLOWER),
+            None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+        }
+    }
+}
+
+/// Answers gathered from several leaders: one slot per partition of the
+/// request; the last answer builds the Kafka answer.
+struct Gather<T> {
+    left: usize,
+    slots: Vec<Option<T>>,
+    finish: Option<Finish<T>>,
+}
+
+/// What builds the Kafka answer from the filled slots.
+type Finish<T> = Box<dyn FnOnce(Vec<Option<T>>) + Send>;
+
+type Gathered<T> = Arc<Mutex<Gather<T>>>;
+
+fn gather<T: Send + 'static>(
+    slots: Vec<Option<T>>,
+    sends: usize,
+    finish: impl FnOnce(Vec<Option<T>>) + Send + 'static,
+) -> Gathered<T> {
+    Arc::new(Mutex::new(Gather {
+        left: sends,
+        slots,
+        finish: Some(Box::new(finish)),
+    }))
+}
+
+/// One leader answered (`filled` slot by slot); the last one finishes.
+/// With no sends at all, [`finish_now`] finishes.
+fn answered<T>(g: &Gathered<T>, filled: impl IntoIterator<Item = (usize, T)>) {
+    let done = {
+        let mut g = g.lock();
+        for (slot, item) in filled {
+            if let Some(s) = g.slots.get_mut(slot) {
+                *s = Some(item);
+            }
+        }
+        g.left = g.left.saturating_sub(1);
+        (g.left == 0).then(|| (g.finish.take(), std::mem::take(&mut g.slots)))
+    };
+    if let Some((Some(finish), slots)) = done {
+        finish(slots);
+    }
+}
+
+fn finish_now<T>(g: &Gathered<T>) {
+    let done = {
+        let mut g = g.lock();
+        (g.left == 0).then(|| (g.finish.take(), std::mem::take(&mut g.slots)))
+    };
+    if let Some((Some(finish), slots)) = done {
+        finish(slots);
+    }
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// Reads a partition index into a [`TopicPartition`], or the error code.
+fn partition_of(topic: &str, index: i32) -> std::result::Result<TopicPartition, i16> {
+    let index = u32::try_from(index).map_err(|_| UNKNOWN_TOPIC_OR_PARTITION)?;
+    TopicPartition::new(topic, index).map_err(|e| e.code())
+}
+
+// ----- Produce ------------------------------------------------------------
+
+type Produced = std::result::Result<ProduceAck, i16>;
+
+/// Produce (v3+: one v2 batch per partition). acks=0 gets no answer.
+pub(super) fn produce(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    body.nullable_string("transactional id")?;
+    let acks = body.i16("acks")?;
+    let timeout_ms = body.i32("timeout")?;
+    let topics = body
+        .array("topic data", |r| {
+            let topic = r.string("topic name")?;
+            let partitions = r
+                .array("partition data", |r| {
+                    let index = r.i32("partition index")?;
+                    let records = r.nullable_bytes("records")?;
+                    r.tagged_fields()?;
+                    Ok((index, records))
+                })?
+                .unwrap_or_default();
+            r.tagged_fields()?;
+            Ok((topic, partitions))
+        })?
+        .unwrap_or_default();
+    body.tagged_fields()?;
+    let acks = match acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    };
+    // Slot order: the request's, topic by topic.
+    let mut layout: Vec<(String, i32)> = Vec::new();
+    let mut slots: Vec<Option<Produced>> = Vec::new();
+    let mut by_leader: BTreeMap<NodeId, Vec<(usize, ProducePartition)>> = BTreeMap::new();
+    {
+        let routes = context.routes.lock();
+        for (topic, partitions) in topics {
+            for (index, records) in partitions {
+                let slot = layout.len();
+                layout.push((topic.clone(), index));
+                let routed = (|| {
+                    let Some(_) = acks else {
+                        return Err(INVALID_REQUIRED_ACKS);
+                    };
+                    let tp = partition_of(&topic, index)?;
+                    let (leader, _) = routes.leader(&tp)?;
+                    let bytes = records.ok_or_else(|| {
+                        Error::InvalidRecord {
+                            reason: "null records".into(),
+                        }
+                        .code()
+                    })?;
+                    let batch = RecordBatch::from_bytes(bytes).map_err(|e| e.code())?;
+                    Ok((
+                        leader,
+                        ProducePartition {
+                            partition: tp,
+                            batch,
+                        },
+                    ))
+                })();
+                match routed {
+                    Ok((leader, part)) => {
+                        slots.push(None);
+                        by_leader.entry(leader).or_default().push((slot, part));
+                    }
+                    Err(code) => slots.push(Some(Err(code))),
+                }
+            }
+        }
+    }
+    let timeout_ms = u32::try_from(timeout_ms).unwrap_or(0);
+    if acks == Some(Acks::None) {
+        for (leader, parts) in by_leader {
+            let request = Request::Produce(ProduceRequest {
+                acks: Acks::None,
+                timeout_ms,
+                partitions: parts.into_iter().map(|(_, p)| p).collect(),
+            });
+            context.send_unanswered(leader, request);
+        }
+        return Ok(Handled::Now(Answer::Nothing));
+    }
+    let acks = acks.unwrap_or(Acks::All);
+    let version = header.api_version;
+    let g = gather(slots, by_leader.len(), move |slots| {
+        let mut topics: Vec<TopicProduceResponse> = Vec::new();
+        for ((topic, index), slot) in layout.into_iter().zip(slots) {
+            let result = slot.unwrap_or(Err(NOT_LEADER_OR_FOLLOWER));
+            let mut p = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_log_append_time_ms(-1);
+            p = match result {
+                Ok(ack) => p
+                    .with_base_offset(ack.base_offset as i64)
+                    .with_log_start_offset(if version >= 5 {
+                        ack.log_start_offset as i64
+                    } else {
+                        -1
+                    }),
+                Err(code) => p
+                    .with_error_code(code)
+                    .with_base_offset(-1)
+                    .with_log_start_offset(-1),
+            };
+            match topics.last_mut() {
+                Some(t) if *t.name.0 == *topic => t.partition_responses.push(p),
+                _ => topics.push(
+                    TopicProduceResponse::default()
+                        .with_name(name(&topic))
+                        .with_partition_responses(vec![p]),
+                ),
+            }
+        }
+        let response = KafkaProduceResponse::default().with_responses(topics);
+        reply.answer(move || wire::response_frame(&header, &response, version));
+    });
+    for (leader, parts) in by_leader {
+        let slots_of: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
+        let request = Request::Produce(ProduceRequest {
+            acks,
+            timeout_ms,
+            partitions: parts.into_iter().map(|(_, p)| p).collect(),
+        });
+        let g = g.clone();
+        context.endpoint.send_with(leader, request, move |answer| {
+            let filled: Vec<(usize, Produced)> = match answer {
+                Ok(Response::Produce(r)) => slots_of
+                    .iter()
+                    .zip(r.partitions)
+                    .map(|(&s, p)| (s, p.result.map_err(|e| e.code())))
+                    .collect(),
+                other => {
+                    let code = code_of(other);
+                    slots_of.iter().map(|&s| (s, Err(code))).collect()
+                }
+            };
+            answered(&g, filled);
+        });
+    }
+    finish_now(&g);
+    Ok(Handled::Later)
+}
+
+/// The error code of an answer that is not the one expected.
+fn code_of(answer: Result<Response>) -> i16 {
+    match answer {
+        Err(e) => e.code(),
+        Ok(other) => Error::InvalidRequest {
+            reason: format!("unexpected answer {}", other.api_name()),
+        }
+        .code(),
+    }
+}
+
+// ----- ListOffsets ---------------------------------------------------------
+
+type Listed = std::result::Result<(Option<OffsetAndTimestamp>, i32), i16>;
+
+/// ListOffsets (v1+): earliest (-2), latest (-1, the high watermark) or
+/// the first offset at or after a timestamp.
+pub(super) fn list_offsets(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    body.i32("replica id")?;
+    if version >= 2 {
+        body.i8("isolation level")?;
+    }
+    let topics = body
+        .array("topics", |r| {
+            let topic = r.string("topic name")?;
+            let partitions = r
+                .array("partitions", |r| {
+                    let index = r.i32("partition index")?;
+                    if version >= 4 {
+                        r.i32("current leader epoch")?;
+                    }
+                    let timestamp = r.i64("timestamp")?;
+                    r.tagged_fields()?;
+                    Ok((index, timestamp))
+                })?
+                .unwrap_or_default();
+            r.tagged_fields()?;
+            Ok((topic, partitions))
+        })?
+        .unwrap_or_default();
+    body.tagged_fields()?;
+    let mut layout: Vec<(String, i32)> = Vec::new();
+    let mut slots: Vec<Option<Listed>> = Vec::new();
+    // Per leader: (slot, partition, what to find, the partition's leader
+    // epoch).
+    type Ask = (usize, TopicPartition, OffsetSpec, i32);
+    let mut by_leader: BTreeMap<NodeId, Vec<Ask>> = BTreeMap::new();
+    {
+        let routes = context.routes.lock();
+        for (topic, partitions) in topics {
+            for (index, timestamp) in partitions {
+                let slot = layout.len();
+                layout.push((topic.clone(), index));
+                let routed = (|| {
+                    let tp = partition_of(&topic, index)?;
+                    let leader = routes.leader(&tp)?;
+                    let spec = match timestamp {
+                        -2 => OffsetSpec::Earliest,
+                        -1 => OffsetSpec::Latest,
+                        ts if ts >= 0 => OffsetSpec::Timestamp(ts),
+                        _ => {
+                            return Err(Error::InvalidRequest {
+                                reason: format!("timestamp {timestamp}"),
+                            }
+                            .code());
+                        }
+                    };
+                    Ok((leader, tp, spec))
+                })();
+                match routed {
+                    Ok(((leader, epoch), tp, spec)) => {
+                        slots.push(None);
+                        let ask = (slot, tp, spec, epoch);
+                        by_leader.entry(leader).or_default().push(ask);
+                    }
+                    Err(code) => slots.push(Some(Err(code))),
+                }
+            }
+        }
+    }
+    let g = gather(slots, by_leader.len(), move |slots| {
+        let mut topics: Vec<ListOffsetsTopicResponse> = Vec::new();
+        for ((topic, index), slot) in layout.into_iter().zip(slots) {
+            let p = ListOffsetsPartitionResponse::default().with_partition_index(index);
+            let p = match slot.unwrap_or(Err(NOT_LEADER_OR_FOLLOWER)) {
+                Ok((Some(found), epoch)) => p
+                    .with_offset(found.offset as i64)
+                    .with_timestamp(found.timestamp.unwrap_or(-1))
+                    .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
+                Ok((None, epoch)) => p
+                    .with_offset(-1)
+                    .with_timestamp(-1)
+                    .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
+                Err(code) => p.with_error_code(code).with_offset(-1).with_timestamp(-1),
+            };
+            match topics.last_mut() {
+                Some(t) if *t.name.0 == *topic => t.partitions.push(p),
+                _ => topics.push(
+                    ListOffsetsTopicResponse::default()
+                        .with_name(name(&topic))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let response = KafkaListOffsetsResponse::default().with_topics(topics);
+        reply.answer(move || wire::response_frame(&header, &response, version));
+    });
+    for (leader, parts) in by_leader {
+        let slots_of: Vec<(usize, i32)> = parts.iter().map(|&(s, _, _, e)| (s, e)).collect();
+        let request = Request::ListOffsets(ListOffsetsRequest {
+            partitions: parts
+                .into_iter()
+                .map(|(_, tp, spec, _)| (tp, spec))
+                .collect(),
+        });
+        let g = g.clone();
+        context.endpoint.send_with(leader, request, move |answer| {
+            let filled: Vec<(usize, Listed)> = match answer {
+                Ok(Response::ListOffsets(r)) => slots_of
+                    .iter()
+                    .zip(r.partitions)
+                    .map(|(&(s, epoch), p)| (s, p.result.map(|f| (f, epoch)).map_err(|e| e.code())))
+                    .collect(),
+                other => {
+                    let code = code_of(other);
+                    slots_of.iter().map(|&(s, _)| (s, Err(code))).collect()
+                }
+            };
+            answered(&g, filled);
+        });
+    }
+    finish_now(&g);
+    Ok(Handled::Later)
+}
+
+// ----- Fetch ---------------------------------------------------------------
+
+type Fetched = std::result::Result<FetchedData, i16>;
+
+/// Fetch (v4+, as a consumer; no fetch sessions: answered with session id
+/// 0, so clients send full fetches). Each leader holds its part up to
+/// `max_wait_ms` for `min_bytes`.
+pub(super) fn fetch(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    body.i32("replica id")?;
+    let max_wait_ms = body.i32("max wait")?;
+    let min_bytes = body.i32("min bytes")?;
+    let max_bytes = body.i32("max bytes")?;
+    body.i8("isolation level")?;
+    if version >= 7 {
+        body.i32("session id")?;
+        body.i32("session epoch")?;
+    }
+    let topics = body
+        .array("topics", |r| {
+            let topic = r.string("topic")?;
+            let partitions = r
+                .array("partitions", |r| {
+                    let index = r.i32("partition")?;
+                    let leader_epoch = if version >= 9 {
+                        r.i32("current leader epoch")?
+                    } else {
+                        -1
+                    };
+                    let offset = r.i64("fetch offset")?;
+                    if version >= 12 {
+                        r.i32("last fetched epoch")?;
+                    }
+                    if version >= 5 {
+                        r.i64("log start offset")?;
+                    }
+                    let max = r.i32("partition max bytes")?;
+                    r.tagged_fields()?;
+                    Ok((index, leader_epoch, offset, max))
+                })?
+                .unwrap_or_default();
+            r.tagged_fields()?;
+            Ok((topic, partitions))
+        })?
+        .unwrap_or_default();
+    if version >= 7 {
+        body.array("forgotten topics", |r| {
+            r.string("topic")?;
+            r.array("partitions", |r| r.i32("partition"))?;
+            r.tagged_fields()
+        })?;
+    }
+    if version >= 11 {
+        body.string("rack id")?;
+    }
+    body.tagged_fields()?;
+    let mut layout: Vec<(String, i32)> = Vec::new();
+    let mut slots: Vec<Option<Fetched>> = Vec::new();
+    let mut by_leader: BTreeMap<NodeId, Vec<(usize, FetchPartition)>> = BTreeMap::new();
+    {
+        let routes = context.routes.lock();
+        for (topic, partitions) in topics {
+            for (index, leader_epoch, offset, max) in partitions {
+                let slot = layout.len();
+                layout.push((topic.clone(), index));
+                let routed = (|| {
+                    let tp = partition_of(&topic, index)?;
+                    let (leader, _) = routes.leader(&tp)?;
+                    let fetch_offset = u64::try_from(offset).map_err(|_| OFFSET_OUT_OF_RANGE)?;
+                    Ok((
+                        leader,
+                        FetchPartition {
+                            partition: tp,
+                            fetch_offset,
+                            max_bytes: u32::try_from(max).unwrap_or(0),
+                            current_leader_epoch: (leader_epoch >= 0).then_some(leader_epoch),
+                            last_fetched_epoch: None,
+                        },
+                    ))
+                })();
+                match routed {
+                    Ok((leader, part)) => {
+                        slots.push(None);
+                        by_leader.entry(leader).or_default().push((slot, part));
+                    }
+                    Err(code) => slots.push(Some(Err(code))),
+                }
+            }
+        }
+    }
+    let g = gather(slots, by_leader.len(), move |slots| {
+        let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+        for ((topic, index), slot) in layout.into_iter().zip(slots) {
+            let p = PartitionData::default().with_partition_index(index);
+            let p = match slot.unwrap_or(Err(NOT_LEADER_OR_FOLLOWER)) {
+                Ok(data) => p
+                    .with_high_watermark(data.high_watermark as i64)
+                    .with_last_stable_offset(data.high_watermark as i64)
+                    .with_log_start_offset(if version >= 5 {
+                        data.log_start_offset as i64
+                    } else {
+                        -1
+                    })
+                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_records(Some(records_bytes(&data.records))),
+                Err(code) => p
+                    .with_error_code(code)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_records(Some(Bytes::new())),
+            };
+            match topics.last_mut() {
+                Some(t) if *t.topic.0 == *topic => t.partitions.push(p),
+                _ => topics.push(
+                    FetchableTopicResponse::default()
+                        .with_topic(name(&topic))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let response = KafkaFetchResponse::default().with_responses(topics);
+        reply.answer(move || wire::response_frame(&header, &response, version));
+    });
+    let max_wait_ms = u32::try_from(max_wait_ms).unwrap_or(0);
+    let min_bytes = u32::try_from(min_bytes).unwrap_or(0);
+    let max_bytes = u32::try_from(max_bytes).unwrap_or(0);
+    for (leader, parts) in by_leader {
+        let slots_of: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
+        let request = Request::Fetch(FetchRequest {
+            max_wait_ms,
+            min_bytes,
+            max_bytes,
+            partitions: parts.into_iter().map(|(_, p)| p).collect(),
+            replica: None,
+            session: None,
+            forgotten: Vec::new(),
+        });
+        let g = g.clone();
+        context.endpoint.send_with(leader, request, move |answer| {
+            let filled: Vec<(usize, Fetched)> = match answer {
+                Ok(Response::Fetch(r)) => slots_of
+                    .iter()
+                    .zip(r.partitions)
+                    .map(|(&s, p)| (s, p.result.map_err(|e| e.code())))
+                    .collect(),
+                other => {
+                    let code = code_of(other);
+                    slots_of.iter().map(|&s| (s, Err(code))).collect()
+                }
+            };
+            answered(&g, filled);
+        });
+    }
+    finish_now(&g);
+    Ok(Handled::Later)
+}
+
+/// A fetch's records as one buffer (no copy when they are one chunk).
+fn records_bytes(records: &Records) -> Bytes {
+    match records.chunks() {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut out = BytesMut::with_capacity(records.size());
+            for chunk in many {
+                out.extend_from_slice(chunk);
+            }
+            out.freeze()
+        }
+    }
+}
+
+impl Context {
+    /// Sends `request` without waiting for an answer (acks=0): its
+    /// correlation id is one the endpoint never waits for.
+    fn send_unanswered(&self, to: NodeId, request: Request) {
+        let id = self
+            .unanswered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.transport.send(Envelope::request(
+            self.endpoint.peer(),
+            Peer::Broker(to),
+            id,
+            request,
+        ));
+    }
+}
