@@ -335,3 +335,118 @@ fn kcat_produces_and_consumes_every_record_with_keys_values_and_headers() {
         .sum();
     assert_eq!(total, 10_000);
 }
+
+/// The Python with kafka-python (and confluent-kafka) installed:
+/// `$FERROLOG_PYTHON`, or the virtualenv `.ci/run` makes in
+/// `target/kafka-venv`; `None` (the test says it skipped) when neither is
+/// there outside CI.
+fn python_with_kafka() -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("FERROLOG_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kafka-venv/bin/python")
+        });
+    let ok = Command::new(&python)
+        .args(["-c", "import kafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no Python with kafka-python at {python:?}, and CI must run this test"
+    );
+    eprintln!("SKIPPED: no Python with kafka-python (see .ci/run)");
+    None
+}
+
+/// kafka-python: admin creates (with a config) and describes a 6-partition
+/// RF 3 topic, an acks=all producer writes 600 keyed records with a
+/// header, a consumer reads each back at the offset its send returned,
+/// and admin deletes the topic (ferrolog's metadata agrees).
+#[test]
+fn kafka_python_admin_produces_consumes_and_deletes() {
+    let Some(python) = python_with_kafka() else {
+        return;
+    };
+    let (cluster, addr) = with_listener();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/python_clients.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#""partitions": 6, "produced": 600, "consumed": 600"#),
+        "{stdout}"
+    );
+    let metadata = cluster
+        .wait_for_metadata(Duration::from_secs(10), |m| {
+            !m.topics.contains_key("py-orders")
+        })
+        .unwrap();
+    assert!(!metadata.topics.contains_key("py-orders"), "deleted");
+}
+
+/// kcat with `enable.idempotence=true`: the producer gets an id
+/// (InitProducerId) and its batches carry it and their sequences; every
+/// record is read back once.
+#[test]
+fn an_idempotent_kcat_producer_gets_a_producer_id_and_writes_once() {
+    let Some(mut producer) = kcat() else {
+        return;
+    };
+    let (cluster, addr) = with_listener();
+    Admin::new(&cluster)
+        .unwrap()
+        .create_topic(NewTopic::new("once", 2).replication_factor(3))
+        .unwrap();
+    let input: String = (0..1_000).map(|i| format!("k{i}:v{i}\n")).collect();
+    let mut child = producer
+        .args(["-b", &addr.to_string(), "-P", "-t", "once", "-K:"])
+        .args(["-X", "enable.idempotence=true", "-d", "eos"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Acquired PID"), "{log}");
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &addr.to_string(),
+            "-C",
+            "-t",
+            "once",
+            "-e",
+            "-o",
+            "beginning",
+        ])
+        .args(["-f", "%k\\n"])
+        .output()
+        .unwrap();
+    let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    keys.sort();
+    let mut want: Vec<String> = (0..1_000).map(|i| format!("k{i}")).collect();
+    want.sort();
+    assert_eq!(keys, want);
+}

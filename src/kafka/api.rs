@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 
+use super::admin;
 use super::data::{self, Routes};
 use super::server::Reply;
 use super::wire::{self, Answer, Malformed, Read, Reader, RequestHeader};
@@ -37,6 +38,9 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// What the APIs need: how to reach the brokers and what to advertise.
@@ -106,6 +110,9 @@ pub(super) fn handle(
             Ok(ApiKey::Produce) => data::produce(context, header, body, reply),
             Ok(ApiKey::Fetch) => data::fetch(context, header, body, reply),
             Ok(ApiKey::ListOffsets) => data::list_offsets(context, header, body, reply),
+            Ok(ApiKey::InitProducerId) => admin::init_producer_id(context, header, body, reply),
+            Ok(ApiKey::CreateTopics) => admin::create_topics(context, header, body, reply),
+            Ok(ApiKey::DeleteTopics) => admin::delete_topics(context, header, body, reply),
             _ => Err(Malformed("no handler".into())),
         });
     handled

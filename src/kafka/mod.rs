@@ -15,9 +15,11 @@
 //! Produce (3–9; acks 0, 1, -1; acks=0 gets no answer; each partition's
 //! one v2 batch passes through as its bytes), Fetch (4–12, as a consumer:
 //! long-polls `max_wait_ms` for `min_bytes`; no fetch sessions, so clients
-//! send full fetches) and ListOffsets (1–7: earliest, latest, by
-//! timestamp). Any other API, or a version outside its range, closes the
-//! connection with the reason in [`KafkaListener::closed`].
+//! send full fetches), ListOffsets (1–7: earliest, latest, by timestamp),
+//! InitProducerId (0–4: idempotent producers; a transactional id is
+//! refused), CreateTopics (2–7, with topic configs in Kafka's names) and
+//! DeleteTopics (1–5). Any other API, or a version outside its range,
+//! closes the connection with the reason in [`KafkaListener::closed`].
 //!
 //! Limits: a frame over `socket_request_max_bytes` (Kafka's 100 MiB
 //! default) or of negative size is refused before anything is allocated
@@ -47,6 +49,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod admin;
 mod api;
 mod data;
 mod server;

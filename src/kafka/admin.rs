@@ -1,0 +1,312 @@
+//! The controller's APIs over Kafka's wire: InitProducerId (idempotent
+//! producers; transactions are not served), CreateTopics and DeleteTopics.
+
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsResponse, DeleteTopicsResponse, InitProducerIdResponse, ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::api::{Context, Handled};
+use super::server::Reply;
+use super::wire::{self, Malformed, Read, Reader, RequestHeader};
+use crate::error::Result;
+use crate::protocol::{
+    CONTROLLER_ID, CreateTopicsRequest, DeleteTopicsRequest, Request, Response, TopicResults,
+};
+use crate::storage::{CleanupPolicy, TopicCompression};
+use crate::topic::{NewTopic, TopicConfig};
+
+/// A topic and what became of it: `Err((Kafka error code, message))`.
+type TopicOutcome = (String, std::result::Result<(), (i16, String)>);
+
+/// Kafka's `INVALID_CONFIG`.
+const INVALID_CONFIG: i16 = 40;
+/// Kafka's `INVALID_REQUEST`.
+const INVALID_REQUEST: i16 = 42;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// InitProducerId: a producer id for an idempotent producer, from the
+/// controller. A transactional id is refused (`INVALID_REQUEST`).
+pub(super) fn init_producer_id(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    let transactional_id = body.nullable_string("transactional id")?;
+    body.i32("transaction timeout")?;
+    if version >= 3 {
+        body.i64("producer id")?;
+        body.i16("producer epoch")?;
+    }
+    body.tagged_fields()?;
+    let answer = move |result: std::result::Result<(i64, i16), i16>| {
+        move || {
+            let response = match result {
+                Ok((id, epoch)) => InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(epoch),
+                Err(code) => InitProducerIdResponse::default()
+                    .with_error_code(code)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            };
+            wire::response_frame(&header, &response, version)
+        }
+    };
+    if transactional_id.is_some() {
+        reply.answer(answer(Err(INVALID_REQUEST)));
+        return Ok(Handled::Later);
+    }
+    context
+        .endpoint
+        .send_with(CONTROLLER_ID, Request::InitProducerId, move |result| {
+            let result = match result {
+                Ok(Response::InitProducerId(r)) => r.map_err(|e| e.code()),
+                Ok(_) => Err(INVALID_REQUEST),
+                Err(e) => Err(e.code()),
+            };
+            reply.answer(answer(result));
+        });
+    Ok(Handled::Later)
+}
+
+/// A topic config in Kafka's names onto ferrolog's settings.
+fn apply_config(
+    config: &mut TopicConfig,
+    key: &str,
+    value: Option<&str>,
+) -> std::result::Result<(), String> {
+    let invalid = |reason: &str| format!("{key}={}: {reason}", value.unwrap_or(""));
+    let Some(value) = value else {
+        return Ok(()); // null: the default
+    };
+    let number = || value.parse::<i64>().map_err(|_| invalid("not a number"));
+    let positive =
+        || number().and_then(|n| u64::try_from(n).map_err(|_| invalid("must not be negative")));
+    match key {
+        "cleanup.policy" => {
+            config.cleanup_policy = match value {
+                "delete" => CleanupPolicy::Delete,
+                "compact" => CleanupPolicy::Compact,
+                "compact,delete" | "delete,compact" => CleanupPolicy::CompactDelete,
+                _ => return Err(invalid("one of delete, compact, compact,delete")),
+            }
+        }
+        "retention.ms" => {
+            let n = number()?;
+            config.retention_ms = (n >= 0).then_some(n as _);
+        }
+        "retention.bytes" => {
+            let n = number()?;
+            config.retention_bytes = u64::try_from(n).ok();
+        }
+        "segment.bytes" => config.segment_bytes = positive()?,
+        "segment.ms" => config.segment_ms = positive()? as _,
+        "max.message.bytes" => config.max_message_bytes = positive()? as usize,
+        "min.insync.replicas" => {
+            config.min_insync_replicas =
+                u16::try_from(positive()?).map_err(|_| invalid("too large"))?
+        }
+        "delete.retention.ms" => config.delete_retention_ms = positive()? as _,
+        "unclean.leader.election.enable" => {
+            config.unclean_leader_election_enable = match value {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("true or false")),
+            }
+        }
+        "compression.type" => {
+            config.compression_type =
+                TopicCompression::from_name(value).ok_or_else(|| invalid("an unknown codec"))?
+        }
+        "flush.messages" => config.flush_messages = Some(positive()?),
+        "flush.ms" => config.flush_ms = Some(positive()? as _),
+        _ => return Err(invalid("not a topic setting ferrolog has")),
+    }
+    Ok(())
+}
+
+/// CreateTopics: each topic with its partition count and replication
+/// factor (-1: 1 partition, replication factor the smaller of 3 and the
+/// brokers) and its configs; explicit replica assignments are refused.
+pub(super) fn create_topics(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    type Wanted = (String, i32, i16, bool, Vec<(String, Option<String>)>);
+    let topics: Vec<Wanted> = body
+        .array("topics", |r| {
+            let topic = r.string("topic name")?;
+            let partitions = r.i32("partitions")?;
+            let replication = r.i16("replication factor")?;
+            let assigned = r
+                .array("assignments", |r| {
+                    r.i32("partition")?;
+                    r.array("broker ids", |r| r.i32("broker id"))?;
+                    r.tagged_fields()
+                })?
+                .is_some_and(|a| !a.is_empty());
+            let configs = r
+                .array("configs", |r| {
+                    let key = r.string("config name")?;
+                    let value = r.nullable_string("config value")?;
+                    r.tagged_fields()?;
+                    Ok((key, value))
+                })?
+                .unwrap_or_default();
+            r.tagged_fields()?;
+            Ok((topic, partitions, replication, assigned, configs))
+        })?
+        .unwrap_or_default();
+    body.i32("timeout")?;
+    let validate_only = body.bool("validate only")?;
+    body.tagged_fields()?;
+    let brokers = context.bootstrap.len() as i16;
+    let mut results: Vec<(String, Option<(i16, String)>)> = Vec::new();
+    let mut wanted = Vec::new();
+    for (topic, partitions, replication, assigned, configs) in topics {
+        let made = (|| {
+            if assigned {
+                return Err((
+                    INVALID_REQUEST,
+                    "replica assignments are not supported".into(),
+                ));
+            }
+            let partitions = match partitions {
+                -1 => 1,
+                n => u32::try_from(n).map_err(|_| (INVALID_REQUEST, format!("{n} partitions")))?,
+            };
+            let replication = match replication {
+                -1 => brokers.clamp(1, 3) as u16,
+                n => u16::try_from(n)
+                    .map_err(|_| (INVALID_REQUEST, format!("replication factor {n}")))?,
+            };
+            let mut config = TopicConfig::default();
+            for (key, value) in &configs {
+                apply_config(&mut config, key, value.as_deref())
+                    .map_err(|e| (INVALID_CONFIG, e))?;
+            }
+            Ok(NewTopic::new(topic.clone(), partitions)
+                .replication_factor(replication)
+                .config(config))
+        })();
+        match made {
+            Ok(new) if !validate_only => {
+                results.push((topic, None));
+                wanted.push(new);
+            }
+            Ok(_) => results.push((topic, None)),
+            Err(e) => results.push((topic, Some(e))),
+        }
+    }
+    let finish = move |created: Vec<TopicOutcome>| {
+        move || {
+            let topics = results
+                .into_iter()
+                .map(|(topic, early)| {
+                    let outcome = early.map(Err).unwrap_or_else(|| {
+                        created
+                            .iter()
+                            .find(|(n, _)| *n == topic || n.is_empty())
+                            .map_or(Ok(()), |(_, r)| r.clone())
+                    });
+                    let t = CreatableTopicResult::default().with_name(name(&topic));
+                    match outcome {
+                        Ok(()) => t,
+                        Err((code, message)) => t
+                            .with_error_code(code)
+                            .with_error_message(Some(StrBytes::from_string(message))),
+                    }
+                })
+                .collect();
+            let response = CreateTopicsResponse::default().with_topics(topics);
+            wire::response_frame(&header, &response, version)
+        }
+    };
+    if wanted.is_empty() {
+        reply.answer(finish(Vec::new()));
+        return Ok(Handled::Later);
+    }
+    let request = Request::CreateTopics(CreateTopicsRequest { topics: wanted });
+    context
+        .endpoint
+        .send_with(CONTROLLER_ID, request, move |answer| {
+            reply.answer(finish(topic_results(answer)));
+        });
+    Ok(Handled::Later)
+}
+
+/// Per topic, ferrolog's answer as (code, message).
+fn topic_results(answer: Result<Response>) -> Vec<TopicOutcome> {
+    match answer {
+        Ok(Response::CreateTopics(TopicResults { topics }))
+        | Ok(Response::DeleteTopics(TopicResults { topics })) => topics
+            .into_iter()
+            .map(|(n, r)| (n, r.map_err(|e| (e.code(), e.to_string()))))
+            .collect(),
+        // Every topic gets the error: `find` falls back to it.
+        Err(e) => vec![(String::new(), Err((e.code(), e.to_string())))],
+        Ok(_) => vec![(
+            String::new(),
+            Err((INVALID_REQUEST, "unexpected answer".into())),
+        )],
+    }
+}
+
+/// DeleteTopics (v1–5: by name).
+pub(super) fn delete_topics(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    let names = body
+        .array("topic names", |r| r.string("topic name"))?
+        .ok_or_else(|| Malformed("null topic names".into()))?;
+    body.i32("timeout")?;
+    body.tagged_fields()?;
+    let asked = names.clone();
+    let request = Request::DeleteTopics(DeleteTopicsRequest { topics: names });
+    context
+        .endpoint
+        .send_with(CONTROLLER_ID, request, move |answer| {
+            let results = topic_results(answer);
+            reply.answer(move || {
+                let responses = asked
+                    .iter()
+                    .map(|topic| {
+                        let outcome = results
+                            .iter()
+                            .find(|(n, _)| n == topic || n.is_empty())
+                            .map_or(Ok(()), |(_, r)| r.clone());
+                        let t = DeletableTopicResult::default().with_name(Some(name(topic)));
+                        match outcome {
+                            Ok(()) => t,
+                            Err((code, message)) => {
+                                let t = t.with_error_code(code);
+                                if version >= 5 {
+                                    t.with_error_message(Some(StrBytes::from_string(message)))
+                                } else {
+                                    t
+                                }
+                            }
+                        }
+                    })
+                    .collect();
+                let response = DeleteTopicsResponse::default().with_responses(responses);
+                wire::response_frame(&header, &response, version)
+            });
+        });
+    Ok(Handled::Later)
+}

@@ -1,0 +1,45 @@
+"""kafka-python against ferrolog's Kafka listener: admin creates and
+describes a topic, an acks=all producer writes keyed records with headers,
+a consumer (partitions assigned, no group) reads them all back, and admin
+deletes the topic. Prints one JSON line; exits non-zero on any mismatch."""
+import json
+import sys
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+bootstrap = sys.argv[1]
+admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ferrolog-test")
+admin.create_topics([NewTopic("py-orders", 6, 3, topic_configs={"retention.ms": "3600000"})])
+described = admin.describe_topics(["py-orders"])
+partitions = len(described[0]["partitions"])
+assert partitions == 6, described
+
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+sent = {}
+for i in range(600):
+    meta = producer.send(
+        "py-orders",
+        key=f"k{i}".encode(),
+        value=f"v{i}".encode(),
+        headers=[("origin", b"kafka-python")],
+    ).get(timeout=30)
+    sent[(meta.partition, meta.offset)] = i
+producer.close()
+
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                         enable_auto_commit=False, consumer_timeout_ms=5000)
+consumer.assign([TopicPartition("py-orders", p) for p in range(6)])
+got = {}
+for record in consumer:
+    i = int(record.key.decode()[1:])
+    assert record.value == f"v{i}".encode(), record
+    assert record.headers == [("origin", b"kafka-python")], record
+    got[(record.partition, record.offset)] = i
+    if len(got) == len(sent):
+        break
+consumer.close()
+assert got == sent, (len(got), len(sent))
+
+admin.delete_topics(["py-orders"])
+print(json.dumps({"partitions": partitions, "produced": len(sent), "consumed": len(got)}))
