@@ -172,6 +172,53 @@ fn kcat() -> Option<Command> {
     }
 }
 
+/// `kcat -P` of `input` (lines of `key:value`) into `topic`, with `extra`
+/// arguments; the finished process.
+fn kcat_produce(
+    addr: SocketAddr,
+    topic: &str,
+    input: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut child = Command::new("kcat")
+        .args(["-b", &addr.to_string(), "-P", "-t", topic, "-K:"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// `kcat -C -e` of `topic` from the beginning, each record printed with
+/// `format`; what it printed.
+fn kcat_consume(addr: SocketAddr, topic: &str, format: &str) -> String {
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &addr.to_string(),
+            "-C",
+            "-t",
+            topic,
+            "-e",
+            "-o",
+            "beginning",
+        ])
+        .args(["-f", format])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn kcat_lists_brokers_topics_partitions_and_leaders() {
     let Some(mut kcat) = kcat() else {
@@ -238,7 +285,7 @@ fn kcat_lists_brokers_topics_partitions_and_leaders() {
 /// header; the records are where ferrolog's own metadata says.
 #[test]
 fn kcat_produces_and_consumes_every_record_with_keys_values_and_headers() {
-    let Some(mut producer) = kcat() else {
+    let Some(_) = kcat() else {
         return;
     };
     let (cluster, addr) = with_listener();
@@ -257,55 +304,18 @@ fn kcat_produces_and_consumes_every_record_with_keys_values_and_headers() {
     let input: String = (0..10_000)
         .map(|i| format!("key-{i}:value-{i}\n"))
         .collect();
-    let mut child = producer
-        .args([
-            "-b",
-            &addr.to_string(),
-            "-P",
-            "-t",
-            "events",
-            "-K:",
-            "-H",
-            "origin=kcat",
-        ])
-        .args(["-X", "acks=all"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = kcat_produce(
+        addr,
+        "events",
+        &input,
+        &["-H", "origin=kcat", "-X", "acks=all"],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("kcat")
-        .args([
-            "-b",
-            &addr.to_string(),
-            "-C",
-            "-t",
-            "events",
-            "-e",
-            "-o",
-            "beginning",
-        ])
-        .args(["-f", "%k|%s|%h|%p\\n"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = kcat_consume(addr, "events", "%k|%s|%h|%p\\n");
     let mut seen = std::collections::BTreeSet::new();
     let mut per_partition = [0usize; 3];
     for line in text.lines() {
@@ -401,7 +411,7 @@ fn kafka_python_admin_produces_consumes_and_deletes() {
 /// record is read back once.
 #[test]
 fn an_idempotent_kcat_producer_gets_a_producer_id_and_writes_once() {
-    let Some(mut producer) = kcat() else {
+    let Some(_) = kcat() else {
         return;
     };
     let (cluster, addr) = with_listener();
@@ -410,38 +420,16 @@ fn an_idempotent_kcat_producer_gets_a_producer_id_and_writes_once() {
         .create_topic(NewTopic::new("once", 2).replication_factor(3))
         .unwrap();
     let input: String = (0..1_000).map(|i| format!("k{i}:v{i}\n")).collect();
-    let mut child = producer
-        .args(["-b", &addr.to_string(), "-P", "-t", "once", "-K:"])
-        .args(["-X", "enable.idempotence=true", "-d", "eos"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = kcat_produce(
+        addr,
+        "once",
+        &input,
+        &["-X", "enable.idempotence=true", "-d", "eos"],
+    );
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("Acquired PID"), "{log}");
-    let out = Command::new("kcat")
-        .args([
-            "-b",
-            &addr.to_string(),
-            "-C",
-            "-t",
-            "once",
-            "-e",
-            "-o",
-            "beginning",
-        ])
-        .args(["-f", "%k\\n"])
-        .output()
-        .unwrap();
-    let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let mut keys: Vec<String> = kcat_consume(addr, "once", "%k\\n")
         .lines()
         .map(str::to_string)
         .collect();

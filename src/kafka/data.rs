@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use super::api::{Context, Handled};
 use super::server::Reply;
 use super::wire::{self, Answer, Read, Reader, RequestHeader};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::protocol::{
     Acks, Envelope, FetchPartition, FetchRequest, FetchedData, ListOffsetsRequest, NodeId,
     OffsetAndTimestamp, OffsetSpec, Peer, ProduceAck, ProducePartition, ProduceRequest, Request,
@@ -133,6 +133,59 @@ fn finish_now<T>(g: &Gathered<T>) {
     }
 }
 
+/// Sends `request` (the partitions of `slots`, in order) to `leader`;
+/// `read` turns the answer into each partition's result, in the same
+/// order (`None`: not the answer expected). Any failure fills every slot
+/// with its error code.
+fn ask<T: Send + 'static>(
+    context: &Context,
+    g: &Gathered<std::result::Result<T, i16>>,
+    leader: NodeId,
+    slots: Vec<usize>,
+    request: Request,
+    read: impl FnOnce(Response) -> Option<Vec<std::result::Result<T, i16>>> + Send + 'static,
+) {
+    let g = g.clone();
+    context.endpoint.send_with(leader, request, move |answer| {
+        let results = match answer {
+            Ok(response) => {
+                let kind = response.api_name();
+                read(response).ok_or_else(|| {
+                    Error::InvalidRequest {
+                        reason: format!("unexpected answer {kind}"),
+                    }
+                    .code()
+                })
+            }
+            Err(e) => Err(e.code()),
+        };
+        let filled: Vec<(usize, std::result::Result<T, i16>)> = match results {
+            Ok(results) => slots.iter().copied().zip(results).collect(),
+            Err(code) => slots.iter().map(|&s| (s, Err(code))).collect(),
+        };
+        answered(&g, filled);
+    });
+}
+
+/// The request's partitions with their results, grouped back into its
+/// topics in order (`each` makes one partition's answer; a slot nobody
+/// filled is `NOT_LEADER_OR_FOLLOWER`).
+fn by_topic<T, P>(
+    layout: Vec<(String, i32)>,
+    slots: Vec<Option<std::result::Result<T, i16>>>,
+    mut each: impl FnMut(i32, std::result::Result<T, i16>) -> P,
+) -> Vec<(String, Vec<P>)> {
+    let mut topics: Vec<(String, Vec<P>)> = Vec::new();
+    for ((topic, index), slot) in layout.into_iter().zip(slots) {
+        let p = each(index, slot.unwrap_or(Err(NOT_LEADER_OR_FOLLOWER)));
+        match topics.last_mut() {
+            Some((t, parts)) if *t == topic => parts.push(p),
+            _ => topics.push((topic, vec![p])),
+        }
+    }
+    topics
+}
+
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
@@ -235,13 +288,11 @@ pub(super) fn produce(
     let acks = acks.unwrap_or(Acks::All);
     let version = header.api_version;
     let g = gather(slots, by_leader.len(), move |slots| {
-        let mut topics: Vec<TopicProduceResponse> = Vec::new();
-        for ((topic, index), slot) in layout.into_iter().zip(slots) {
-            let result = slot.unwrap_or(Err(NOT_LEADER_OR_FOLLOWER));
-            let mut p = PartitionProduceResponse::default()
+        let topics = by_topic(layout, slots, |index, result| {
+            let p = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_log_append_time_ms(-1);
-            p = match result {
+            match result {
                 Ok(ack) => p
                     .with_base_offset(ack.base_offset as i64)
                     .with_log_start_offset(if version >= 5 {
@@ -253,16 +304,16 @@ pub(super) fn produce(
                     .with_error_code(code)
                     .with_base_offset(-1)
                     .with_log_start_offset(-1),
-            };
-            match topics.last_mut() {
-                Some(t) if *t.name.0 == *topic => t.partition_responses.push(p),
-                _ => topics.push(
-                    TopicProduceResponse::default()
-                        .with_name(name(&topic))
-                        .with_partition_responses(vec![p]),
-                ),
             }
-        }
+        });
+        let topics = topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                TopicProduceResponse::default()
+                    .with_name(name(&topic))
+                    .with_partition_responses(parts)
+            })
+            .collect();
         let response = KafkaProduceResponse::default().with_responses(topics);
         reply.answer(move || wire::response_frame(&header, &response, version));
     });
@@ -273,35 +324,25 @@ pub(super) fn produce(
             timeout_ms,
             partitions: parts.into_iter().map(|(_, p)| p).collect(),
         });
-        let g = g.clone();
-        context.endpoint.send_with(leader, request, move |answer| {
-            let filled: Vec<(usize, Produced)> = match answer {
-                Ok(Response::Produce(r)) => slots_of
-                    .iter()
-                    .zip(r.partitions)
-                    .map(|(&s, p)| (s, p.result.map_err(|e| e.code())))
-                    .collect(),
-                other => {
-                    let code = code_of(other);
-                    slots_of.iter().map(|&s| (s, Err(code))).collect()
-                }
-            };
-            answered(&g, filled);
-        });
+        ask(
+            context,
+            &g,
+            leader,
+            slots_of,
+            request,
+            |answer| match answer {
+                Response::Produce(r) => Some(
+                    r.partitions
+                        .into_iter()
+                        .map(|p| p.result.map_err(|e| e.code()))
+                        .collect(),
+                ),
+                _ => None,
+            },
+        );
     }
     finish_now(&g);
     Ok(Handled::Later)
-}
-
-/// The error code of an answer that is not the one expected.
-fn code_of(answer: Result<Response>) -> i16 {
-    match answer {
-        Err(e) => e.code(),
-        Ok(other) => Error::InvalidRequest {
-            reason: format!("unexpected answer {}", other.api_name()),
-        }
-        .code(),
-    }
 }
 
 // ----- ListOffsets ---------------------------------------------------------
@@ -380,55 +421,53 @@ pub(super) fn list_offsets(
         }
     }
     let g = gather(slots, by_leader.len(), move |slots| {
-        let mut topics: Vec<ListOffsetsTopicResponse> = Vec::new();
-        for ((topic, index), slot) in layout.into_iter().zip(slots) {
+        let topics = by_topic(layout, slots, |index, result| {
             let p = ListOffsetsPartitionResponse::default().with_partition_index(index);
-            let p = match slot.unwrap_or(Err(NOT_LEADER_OR_FOLLOWER)) {
-                Ok((Some(found), epoch)) => p
-                    .with_offset(found.offset as i64)
-                    .with_timestamp(found.timestamp.unwrap_or(-1))
-                    .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
-                Ok((None, epoch)) => p
-                    .with_offset(-1)
-                    .with_timestamp(-1)
+            match result {
+                Ok((found, epoch)) => p
+                    .with_offset(found.map_or(-1, |f| f.offset as i64))
+                    .with_timestamp(found.and_then(|f| f.timestamp).unwrap_or(-1))
                     .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
                 Err(code) => p.with_error_code(code).with_offset(-1).with_timestamp(-1),
-            };
-            match topics.last_mut() {
-                Some(t) if *t.name.0 == *topic => t.partitions.push(p),
-                _ => topics.push(
-                    ListOffsetsTopicResponse::default()
-                        .with_name(name(&topic))
-                        .with_partitions(vec![p]),
-                ),
             }
-        }
+        });
+        let topics = topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                ListOffsetsTopicResponse::default()
+                    .with_name(name(&topic))
+                    .with_partitions(parts)
+            })
+            .collect();
         let response = KafkaListOffsetsResponse::default().with_topics(topics);
         reply.answer(move || wire::response_frame(&header, &response, version));
     });
     for (leader, parts) in by_leader {
-        let slots_of: Vec<(usize, i32)> = parts.iter().map(|&(s, _, _, e)| (s, e)).collect();
+        let slots_of: Vec<usize> = parts.iter().map(|&(s, _, _, _)| s).collect();
+        let epochs: Vec<i32> = parts.iter().map(|&(_, _, _, e)| e).collect();
         let request = Request::ListOffsets(ListOffsetsRequest {
             partitions: parts
                 .into_iter()
                 .map(|(_, tp, spec, _)| (tp, spec))
                 .collect(),
         });
-        let g = g.clone();
-        context.endpoint.send_with(leader, request, move |answer| {
-            let filled: Vec<(usize, Listed)> = match answer {
-                Ok(Response::ListOffsets(r)) => slots_of
-                    .iter()
-                    .zip(r.partitions)
-                    .map(|(&(s, epoch), p)| (s, p.result.map(|f| (f, epoch)).map_err(|e| e.code())))
-                    .collect(),
-                other => {
-                    let code = code_of(other);
-                    slots_of.iter().map(|&(s, _)| (s, Err(code))).collect()
-                }
-            };
-            answered(&g, filled);
-        });
+        ask(
+            context,
+            &g,
+            leader,
+            slots_of,
+            request,
+            move |answer| match answer {
+                Response::ListOffsets(r) => Some(
+                    r.partitions
+                        .into_iter()
+                        .zip(epochs)
+                        .map(|(p, epoch)| p.result.map(|f| (f, epoch)).map_err(|e| e.code()))
+                        .collect(),
+                ),
+                _ => None,
+            },
+        );
     }
     finish_now(&g);
     Ok(Handled::Later)
@@ -530,10 +569,9 @@ pub(super) fn fetch(
         }
     }
     let g = gather(slots, by_leader.len(), move |slots| {
-        let mut topics: Vec<FetchableTopicResponse> = Vec::new();
-        for ((topic, index), slot) in layout.into_iter().zip(slots) {
+        let topics = by_topic(layout, slots, |index, result| {
             let p = PartitionData::default().with_partition_index(index);
-            let p = match slot.unwrap_or(Err(NOT_LEADER_OR_FOLLOWER)) {
+            match result {
                 Ok(data) => p
                     .with_high_watermark(data.high_watermark as i64)
                     .with_last_stable_offset(data.high_watermark as i64)
@@ -550,16 +588,16 @@ pub(super) fn fetch(
                     .with_last_stable_offset(-1)
                     .with_log_start_offset(-1)
                     .with_records(Some(Bytes::new())),
-            };
-            match topics.last_mut() {
-                Some(t) if *t.topic.0 == *topic => t.partitions.push(p),
-                _ => topics.push(
-                    FetchableTopicResponse::default()
-                        .with_topic(name(&topic))
-                        .with_partitions(vec![p]),
-                ),
             }
-        }
+        });
+        let topics = topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                FetchableTopicResponse::default()
+                    .with_topic(name(&topic))
+                    .with_partitions(parts)
+            })
+            .collect();
         let response = KafkaFetchResponse::default().with_responses(topics);
         reply.answer(move || wire::response_frame(&header, &response, version));
     });
@@ -577,21 +615,22 @@ pub(super) fn fetch(
             session: None,
             forgotten: Vec::new(),
         });
-        let g = g.clone();
-        context.endpoint.send_with(leader, request, move |answer| {
-            let filled: Vec<(usize, Fetched)> = match answer {
-                Ok(Response::Fetch(r)) => slots_of
-                    .iter()
-                    .zip(r.partitions)
-                    .map(|(&s, p)| (s, p.result.map_err(|e| e.code())))
-                    .collect(),
-                other => {
-                    let code = code_of(other);
-                    slots_of.iter().map(|&s| (s, Err(code))).collect()
-                }
-            };
-            answered(&g, filled);
-        });
+        ask(
+            context,
+            &g,
+            leader,
+            slots_of,
+            request,
+            |answer| match answer {
+                Response::Fetch(r) => Some(
+                    r.partitions
+                        .into_iter()
+                        .map(|p| p.result.map_err(|e| e.code()))
+                        .collect(),
+                ),
+                _ => None,
+            },
+        );
     }
     finish_now(&g);
     Ok(Handled::Later)
