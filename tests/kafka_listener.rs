@@ -374,7 +374,9 @@ fn python_with_kafka() -> Option<std::path::PathBuf> {
 /// kafka-python: admin creates (with a config) and describes a 6-partition
 /// RF 3 topic, an acks=all producer writes 600 keyed records with a
 /// header, a consumer reads each back at the offset its send returned,
-/// and admin deletes the topic (ferrolog's metadata agrees).
+/// admin grows the topic to 8 partitions and deletes partition 0's records
+/// below offset 2 (a consumer's earliest offset is then 2), and deletes the
+/// topic (ferrolog's metadata agrees).
 #[test]
 fn kafka_python_admin_produces_consumes_and_deletes() {
     let Some(python) = python_with_kafka() else {
@@ -395,7 +397,9 @@ fn kafka_python_admin_produces_consumes_and_deletes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(r#""partitions": 6, "produced": 600, "consumed": 600"#),
+        stdout.contains(
+            r#""partitions": 6, "produced": 600, "consumed": 600, "grown_to": 8, "log_start": 2"#
+        ),
         "{stdout}"
     );
     let metadata = cluster

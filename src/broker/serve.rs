@@ -7,10 +7,11 @@ use super::purgatory::{PendingFetch, PendingProduce};
 use super::{BrokerCore, Partition};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Acks, ClusterMetadata, DeleteRecordsRequest, FetchPartition, FetchResponse, FetchedData,
-    FetchedPartition, ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MetadataRequest,
-    MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec, ProduceAck, ProducePartition,
-    ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo, Response,
+    Acks, ClusterMetadata, DELETE_TO_HIGH_WATERMARK, DeleteRecordsRequest, FetchPartition,
+    FetchResponse, FetchedData, FetchedPartition, ListOffsetsRequest, ListOffsetsResponse,
+    ListedOffset, MetadataRequest, MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec,
+    ProduceAck, ProducePartition, ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo,
+    Response,
 };
 use crate::record::{RecordBatch, Records};
 use crate::replication::{ProducerIds, SequenceCheck, diverging_epoch};
@@ -377,7 +378,13 @@ impl BrokerCore {
             .into_iter()
             .map(|(tp, offset)| {
                 let result = leader_partition(&mut self.partitions, &self.metadata, self.id, &tp)
-                    .and_then(|p| p.log.delete_records_before(offset));
+                    .and_then(|p| {
+                        let offset = match offset {
+                            DELETE_TO_HIGH_WATERMARK => p.log.high_watermark(),
+                            offset => offset,
+                        };
+                        p.log.delete_records_before(offset)
+                    });
                 (tp, result)
             })
             .collect()

@@ -1,10 +1,13 @@
 //! The controller's APIs over Kafka's wire: InitProducerId (idempotent
-//! producers; transactions are not served), CreateTopics and DeleteTopics.
+//! producers; transactions are not served), CreateTopics, CreatePartitions
+//! and DeleteTopics.
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsResponse, DeleteTopicsResponse, InitProducerIdResponse, ProducerId, TopicName,
+    CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse, InitProducerIdResponse,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -13,7 +16,8 @@ use super::server::Reply;
 use super::wire::{self, Malformed, Read, Reader, RequestHeader};
 use crate::error::Result;
 use crate::protocol::{
-    CONTROLLER_ID, CreateTopicsRequest, DeleteTopicsRequest, Request, Response, TopicResults,
+    CONTROLLER_ID, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, Request,
+    Response, TopicResults,
 };
 use crate::storage::{CleanupPolicy, TopicCompression};
 use crate::topic::{NewTopic, TopicConfig};
@@ -214,12 +218,7 @@ pub(super) fn create_topics(
             let topics = results
                 .into_iter()
                 .map(|(topic, early)| {
-                    let outcome = early.map(Err).unwrap_or_else(|| {
-                        created
-                            .iter()
-                            .find(|(n, _)| *n == topic || n.is_empty())
-                            .map_or(Ok(()), |(_, r)| r.clone())
-                    });
+                    let outcome = outcome_of(&topic, early, &created);
                     let t = CreatableTopicResult::default().with_name(name(&topic));
                     match outcome {
                         Ok(()) => t,
@@ -250,6 +249,7 @@ pub(super) fn create_topics(
 fn topic_results(answer: Result<Response>) -> Vec<TopicOutcome> {
     match answer {
         Ok(Response::CreateTopics(TopicResults { topics }))
+        | Ok(Response::CreatePartitions(TopicResults { topics }))
         | Ok(Response::DeleteTopics(TopicResults { topics })) => topics
             .into_iter()
             .map(|(n, r)| (n, r.map_err(|e| (e.code(), e.to_string()))))
@@ -286,10 +286,7 @@ pub(super) fn delete_topics(
                 let responses = asked
                     .iter()
                     .map(|topic| {
-                        let outcome = results
-                            .iter()
-                            .find(|(n, _)| n == topic || n.is_empty())
-                            .map_or(Ok(()), |(_, r)| r.clone());
+                        let outcome = outcome_of(topic, None, &results);
                         let t = DeletableTopicResult::default().with_name(Some(name(topic)));
                         match outcome {
                             Ok(()) => t,
@@ -309,4 +306,96 @@ pub(super) fn delete_topics(
             });
         });
     Ok(Handled::Later)
+}
+
+/// CreatePartitions: grows each topic to its new count (explicit replica
+/// assignments are refused).
+pub(super) fn create_partitions(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    let topics = body
+        .array("topics", |r| {
+            let topic = r.string("topic name")?;
+            let count = r.i32("count")?;
+            let assigned = r
+                .array("assignments", |r| {
+                    r.array("broker ids", |r| r.i32("broker id"))?;
+                    r.tagged_fields()
+                })?
+                .is_some();
+            r.tagged_fields()?;
+            Ok((topic, count, assigned))
+        })?
+        .unwrap_or_default();
+    body.i32("timeout")?;
+    let validate_only = body.bool("validate only")?;
+    body.tagged_fields()?;
+    let mut results: Vec<(String, Option<(i16, String)>)> = Vec::new();
+    let mut wanted = Vec::new();
+    for (topic, count, assigned) in topics {
+        let early = match u32::try_from(count) {
+            _ if assigned => Some((
+                INVALID_REQUEST,
+                "replica assignments are not supported".into(),
+            )),
+            Err(_) => Some((INVALID_REQUEST, format!("{count} partitions"))),
+            Ok(count) => {
+                if !validate_only {
+                    wanted.push((topic.clone(), count));
+                }
+                None
+            }
+        };
+        results.push((topic, early));
+    }
+    let finish = move |grown: Vec<TopicOutcome>| {
+        move || {
+            let results = results
+                .into_iter()
+                .map(|(topic, early)| {
+                    let outcome = outcome_of(&topic, early, &grown);
+                    let t = CreatePartitionsTopicResult::default().with_name(name(&topic));
+                    match outcome {
+                        Ok(()) => t,
+                        Err((code, message)) => t
+                            .with_error_code(code)
+                            .with_error_message(Some(StrBytes::from_string(message))),
+                    }
+                })
+                .collect();
+            let response = CreatePartitionsResponse::default().with_results(results);
+            wire::response_frame(&header, &response, version)
+        }
+    };
+    if wanted.is_empty() {
+        reply.answer(finish(Vec::new()));
+        return Ok(Handled::Later);
+    }
+    let request = Request::CreatePartitions(CreatePartitionsRequest { topics: wanted });
+    context
+        .endpoint
+        .send_with(CONTROLLER_ID, request, move |answer| {
+            reply.answer(finish(topic_results(answer)));
+        });
+    Ok(Handled::Later)
+}
+
+/// A topic's outcome: its early refusal, else what the controller said of
+/// it (an answer that failed as a whole fails every topic).
+fn outcome_of(
+    topic: &str,
+    early: Option<(i16, String)>,
+    answered: &[TopicOutcome],
+) -> std::result::Result<(), (i16, String)> {
+    match early {
+        Some(refused) => Err(refused),
+        None => answered
+            .iter()
+            .find(|(n, _)| n == topic || n.is_empty())
+            .map_or(Ok(()), |(_, r)| r.clone()),
+    }
 }

@@ -41,6 +41,8 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 /// What the APIs need: how to reach the brokers and what to advertise.
@@ -113,6 +115,8 @@ pub(super) fn handle(
             Ok(ApiKey::InitProducerId) => admin::init_producer_id(context, header, body, reply),
             Ok(ApiKey::CreateTopics) => admin::create_topics(context, header, body, reply),
             Ok(ApiKey::DeleteTopics) => admin::delete_topics(context, header, body, reply),
+            Ok(ApiKey::CreatePartitions) => admin::create_partitions(context, header, body, reply),
+            Ok(ApiKey::DeleteRecords) => data::delete_records(context, header, body, reply),
             _ => Err(Malformed("no handler".into())),
         });
     handled

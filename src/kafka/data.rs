@@ -10,14 +10,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    FetchResponse as KafkaFetchResponse, ListOffsetsResponse as KafkaListOffsetsResponse,
-    ProduceResponse as KafkaProduceResponse, TopicName,
+    DeleteRecordsResponse as KafkaDeleteRecordsResponse, FetchResponse as KafkaFetchResponse,
+    ListOffsetsResponse as KafkaListOffsetsResponse, ProduceResponse as KafkaProduceResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
@@ -27,9 +31,9 @@ use super::server::Reply;
 use super::wire::{self, Answer, Read, Reader, RequestHeader};
 use crate::error::Error;
 use crate::protocol::{
-    Acks, Envelope, FetchPartition, FetchRequest, FetchedData, ListOffsetsRequest, NodeId,
-    OffsetAndTimestamp, OffsetSpec, Peer, ProduceAck, ProducePartition, ProduceRequest, Request,
-    Response,
+    Acks, DELETE_TO_HIGH_WATERMARK, DeleteRecordsRequest, Envelope, FetchPartition, FetchRequest,
+    FetchedData, ListOffsetsRequest, NodeId, OffsetAndTimestamp, OffsetSpec, Peer, ProduceAck,
+    ProducePartition, ProduceRequest, Request, Response,
 };
 use crate::record::{RecordBatch, Records};
 use crate::topic::TopicPartition;
@@ -665,4 +669,113 @@ impl Context {
             request,
         ));
     }
+}
+
+// ----- DeleteRecords -------------------------------------------------------
+
+type Deleted = std::result::Result<u64, i16>;
+
+/// DeleteRecords: each partition's log start moves up to the offset given
+/// (at most its high watermark; -1: the high watermark).
+pub(super) fn delete_records(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    let topics = body
+        .array("topics", |r| {
+            let topic = r.string("topic name")?;
+            let partitions = r
+                .array("partitions", |r| {
+                    let index = r.i32("partition index")?;
+                    let offset = r.i64("offset")?;
+                    r.tagged_fields()?;
+                    Ok((index, offset))
+                })?
+                .unwrap_or_default();
+            r.tagged_fields()?;
+            Ok((topic, partitions))
+        })?
+        .unwrap_or_default();
+    body.i32("timeout")?;
+    body.tagged_fields()?;
+    let mut layout: Vec<(String, i32)> = Vec::new();
+    let mut slots: Vec<Option<Deleted>> = Vec::new();
+    let mut by_leader: BTreeMap<NodeId, Vec<(usize, TopicPartition, Option<u64>)>> =
+        BTreeMap::new();
+    {
+        let routes = context.routes.lock();
+        for (topic, partitions) in topics {
+            for (index, offset) in partitions {
+                let slot = layout.len();
+                layout.push((topic.clone(), index));
+                let routed = (|| {
+                    let tp = partition_of(&topic, index)?;
+                    let (leader, _) = routes.leader(&tp)?;
+                    let offset = match offset {
+                        -1 => None,
+                        o => Some(u64::try_from(o).map_err(|_| OFFSET_OUT_OF_RANGE)?),
+                    };
+                    Ok((leader, tp, offset))
+                })();
+                match routed {
+                    Ok((leader, tp, offset)) => {
+                        slots.push(None);
+                        by_leader
+                            .entry(leader)
+                            .or_default()
+                            .push((slot, tp, offset));
+                    }
+                    Err(code) => slots.push(Some(Err(code))),
+                }
+            }
+        }
+    }
+    let g = gather(slots, by_leader.len(), move |slots| {
+        let topics = by_topic(layout, slots, |index, result| {
+            let p = DeleteRecordsPartitionResult::default().with_partition_index(index);
+            match result {
+                Ok(low) => p.with_low_watermark(low as i64),
+                Err(code) => p.with_error_code(code).with_low_watermark(-1),
+            }
+        });
+        let topics = topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                DeleteRecordsTopicResult::default()
+                    .with_name(name(&topic))
+                    .with_partitions(parts)
+            })
+            .collect();
+        let response = KafkaDeleteRecordsResponse::default().with_topics(topics);
+        reply.answer(move || wire::response_frame(&header, &response, version));
+    });
+    for (leader, parts) in by_leader {
+        let slots_of: Vec<usize> = parts.iter().map(|(s, _, _)| *s).collect();
+        let request = Request::DeleteRecords(DeleteRecordsRequest {
+            partitions: parts
+                .into_iter()
+                .map(|(_, tp, offset)| (tp, offset.unwrap_or(DELETE_TO_HIGH_WATERMARK)))
+                .collect(),
+        });
+        ask(
+            context,
+            &g,
+            leader,
+            slots_of,
+            request,
+            |answer| match answer {
+                Response::DeleteRecords(r) => Some(
+                    r.into_iter()
+                        .map(|(_, result)| result.map_err(|e| e.code()))
+                        .collect(),
+                ),
+                _ => None,
+            },
+        );
+    }
+    finish_now(&g);
+    Ok(Handled::Later)
 }

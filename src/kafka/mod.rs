@@ -17,8 +17,9 @@
 //! long-polls `max_wait_ms` for `min_bytes`; no fetch sessions, so clients
 //! send full fetches), ListOffsets (1–7: earliest, latest, by timestamp),
 //! InitProducerId (0–4: idempotent producers; a transactional id is
-//! refused), CreateTopics (2–7, with topic configs in Kafka's names) and
-//! DeleteTopics (1–5). Any other API, or a version outside its range,
+//! refused), CreateTopics (2–7, with topic configs in Kafka's names),
+//! CreatePartitions (0–3), DeleteTopics (1–5) and DeleteRecords (0–2; -1
+//! deletes up to the high watermark). Any other API, or a version outside its range,
 //! closes the connection with the reason in [`KafkaListener::closed`].
 //!
 //! Limits: a frame over `socket_request_max_bytes` (Kafka's 100 MiB

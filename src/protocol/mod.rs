@@ -40,6 +40,10 @@ pub type NodeId = u32;
 /// The node id of an embedded cluster's controller.
 pub const CONTROLLER_ID: NodeId = 1 << 16;
 
+/// The offset a [`DeleteRecordsRequest`] gives to delete everything below
+/// the partition's high watermark (Kafka's -1).
+pub const DELETE_TO_HIGH_WATERMARK: u64 = u64::MAX;
+
 /// Who sends or receives a message: a client (producer, consumer, admin)
 /// by a process-unique id, or a node (a broker or the controller) by its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -449,7 +453,8 @@ pub enum OffsetSpec {
 /// Deletes the records of each partition before an offset (Kafka's
 /// DeleteRecords): the log start moves there. The offset may be at most the
 /// high watermark (only committed records are deleted); a larger one is
-/// [`Error::OffsetOutOfRange`].
+/// [`Error::OffsetOutOfRange`]. [`DELETE_TO_HIGH_WATERMARK`] deletes up to
+/// the high watermark, whatever it is then (Kafka's -1).
 #[derive(Debug, Clone)]
 pub struct DeleteRecordsRequest {
     /// The partitions and the offset to delete before.

@@ -1,7 +1,8 @@
 """kafka-python against ferrolog's Kafka listener: admin creates and
 describes a topic, an acks=all producer writes keyed records with headers,
-a consumer (partitions assigned, no group) reads them all back, and admin
-deletes the topic. Prints one JSON line; exits non-zero on any mismatch."""
+a consumer (partitions assigned, no group) reads them all back, admin grows
+the topic and deletes a partition's first records (a consumer then sees
+the new log start), and admin deletes the topic. Prints one JSON line; exits non-zero on any mismatch."""
 import json
 import sys
 
@@ -41,5 +42,19 @@ for record in consumer:
 consumer.close()
 assert got == sent, (len(got), len(sent))
 
+# Grow the topic, and delete the records below offset 2 of partition 0.
+admin.create_partitions({"py-orders": 8})
+grown = len(admin.describe_topics(["py-orders"])[0]["partitions"])
+assert grown == 8, grown
+tp0 = TopicPartition("py-orders", 0)
+on_0 = sum(1 for (p, _) in sent if p == 0)
+assert on_0 >= 2, on_0
+admin.delete_records({tp0: 2})
+checker = KafkaConsumer(bootstrap_servers=bootstrap)
+log_start = checker.beginning_offsets([tp0])[tp0]
+checker.close()
+assert log_start == 2, log_start
+
 admin.delete_topics(["py-orders"])
-print(json.dumps({"partitions": partitions, "produced": len(sent), "consumed": len(got)}))
+print(json.dumps({"partitions": partitions, "produced": len(sent), "consumed": len(got),
+                  "grown_to": grown, "log_start": log_start}))
