@@ -194,6 +194,53 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
+/// A request's partitions laid out in its order (one slot each: `None`
+/// until a leader answers, or the error code it is answered with at once)
+/// and split by leader as (slot, part).
+struct Routed<P, T> {
+    layout: Vec<(String, i32)>,
+    slots: Vec<Option<std::result::Result<T, i16>>>,
+    by_leader: BTreeMap<NodeId, Vec<(usize, P)>>,
+}
+
+/// Routes each partition of `topics` (index, item) to its leader: `make`
+/// turns the partition, its leader epoch and its item into the part sent
+/// there, or an error code.
+fn route<I, P, T>(
+    context: &Context,
+    topics: Vec<(String, Vec<(i32, I)>)>,
+    mut make: impl FnMut(TopicPartition, i32, I) -> std::result::Result<P, i16>,
+) -> Routed<P, T> {
+    let mut routed = Routed {
+        layout: Vec::new(),
+        slots: Vec::new(),
+        by_leader: BTreeMap::new(),
+    };
+    let routes = context.routes.lock();
+    for (topic, partitions) in topics {
+        for (index, item) in partitions {
+            let slot = routed.layout.len();
+            let part = partition_of(&topic, index).and_then(|tp| {
+                let (leader, epoch) = routes.leader(&tp)?;
+                make(tp, epoch, item).map(|part| (leader, part))
+            });
+            routed.layout.push((topic.clone(), index));
+            match part {
+                Ok((leader, part)) => {
+                    routed.slots.push(None);
+                    routed
+                        .by_leader
+                        .entry(leader)
+                        .or_default()
+                        .push((slot, part));
+                }
+                Err(code) => routed.slots.push(Some(Err(code))),
+            }
+        }
+    }
+    routed
+}
+
 /// Reads a partition index into a [`TopicPartition`], or the error code.
 fn partition_of(topic: &str, index: i32) -> std::result::Result<TopicPartition, i16> {
     let index = u32::try_from(index).map_err(|_| UNKNOWN_TOPIC_OR_PARTITION)?;
@@ -236,47 +283,25 @@ pub(super) fn produce(
         -1 => Some(Acks::All),
         _ => None,
     };
-    // Slot order: the request's, topic by topic.
-    let mut layout: Vec<(String, i32)> = Vec::new();
-    let mut slots: Vec<Option<Produced>> = Vec::new();
-    let mut by_leader: BTreeMap<NodeId, Vec<(usize, ProducePartition)>> = BTreeMap::new();
-    {
-        let routes = context.routes.lock();
-        for (topic, partitions) in topics {
-            for (index, records) in partitions {
-                let slot = layout.len();
-                layout.push((topic.clone(), index));
-                let routed = (|| {
-                    let Some(_) = acks else {
-                        return Err(INVALID_REQUIRED_ACKS);
-                    };
-                    let tp = partition_of(&topic, index)?;
-                    let (leader, _) = routes.leader(&tp)?;
-                    let bytes = records.ok_or_else(|| {
-                        Error::InvalidRecord {
-                            reason: "null records".into(),
-                        }
-                        .code()
-                    })?;
-                    let batch = RecordBatch::from_bytes(bytes).map_err(|e| e.code())?;
-                    Ok((
-                        leader,
-                        ProducePartition {
-                            partition: tp,
-                            batch,
-                        },
-                    ))
-                })();
-                match routed {
-                    Ok((leader, part)) => {
-                        slots.push(None);
-                        by_leader.entry(leader).or_default().push((slot, part));
-                    }
-                    Err(code) => slots.push(Some(Err(code))),
-                }
+    let Routed {
+        layout,
+        slots,
+        by_leader,
+    } = route(context, topics, |tp, _, records: Option<Bytes>| {
+        acks.ok_or(INVALID_REQUIRED_ACKS)?;
+        let bytes = records.ok_or_else(|| {
+            Error::InvalidRecord {
+                reason: "null records".into(),
             }
-        }
-    }
+            .code()
+        })?;
+        let batch = RecordBatch::from_bytes(bytes).map_err(|e| e.code())?;
+        Ok(ProducePartition {
+            partition: tp,
+            batch,
+        })
+    });
+    let slots: Vec<Option<Produced>> = slots;
     let timeout_ms = u32::try_from(timeout_ms).unwrap_or(0);
     if acks == Some(Acks::None) {
         for (leader, parts) in by_leader {
@@ -385,45 +410,26 @@ pub(super) fn list_offsets(
         })?
         .unwrap_or_default();
     body.tagged_fields()?;
-    let mut layout: Vec<(String, i32)> = Vec::new();
-    let mut slots: Vec<Option<Listed>> = Vec::new();
-    // Per leader: (slot, partition, what to find, the partition's leader
-    // epoch).
-    type Ask = (usize, TopicPartition, OffsetSpec, i32);
-    let mut by_leader: BTreeMap<NodeId, Vec<Ask>> = BTreeMap::new();
-    {
-        let routes = context.routes.lock();
-        for (topic, partitions) in topics {
-            for (index, timestamp) in partitions {
-                let slot = layout.len();
-                layout.push((topic.clone(), index));
-                let routed = (|| {
-                    let tp = partition_of(&topic, index)?;
-                    let leader = routes.leader(&tp)?;
-                    let spec = match timestamp {
-                        -2 => OffsetSpec::Earliest,
-                        -1 => OffsetSpec::Latest,
-                        ts if ts >= 0 => OffsetSpec::Timestamp(ts),
-                        _ => {
-                            return Err(Error::InvalidRequest {
-                                reason: format!("timestamp {timestamp}"),
-                            }
-                            .code());
-                        }
-                    };
-                    Ok((leader, tp, spec))
-                })();
-                match routed {
-                    Ok(((leader, epoch), tp, spec)) => {
-                        slots.push(None);
-                        let ask = (slot, tp, spec, epoch);
-                        by_leader.entry(leader).or_default().push(ask);
-                    }
-                    Err(code) => slots.push(Some(Err(code))),
+    // Each part: the partition, what to find, its leader epoch.
+    let Routed {
+        layout,
+        slots,
+        by_leader,
+    } = route(context, topics, |tp, epoch, timestamp: i64| {
+        let spec = match timestamp {
+            -2 => OffsetSpec::Earliest,
+            -1 => OffsetSpec::Latest,
+            ts if ts >= 0 => OffsetSpec::Timestamp(ts),
+            _ => {
+                return Err(Error::InvalidRequest {
+                    reason: format!("timestamp {timestamp}"),
                 }
+                .code());
             }
-        }
-    }
+        };
+        Ok((tp, spec, epoch))
+    });
+    let slots: Vec<Option<Listed>> = slots;
     let g = gather(slots, by_leader.len(), move |slots| {
         let topics = by_topic(layout, slots, |index, result| {
             let p = ListOffsetsPartitionResponse::default().with_partition_index(index);
@@ -447,12 +453,12 @@ pub(super) fn list_offsets(
         reply.answer(move || wire::response_frame(&header, &response, version));
     });
     for (leader, parts) in by_leader {
-        let slots_of: Vec<usize> = parts.iter().map(|&(s, _, _, _)| s).collect();
-        let epochs: Vec<i32> = parts.iter().map(|&(_, _, _, e)| e).collect();
+        let slots_of: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
+        let epochs: Vec<i32> = parts.iter().map(|(_, (_, _, e))| *e).collect();
         let request = Request::ListOffsets(ListOffsetsRequest {
             partitions: parts
                 .into_iter()
-                .map(|(_, tp, spec, _)| (tp, spec))
+                .map(|(_, (tp, spec, _))| (tp, spec))
                 .collect(),
         });
         ask(
@@ -520,7 +526,7 @@ pub(super) fn fetch(
                     }
                     let max = r.i32("partition max bytes")?;
                     r.tagged_fields()?;
-                    Ok((index, leader_epoch, offset, max))
+                    Ok((index, (leader_epoch, offset, max)))
                 })?
                 .unwrap_or_default();
             r.tagged_fields()?;
@@ -538,40 +544,25 @@ pub(super) fn fetch(
         body.string("rack id")?;
     }
     body.tagged_fields()?;
-    let mut layout: Vec<(String, i32)> = Vec::new();
-    let mut slots: Vec<Option<Fetched>> = Vec::new();
-    let mut by_leader: BTreeMap<NodeId, Vec<(usize, FetchPartition)>> = BTreeMap::new();
-    {
-        let routes = context.routes.lock();
-        for (topic, partitions) in topics {
-            for (index, leader_epoch, offset, max) in partitions {
-                let slot = layout.len();
-                layout.push((topic.clone(), index));
-                let routed = (|| {
-                    let tp = partition_of(&topic, index)?;
-                    let (leader, _) = routes.leader(&tp)?;
-                    let fetch_offset = u64::try_from(offset).map_err(|_| OFFSET_OUT_OF_RANGE)?;
-                    Ok((
-                        leader,
-                        FetchPartition {
-                            partition: tp,
-                            fetch_offset,
-                            max_bytes: u32::try_from(max).unwrap_or(0),
-                            current_leader_epoch: (leader_epoch >= 0).then_some(leader_epoch),
-                            last_fetched_epoch: None,
-                        },
-                    ))
-                })();
-                match routed {
-                    Ok((leader, part)) => {
-                        slots.push(None);
-                        by_leader.entry(leader).or_default().push((slot, part));
-                    }
-                    Err(code) => slots.push(Some(Err(code))),
-                }
-            }
-        }
-    }
+    let Routed {
+        layout,
+        slots,
+        by_leader,
+    } = route(
+        context,
+        topics,
+        |tp, _, (leader_epoch, offset, max): (i32, i64, i32)| {
+            let fetch_offset = u64::try_from(offset).map_err(|_| OFFSET_OUT_OF_RANGE)?;
+            Ok(FetchPartition {
+                partition: tp,
+                fetch_offset,
+                max_bytes: u32::try_from(max).unwrap_or(0),
+                current_leader_epoch: (leader_epoch >= 0).then_some(leader_epoch),
+                last_fetched_epoch: None,
+            })
+        },
+    );
+    let slots: Vec<Option<Fetched>> = slots;
     let g = gather(slots, by_leader.len(), move |slots| {
         let topics = by_topic(layout, slots, |index, result| {
             let p = PartitionData::default().with_partition_index(index);
@@ -701,38 +692,18 @@ pub(super) fn delete_records(
         .unwrap_or_default();
     body.i32("timeout")?;
     body.tagged_fields()?;
-    let mut layout: Vec<(String, i32)> = Vec::new();
-    let mut slots: Vec<Option<Deleted>> = Vec::new();
-    let mut by_leader: BTreeMap<NodeId, Vec<(usize, TopicPartition, Option<u64>)>> =
-        BTreeMap::new();
-    {
-        let routes = context.routes.lock();
-        for (topic, partitions) in topics {
-            for (index, offset) in partitions {
-                let slot = layout.len();
-                layout.push((topic.clone(), index));
-                let routed = (|| {
-                    let tp = partition_of(&topic, index)?;
-                    let (leader, _) = routes.leader(&tp)?;
-                    let offset = match offset {
-                        -1 => None,
-                        o => Some(u64::try_from(o).map_err(|_| OFFSET_OUT_OF_RANGE)?),
-                    };
-                    Ok((leader, tp, offset))
-                })();
-                match routed {
-                    Ok((leader, tp, offset)) => {
-                        slots.push(None);
-                        by_leader
-                            .entry(leader)
-                            .or_default()
-                            .push((slot, tp, offset));
-                    }
-                    Err(code) => slots.push(Some(Err(code))),
-                }
-            }
-        }
-    }
+    let Routed {
+        layout,
+        slots,
+        by_leader,
+    } = route(context, topics, |tp, _, offset: i64| {
+        let offset = match offset {
+            -1 => DELETE_TO_HIGH_WATERMARK,
+            o => u64::try_from(o).map_err(|_| OFFSET_OUT_OF_RANGE)?,
+        };
+        Ok((tp, offset))
+    });
+    let slots: Vec<Option<Deleted>> = slots;
     let g = gather(slots, by_leader.len(), move |slots| {
         let topics = by_topic(layout, slots, |index, result| {
             let p = DeleteRecordsPartitionResult::default().with_partition_index(index);
@@ -753,12 +724,9 @@ pub(super) fn delete_records(
         reply.answer(move || wire::response_frame(&header, &response, version));
     });
     for (leader, parts) in by_leader {
-        let slots_of: Vec<usize> = parts.iter().map(|(s, _, _)| *s).collect();
+        let slots_of: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
         let request = Request::DeleteRecords(DeleteRecordsRequest {
-            partitions: parts
-                .into_iter()
-                .map(|(_, tp, offset)| (tp, offset.unwrap_or(DELETE_TO_HIGH_WATERMARK)))
-                .collect(),
+            partitions: parts.into_iter().map(|(_, part)| part).collect(),
         });
         ask(
             context,
