@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use super::api::{Context, Handled};
 use super::server::Reply;
 use super::wire::{self, Answer, Read, Reader, RequestHeader};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::protocol::{
     Acks, DELETE_TO_HIGH_WATERMARK, DeleteRecordsRequest, Envelope, FetchPartition, FetchRequest,
     FetchedData, ListOffsetsRequest, NodeId, OffsetAndTimestamp, OffsetSpec, Peer, ProduceAck,
@@ -137,18 +137,20 @@ fn finish_now<T>(g: &Gathered<T>) {
     }
 }
 
-/// Sends `request` (the partitions of `slots`, in order) to `leader`;
-/// `read` turns the answer into each partition's result, in the same
-/// order (`None`: not the answer expected). Any failure fills every slot
-/// with its error code.
-fn ask<T: Send + 'static>(
+/// Sends `leader` the request `request` makes of its parts (slot, part);
+/// `read` turns the answer into each part's result, in the same order
+/// (`None`: not the answer expected). Any failure fills every slot with
+/// its error code.
+fn ask<P, T: Send + 'static>(
     context: &Context,
     g: &Gathered<std::result::Result<T, i16>>,
     leader: NodeId,
-    slots: Vec<usize>,
-    request: Request,
+    parts: Vec<(usize, P)>,
+    request: impl FnOnce(Vec<P>) -> Request,
     read: impl FnOnce(Response) -> Option<Vec<std::result::Result<T, i16>>> + Send + 'static,
 ) {
+    let (slots, parts): (Vec<usize>, Vec<P>) = parts.into_iter().unzip();
+    let request = request(parts);
     let g = g.clone();
     context.endpoint.send_with(leader, request, move |answer| {
         let results = match answer {
@@ -169,6 +171,14 @@ fn ask<T: Send + 'static>(
         };
         answered(&g, filled);
     });
+}
+
+/// ferrolog's per-partition results as Kafka's error codes.
+fn codes<T>(results: impl IntoIterator<Item = Result<T>>) -> Vec<std::result::Result<T, i16>> {
+    results
+        .into_iter()
+        .map(|r| r.map_err(|e| e.code()))
+        .collect()
 }
 
 /// The request's partitions with their results, grouped back into its
@@ -347,28 +357,17 @@ pub(super) fn produce(
         reply.answer(move || wire::response_frame(&header, &response, version));
     });
     for (leader, parts) in by_leader {
-        let slots_of: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
-        let request = Request::Produce(ProduceRequest {
-            acks,
-            timeout_ms,
-            partitions: parts.into_iter().map(|(_, p)| p).collect(),
+        let request = |partitions| {
+            Request::Produce(ProduceRequest {
+                acks,
+                timeout_ms,
+                partitions,
+            })
+        };
+        ask(context, &g, leader, parts, request, |answer| match answer {
+            Response::Produce(r) => Some(codes(r.partitions.into_iter().map(|p| p.result))),
+            _ => None,
         });
-        ask(
-            context,
-            &g,
-            leader,
-            slots_of,
-            request,
-            |answer| match answer {
-                Response::Produce(r) => Some(
-                    r.partitions
-                        .into_iter()
-                        .map(|p| p.result.map_err(|e| e.code()))
-                        .collect(),
-                ),
-                _ => None,
-            },
-        );
     }
     finish_now(&g);
     Ok(Handled::Later)
@@ -453,28 +452,25 @@ pub(super) fn list_offsets(
         reply.answer(move || wire::response_frame(&header, &response, version));
     });
     for (leader, parts) in by_leader {
-        let slots_of: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
         let epochs: Vec<i32> = parts.iter().map(|(_, (_, _, e))| *e).collect();
-        let request = Request::ListOffsets(ListOffsetsRequest {
-            partitions: parts
-                .into_iter()
-                .map(|(_, (tp, spec, _))| (tp, spec))
-                .collect(),
-        });
+        let request = |asks: Vec<(TopicPartition, OffsetSpec, i32)>| {
+            Request::ListOffsets(ListOffsetsRequest {
+                partitions: asks.into_iter().map(|(tp, spec, _)| (tp, spec)).collect(),
+            })
+        };
         ask(
             context,
             &g,
             leader,
-            slots_of,
+            parts,
             request,
             move |answer| match answer {
-                Response::ListOffsets(r) => Some(
+                Response::ListOffsets(r) => Some(codes(
                     r.partitions
                         .into_iter()
                         .zip(epochs)
-                        .map(|(p, epoch)| p.result.map(|f| (f, epoch)).map_err(|e| e.code()))
-                        .collect(),
-                ),
+                        .map(|(p, epoch)| p.result.map(|f| (f, epoch))),
+                )),
                 _ => None,
             },
         );
@@ -600,32 +596,21 @@ pub(super) fn fetch(
     let min_bytes = u32::try_from(min_bytes).unwrap_or(0);
     let max_bytes = u32::try_from(max_bytes).unwrap_or(0);
     for (leader, parts) in by_leader {
-        let slots_of: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
-        let request = Request::Fetch(FetchRequest {
-            max_wait_ms,
-            min_bytes,
-            max_bytes,
-            partitions: parts.into_iter().map(|(_, p)| p).collect(),
-            replica: None,
-            session: None,
-            forgotten: Vec::new(),
+        let request = |partitions| {
+            Request::Fetch(FetchRequest {
+                max_wait_ms,
+                min_bytes,
+                max_bytes,
+                partitions,
+                replica: None,
+                session: None,
+                forgotten: Vec::new(),
+            })
+        };
+        ask(context, &g, leader, parts, request, |answer| match answer {
+            Response::Fetch(r) => Some(codes(r.partitions.into_iter().map(|p| p.result))),
+            _ => None,
         });
-        ask(
-            context,
-            &g,
-            leader,
-            slots_of,
-            request,
-            |answer| match answer {
-                Response::Fetch(r) => Some(
-                    r.partitions
-                        .into_iter()
-                        .map(|p| p.result.map_err(|e| e.code()))
-                        .collect(),
-                ),
-                _ => None,
-            },
-        );
     }
     finish_now(&g);
     Ok(Handled::Later)
@@ -724,25 +709,11 @@ pub(super) fn delete_records(
         reply.answer(move || wire::response_frame(&header, &response, version));
     });
     for (leader, parts) in by_leader {
-        let slots_of: Vec<usize> = parts.iter().map(|(s, _)| *s).collect();
-        let request = Request::DeleteRecords(DeleteRecordsRequest {
-            partitions: parts.into_iter().map(|(_, part)| part).collect(),
+        let request = |partitions| Request::DeleteRecords(DeleteRecordsRequest { partitions });
+        ask(context, &g, leader, parts, request, |answer| match answer {
+            Response::DeleteRecords(r) => Some(codes(r.into_iter().map(|(_, result)| result))),
+            _ => None,
         });
-        ask(
-            context,
-            &g,
-            leader,
-            slots_of,
-            request,
-            |answer| match answer {
-                Response::DeleteRecords(r) => Some(
-                    r.into_iter()
-                        .map(|(_, result)| result.map_err(|e| e.code()))
-                        .collect(),
-                ),
-                _ => None,
-            },
-        );
     }
     finish_now(&g);
     Ok(Handled::Later)
