@@ -1,7 +1,9 @@
 //! The file storage's read path (SPEC L10): the active segment is read
 //! zero-copy like the sealed ones, a truncation never pulls bytes out from
 //! under a reader, record views decode without copying, and data that was on
-//! disk before the log opened is still checked on every read.
+//! disk before the log opened is still checked on every read. And its write
+//! path: the active segment reserves disk blocks ahead of its end without
+//! lengthening the file, and gives them back when sealed.
 
 use bytes::Bytes;
 use ferrolog::TopicPartition;
@@ -142,4 +144,61 @@ fn bytes_on_disk_before_the_log_opened_are_checked_on_every_read() {
     // What this handle appends is served.
     log.append(batch(50, 10), 0).unwrap();
     assert_eq!(log.read(50, 1 << 20).unwrap().records().count(), 10);
+}
+
+/// The `.log` files under `dir`, with their length and allocated bytes.
+fn log_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                found.push((path, meta.len(), meta.blocks() * 512));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn the_active_segment_reserves_blocks_ahead_and_sealing_gives_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FileStorage::new(dir.path()).unwrap();
+    let mut log = storage.open(&tp(), 0, &LogConfig::default()).unwrap();
+    let first = batch(0, 10);
+    let written = first.size() as u64;
+    log.append(first, 0).unwrap();
+    let files = log_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let (_, len, allocated) = files[0].clone();
+    // The length is exactly what was written: recovery reads no padding.
+    assert_eq!(len, written);
+    if cfg!(target_os = "linux") {
+        assert!(
+            allocated >= 64 << 10,
+            "{allocated} bytes reserved (does this file system support fallocate?)"
+        );
+    }
+    for b in 1..100 {
+        log.append(batch(b * 10, 10), 0).unwrap();
+    }
+    log.roll().unwrap();
+    let files = log_files(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    let (_, len, allocated) = files[0].clone();
+    assert!(
+        allocated <= len.div_ceil(4096) * 4096,
+        "the sealed segment still holds {allocated} bytes for {len}"
+    );
+    assert_eq!(log.read(0, 1 << 20).unwrap().records().count(), 1_000);
+    // Reopened, nothing past the written bytes is read.
+    log.close().unwrap();
+    let log = storage.open(&tp(), 0, &LogConfig::default()).unwrap();
+    assert_eq!(log.log_end_offset(), 1_000);
 }

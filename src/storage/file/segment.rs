@@ -134,6 +134,41 @@ pub(crate) struct Opened {
 /// segment is mapped again at most a dozen times as it fills.
 const MIN_ACTIVE_MAP: u64 = 1 << 20;
 
+/// Bounds on how far ahead of its end an active segment reserves blocks.
+const MIN_RESERVATION: u64 = 64 << 10;
+const MAX_RESERVATION: u64 = 8 << 20;
+
+/// Allocates the file's blocks in `from..from + len` without changing its
+/// length. False if the file system cannot (or is not Linux's).
+#[cfg(target_os = "linux")]
+fn reserve_blocks(file: &File, from: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(len)) else {
+        return false;
+    };
+    // SAFETY: `fallocate` reads only its integer arguments; the descriptor
+    // belongs to `file`, which outlives the call.
+    unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, from, len) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve_blocks(_file: &File, _from: u64, _len: u64) -> bool {
+    false
+}
+
+/// The bytes of disk blocks a file holds (which, after a reservation, may
+/// run past its length): `len` when they are no more than its length
+/// rounded up to whole 4 KiB blocks.
+fn allocated_bytes(meta: &std::fs::Metadata, len: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let allocated = meta.blocks().saturating_mul(512);
+    if allocated > len.div_ceil(4096).saturating_mul(4096) {
+        allocated
+    } else {
+        len
+    }
+}
+
 /// A segment of the file storage.
 ///
 /// Descriptors: only the active segment keeps its `.log` file open (for
@@ -170,6 +205,13 @@ pub(crate) struct FileSegment {
     /// their CRC again. Bytes below were on disk when the segment was
     /// opened, and every read checks them.
     written_from: u64,
+    /// The active file's disk blocks are reserved up to here (Linux
+    /// `fallocate` with `FALLOC_FL_KEEP_SIZE`: the file's length stays
+    /// `size`), so that appends write into allocated blocks instead of
+    /// allocating them page by page; released when the segment is sealed.
+    /// `u64::MAX` once the file system has refused a reservation: appends
+    /// then just write.
+    reserved: u64,
 }
 
 impl FileSegment {
@@ -209,6 +251,7 @@ impl FileSegment {
             sealed: None,
             active_map: None,
             written_from: 0,
+            reserved: 0,
         })
     }
 
@@ -228,10 +271,8 @@ impl FileSegment {
             .write(true)
             .open(&log)
             .map_err(|e| Error::io(log.display(), e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(log.display(), e))?
-            .len();
+        let meta = file.metadata().map_err(|e| Error::io(log.display(), e))?;
+        let len = meta.len();
         let data = map_file(&file, len, &log)?;
         let offset_capacity = index_capacity(config, 8);
         let time_capacity = index_capacity(config, 12);
@@ -269,6 +310,9 @@ impl FileSegment {
             sealed: None,
             active_map: None,
             written_from: u64::MAX,
+            // Blocks past the end (a reservation a crash left) are released
+            // when the segment is sealed.
+            reserved: allocated_bytes(&meta, len),
         };
         let mut epochs = Vec::new();
         let mut cut_at = None;
@@ -342,6 +386,7 @@ impl FileSegment {
             // A mapping of this file may live on in a reader of an earlier
             // handle: keep the old inode intact and swap in a shorter copy.
             segment.file = Some(replace_with_prefix(&log, &data[..cut as usize])?);
+            segment.reserved = cut;
         }
         drop(data);
         segment.written_from = segment.size;
@@ -473,7 +518,38 @@ impl FileSegment {
     }
 
     /// Maps the log file so reads become zero-copy, and closes it.
+    /// Reserves blocks for at least `needed` bytes past the end, and ahead
+    /// in proportion to the segment's size (64 KiB to 8 MiB, never past
+    /// `segment_bytes`), so an idle partition reserves little.
+    fn reserve(&mut self, needed: u64) {
+        let Some(file) = &self.file else { return };
+        let ahead = self.size.clamp(MIN_RESERVATION, MAX_RESERVATION);
+        let end = (self.size + ahead)
+            .min(self.segment_bytes)
+            .max(self.size + needed);
+        let from = self.reserved.max(self.size);
+        self.reserved = if reserve_blocks(file, from, end - from) {
+            end
+        } else {
+            u64::MAX
+        };
+    }
+
+    /// Gives back the blocks reserved past the end (a same-length truncate
+    /// frees them and leaves every byte below `size` as it was).
+    fn release_reservation(&mut self) -> Result<()> {
+        if self.reserved > self.size
+            && let Some(file) = &self.file
+        {
+            file.set_len(self.size)
+                .map_err(|e| Error::io(self.log_path.display(), e))?;
+        }
+        self.reserved = self.size;
+        Ok(())
+    }
+
     fn map_sealed(&mut self) -> Result<()> {
+        self.release_reservation()?;
         if self.size > 0 {
             let map = map_file(&*self.open_file()?, self.size, &self.log_path)?;
             self.sealed = Some(map);
@@ -668,6 +744,9 @@ impl crate::storage::log::Segment for FileSegment {
             None => batch,
         };
         let bytes = batch.as_bytes();
+        if self.size + bytes.len() as u64 > self.reserved {
+            self.reserve(bytes.len() as u64);
+        }
         let Some(file) = &self.file else {
             return Err(Error::io(
                 self.log_path.display(),
@@ -679,6 +758,7 @@ impl crate::storage::log::Segment for FileSegment {
             // `size` says (bytes no reader was given); if even that fails
             // the log goes offline.
             let _ = file.set_len(self.size);
+            self.reserved = self.size;
             return Err(Error::io(self.log_path.display(), e));
         }
         let position = self.size;
@@ -783,6 +863,8 @@ impl crate::storage::log::Segment for FileSegment {
             self.open_file()?.set_len(pos).map_err(io)?;
         }
         self.size = pos;
+        // A shrinking truncate or a new file holds no blocks past `pos`.
+        self.reserved = pos;
         self.written_from = self.written_from.min(pos);
         self.next_offset = if pos == 0 {
             self.base_offset
