@@ -486,8 +486,18 @@ fn subscription() -> impl Strategy<Value = Subscription> {
 fn heartbeat() -> impl Strategy<Value = GroupHeartbeatRequest> {
     (
         (name(), text(), any::<i32>(), prop::option::of(text())),
-        (text(), subscription(), name(), tps()),
-        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>()),
+        (
+            text(),
+            prop::option::of(subscription()),
+            prop::option::of(name()),
+            prop::option::of(tps()),
+        ),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop::option::of(any::<u32>()),
+            any::<u32>(),
+        ),
     )
         .prop_map(
             |(
@@ -812,14 +822,29 @@ fn response() -> impl Strategy<Value = Response> {
             .boxed(),
         result(Just(())).prop_map(Response::RegisterBroker).boxed(),
         any::<u32>().prop_map(Response::FindCoordinator).boxed(),
-        (text(), any::<i32>(), tps(), any::<u64>(), any::<bool>())
+        (
+            text(),
+            any::<i32>(),
+            tps(),
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
             .prop_map(
-                |(member_id, member_epoch, assignment, assignment_id, reconciling)| {
+                |(
+                    member_id,
+                    member_epoch,
+                    assignment,
+                    assignment_id,
+                    assignment_changed,
+                    reconciling,
+                )| {
                     Response::GroupHeartbeat(GroupHeartbeatResponse {
                         member_id,
                         member_epoch,
                         assignment,
                         assignment_id,
+                        assignment_changed,
                         reconciling,
                     })
                 },
@@ -1072,12 +1097,12 @@ fn decoded_lists_and_maps_keep_order() {
             member_epoch: 0,
             group_instance_id: None,
             client_id: "c".into(),
-            subscription: Subscription::Topics(topics),
-            assignor: "range".into(),
-            owned: Vec::new(),
+            subscription: Some(Subscription::Topics(topics)),
+            assignor: Some("range".into()),
+            owned: Some(Vec::new()),
             acked_assignment: 0,
             session_timeout_ms: 45_000,
-            rebalance_timeout_ms: 300_000,
+            rebalance_timeout_ms: Some(300_000),
             max_wait_ms: 0,
         })),
     ] {

@@ -346,18 +346,18 @@ fn kcat_produces_and_consumes_every_record_with_keys_values_and_headers() {
     assert_eq!(total, 10_000);
 }
 
-/// The Python with kafka-python (and confluent-kafka) installed:
-/// `$FERROLOG_PYTHON`, or the virtualenv `.ci/run` makes in
-/// `target/kafka-venv`; `None` (the test says it skipped) when neither is
-/// there outside CI.
-fn python_with_kafka() -> Option<std::path::PathBuf> {
+/// The Python with `module` (kafka-python's `kafka`, confluent-kafka's
+/// `confluent_kafka`) installed: `$FERROLOG_PYTHON`, or the virtualenv
+/// `.ci/run` makes in `target/kafka-venv`; `None` (the test says it
+/// skipped) when neither has it outside CI.
+fn python_with(module: &str) -> Option<std::path::PathBuf> {
     let python = std::env::var_os("FERROLOG_PYTHON")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kafka-venv/bin/python")
         });
     let ok = Command::new(&python)
-        .args(["-c", "import kafka"])
+        .args(["-c", &format!("import {module}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if ok {
@@ -365,40 +365,49 @@ fn python_with_kafka() -> Option<std::path::PathBuf> {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "no Python with kafka-python at {python:?}, and CI must run this test"
+        "no Python with {module} at {python:?}, and CI must run this test"
     );
-    eprintln!("SKIPPED: no Python with kafka-python (see .ci/run)");
+    eprintln!("SKIPPED: no Python with {module} (see .ci/run)");
     None
+}
+
+/// Runs `tests/kafka/<script>` with `args`; its JSON line.
+fn run_python(python: &std::path::Path, script: &str, args: &[&str]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kafka")
+        .join(script);
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// kafka-python: admin creates (with a config) and describes a 6-partition
 /// RF 3 topic, an acks=all producer writes 600 keyed records with a
 /// header, a consumer reads each back at the offset its send returned,
 /// admin grows the topic to 8 partitions and deletes partition 0's records
-/// below offset 2 (a consumer's earliest offset is then 2), and deletes the
-/// topic (ferrolog's metadata agrees).
+/// below offset 2 (a consumer's earliest offset is then 2); a consumer
+/// outside any group's membership commits offsets 10..=15 for a group and
+/// another consumer and admin read them back (OffsetCommit, OffsetFetch,
+/// ListGroups); admin deletes the topic (ferrolog's metadata agrees).
 #[test]
 fn kafka_python_admin_produces_consumes_and_deletes() {
-    let Some(python) = python_with_kafka() else {
+    let Some(python) = python_with("kafka") else {
         return;
     };
     let (cluster, addr) = with_listener();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/python_clients.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(addr.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python(&python, "python_clients.py", &[&addr.to_string()]);
     assert!(
         stdout.contains(
-            r#""partitions": 6, "produced": 600, "consumed": 600, "grown_to": 8, "log_start": 2"#
+            r#""partitions": 6, "produced": 600, "consumed": 600, "grown_to": 8, "log_start": 2, "committed": 75"#
         ),
         "{stdout}"
     );
@@ -441,4 +450,45 @@ fn an_idempotent_kcat_producer_gets_a_producer_id_and_writes_once() {
     let mut want: Vec<String> = (0..1_000).map(|i| format!("k{i}")).collect();
     want.sort();
     assert_eq!(keys, want);
+}
+
+/// confluent-kafka (librdkafka) in a KIP-848 consumer group
+/// (`group.protocol=consumer`): an idempotent producer writes 600 keyed
+/// records into a 6-partition RF 3 topic; two consumers of one group split
+/// the partitions (disjoint, together all six) and read every record, then
+/// commit and leave; a third consumer of the group resumes from those
+/// commits and reads only the 60 records written after them. ferrolog's
+/// own admin sees the commits at each partition's end.
+#[test]
+fn confluent_kafka_consumers_split_a_kip_848_group_and_a_third_resumes_from_their_commits() {
+    let Some(python) = python_with("confluent_kafka") else {
+        return;
+    };
+    let config = ferrolog::kafka::KafkaListenerConfig {
+        group_consumer_heartbeat_interval_ms: 250,
+        group_consumer_session_timeout_ms: 10_000,
+        ..Default::default()
+    };
+    let cluster = Cluster::builder()
+        .brokers(3)
+        .kafka_listener_with("127.0.0.1:0", config)
+        .build()
+        .unwrap();
+    let addr = cluster.kafka_listener_addr().unwrap();
+    let stdout = run_python(
+        &python,
+        "confluent_group.py",
+        &[&addr.to_string(), "cg-orders", "cg"],
+    );
+    assert!(
+        stdout.contains(r#""consumed": 600, "committed": 600, "resumed": 60"#),
+        "{stdout}"
+    );
+    let group = Admin::new(&cluster).unwrap().describe_group("cg").unwrap();
+    let offsets = &group.description.offsets;
+    let committed: u64 = offsets.values().map(|o| o.offset).sum();
+    assert_eq!(
+        committed, 660,
+        "the third consumer's commits too: {offsets:?}"
+    );
 }

@@ -504,16 +504,16 @@ impl MemberCore {
             member_epoch,
             group_instance_id: self.config.instance_id.clone(),
             client_id: self.config.client_id.clone(),
-            subscription,
-            assignor: self.config.assignor.clone(),
-            owned: if leaving {
+            subscription: Some(subscription),
+            assignor: Some(self.config.assignor.clone()),
+            owned: Some(if leaving {
                 Vec::new()
             } else {
                 self.owned.iter().cloned().collect()
-            },
+            }),
             acked_assignment: if leaving { 0 } else { self.acked },
             session_timeout_ms: ms(limits.session_timeout),
-            rebalance_timeout_ms: ms(limits.max_poll_interval),
+            rebalance_timeout_ms: Some(ms(limits.max_poll_interval)),
             max_wait_ms: if member_epoch > 0 {
                 ms(limits.max_hold())
             } else {

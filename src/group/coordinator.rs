@@ -30,9 +30,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::planted::{PlantedBug, planted};
 use crate::protocol::{
-    CommittedOffsets, GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH,
-    LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    STATIC_LEAVE_EPOCH, Subscription,
+    CommittedOffsets, DEFAULT_ASSIGNOR, DEFAULT_REBALANCE_TIMEOUT_MS, GroupHeartbeatRequest,
+    GroupHeartbeatResponse, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
 };
 use crate::time::Millis;
 use crate::topic::TopicPartition;
@@ -248,7 +248,17 @@ impl GroupCoordinator {
         now: Millis,
     ) -> Result<Outcome<GroupHeartbeatResponse>> {
         validate_group_id(&request.group)?;
-        let assignor = self.assignor(&request.group, &request.assignor)?;
+        // No assignor named: the group's, or the default for a new group.
+        let name = match &request.assignor {
+            Some(name) => name.clone(),
+            None => self
+                .shard(partition, &request.group)?
+                .groups
+                .get(&request.group)
+                .filter(|g| !g.members.is_empty())
+                .map_or_else(|| DEFAULT_ASSIGNOR.to_string(), |g| g.assignor.clone()),
+        };
+        let assignor = self.assignor(&request.group, &name)?;
         let shard = self.shard(partition, &request.group)?;
         let member_seq = shard.next_member;
         let leader_epoch = shard.leader_epoch;
@@ -970,21 +980,33 @@ impl Group {
                 return Ok((left(request.member_id, STATIC_LEAVE_EPOCH), false));
             }
             JOIN_GROUP_EPOCH => {
-                let pattern = compile(&request.subscription)?;
-                let id = format!(
-                    "{}-{}",
-                    if request.client_id.is_empty() {
-                        "consumer"
-                    } else {
-                        &request.client_id
-                    },
-                    new_id()
-                );
-                gave_id = true;
-                if !request.member_id.is_empty() {
-                    // The same consumer joining again after losing its place.
+                let Some(subscription) = &request.subscription else {
+                    return Err(Error::InvalidRequest {
+                        reason: format!(
+                            "member {:?} joins group {:?} without a subscription",
+                            request.member_id, self.id
+                        ),
+                    });
+                };
+                let pattern = compile(subscription)?;
+                let id = if request.member_id.is_empty() {
+                    gave_id = true;
+                    format!(
+                        "{}-{}",
+                        if request.client_id.is_empty() {
+                            "consumer"
+                        } else {
+                            &request.client_id
+                        },
+                        new_id()
+                    )
+                } else {
+                    // An id of the member's own making (KIP-1082), perhaps
+                    // the same consumer joining again after losing its
+                    // place: whatever the old member held is let go.
                     self.remove_member(&request.member_id);
-                }
+                    request.member_id.clone()
+                };
                 self.assignor = assignor.name().to_string();
                 let replaced = request.group_instance_id.as_ref().and_then(|instance| {
                     let old = self
@@ -1024,7 +1046,7 @@ impl Group {
                             id: id.clone(),
                             instance_id: request.group_instance_id.clone(),
                             client_id: String::new(),
-                            subscription: request.subscription.clone(),
+                            subscription: subscription.clone(),
                             pattern,
                             topics: BTreeSet::new(),
                             epoch: 0,
@@ -1065,17 +1087,28 @@ impl Group {
             return Err(self.unknown_member(&member_id));
         };
         m.last_heartbeat = now;
+        let sent_before = (request.member_epoch != JOIN_GROUP_EPOCH).then_some(m.assignment_id);
         m.client_id = request.client_id;
         m.session_timeout_ms = request.session_timeout_ms;
-        m.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        m.set_subscription(request.subscription)?;
+        if let Some(timeout) = request.rebalance_timeout_ms {
+            m.rebalance_timeout_ms = timeout;
+        } else if m.rebalance_timeout_ms == 0 {
+            m.rebalance_timeout_ms = DEFAULT_REBALANCE_TIMEOUT_MS;
+        }
+        if let Some(subscription) = request.subscription {
+            m.set_subscription(subscription)?;
+        }
+        // Not said: everything it was given and has not given back.
+        let owned: BTreeSet<TopicPartition> = match request.owned {
+            Some(owned) => owned.into_iter().collect(),
+            None => m.assigned.union(&m.pending).cloned().collect(),
+        };
         let resolved = m.resolve(topics);
         if resolved != m.topics {
             m.topics = resolved;
             self.bump();
         }
         self.refresh_target(assignor, topics, now)?;
-        let owned: BTreeSet<TopicPartition> = request.owned.into_iter().collect();
         self.reconcile(
             &member_id,
             &owned,
@@ -1094,6 +1127,7 @@ impl Group {
                 member_epoch: m.epoch,
                 assignment: m.assigned.iter().cloned().collect(),
                 assignment_id: m.assignment_id,
+                assignment_changed: sent_before != Some(m.assignment_id),
                 reconciling,
             },
             gave_id,
@@ -1192,6 +1226,8 @@ impl Group {
         let Some(m) = self.members.get_mut(id) else {
             return;
         };
+        // Nothing above what was sent can have been reconciled.
+        let acked = acked.min(m.assignment_id);
         if acked >= m.revoked_at {
             m.pending.retain(|tp| owned.contains(tp));
         }
@@ -1285,6 +1321,7 @@ fn left(member_id: String, epoch: i32) -> GroupHeartbeatResponse {
         member_epoch: epoch,
         assignment: Vec::new(),
         assignment_id: 0,
+        assignment_changed: false,
         reconciling: false,
     }
 }

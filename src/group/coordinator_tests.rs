@@ -39,9 +39,9 @@ use super::{GroupDescription, GroupState, MemberDescription, built_in_assignors}
 use crate::error::{Error, Result};
 use crate::group::OffsetAndMetadata;
 use crate::protocol::{
-    CommittedOffsets, GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH,
-    LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    STATIC_LEAVE_EPOCH, Subscription,
+    CommittedOffsets, DEFAULT_ASSIGNOR, GroupHeartbeatRequest, GroupHeartbeatResponse,
+    JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
 };
 use crate::time::Millis;
 use crate::topic::TopicPartition;
@@ -376,12 +376,12 @@ impl Client {
             member_epoch,
             group_instance_id: self.instance.clone(),
             client_id: self.name.clone(),
-            subscription: self.subscription.clone(),
-            assignor: assignor.to_string(),
-            owned: self.held.iter().cloned().collect(),
+            subscription: Some(self.subscription.clone()),
+            assignor: Some(assignor.to_string()),
+            owned: Some(self.held.iter().cloned().collect()),
             acked_assignment: self.acked,
             session_timeout_ms: self.limits.session as u32,
-            rebalance_timeout_ms: self.limits.rebalance as u32,
+            rebalance_timeout_ms: Some(self.limits.rebalance as u32),
             max_wait_ms: 0,
         }
     }
@@ -705,8 +705,8 @@ impl Sim {
             let name = c.name.clone();
             self.note(format!("{name} expired (own limits), drops its partitions"));
             if let Some(mut request) = leave {
-                request.assignor = self.assignor.clone();
-                request.owned.clear();
+                request.assignor = Some(self.assignor.clone());
+                request.owned = Some(Vec::new());
                 request.acked_assignment = 0;
                 let result = self.coord.heartbeat(request, &self.topics, now);
                 self.note(format!(
@@ -737,6 +737,7 @@ impl Sim {
             request
                 .owned
                 .iter()
+                .flatten()
                 .map(|t| t.to_string())
                 .collect::<Vec<_>>(),
             request.acked_assignment
@@ -869,7 +870,7 @@ impl Sim {
         };
         let request = (c.epoch > 0).then(|| {
             let mut r = c.request(epoch, "");
-            r.owned.clear();
+            r.owned = Some(Vec::new());
             r.acked_assignment = 0;
             r
         });
@@ -878,7 +879,7 @@ impl Sim {
         let name = c.name.clone();
         match request {
             Some(mut request) if reachable => {
-                request.assignor = self.assignor.clone();
+                request.assignor = Some(self.assignor.clone());
                 let result = self.coord.heartbeat(request, &self.topics, now);
                 self.note(format!(
                     "{name} closes, leaves with {epoch}: {:?}",
@@ -1802,12 +1803,12 @@ impl Direct {
             member_epoch: epoch,
             group_instance_id: instance.map(str::to_string),
             client_id: "client".to_string(),
-            subscription: subscribe(&["t0"]),
-            assignor: self.assignor.to_string(),
-            owned: owned.to_vec(),
+            subscription: Some(subscribe(&["t0"])),
+            assignor: Some(self.assignor.to_string()),
+            owned: Some(owned.to_vec()),
             acked_assignment: acked,
             session_timeout_ms: self.limits.session as u32,
-            rebalance_timeout_ms: self.limits.rebalance as u32,
+            rebalance_timeout_ms: Some(self.limits.rebalance as u32),
             max_wait_ms: 0,
         };
         self.coord.heartbeat(request, &self.topics, self.now)
@@ -2069,12 +2070,12 @@ fn member_ids_stay_unique_when_a_shard_is_loaded_again_in_the_same_epoch() {
             member_epoch: 0,
             group_instance_id: None,
             client_id: name.to_string(),
-            subscription: subscribe(&["t"]),
-            assignor: "range".to_string(),
-            owned: Vec::new(),
+            subscription: Some(subscribe(&["t"])),
+            assignor: Some("range".to_string()),
+            owned: Some(Vec::new()),
             acked_assignment: 0,
             session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 10_000,
+            rebalance_timeout_ms: Some(10_000),
             max_wait_ms: 0,
         };
         c.heartbeat(request, &topics, now).expect("joins").member_id
@@ -2152,4 +2153,110 @@ fn unknown_partitions_are_not_committed_and_an_empty_group_deletes_its_offsets()
         d.coord.inner.delete_offsets(P, &delete(None)),
         Err(Error::NonEmptyGroup { members: 1, .. })
     ));
+}
+
+/// A heartbeat as a Kafka client (KIP-848) sends it: the member's own id,
+/// and only what changed (`None` elsewhere).
+fn kip848(member_id: &str, member_epoch: i32) -> GroupHeartbeatRequest {
+    GroupHeartbeatRequest {
+        group: GROUP.to_string(),
+        member_id: member_id.to_string(),
+        member_epoch,
+        group_instance_id: None,
+        client_id: "rdkafka".to_string(),
+        subscription: None,
+        assignor: None,
+        owned: None,
+        acked_assignment: 0,
+        session_timeout_ms: 45_000,
+        rebalance_timeout_ms: None,
+        max_wait_ms: 0,
+    }
+}
+
+/// Kafka's clients join with an id they made (KIP-1082) and keep it; a
+/// heartbeat that leaves fields out changes nothing; a member that does
+/// not say what it owns is counted as holding everything it was given, so
+/// a partition moving to a newcomer is not handed over until the old
+/// owner says (with the `owned` of its latest reconciled assignment) that
+/// it let go; the assignment is flagged as changed only when it changed;
+/// and a join without a subscription is refused.
+#[test]
+fn kafka_clients_keep_their_own_ids_and_say_only_what_changed() {
+    let now = START;
+    let topics = topics(&[("t", 4)]);
+    let mut c = Coordinator::new(now);
+    assert!(matches!(
+        c.heartbeat(kip848("no-subscription", 0), &topics, now),
+        Err(Error::InvalidRequest { .. })
+    ));
+    let join = |id: &str| GroupHeartbeatRequest {
+        subscription: Some(subscribe(&["t"])),
+        rebalance_timeout_ms: Some(60_000),
+        owned: Some(Vec::new()),
+        ..kip848(id, 0)
+    };
+    let a = c.heartbeat(join("a-uuid"), &topics, now).expect("a joins");
+    assert_eq!(a.member_id, "a-uuid", "the member's own id is kept");
+    assert!(a.assignment_changed);
+    assert_eq!(a.assignment.len(), 4, "alone, it gets every partition");
+    assert_eq!(
+        c.describe(GROUP).unwrap().assignor,
+        DEFAULT_ASSIGNOR,
+        "no assignor named: the default"
+    );
+    // A plain heartbeat: nothing said, nothing changes.
+    let again = c
+        .heartbeat(kip848("a-uuid", a.member_epoch), &topics, now)
+        .expect("a heartbeats");
+    assert_eq!(again.assignment, a.assignment);
+    assert!(!again.assignment_changed);
+    // A newcomer: some of a's partitions are to move to it.
+    let b = c.heartbeat(join("b-uuid"), &topics, now).expect("b joins");
+    assert_eq!(b.member_id, "b-uuid");
+    let a_told = c
+        .heartbeat(kip848("a-uuid", a.member_epoch), &topics, now)
+        .expect("a heartbeats");
+    assert!(a_told.assignment_changed, "a is asked to give some up");
+    let moving: Vec<TopicPartition> = a
+        .assignment
+        .iter()
+        .filter(|tp| !a_told.assignment.contains(tp))
+        .cloned()
+        .collect();
+    assert!(!moving.is_empty());
+    // a says nothing of what it owns (whatever it acknowledges): b gets
+    // none of the moving ones yet.
+    let quiet = GroupHeartbeatRequest {
+        acked_assignment: u64::MAX,
+        ..kip848("a-uuid", a_told.member_epoch)
+    };
+    let a_quiet = c.heartbeat(quiet, &topics, now).expect("a heartbeats");
+    let b_waits = c
+        .heartbeat(kip848("b-uuid", b.member_epoch), &topics, now)
+        .expect("b heartbeats");
+    assert!(
+        moving.iter().all(|tp| !b_waits.assignment.contains(tp)),
+        "b was given {:?} while a may still hold them",
+        b_waits.assignment
+    );
+    // a reconciled its latest assignment and says what it owns.
+    let released = GroupHeartbeatRequest {
+        owned: Some(a_told.assignment.clone()),
+        acked_assignment: u64::MAX,
+        ..kip848("a-uuid", a_quiet.member_epoch)
+    };
+    c.heartbeat(released, &topics, now).expect("a heartbeats");
+    let b_gets = c
+        .heartbeat(kip848("b-uuid", b_waits.member_epoch), &topics, now)
+        .expect("b heartbeats");
+    assert!(
+        moving.iter().all(|tp| b_gets.assignment.contains(tp)),
+        "b now has {:?}, not all of {moving:?}",
+        b_gets.assignment
+    );
+    assert!(b_gets.assignment_changed);
+    // The subscription it joined with still holds.
+    let described = c.describe(GROUP).unwrap();
+    assert_eq!(described.members.len(), 2);
 }

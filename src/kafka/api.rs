@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 
 use super::admin;
 use super::data::{self, Routes};
+use super::groups;
 use super::server::Reply;
 use super::wire::{self, Answer, Malformed, Read, Reader, RequestHeader};
 use crate::error::Error;
@@ -30,6 +31,8 @@ use crate::transport::{Endpoint, Transport};
 const UNSUPPORTED_VERSION: i16 = 35;
 /// Kafka's `UNKNOWN_TOPIC_OR_PARTITION`.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// Kafka's `UNKNOWN_TOPIC_ID`.
+const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// The APIs served, with the versions of each (what ApiVersions answers).
 pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -43,11 +46,16 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
 ];
 
 /// What the APIs need: how to reach the brokers and what to advertise.
 pub(super) struct Context {
-    pub(super) endpoint: Endpoint,
+    pub(super) endpoint: Arc<Endpoint>,
     /// The transport under `endpoint`, for requests nobody answers.
     pub(super) transport: Arc<dyn Transport>,
     /// Correlation ids of requests sent without a waiter (acks=0): a range
@@ -61,6 +69,9 @@ pub(super) struct Context {
     pub(super) host: String,
     pub(super) advertised: Vec<(NodeId, i32)>,
     pub(super) cluster_id: String,
+    /// KIP-848 group members' heartbeat interval and session timeout.
+    pub(super) heartbeat_interval_ms: u32,
+    pub(super) session_timeout_ms: u32,
 }
 
 /// What became of a request.
@@ -80,12 +91,13 @@ fn range_of(key: i16) -> Option<(i16, i16)> {
         .map(|&(_, min, max)| (min, max))
 }
 
-/// Handles one request.
+/// Handles one request that came in on `broker`'s port.
 pub(super) fn handle(
     context: &Context,
-    header: RequestHeader,
+    mut header: RequestHeader,
     rest: Bytes,
     reply: Reply,
+    broker: NodeId,
 ) -> Handled {
     if header.api_key == ApiKey::ApiVersions as i16 {
         // Its body (the client's software name and version, v3) is not
@@ -107,7 +119,7 @@ pub(super) fn handle(
         ));
     }
     let handled =
-        wire::body(&header, rest).and_then(|body| match ApiKey::try_from(header.api_key) {
+        wire::body(&mut header, rest).and_then(|body| match ApiKey::try_from(header.api_key) {
             Ok(ApiKey::Metadata) => metadata(context, header, body, reply),
             Ok(ApiKey::Produce) => data::produce(context, header, body, reply),
             Ok(ApiKey::Fetch) => data::fetch(context, header, body, reply),
@@ -117,6 +129,15 @@ pub(super) fn handle(
             Ok(ApiKey::DeleteTopics) => admin::delete_topics(context, header, body, reply),
             Ok(ApiKey::CreatePartitions) => admin::create_partitions(context, header, body, reply),
             Ok(ApiKey::DeleteRecords) => data::delete_records(context, header, body, reply),
+            Ok(ApiKey::FindCoordinator) => {
+                groups::find_coordinator(context, header, body, reply, broker)
+            }
+            Ok(ApiKey::OffsetCommit) => groups::offset_commit(context, header, body, reply, broker),
+            Ok(ApiKey::OffsetFetch) => groups::offset_fetch(context, header, body, reply, broker),
+            Ok(ApiKey::ListGroups) => groups::list_groups(context, header, body, reply, broker),
+            Ok(ApiKey::ConsumerGroupHeartbeat) => {
+                groups::consumer_group_heartbeat(context, header, body, reply, broker)
+            }
             _ => Err(Malformed("no handler".into())),
         });
     handled
@@ -155,12 +176,17 @@ fn metadata(
 ) -> Read<Handled> {
     let version = header.api_version;
     let topics = body.array("topics", |r| {
-        if version >= 10 {
-            r.uuid("topic id")?;
-        }
+        let id = if version >= 10 {
+            uuid::Uuid::from_bytes(r.uuid("topic id")?)
+        } else {
+            uuid::Uuid::nil()
+        };
         let name = r.nullable_string("topic name")?;
         r.tagged_fields()?;
-        Ok(name)
+        Ok(match name {
+            Some(name) => Asked::Name(name),
+            None => Asked::Id(id),
+        })
     })?;
     if version >= 4 {
         body.bool("allow auto topic creation")?;
@@ -172,24 +198,34 @@ fn metadata(
         body.bool("include topic authorized operations")?;
     }
     body.tagged_fields()?;
-    let names: Option<Vec<String>> = match topics {
+    let asked: Option<Vec<Asked>> = match topics {
         None => None,
         Some(list) if list.is_empty() && version == 0 => None,
-        Some(list) => Some(list.into_iter().flatten().collect()),
+        Some(list) => Some(list),
     };
+    // Topics asked by id (v12) are found among all of them.
+    let names: Option<Vec<String>> = asked.as_ref().and_then(|asked| {
+        asked
+            .iter()
+            .map(|a| match a {
+                Asked::Name(name) => Some(name.clone()),
+                Asked::Id(_) => None,
+            })
+            .collect()
+    });
     let (host, ports, cluster_id) = (
         context.host.clone(),
         context.advertised.clone(),
         context.cluster_id.clone(),
     );
-    let asked = names.clone();
     let routes = context.routes.clone();
+    let everything = names.is_none();
     let request = Request::Metadata(MetadataRequest { topics: names });
     let to = context.bootstrap.first().copied().unwrap_or(0);
     context.endpoint.send_with(to, request, move |answer| {
         let response = match answer {
             Ok(Response::Metadata(m)) => {
-                routes.lock().learn(&m, asked.is_none());
+                routes.lock().learn(&m, everything);
                 kafka_metadata(&m, asked.as_deref(), &host, &ports, &cluster_id, version)
             }
             other => {
@@ -202,15 +238,7 @@ fn metadata(
                 };
                 // No brokers and each asked topic with the error: the
                 // client asks again.
-                let topics = asked
-                    .iter()
-                    .flatten()
-                    .map(|name| {
-                        MetadataResponseTopic::default()
-                            .with_error_code(error)
-                            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
-                    })
-                    .collect();
+                let topics = asked.iter().flatten().map(|a| a.unknown(error)).collect();
                 MetadataResponse::default().with_topics(topics)
             }
         };
@@ -219,10 +247,38 @@ fn metadata(
     Ok(Handled::Later)
 }
 
+/// A topic a Metadata request asks for.
+enum Asked {
+    Name(String),
+    /// By topic id (v10+, with a null name).
+    Id(uuid::Uuid),
+}
+
+impl Asked {
+    fn is(&self, topic: &crate::protocol::TopicMetadata) -> bool {
+        match self {
+            Asked::Name(name) => **name == *topic.name,
+            Asked::Id(id) => *id == data::topic_uuid(&topic.name, topic.id),
+        }
+    }
+
+    /// This topic, answered with `error`.
+    fn unknown(&self, error: i16) -> MetadataResponseTopic {
+        match self {
+            Asked::Name(name) => MetadataResponseTopic::default()
+                .with_error_code(error)
+                .with_name(Some(TopicName(StrBytes::from_string(name.clone())))),
+            Asked::Id(id) => MetadataResponseTopic::default()
+                .with_error_code(error)
+                .with_topic_id(*id),
+        }
+    }
+}
+
 /// Kafka's Metadata answer for ferrolog's.
 fn kafka_metadata(
     m: &crate::protocol::MetadataResponse,
-    asked: Option<&[String]>,
+    asked: Option<&[Asked]>,
     host: &str,
     ports: &[(NodeId, i32)],
     cluster_id: &str,
@@ -251,7 +307,7 @@ fn kafka_metadata(
     let mut topics: Vec<MetadataResponseTopic> = m
         .topics
         .iter()
-        .filter(|t| asked.is_none_or(|names| names.iter().any(|n| **n == *t.name)))
+        .filter(|t| asked.is_none_or(|asked| asked.iter().any(|a| a.is(t))))
         .map(|t| {
             let partitions = t
                 .partitions
@@ -274,17 +330,21 @@ fn kafka_metadata(
                 .collect();
             MetadataResponseTopic::default()
                 .with_name(Some(TopicName(StrBytes::from_string(t.name.to_string()))))
+                .with_topic_id(if version >= 10 {
+                    data::topic_uuid(&t.name, t.id)
+                } else {
+                    uuid::Uuid::nil()
+                })
                 .with_is_internal(version >= 1 && t.name.starts_with(INTERNAL_TOPIC_PREFIX))
                 .with_partitions(partitions)
         })
         .collect();
-    for name in asked.into_iter().flatten() {
-        if !m.topics.iter().any(|t| *t.name == **name) {
-            topics.push(
-                MetadataResponseTopic::default()
-                    .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
-                    .with_name(Some(TopicName(StrBytes::from_string(name.clone())))),
-            );
+    for a in asked.into_iter().flatten() {
+        if !m.topics.iter().any(|t| a.is(t)) {
+            topics.push(a.unknown(match a {
+                Asked::Name(_) => UNKNOWN_TOPIC_OR_PARTITION,
+                Asked::Id(_) => UNKNOWN_TOPIC_ID,
+            }));
         }
     }
     let controller = m

@@ -25,6 +25,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
+use uuid::Uuid;
 
 use super::api::{Context, Handled};
 use super::server::Reply;
@@ -52,6 +53,21 @@ const OFFSET_OUT_OF_RANGE: i16 = 1;
 pub(super) struct Routes {
     leaders: BTreeMap<TopicPartition, (NodeId, i32)>,
     topics: std::collections::BTreeSet<String>,
+    /// Each topic by its Kafka topic id ([`topic_uuid`]), and the other
+    /// way round.
+    names: BTreeMap<Uuid, String>,
+    ids: BTreeMap<String, Uuid>,
+}
+
+/// Kafka's topic id (a UUID) for a ferrolog topic: its name's 64-bit
+/// FNV-1a hash, and its creation's offset in the metadata log (unique to
+/// this topic, so a topic deleted and created again gets a new id) plus 2,
+/// which keeps clear of Kafka's reserved ids 0 and 1.
+pub(super) fn topic_uuid(name: &str, id: u64) -> Uuid {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Uuid::from_u64_pair(hash, id.saturating_add(2))
 }
 
 impl Routes {
@@ -61,9 +77,14 @@ impl Routes {
         if everything {
             self.leaders.clear();
             self.topics.clear();
+            self.names.clear();
+            self.ids.clear();
         }
         for t in &m.topics {
             self.topics.insert(t.name.to_string());
+            let id = topic_uuid(&t.name, t.id);
+            self.names.insert(id, t.name.to_string());
+            self.ids.insert(t.name.to_string(), id);
             self.leaders.retain(|tp, _| tp.topic() != &*t.name);
             for p in &t.partitions {
                 if let Some(leader) = p.leader {
@@ -72,6 +93,16 @@ impl Routes {
                 }
             }
         }
+    }
+
+    /// The topic with Kafka topic id `id`, as far as Metadata answers said.
+    pub(super) fn topic_named(&self, id: &Uuid) -> Option<&str> {
+        self.names.get(id).map(String::as_str)
+    }
+
+    /// The Kafka topic id of `topic`, as far as Metadata answers said.
+    pub(super) fn topic_id(&self, topic: &str) -> Option<Uuid> {
+        self.ids.get(topic).copied()
     }
 
     /// `tp`'s leader, or the error code a client should see.
@@ -86,7 +117,7 @@ impl Routes {
 
 /// Answers gathered from several leaders: one slot per partition of the
 /// request; the last answer builds the Kafka answer.
-struct Gather<T> {
+pub(super) struct Gather<T> {
     left: usize,
     slots: Vec<Option<T>>,
     finish: Option<Finish<T>>,
@@ -95,9 +126,9 @@ struct Gather<T> {
 /// What builds the Kafka answer from the filled slots.
 type Finish<T> = Box<dyn FnOnce(Vec<Option<T>>) + Send>;
 
-type Gathered<T> = Arc<Mutex<Gather<T>>>;
+pub(super) type Gathered<T> = Arc<Mutex<Gather<T>>>;
 
-fn gather<T: Send + 'static>(
+pub(super) fn gather<T: Send + 'static>(
     slots: Vec<Option<T>>,
     sends: usize,
     finish: impl FnOnce(Vec<Option<T>>) + Send + 'static,
@@ -111,7 +142,7 @@ fn gather<T: Send + 'static>(
 
 /// One leader answered (`filled` slot by slot); the last one finishes.
 /// With no sends at all, [`finish_now`] finishes.
-fn answered<T>(g: &Gathered<T>, filled: impl IntoIterator<Item = (usize, T)>) {
+pub(super) fn answered<T>(g: &Gathered<T>, filled: impl IntoIterator<Item = (usize, T)>) {
     let done = {
         let mut g = g.lock();
         for (slot, item) in filled {
@@ -127,7 +158,7 @@ fn answered<T>(g: &Gathered<T>, filled: impl IntoIterator<Item = (usize, T)>) {
     }
 }
 
-fn finish_now<T>(g: &Gathered<T>) {
+pub(super) fn finish_now<T>(g: &Gathered<T>) {
     let done = {
         let mut g = g.lock();
         (g.left == 0).then(|| (g.finish.take(), std::mem::take(&mut g.slots)))

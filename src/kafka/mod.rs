@@ -18,9 +18,13 @@
 //! send full fetches), ListOffsets (1–7: earliest, latest, by timestamp),
 //! InitProducerId (0–4: idempotent producers; a transactional id is
 //! refused), CreateTopics (2–7, with topic configs in Kafka's names),
-//! CreatePartitions (0–3), DeleteTopics (1–5) and DeleteRecords (0–2; -1
-//! deletes up to the high watermark). Any other API, or a version outside its range,
-//! closes the connection with the reason in [`KafkaListener::closed`].
+//! CreatePartitions (0–3), DeleteTopics (1–5), DeleteRecords (0–2; -1
+//! deletes up to the high watermark), and for consumer groups
+//! FindCoordinator (0–6), OffsetCommit (2–9), OffsetFetch (1–9) and
+//! ListGroups (0–5), each sent to the broker whose port it came in on (a
+//! broker that does not coordinate the group answers `NOT_COORDINATOR`).
+//! Any other API, or a version outside its range, closes the connection
+//! with the reason in [`KafkaListener::closed`].
 //!
 //! Limits: a frame over `socket_request_max_bytes` (Kafka's 100 MiB
 //! default) or of negative size is refused before anything is allocated
@@ -53,6 +57,7 @@
 mod admin;
 mod api;
 mod data;
+mod groups;
 mod server;
 mod wire;
 
@@ -84,6 +89,15 @@ pub struct KafkaListenerConfig {
     /// Connections open at once; more are accepted and closed at once,
     /// with the reason in [`KafkaListener::closed`] (default 1,000).
     pub max_connections: usize,
+    /// How often a member of a KIP-848 consumer group
+    /// (`group.protocol=consumer`) is told to heartbeat, in ms (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`, default 5,000).
+    pub group_consumer_heartbeat_interval_ms: u32,
+    /// Such a member is removed from its group when no heartbeat of its
+    /// arrives for this long, in ms (Kafka's
+    /// `group.consumer.session.timeout.ms`, default 45,000); above the
+    /// heartbeat interval.
+    pub group_consumer_session_timeout_ms: u32,
 }
 
 impl Default for KafkaListenerConfig {
@@ -92,6 +106,8 @@ impl Default for KafkaListenerConfig {
             socket_request_max_bytes: 100 << 20,
             max_in_flight_requests_per_connection: 100,
             max_connections: 1_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_session_timeout_ms: 45_000,
         }
     }
 }
@@ -116,6 +132,28 @@ impl KafkaListenerConfig {
         }
         if self.max_connections == 0 {
             return Err(Error::config("max_connections", "must be at least 1"));
+        }
+        if self.group_consumer_heartbeat_interval_ms == 0
+            || self.group_consumer_heartbeat_interval_ms > i32::MAX as u32
+        {
+            return Err(Error::config(
+                "group_consumer_heartbeat_interval_ms",
+                format!(
+                    "{} is outside 1..={}",
+                    self.group_consumer_heartbeat_interval_ms,
+                    i32::MAX
+                ),
+            ));
+        }
+        if self.group_consumer_session_timeout_ms <= self.group_consumer_heartbeat_interval_ms {
+            return Err(Error::config(
+                "group_consumer_session_timeout_ms",
+                format!(
+                    "{} is not above group_consumer_heartbeat_interval_ms ({})",
+                    self.group_consumer_session_timeout_ms,
+                    self.group_consumer_heartbeat_interval_ms
+                ),
+            ));
         }
         Ok(())
     }
@@ -196,7 +234,9 @@ impl KafkaListener {
             .collect::<std::io::Result<_>>()
             .map_err(|e| io("the kafka listener's address", e))?;
         let context = api::Context {
-            endpoint: Endpoint::new(transport.clone())?,
+            heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+            session_timeout_ms: config.group_consumer_session_timeout_ms,
+            endpoint: Arc::new(Endpoint::new(transport.clone())?),
             transport,
             unanswered: std::sync::atomic::AtomicU64::new(1 << 62),
             routes: Arc::default(),

@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use super::api::{self, Context, Handled};
 use super::wire::{self, Answer};
 use super::{KafkaListenerConfig, ListenerLog};
+use crate::protocol::NodeId;
 
 /// The waker's token; the listening sockets' are `0..n`, the
 /// connections' follow.
@@ -69,6 +70,8 @@ impl Reply {
 
 struct Connection {
     stream: TcpStream,
+    /// The broker whose port the connection came in on.
+    broker: NodeId,
     peer: SocketAddr,
     read: BytesMut,
     write: BytesMut,
@@ -154,6 +157,7 @@ pub(super) fn run(
                                     token,
                                     Connection {
                                         stream,
+                                        broker: context.advertised.get(i).map_or(0, |&(id, _)| id),
                                         peer,
                                         read: BytesMut::new(),
                                         write: BytesMut::new(),
@@ -272,7 +276,7 @@ fn read(
                 seq,
             };
             let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                handle(frame, context, reply)
+                handle(frame, context, reply, conn.broker)
             }))
             .unwrap_or_else(|_| Handled::Close("handling the request panicked".into()));
             match handled {
@@ -340,9 +344,9 @@ fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
 
 /// Reads a frame's header and hands the request to its API. A frame
 /// whose header cannot be read closes the connection.
-fn handle(frame: Bytes, context: &Context, reply: Reply) -> Handled {
+fn handle(frame: Bytes, context: &Context, reply: Reply, broker: NodeId) -> Handled {
     match wire::read_header(frame) {
-        Ok((header, rest)) => api::handle(context, header, rest, reply),
+        Ok((header, rest)) => api::handle(context, header, rest, reply, broker),
         Err(wire::Malformed(reason)) => {
             Handled::Close(format!("malformed request header: {reason}"))
         }

@@ -191,6 +191,8 @@ pub(super) struct RequestHeader {
     pub(super) api_key: i16,
     pub(super) api_version: i16,
     pub(super) correlation_id: i32,
+    /// The client's `client.id` (read with the body: see [`body`]).
+    pub(super) client_id: String,
 }
 
 /// Reads the fixed start of a request frame (key, version, correlation
@@ -201,19 +203,21 @@ pub(super) fn read_header(frame: Bytes) -> Read<(RequestHeader, Bytes)> {
         api_key: r.i16("api key")?,
         api_version: r.i16("api version")?,
         correlation_id: r.i32("correlation id")?,
+        client_id: String::new(),
     };
     Ok((header, r.buf))
 }
 
-/// The body of a request whose key and version are served: the rest of
-/// its header (client id; tagged fields in a flexible version) skipped.
-pub(super) fn body(header: &RequestHeader, rest: Bytes) -> Read<Reader> {
+/// The body of a request whose key and version are served, after the
+/// rest of its header: the client id (kept in `header`) and, in a flexible
+/// version, tagged fields (skipped).
+pub(super) fn body(header: &mut RequestHeader, rest: Bytes) -> Read<Reader> {
     let header_version = ApiKey::try_from(header.api_key)
         .map(|k| k.request_header_version(header.api_version))
         .unwrap_or(1);
     let mut r = Reader::new(rest, false);
     if header_version >= 1 {
-        r.nullable_string("client id")?;
+        header.client_id = r.nullable_string("client id")?.unwrap_or_default();
     }
     let flexible = header_version >= 2;
     if flexible {
@@ -293,12 +297,13 @@ mod tests {
         frame.put_slice(b"kcat");
         frame.put_u8(0); // no tagged fields
         frame.put_u8(1); // body: an empty compact array
-        let (header, rest) = read_header(frame.freeze()).unwrap();
-        let mut body = super::body(&header, rest).unwrap();
+        let (mut header, rest) = read_header(frame.freeze()).unwrap();
+        let mut body = super::body(&mut header, rest).unwrap();
         assert_eq!(
             (header.api_key, header.api_version, header.correlation_id),
             (3, 12, 77)
         );
+        assert_eq!(header.client_id, "kcat");
         assert_eq!(body.remaining(), 1);
         assert_eq!(
             body.array("topics", |r| r.nullable_string("t")),
@@ -308,9 +313,12 @@ mod tests {
             let short = Bytes::copy_from_slice(&[0, 3, 0, 12, 0, 0, 0, 77][..len]);
             assert!(read_header(short).is_err(), "{len} bytes");
         }
-        let (header, rest) =
+        let (mut header, rest) =
             read_header(Bytes::from_static(&[0, 3, 0, 12, 0, 0, 0, 77, 0])).unwrap();
-        assert!(super::body(&header, rest).is_err(), "client id cut short");
+        assert!(
+            super::body(&mut header, rest).is_err(),
+            "client id cut short"
+        );
         let mut unknown = BytesMut::new();
         unknown.put_i16(999);
         unknown.put_i16(0);

@@ -711,12 +711,12 @@ wire_struct!(GroupHeartbeatRequest {
     member_epoch: i32,
     group_instance_id: Option<String>,
     client_id: String,
-    subscription: Subscription,
-    assignor: String,
-    owned: Vec<TopicPartition>,
+    subscription: Option<Subscription>,
+    assignor: Option<String>,
+    owned: Option<Vec<TopicPartition>>,
     acked_assignment: u64,
     session_timeout_ms: u32,
-    rebalance_timeout_ms: u32,
+    rebalance_timeout_ms: Option<u32>,
     max_wait_ms: u32,
 });
 wire_struct!(GroupHeartbeatResponse {
@@ -724,6 +724,7 @@ wire_struct!(GroupHeartbeatResponse {
     member_epoch: i32,
     assignment: Vec<TopicPartition>,
     assignment_id: u64,
+    assignment_changed: bool,
     reconciling: bool,
 });
 wire_struct!(OffsetCommitRequest {

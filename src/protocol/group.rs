@@ -19,6 +19,15 @@ pub const LEAVE_GROUP_EPOCH: i32 = -1;
 /// same `group_instance_id` needs no rebalance.
 pub const STATIC_LEAVE_EPOCH: i32 = -2;
 
+/// The assignor of a group whose joining member names none: Kafka's
+/// default server-side assignor is `uniform`, which balances partitions
+/// and moves as few as it can, as this one does.
+pub const DEFAULT_ASSIGNOR: &str = "cooperative-sticky";
+
+/// The rebalance timeout of a member that joins without one (Kafka's
+/// `max.poll.interval.ms` default).
+pub const DEFAULT_REBALANCE_TIMEOUT_MS: u32 = 300_000;
+
 /// What a member subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Subscription {
@@ -35,7 +44,9 @@ pub enum Subscription {
 pub struct GroupHeartbeatRequest {
     /// The group.
     pub group: String,
-    /// The member's id; empty when joining (the coordinator gives one).
+    /// The member's id. Joining (epoch 0), a member may send an id of its
+    /// own making, which it keeps (Kafka's clients do, KIP-1082), or an
+    /// empty one and the coordinator gives it one.
     pub member_id: String,
     /// The member's epoch (generation), or one of the special epochs.
     pub member_epoch: i32,
@@ -43,21 +54,29 @@ pub struct GroupHeartbeatRequest {
     pub group_instance_id: Option<String>,
     /// The consumer's `client_id`, for describing the group.
     pub client_id: String,
-    /// What the member subscribes to.
-    pub subscription: Subscription,
-    /// The assignor the member asks for (by name).
-    pub assignor: String,
-    /// The partitions the member holds right now.
-    pub owned: Vec<TopicPartition>,
+    /// What the member subscribes to; `None`: unchanged since its last
+    /// heartbeat (a member joins with one).
+    pub subscription: Option<Subscription>,
+    /// The assignor the member asks for (by name); `None`: the group's
+    /// (for a group without members, [`DEFAULT_ASSIGNOR`]).
+    pub assignor: Option<String>,
+    /// The partitions the member holds right now; `None`: not said (the
+    /// coordinator then counts the member as holding everything it was
+    /// given and has not yet given back).
+    pub owned: Option<Vec<TopicPartition>>,
     /// The `assignment_id` of the last assignment the member finished
     /// reconciling (revoked and took what it said); 0 before any. The
     /// coordinator trusts `owned` to show revocations only from then on.
+    /// A value above the latest assignment's id counts as the latest (a
+    /// client that does not number assignments sends `u64::MAX` with the
+    /// `owned` of its latest reconciled assignment, as Kafka's clients do).
     pub acked_assignment: u64,
     /// The member is removed when no heartbeat arrives for this long.
     pub session_timeout_ms: u32,
     /// The member is removed when it does not give up partitions being
-    /// revoked within this long (its `max_poll_interval_ms`).
-    pub rebalance_timeout_ms: u32,
+    /// revoked within this long (its `max_poll_interval_ms`); `None`:
+    /// unchanged (joining: [`DEFAULT_REBALANCE_TIMEOUT_MS`]).
+    pub rebalance_timeout_ms: Option<u32>,
     /// How long the coordinator may hold a heartbeat that has nothing new
     /// for the member, answering it as soon as the group changes (0: answer
     /// at once). Below the session timeout.
@@ -77,6 +96,9 @@ pub struct GroupHeartbeatResponse {
     pub assignment: Vec<TopicPartition>,
     /// Identifies this assignment; it changes whenever the assignment does.
     pub assignment_id: u64,
+    /// This heartbeat joined the member or changed its assignment (Kafka's
+    /// clients are sent their assignment only then).
+    pub assignment_changed: bool,
     /// The member has not reached its target yet (partitions are still being
     /// revoked elsewhere): heartbeat again soon.
     pub reconciling: bool,

@@ -2,11 +2,13 @@
 describes a topic, an acks=all producer writes keyed records with headers,
 a consumer (partitions assigned, no group) reads them all back, admin grows
 the topic and deletes a partition's first records (a consumer then sees
-the new log start), and admin deletes the topic. Prints one JSON line; exits non-zero on any mismatch."""
+the new log start), a consumer outside any group's membership commits
+offsets for a group and another reads them back (the group is listed),
+and admin deletes the topic. Prints one JSON line; exits non-zero on any mismatch."""
 import json
 import sys
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.admin import NewTopic
 
 bootstrap = sys.argv[1]
@@ -55,6 +57,27 @@ log_start = checker.beginning_offsets([tp0])[tp0]
 checker.close()
 assert log_start == 2, log_start
 
+# A consumer outside any group's membership (partitions assigned) commits
+# offsets for its group; another finds them (OffsetCommit, OffsetFetch).
+committer = KafkaConsumer(bootstrap_servers=bootstrap, group_id="py-audit",
+                          enable_auto_commit=False)
+marks = {TopicPartition("py-orders", p): OffsetAndMetadata(10 + p, "audited", -1)
+         for p in range(6)}
+committer.assign(list(marks))
+committer.commit(marks)
+committer.close()
+reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id="py-audit",
+                       enable_auto_commit=False)
+found = {tp: reader.committed(tp) for tp in marks}
+reader.close()
+assert found == {tp: 10 + tp.partition for tp in marks}, found
+groups = admin.list_groups()
+listed = [g["group_id"] if isinstance(g, dict) else g[0] for g in groups]
+assert "py-audit" in listed, groups
+fetched = admin.list_group_offsets({"py-audit": None})
+assert fetched, fetched
+
 admin.delete_topics(["py-orders"])
 print(json.dumps({"partitions": partitions, "produced": len(sent), "consumed": len(got),
-                  "grown_to": grown, "log_start": log_start}))
+                  "grown_to": grown, "log_start": log_start,
+                  "committed": sum(found.values())}))
