@@ -494,7 +494,7 @@ fn heartbeat() -> impl Strategy<Value = GroupHeartbeatRequest> {
         ),
         (
             any::<u64>(),
-            any::<u32>(),
+            prop::option::of(any::<u32>()),
             prop::option::of(any::<u32>()),
             any::<u32>(),
         ),
@@ -1101,7 +1101,7 @@ fn decoded_lists_and_maps_keep_order() {
             assignor: Some("range".into()),
             owned: Some(Vec::new()),
             acked_assignment: 0,
-            session_timeout_ms: 45_000,
+            session_timeout_ms: Some(45_000),
             rebalance_timeout_ms: Some(300_000),
             max_wait_ms: 0,
         })),

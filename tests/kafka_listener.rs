@@ -492,3 +492,97 @@ fn confluent_kafka_consumers_split_a_kip_848_group_and_a_third_resumes_from_thei
         "the third consumer's commits too: {offsets:?}"
     );
 }
+
+/// kafka-python in a classic consumer group (JoinGroup, SyncGroup,
+/// Heartbeat, LeaveGroup; the coordinator assigns): two consumers split a
+/// 6-partition RF 3 topic (disjoint, together all six) and read all 600
+/// records, commit and leave; a third consumer of the group resumes from
+/// the commits and reads only the 60 records written after them.
+#[test]
+fn kafka_python_consumers_split_a_classic_group_and_a_third_resumes_from_their_commits() {
+    let Some(python) = python_with("kafka") else {
+        return;
+    };
+    let (cluster, addr) = with_listener();
+    let stdout = run_python(
+        &python,
+        "python_group.py",
+        &[&addr.to_string(), "py-group", "py-classic"],
+    );
+    assert!(
+        stdout.contains(r#""consumed": 600, "resumed": 60"#),
+        "{stdout}"
+    );
+    let group = Admin::new(&cluster)
+        .unwrap()
+        .describe_group("py-classic")
+        .unwrap();
+    let committed: u64 = group.description.offsets.values().map(|o| o.offset).sum();
+    assert_eq!(committed, 660, "{:?}", group.description.offsets);
+}
+
+/// `kcat -G` (librdkafka's classic group protocol, eager `range`): a group
+/// consumer reads all 300 records of a 3-partition RF 3 topic and commits
+/// on its way out; the next one of the same group resumes from those
+/// commits and reads only the 30 records written since.
+#[test]
+fn kcat_consumes_as_a_group_and_the_next_member_resumes_from_its_commits() {
+    let Some(_) = kcat() else {
+        return;
+    };
+    let (cluster, addr) = with_listener();
+    Admin::new(&cluster)
+        .unwrap()
+        .create_topic(NewTopic::new("grouped", 3).replication_factor(3))
+        .unwrap();
+    cluster
+        .wait_for_metadata(Duration::from_secs(10), |m| {
+            m.topics["grouped"]
+                .partitions
+                .iter()
+                .all(|p| p.leader.is_some())
+        })
+        .unwrap();
+    let group_read = || {
+        let out = Command::new("kcat")
+            .args(["-b", &addr.to_string(), "-G", "kcat-group", "grouped", "-e"])
+            .args(["-X", "auto.offset.reset=earliest", "-f", "%k\n"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let lines = |prefix: &str, n: usize| -> String {
+        (0..n).map(|i| format!("{prefix}{i}:v{i}\n")).collect()
+    };
+    let expected = |prefix: &str, n: usize| -> Vec<String> {
+        let mut keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+        keys.sort();
+        keys
+    };
+    assert!(
+        kcat_produce(addr, "grouped", &lines("k", 300), &[])
+            .status
+            .success()
+    );
+    assert_eq!(group_read(), expected("k", 300));
+    assert!(
+        kcat_produce(addr, "grouped", &lines("new", 30), &[])
+            .status
+            .success()
+    );
+    assert_eq!(
+        group_read(),
+        expected("new", 30),
+        "resumed from the commits"
+    );
+}

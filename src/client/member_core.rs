@@ -512,7 +512,7 @@ impl MemberCore {
                 self.owned.iter().cloned().collect()
             }),
             acked_assignment: if leaving { 0 } else { self.acked },
-            session_timeout_ms: ms(limits.session_timeout),
+            session_timeout_ms: Some(ms(limits.session_timeout)),
             rebalance_timeout_ms: Some(ms(limits.max_poll_interval)),
             max_wait_ms: if member_epoch > 0 {
                 ms(limits.max_hold())

@@ -30,9 +30,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::planted::{PlantedBug, planted};
 use crate::protocol::{
-    CommittedOffsets, DEFAULT_ASSIGNOR, DEFAULT_REBALANCE_TIMEOUT_MS, GroupHeartbeatRequest,
-    GroupHeartbeatResponse, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, NodeId, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
+    CommittedOffsets, DEFAULT_ASSIGNOR, DEFAULT_REBALANCE_TIMEOUT_MS, DEFAULT_SESSION_TIMEOUT_MS,
+    GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, NodeId,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
 };
 use crate::time::Millis;
 use crate::topic::TopicPartition;
@@ -988,83 +988,96 @@ impl Group {
                         ),
                     });
                 };
-                let pattern = compile(subscription)?;
-                let id = if request.member_id.is_empty() {
-                    gave_id = true;
-                    format!(
-                        "{}-{}",
-                        if request.client_id.is_empty() {
-                            "consumer"
-                        } else {
-                            &request.client_id
-                        },
-                        new_id()
-                    )
-                } else {
-                    // An id of the member's own making (KIP-1082), perhaps
-                    // the same consumer joining again after losing its
-                    // place: whatever the old member held is let go.
-                    self.remove_member(&request.member_id);
-                    request.member_id.clone()
-                };
-                self.assignor = assignor.name().to_string();
-                let replaced = request.group_instance_id.as_ref().and_then(|instance| {
-                    let old = self
+                if !request.member_id.is_empty()
+                    && self
                         .members
-                        .values()
-                        .find(|m| m.instance_id.as_ref() == Some(instance))?
-                        .id
-                        .clone();
-                    self.members.remove(&old)
-                });
-                let member = match replaced {
-                    // A static member back within its session: it takes the
-                    // old member's place, epoch and assignment; no rebalance.
-                    Some(old) => {
-                        if let Some(target) = self.target.remove(&old.id) {
-                            self.target.insert(id.clone(), target);
+                        .get(&request.member_id)
+                        .is_some_and(|m| !m.left)
+                {
+                    // A current member joining again (a Kafka client after
+                    // an error, a classic member's rejoin) keeps its place,
+                    // epoch and assignment; what it says it owns decides
+                    // what it still holds.
+                    request.member_id.clone()
+                } else {
+                    let pattern = compile(subscription)?;
+                    let id = if request.member_id.is_empty() {
+                        gave_id = true;
+                        format!(
+                            "{}-{}",
+                            if request.client_id.is_empty() {
+                                "consumer"
+                            } else {
+                                &request.client_id
+                            },
+                            new_id()
+                        )
+                    } else {
+                        // An id of the member's own making (KIP-1082), or of a
+                        // static member that left for now: whatever an old
+                        // member of that id held is let go.
+                        self.remove_member(&request.member_id);
+                        request.member_id.clone()
+                    };
+                    self.assignor = assignor.name().to_string();
+                    let replaced = request.group_instance_id.as_ref().and_then(|instance| {
+                        let old = self
+                            .members
+                            .values()
+                            .find(|m| m.instance_id.as_ref() == Some(instance))?
+                            .id
+                            .clone();
+                        self.members.remove(&old)
+                    });
+                    let member = match replaced {
+                        // A static member back within its session: it takes the
+                        // old member's place, epoch and assignment; no rebalance.
+                        Some(old) => {
+                            if let Some(target) = self.target.remove(&old.id) {
+                                self.target.insert(id.clone(), target);
+                            }
+                            self.replaced.push_back((
+                                old.id.clone(),
+                                old.instance_id.clone().unwrap_or_default(),
+                            ));
+                            if self.replaced.len() > REPLACED_REMEMBERED {
+                                self.replaced.pop_front();
+                            }
+                            Member {
+                                id: id.clone(),
+                                pending: BTreeSet::new(),
+                                revocation_deadline: None,
+                                left: false,
+                                assignment_id: old.assignment_id + 1,
+                                ..old
+                            }
                         }
-                        self.replaced.push_back((
-                            old.id.clone(),
-                            old.instance_id.clone().unwrap_or_default(),
-                        ));
-                        if self.replaced.len() > REPLACED_REMEMBERED {
-                            self.replaced.pop_front();
+                        None => {
+                            self.bump();
+                            Member {
+                                id: id.clone(),
+                                instance_id: request.group_instance_id.clone(),
+                                client_id: String::new(),
+                                subscription: subscription.clone(),
+                                pattern,
+                                topics: BTreeSet::new(),
+                                epoch: 0,
+                                previous_epoch: 0,
+                                assigned: BTreeSet::new(),
+                                pending: BTreeSet::new(),
+                                assignment_id: 0,
+                                revoked_at: 0,
+                                session_timeout_ms: 0,
+                                rebalance_timeout_ms: 0,
+                                last_heartbeat: now,
+                                revocation_deadline: None,
+                                left: false,
+                            }
                         }
-                        Member {
-                            id: id.clone(),
-                            pending: BTreeSet::new(),
-                            revocation_deadline: None,
-                            left: false,
-                            assignment_id: old.assignment_id + 1,
-                            ..old
-                        }
-                    }
-                    None => {
-                        self.bump();
-                        Member {
-                            id: id.clone(),
-                            instance_id: request.group_instance_id.clone(),
-                            client_id: String::new(),
-                            subscription: subscription.clone(),
-                            pattern,
-                            topics: BTreeSet::new(),
-                            epoch: 0,
-                            previous_epoch: 0,
-                            assigned: BTreeSet::new(),
-                            pending: BTreeSet::new(),
-                            assignment_id: 0,
-                            revoked_at: 0,
-                            session_timeout_ms: 0,
-                            rebalance_timeout_ms: 0,
-                            last_heartbeat: now,
-                            revocation_deadline: None,
-                            left: false,
-                        }
-                    }
-                };
-                self.members.insert(id.clone(), member);
-                id
+                    };
+                    self.members.insert(id.clone(), member);
+                    id
+                }
             }
             epoch => {
                 // A static member that left for now sends nothing more; a
@@ -1089,7 +1102,11 @@ impl Group {
         m.last_heartbeat = now;
         let sent_before = (request.member_epoch != JOIN_GROUP_EPOCH).then_some(m.assignment_id);
         m.client_id = request.client_id;
-        m.session_timeout_ms = request.session_timeout_ms;
+        if let Some(timeout) = request.session_timeout_ms {
+            m.session_timeout_ms = timeout;
+        } else if m.session_timeout_ms == 0 {
+            m.session_timeout_ms = DEFAULT_SESSION_TIMEOUT_MS;
+        }
         if let Some(timeout) = request.rebalance_timeout_ms {
             m.rebalance_timeout_ms = timeout;
         } else if m.rebalance_timeout_ms == 0 {

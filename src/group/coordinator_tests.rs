@@ -380,7 +380,7 @@ impl Client {
             assignor: Some(assignor.to_string()),
             owned: Some(self.held.iter().cloned().collect()),
             acked_assignment: self.acked,
-            session_timeout_ms: self.limits.session as u32,
+            session_timeout_ms: Some(self.limits.session as u32),
             rebalance_timeout_ms: Some(self.limits.rebalance as u32),
             max_wait_ms: 0,
         }
@@ -1807,7 +1807,7 @@ impl Direct {
             assignor: Some(self.assignor.to_string()),
             owned: Some(owned.to_vec()),
             acked_assignment: acked,
-            session_timeout_ms: self.limits.session as u32,
+            session_timeout_ms: Some(self.limits.session as u32),
             rebalance_timeout_ms: Some(self.limits.rebalance as u32),
             max_wait_ms: 0,
         };
@@ -2074,7 +2074,7 @@ fn member_ids_stay_unique_when_a_shard_is_loaded_again_in_the_same_epoch() {
             assignor: Some("range".to_string()),
             owned: Some(Vec::new()),
             acked_assignment: 0,
-            session_timeout_ms: 10_000,
+            session_timeout_ms: Some(10_000),
             rebalance_timeout_ms: Some(10_000),
             max_wait_ms: 0,
         };
@@ -2168,7 +2168,7 @@ fn kip848(member_id: &str, member_epoch: i32) -> GroupHeartbeatRequest {
         assignor: None,
         owned: None,
         acked_assignment: 0,
-        session_timeout_ms: 45_000,
+        session_timeout_ms: None,
         rebalance_timeout_ms: None,
         max_wait_ms: 0,
     }

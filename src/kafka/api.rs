@@ -18,6 +18,7 @@ use std::sync::atomic::AtomicU64;
 use parking_lot::Mutex;
 
 use super::admin;
+use super::classic;
 use super::data::{self, Routes};
 use super::groups;
 use super::server::Reply;
@@ -51,6 +52,10 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
 ];
 
 /// What the APIs need: how to reach the brokers and what to advertise.
@@ -135,6 +140,12 @@ pub(super) fn handle(
             Ok(ApiKey::OffsetCommit) => groups::offset_commit(context, header, body, reply, broker),
             Ok(ApiKey::OffsetFetch) => groups::offset_fetch(context, header, body, reply, broker),
             Ok(ApiKey::ListGroups) => groups::list_groups(context, header, body, reply, broker),
+            Ok(ApiKey::JoinGroup) => classic::join_group(context, header, body, reply, broker),
+            Ok(ApiKey::SyncGroup) => classic::sync_group(context, header, body, reply, broker),
+            Ok(ApiKey::Heartbeat) => {
+                classic::heartbeat_request(context, header, body, reply, broker)
+            }
+            Ok(ApiKey::LeaveGroup) => classic::leave_group(context, header, body, reply, broker),
             Ok(ApiKey::ConsumerGroupHeartbeat) => {
                 groups::consumer_group_heartbeat(context, header, body, reply, broker)
             }

@@ -40,6 +40,12 @@ const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const INVALID_REQUEST: i16 = 42;
 /// Kafka's `UNKNOWN_TOPIC_OR_PARTITION`.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// Kafka's `ILLEGAL_GENERATION`.
+const ILLEGAL_GENERATION: i16 = 22;
+/// Kafka's `FENCED_MEMBER_EPOCH` (ferrolog's `FencedMemberEpoch`).
+const FENCED_MEMBER_EPOCH: i16 = 110;
+/// Kafka's `STALE_MEMBER_EPOCH`.
+const STALE_MEMBER_EPOCH: i16 = 113;
 
 /// The protocol type of ferrolog's groups (Kafka's consumer groups).
 const CONSUMER: &str = "consumer";
@@ -266,7 +272,13 @@ pub(super) fn offset_commit(
         layout.push((name, answers));
     }
     let answer = move |result: std::result::Result<(), Failure>| {
-        let code = result.err().map_or(0, |(code, _)| code);
+        // A stale member epoch is a classic member's stale generation, and
+        // a KIP-848 member's stale epoch (v9) as Kafka answers commits.
+        let code = match result.err().map_or(0, |(code, _)| code) {
+            FENCED_MEMBER_EPOCH if version >= 9 => STALE_MEMBER_EPOCH,
+            FENCED_MEMBER_EPOCH => ILLEGAL_GENERATION,
+            code => code,
+        };
         let topics = layout
             .into_iter()
             .map(|(name, partitions)| {
@@ -652,7 +664,7 @@ pub(super) fn consumer_group_heartbeat(
         }),
         acked_assignment: if owned.is_some() { u64::MAX } else { 0 },
         owned,
-        session_timeout_ms: context.session_timeout_ms,
+        session_timeout_ms: Some(context.session_timeout_ms),
         rebalance_timeout_ms: u32::try_from(rebalance_timeout_ms).ok(),
         max_wait_ms: 0,
     };

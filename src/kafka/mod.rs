@@ -20,9 +20,13 @@
 //! refused), CreateTopics (2–7, with topic configs in Kafka's names),
 //! CreatePartitions (0–3), DeleteTopics (1–5), DeleteRecords (0–2; -1
 //! deletes up to the high watermark), and for consumer groups
-//! FindCoordinator (0–6), OffsetCommit (2–9), OffsetFetch (1–9) and
-//! ListGroups (0–5), each sent to the broker whose port it came in on (a
-//! broker that does not coordinate the group answers `NOT_COORDINATOR`).
+//! FindCoordinator (0–6), ConsumerGroupHeartbeat (0–1, KIP-848), the
+//! classic JoinGroup (0–9), SyncGroup (0–5), Heartbeat (0–4) and
+//! LeaveGroup (0–5) — the coordinator assigns partitions for classic
+//! members too, so none of them is elected to — OffsetCommit (2–9),
+//! OffsetFetch (1–9) and ListGroups (0–5), each sent to the broker whose
+//! port it came in on (a broker that does not coordinate the group answers
+//! `NOT_COORDINATOR`).
 //! Any other API, or a version outside its range, closes the connection
 //! with the reason in [`KafkaListener::closed`].
 //!
@@ -56,6 +60,7 @@
 
 mod admin;
 mod api;
+mod classic;
 mod data;
 mod groups;
 mod server;

@@ -715,7 +715,7 @@ wire_struct!(GroupHeartbeatRequest {
     assignor: Option<String>,
     owned: Option<Vec<TopicPartition>>,
     acked_assignment: u64,
-    session_timeout_ms: u32,
+    session_timeout_ms: Option<u32>,
     rebalance_timeout_ms: Option<u32>,
     max_wait_ms: u32,
 });

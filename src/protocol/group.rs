@@ -28,6 +28,10 @@ pub const DEFAULT_ASSIGNOR: &str = "cooperative-sticky";
 /// `max.poll.interval.ms` default).
 pub const DEFAULT_REBALANCE_TIMEOUT_MS: u32 = 300_000;
 
+/// The session timeout of a member that joins without one (Kafka's
+/// `group.consumer.session.timeout.ms` default).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 45_000;
+
 /// What a member subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Subscription {
@@ -71,8 +75,9 @@ pub struct GroupHeartbeatRequest {
     /// client that does not number assignments sends `u64::MAX` with the
     /// `owned` of its latest reconciled assignment, as Kafka's clients do).
     pub acked_assignment: u64,
-    /// The member is removed when no heartbeat arrives for this long.
-    pub session_timeout_ms: u32,
+    /// The member is removed when no heartbeat arrives for this long;
+    /// `None`: unchanged (joining: [`DEFAULT_SESSION_TIMEOUT_MS`]).
+    pub session_timeout_ms: Option<u32>,
     /// The member is removed when it does not give up partitions being
     /// revoked within this long (its `max_poll_interval_ms`); `None`:
     /// unchanged (joining: [`DEFAULT_REBALANCE_TIMEOUT_MS`]).

@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 pub use envelope::{Envelope, Message, ReplyTo};
 pub use group::{
-    CommittedOffsets, DEFAULT_ASSIGNOR, DEFAULT_REBALANCE_TIMEOUT_MS, GroupDescription,
-    GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing, GroupState, JOIN_GROUP_EPOCH,
-    LEAVE_GROUP_EPOCH, MemberDescription, OffsetAndMetadata, OffsetCommitRequest,
+    CommittedOffsets, DEFAULT_ASSIGNOR, DEFAULT_REBALANCE_TIMEOUT_MS, DEFAULT_SESSION_TIMEOUT_MS,
+    GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing, GroupState,
+    JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, MemberDescription, OffsetAndMetadata, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
 };
 
