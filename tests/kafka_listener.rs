@@ -452,15 +452,14 @@ fn an_idempotent_kcat_producer_gets_a_producer_id_and_writes_once() {
     assert_eq!(keys, want);
 }
 
-/// confluent-kafka (librdkafka) in a KIP-848 consumer group
-/// (`group.protocol=consumer`): an idempotent producer writes 600 keyed
-/// records into a 6-partition RF 3 topic; two consumers of one group split
-/// the partitions (disjoint, together all six) and read every record, then
-/// commit and leave; a third consumer of the group resumes from those
-/// commits and reads only the 60 records written after them. ferrolog's
-/// own admin sees the commits at each partition's end.
-#[test]
-fn confluent_kafka_consumers_split_a_kip_848_group_and_a_third_resumes_from_their_commits() {
+/// confluent-kafka (librdkafka) in a consumer group of `protocol`
+/// (`consumer`: KIP-848, or `classic`): an idempotent producer writes 600
+/// keyed records into a 6-partition RF 3 topic; two consumers of one group
+/// split the partitions (disjoint, together all six) and read every
+/// record, then commit and leave; a third consumer of the group resumes
+/// from those commits and reads only the 60 records written after them,
+/// and commits too. ferrolog's own admin sees all 660 committed.
+fn confluent_kafka_group(protocol: &str) {
     let Some(python) = python_with("confluent_kafka") else {
         return;
     };
@@ -478,7 +477,7 @@ fn confluent_kafka_consumers_split_a_kip_848_group_and_a_third_resumes_from_thei
     let stdout = run_python(
         &python,
         "confluent_group.py",
-        &[&addr.to_string(), "cg-orders", "cg"],
+        &[&addr.to_string(), "cg-orders", "cg", protocol],
     );
     assert!(
         stdout.contains(r#""consumed": 600, "committed": 600, "resumed": 60"#),
@@ -491,6 +490,16 @@ fn confluent_kafka_consumers_split_a_kip_848_group_and_a_third_resumes_from_thei
         committed, 660,
         "the third consumer's commits too: {offsets:?}"
     );
+}
+
+#[test]
+fn confluent_kafka_consumers_split_a_kip_848_group_and_a_third_resumes_from_their_commits() {
+    confluent_kafka_group("consumer");
+}
+
+#[test]
+fn confluent_kafka_consumers_split_a_classic_group_and_a_third_resumes_from_their_commits() {
+    confluent_kafka_group("classic");
 }
 
 /// kafka-python in a classic consumer group (JoinGroup, SyncGroup,

@@ -1,6 +1,7 @@
 """confluent-kafka (librdkafka) against ferrolog's Kafka listener: an
 idempotent producer writes keyed records into a 6-partition topic; two
-consumers of one KIP-848 group (`group.protocol=consumer`) split the
+consumers of one group (`group.protocol` as the fourth argument: `consumer`
+for KIP-848, or `classic`) split the
 partitions between them, read every record, commit and leave; a third
 consumer of the same group resumes from those commits and reads only what
 was written after them, and commits too. Prints one JSON line; exits non-zero on any
@@ -12,7 +13,7 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-bootstrap, topic, group = sys.argv[1], sys.argv[2], sys.argv[3]
+bootstrap, topic, group, protocol = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 DEADLINE = time.monotonic() + 90
 
 admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -33,7 +34,7 @@ def produce(prefix, count):
 
 def consumer(name):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                  "group.protocol": "consumer", "client.id": name,
+                  "group.protocol": protocol, "client.id": name,
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
     return c
