@@ -595,3 +595,177 @@ fn kcat_consumes_as_a_group_and_the_next_member_resumes_from_its_commits() {
         "resumed from the commits"
     );
 }
+
+/// Keys of records a ferrolog consumer reads until `count` arrived and
+/// nothing more does for a second.
+fn read_keys(
+    consumer: &mut ferrolog::client::Consumer<String, String>,
+    count: usize,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet_since = None;
+    while Instant::now() < deadline {
+        let records = consumer.poll(Duration::from_millis(100)).unwrap();
+        keys.extend(records.into_iter().filter_map(|r| r.key));
+        if keys.len() >= count {
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// Across clients: records a ferrolog `Producer` writes (keys, values,
+/// headers, timestamps) are what kafka-python reads, and the other way
+/// round; a ferrolog consumer group's commits are where a kafka-python
+/// member of the group resumes, and the other way round.
+#[test]
+fn ferrolog_and_kafka_python_read_each_others_records_and_resume_from_each_others_commits() {
+    use ferrolog::client::{AutoOffsetReset, Consumer, ConsumerConfig, Producer, ProducerConfig};
+    use ferrolog::{ProducerRecord, TopicPartition};
+    let Some(python) = python_with("kafka") else {
+        return;
+    };
+    let (cluster, addr) = with_listener();
+    let admin = Admin::new(&cluster).unwrap();
+    for topic in ["from-ferrolog", "from-python"] {
+        admin
+            .create_topic(NewTopic::new(topic, 3).replication_factor(3))
+            .unwrap();
+    }
+    cluster
+        .wait_for_metadata(Duration::from_secs(10), |m| {
+            ["from-ferrolog", "from-python"].iter().all(|t| {
+                m.topics
+                    .get(*t)
+                    .is_some_and(|t| t.partitions.iter().all(|p| p.leader.is_some()))
+            })
+        })
+        .unwrap();
+    let producer: Producer<String, String> =
+        Producer::new(&cluster, ProducerConfig::default()).unwrap();
+    let send = |topic: &str, prefix: &str, n: usize| -> Vec<(u32, u64, usize)> {
+        let deliveries: Vec<_> = (0..n)
+            .map(|i| {
+                let record = ProducerRecord::new(topic.to_string(), format!("v{i}"))
+                    .with_key(format!("{prefix}{i}"))
+                    .with_header("n", i.to_string().into_bytes())
+                    .with_timestamp(1_700_000_000_000 + i as i64);
+                producer.send(record).unwrap()
+            })
+            .collect();
+        deliveries
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let m = d.wait().unwrap();
+                (m.partition.partition(), m.offset, i)
+            })
+            .collect()
+    };
+
+    // ferrolog writes, kafka-python reads the same records.
+    let mut sent = send("from-ferrolog", "k", 30);
+    sent.sort();
+    let expected: Vec<String> = sent
+        .iter()
+        .map(|(p, o, i)| {
+            format!(
+                r#"[{p}, {o}, "k{i}", "v{i}", [["n", "{i}"]], {}]"#,
+                1_700_000_000_000 + *i as i64
+            )
+        })
+        .collect();
+    let read = run_python(
+        &python,
+        "cross_clients.py",
+        &["read", &addr.to_string(), "from-ferrolog", "30"],
+    );
+    assert_eq!(read.trim(), format!("[{}]", expected.join(", ")));
+
+    // kafka-python writes, ferrolog reads the same records.
+    let written = run_python(
+        &python,
+        "cross_clients.py",
+        &["write", &addr.to_string(), "from-python", "30"],
+    );
+    let numbers: Vec<u64> = written
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let places: Vec<(u64, u64)> = numbers.chunks(2).map(|c| (c[0], c[1])).collect();
+    assert_eq!(places.len(), 30, "{written}");
+    let config = ConsumerConfig::builder()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .build()
+        .unwrap();
+    let mut reader: Consumer<String, String> = Consumer::new(&cluster, config).unwrap();
+    reader
+        .assign((0..3).map(|p| TopicPartition::new("from-python", p).unwrap()))
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 30 && Instant::now() < deadline {
+        got.extend(reader.poll(Duration::from_millis(100)).unwrap());
+    }
+    assert_eq!(got.len(), 30);
+    for r in &got {
+        let i: usize = r.key.as_deref().unwrap()[1..].parse().unwrap();
+        assert_eq!(
+            (u64::from(r.partition()), r.offset),
+            places[i],
+            "record {i}'s place"
+        );
+        assert_eq!(r.value.as_deref(), Some(format!("v{i}").as_str()));
+        assert_eq!(r.timestamp, 1_700_000_000_000 + i as i64);
+        assert_eq!(r.headers.len(), 1);
+        assert_eq!(r.headers[0].key, "n");
+        assert_eq!(
+            r.headers[0].value.as_deref(),
+            Some(i.to_string().as_bytes())
+        );
+    }
+
+    // A ferrolog group commits; a kafka-python member resumes from there.
+    let group_config = || {
+        let mut config = ConsumerConfig::builder()
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .build()
+            .unwrap();
+        config.group_id = Some("shared".into());
+        config.enable_auto_commit = false;
+        config
+    };
+    let mut member: Consumer<String, String> = Consumer::new(&cluster, group_config()).unwrap();
+    member.subscribe(["from-ferrolog"]).unwrap();
+    assert_eq!(read_keys(&mut member, 30).len(), 30);
+    member.commit_sync().unwrap();
+    member.close();
+    send("from-ferrolog", "m", 5);
+    let resumed = run_python(
+        &python,
+        "cross_clients.py",
+        &["resume", &addr.to_string(), "from-ferrolog", "shared", "5"],
+    );
+    assert_eq!(
+        resumed.trim(),
+        r#"["m0", "m1", "m2", "m3", "m4"]"#,
+        "kafka-python resumes from ferrolog's commits"
+    );
+
+    // And a ferrolog member resumes from kafka-python's commits.
+    send("from-ferrolog", "z", 3);
+    let mut member: Consumer<String, String> = Consumer::new(&cluster, group_config()).unwrap();
+    member.subscribe(["from-ferrolog"]).unwrap();
+    assert_eq!(
+        read_keys(&mut member, 3),
+        ["z0", "z1", "z2"],
+        "ferrolog resumes from kafka-python's commits"
+    );
+    member.close();
+}
