@@ -530,6 +530,8 @@ fn describe_group() -> impl Strategy<Value = GroupDescription> {
         tps(),
         tps(),
         tps(),
+        subscription(),
+        prop::collection::vec(name(), 0..3),
     )
         .prop_map(
             |(
@@ -540,6 +542,8 @@ fn describe_group() -> impl Strategy<Value = GroupDescription> {
                 assignment,
                 pending,
                 target,
+                subscription,
+                subscribed_topics,
             )| {
                 MemberDescription {
                     member_id,
@@ -549,6 +553,8 @@ fn describe_group() -> impl Strategy<Value = GroupDescription> {
                     assignment,
                     pending_revocation: pending,
                     target,
+                    subscription,
+                    subscribed_topics,
                 }
             },
         );

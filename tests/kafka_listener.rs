@@ -459,7 +459,7 @@ fn an_idempotent_kcat_producer_gets_a_producer_id_and_writes_once() {
 /// record, then commit and leave; a third consumer of the group resumes
 /// from those commits and reads only the 60 records written after them,
 /// and commits too. ferrolog's own admin sees all 660 committed.
-fn confluent_kafka_group(protocol: &str) {
+fn confluent_kafka_group(protocol: &str, assignor: Option<&str>) {
     let Some(python) = python_with("confluent_kafka") else {
         return;
     };
@@ -477,7 +477,10 @@ fn confluent_kafka_group(protocol: &str) {
     let stdout = run_python(
         &python,
         "confluent_group.py",
-        &[&addr.to_string(), "cg-orders", "cg", protocol],
+        &[&addr.to_string(), "cg-orders", "cg", protocol]
+            .into_iter()
+            .chain(assignor)
+            .collect::<Vec<_>>(),
     );
     assert!(
         stdout.contains(r#""consumed": 600, "committed": 600, "resumed": 60"#),
@@ -494,12 +497,19 @@ fn confluent_kafka_group(protocol: &str) {
 
 #[test]
 fn confluent_kafka_consumers_split_a_kip_848_group_and_a_third_resumes_from_their_commits() {
-    confluent_kafka_group("consumer");
+    confluent_kafka_group("consumer", None);
 }
 
 #[test]
 fn confluent_kafka_consumers_split_a_classic_group_and_a_third_resumes_from_their_commits() {
-    confluent_kafka_group("classic");
+    confluent_kafka_group("classic", None);
+}
+
+/// The classic protocol with `cooperative-sticky`: members keep their
+/// partitions across a rebalance and list them when they join again.
+#[test]
+fn confluent_kafka_consumers_split_a_cooperative_classic_group_and_a_third_resumes() {
+    confluent_kafka_group("classic", Some("cooperative-sticky"));
 }
 
 /// kafka-python in a classic consumer group (JoinGroup, SyncGroup,

@@ -926,6 +926,8 @@ impl Group {
                     assignment: m.assigned.iter().cloned().collect(),
                     pending_revocation: m.pending.iter().cloned().collect(),
                     target: self.target.get(&m.id).cloned().unwrap_or_default(),
+                    subscription: m.subscription.clone(),
+                    subscribed_topics: m.topics.iter().cloned().collect(),
                 })
                 .collect(),
             offsets: self.offsets.clone().into_iter().collect(),

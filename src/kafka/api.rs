@@ -56,6 +56,8 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// What the APIs need: how to reach the brokers and what to advertise.
@@ -77,6 +79,8 @@ pub(super) struct Context {
     /// KIP-848 group members' heartbeat interval and session timeout.
     pub(super) heartbeat_interval_ms: u32,
     pub(super) session_timeout_ms: u32,
+    /// What each classic member said it owned when it last joined.
+    pub(super) classic_owned: Arc<Mutex<classic::Declared>>,
 }
 
 /// What became of a request.
@@ -146,6 +150,12 @@ pub(super) fn handle(
                 classic::heartbeat_request(context, header, body, reply, broker)
             }
             Ok(ApiKey::LeaveGroup) => classic::leave_group(context, header, body, reply, broker),
+            Ok(ApiKey::DescribeGroups) => {
+                groups::describe_groups(context, header, body, reply, broker)
+            }
+            Ok(ApiKey::ConsumerGroupDescribe) => {
+                groups::consumer_group_describe(context, header, body, reply, broker)
+            }
             Ok(ApiKey::ConsumerGroupHeartbeat) => {
                 groups::consumer_group_heartbeat(context, header, body, reply, broker)
             }

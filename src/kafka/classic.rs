@@ -16,17 +16,18 @@
 //! again, and is counted as owning none; one that lists what it owns
 //! (subscription v1+) is taken at its word.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
-    SyncGroupResponse, TopicName,
+    HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, SyncGroupResponse,
 };
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 use super::api::{Context, Handled};
 use super::data::{answered, finish_now, gather};
+use super::groups::encode_assignment;
 use super::server::Reply;
 use super::wire::{self, Read, Reader, RequestHeader};
 use crate::error::Error;
@@ -53,6 +54,48 @@ const COOPERATIVE: &str = "cooperative-sticky";
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
+}
+
+/// How many classic members' declarations [`Declared`] keeps.
+const DECLARED_KEPT: usize = 10_000;
+
+/// What each classic member said it owned when it last joined (an eager
+/// member: nothing), by (group, member id): a member holds exactly that
+/// between its JoinGroup and its SyncGroup, which tells the coordinator
+/// so. Bounded: past [`DECLARED_KEPT`] members the oldest is forgotten (a
+/// member forgotten here is counted as holding all it was given, and a
+/// revocation waits for its next join).
+#[derive(Debug, Default)]
+pub(super) struct Declared {
+    owned: BTreeMap<(String, String), Vec<TopicPartition>>,
+    order: VecDeque<(String, String)>,
+}
+
+impl Declared {
+    fn note(&mut self, group: &str, member: &str, owned: Vec<TopicPartition>) {
+        let key = (group.to_string(), member.to_string());
+        if self.owned.insert(key.clone(), owned).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > DECLARED_KEPT
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.owned.remove(&oldest);
+            }
+        }
+    }
+
+    fn get(&self, group: &str, member: &str) -> Option<Vec<TopicPartition>> {
+        self.owned
+            .get(&(group.to_string(), member.to_string()))
+            .cloned()
+    }
+
+    fn forget(&mut self, group: &str, member: &str) {
+        let key = (group.to_string(), member.to_string());
+        if self.owned.remove(&key).is_some() {
+            self.order.retain(|k| *k != key);
+        }
+    }
 }
 
 /// A failure as a classic member understands it.
@@ -146,29 +189,6 @@ fn read_subscription(metadata: Bytes) -> Read<(Vec<String>, Option<Vec<TopicPart
     Ok((topics, Some(owned)))
 }
 
-/// An assignment in Kafka's consumer protocol encoding (version 0).
-fn encode_assignment(assignment: &[TopicPartition]) -> Bytes {
-    let mut topics: Vec<AssignedTopic> = Vec::new();
-    for tp in assignment {
-        let p = tp.partition() as i32;
-        match topics.last_mut() {
-            Some(t) if *t.topic.0 == *tp.topic() => t.partitions.push(p),
-            _ => topics.push(
-                AssignedTopic::default()
-                    .with_topic(TopicName(text(tp.topic().to_string())))
-                    .with_partitions(vec![p]),
-            ),
-        }
-    }
-    let mut out = BytesMut::new();
-    out.put_i16(0);
-    // Encoding a list of names and numbers in version 0 cannot fail.
-    let _ = ConsumerProtocolAssignment::default()
-        .with_assigned_partitions(topics)
-        .encode(&mut out, 0);
-    out.freeze()
-}
-
 /// JoinGroup (v0–v9): a classic member joins, or joins again after a
 /// rebalance; answered at once with its member id, generation and the
 /// protocol it named first, no leader and no members.
@@ -222,6 +242,9 @@ pub(super) fn join_group(
     };
     // An eager member gave up everything before joining again.
     let owned = owned.or_else(|| eager.then(Vec::new));
+    let declared = owned.clone();
+    let group_id = group.clone();
+    let declarations = context.classic_owned.clone();
     let request = GroupHeartbeatRequest {
         subscription: Some(Subscription::Topics(topics.into_iter().collect())),
         group_instance_id: instance_id,
@@ -238,6 +261,9 @@ pub(super) fn join_group(
         reply,
         move |result| match result {
             Ok(r) => {
+                if let Some(owned) = declared {
+                    declarations.lock().note(&group_id, &r.member_id, owned);
+                }
                 let response = JoinGroupResponse::default()
                     .with_generation_id(r.member_epoch)
                     .with_protocol_type(Some(text(CONSUMER)))
@@ -292,7 +318,15 @@ pub(super) fn sync_group(
         r.tagged_fields()
     })?;
     body.tagged_fields()?;
-    let request = member_request(group, member_id, generation, header.client_id.clone());
+    // Until it takes this assignment, the member holds what it said it
+    // owned when it joined: a partition taken from it since, which it
+    // never held, goes to its new owner without waiting.
+    let declared = context.classic_owned.lock().get(&group, &member_id);
+    let request = GroupHeartbeatRequest {
+        acked_assignment: if declared.is_some() { u64::MAX } else { 0 },
+        owned: declared,
+        ..member_request(group, member_id, generation, header.client_id.clone())
+    };
     Ok(ask(context, broker, request, reply, move |result| {
         let response = SyncGroupResponse::default()
             .with_protocol_type(protocol_type.map(text))
@@ -387,6 +421,7 @@ pub(super) fn leave_group(
         });
     });
     for (slot, (member_id, instance)) in members.into_iter().enumerate() {
+        context.classic_owned.lock().forget(&group, &member_id);
         let request = GroupHeartbeatRequest {
             group_instance_id: instance,
             ..member_request(

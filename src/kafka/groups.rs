@@ -4,9 +4,16 @@
 //! found; a broker that does not coordinate the group says so
 //! (`NOT_COORDINATOR`) and the client looks again.
 
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as DescribedAssignment, DescribedGroup as ConsumerDescribedGroup,
+    Member as DescribedMember, TopicPartitions as DescribedTopicPartitions,
+};
 use kafka_protocol::messages::consumer_group_heartbeat_response::{
     Assignment as HeartbeatAssignment, TopicPartitions as HeartbeatTopicPartitions,
 };
+use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
@@ -17,10 +24,12 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, ConsumerGroupHeartbeatResponse, FindCoordinatorResponse, GroupId, ListGroupsResponse,
-    OffsetCommitResponse, OffsetFetchResponse, TopicName,
+    BrokerId, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, DescribeGroupsResponse,
+    FindCoordinatorResponse, GroupId, ListGroupsResponse, OffsetCommitResponse,
+    OffsetFetchResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::api::{Context, Handled};
 use super::data::{Routes, answered, finish_now, gather};
@@ -28,9 +37,9 @@ use super::server::Reply;
 use super::wire::{self, Read, Reader, RequestHeader};
 use crate::error::Error;
 use crate::protocol::{
-    CommittedOffsets, DEFAULT_ASSIGNOR, GroupHeartbeatRequest, GroupHeartbeatResponse, GroupState,
-    JOIN_GROUP_EPOCH, MetadataRequest, NodeId, OffsetAndMetadata, OffsetCommitRequest,
-    OffsetFetchRequest, Request, Response, Subscription,
+    CommittedOffsets, DEFAULT_ASSIGNOR, GroupDescription, GroupHeartbeatRequest,
+    GroupHeartbeatResponse, GroupState, JOIN_GROUP_EPOCH, MetadataRequest, NodeId,
+    OffsetAndMetadata, OffsetCommitRequest, OffsetFetchRequest, Request, Response, Subscription,
 };
 use crate::topic::TopicPartition;
 
@@ -690,8 +699,7 @@ pub(super) fn consumer_group_heartbeat(
     };
     // The assignment names topics by id: one this listener has not seen
     // yet is looked up before the answer goes.
-    let bootstrap = context.bootstrap.first().copied().unwrap_or(broker);
-    let (endpoint, routes) = (context.endpoint.clone(), context.routes.clone());
+    let lookup = IdLookup::new(context, broker);
     context
         .endpoint
         .send_with(broker, Request::GroupHeartbeat(request), move |result| {
@@ -700,33 +708,15 @@ pub(super) fn consumer_group_heartbeat(
                 Ok(other) => Err(unexpected(other.api_name())),
                 Err(e) => Err(failure(&e)),
             };
-            let unknown: Vec<String> = match &result {
-                Ok(r) => {
-                    let routes = routes.lock();
-                    let mut topics: Vec<String> = r
-                        .assignment
-                        .iter()
-                        .filter(|tp| routes.topic_id(tp.topic()).is_none())
-                        .map(|tp| tp.topic().to_string())
-                        .collect();
-                    topics.dedup();
-                    topics
-                }
+            let topics = match &result {
+                Ok(r) => r
+                    .assignment
+                    .iter()
+                    .map(|tp| tp.topic().to_string())
+                    .collect(),
                 Err(_) => Vec::new(),
             };
-            if unknown.is_empty() {
-                reply.answer(move || answer(result));
-                return;
-            }
-            let lookup = Request::Metadata(MetadataRequest {
-                topics: Some(unknown),
-            });
-            endpoint.send_with(bootstrap, lookup, move |found| {
-                if let Ok(Response::Metadata(m)) = found {
-                    routes.lock().learn(&m, false);
-                }
-                reply.answer(move || answer(result));
-            });
+            lookup.then(topics, move || reply.answer(move || answer(result)));
         });
     Ok(Handled::Later)
 }
@@ -751,4 +741,282 @@ fn assignment_by_id(routes: &Routes, assignment: &[TopicPartition]) -> Heartbeat
         }
     }
     HeartbeatAssignment::default().with_topic_partitions(topics)
+}
+
+/// Makes sure the listener knows the topic ids of some topics (asking a
+/// broker for their metadata if not) before an answer that names them by
+/// id is built.
+struct IdLookup {
+    endpoint: std::sync::Arc<crate::transport::Endpoint>,
+    routes: std::sync::Arc<parking_lot::Mutex<Routes>>,
+    ask: NodeId,
+}
+
+impl IdLookup {
+    fn new(context: &Context, broker: NodeId) -> Self {
+        Self {
+            endpoint: context.endpoint.clone(),
+            routes: context.routes.clone(),
+            ask: context.bootstrap.first().copied().unwrap_or(broker),
+        }
+    }
+
+    /// Runs `done` once the ids of `topics` are known (or could not be).
+    fn then(self, mut topics: Vec<String>, done: impl FnOnce() + Send + 'static) {
+        {
+            let routes = self.routes.lock();
+            topics.retain(|t| routes.topic_id(t).is_none());
+        }
+        topics.sort();
+        topics.dedup();
+        if topics.is_empty() {
+            return done();
+        }
+        let routes = self.routes;
+        let request = Request::Metadata(MetadataRequest {
+            topics: Some(topics),
+        });
+        self.endpoint.send_with(self.ask, request, move |found| {
+            if let Ok(Response::Metadata(m)) = found {
+                routes.lock().learn(&m, false);
+            }
+            done();
+        });
+    }
+}
+
+/// Kafka's `GROUP_ID_NOT_FOUND`.
+const GROUP_ID_NOT_FOUND: i16 = 69;
+/// Authorized operations not asked for (Kafka's `INT32_MIN`).
+const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
+
+/// A member's subscription in Kafka's consumer protocol encoding
+/// (version 0: the topics it takes in now).
+fn encode_subscription(topics: &[String]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_i16(0);
+    // Encoding a list of names in version 0 cannot fail.
+    let _ = ConsumerProtocolSubscription::default()
+        .with_topics(topics.iter().map(|t| text(t.clone())).collect())
+        .encode(&mut out, 0);
+    out.freeze()
+}
+
+/// An assignment in Kafka's consumer protocol encoding (version 0).
+pub(super) fn encode_assignment(assignment: &[TopicPartition]) -> Bytes {
+    let mut topics: Vec<AssignedTopic> = Vec::new();
+    for tp in assignment {
+        let p = tp.partition() as i32;
+        match topics.last_mut() {
+            Some(t) if *t.topic.0 == *tp.topic() => t.partitions.push(p),
+            _ => topics.push(
+                AssignedTopic::default()
+                    .with_topic(TopicName(text(tp.topic().to_string())))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    let mut out = BytesMut::new();
+    out.put_i16(0);
+    // Encoding a list of names and numbers in version 0 cannot fail.
+    let _ = ConsumerProtocolAssignment::default()
+        .with_assigned_partitions(topics)
+        .encode(&mut out, 0);
+    out.freeze()
+}
+
+/// Asks `broker` to describe each of `groups`; `finish` gets the
+/// descriptions (or failures) in the same order.
+fn describe_each(
+    context: &Context,
+    broker: NodeId,
+    groups: Vec<String>,
+    finish: impl FnOnce(Vec<std::result::Result<GroupDescription, Failure>>) + Send + 'static,
+) {
+    let g = gather(vec![None; groups.len()], groups.len(), move |slots| {
+        finish(
+            slots
+                .into_iter()
+                .map(|s| s.unwrap_or_else(|| Err(unexpected("none"))))
+                .collect(),
+        );
+    });
+    for (slot, group) in groups.into_iter().enumerate() {
+        let g = g.clone();
+        let request = Request::DescribeGroup(group);
+        context.endpoint.send_with(broker, request, move |result| {
+            let described = match result {
+                Ok(Response::DescribeGroup(d)) => Ok(d),
+                Ok(other) => Err(unexpected(other.api_name())),
+                Err(e) => Err(failure(&e)),
+            };
+            answered(&g, [(slot, described)]);
+        });
+    }
+    finish_now(&g); // no groups: an empty answer
+}
+
+/// DescribeGroups (v0–v5): each group's state, assignor and members, with
+/// each member's subscription and assignment in Kafka's consumer protocol
+/// encoding (what Kafka's admin tools decode). A group the coordinator
+/// does not know is `Dead`, as Kafka answers.
+pub(super) fn describe_groups(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+    broker: NodeId,
+) -> Read<Handled> {
+    let version = header.api_version;
+    let groups = body
+        .array("groups", |r| r.string("group id"))?
+        .unwrap_or_default();
+    if version >= 3 {
+        body.bool("include authorized operations")?;
+    }
+    body.tagged_fields()?;
+    let names = groups.clone();
+    describe_each(context, broker, groups, move |results| {
+        let described = names
+            .into_iter()
+            .zip(results)
+            .map(|(group, result)| {
+                let d = DescribedGroup::default()
+                    .with_group_id(GroupId(text(group)))
+                    .with_authorized_operations(OPERATIONS_NOT_ASKED);
+                match result {
+                    Ok(g) => d
+                        .with_group_state(text(state_name(g.state)))
+                        .with_protocol_type(text(CONSUMER))
+                        .with_protocol_data(text(g.assignor))
+                        .with_members(
+                            g.members
+                                .into_iter()
+                                .map(|m| {
+                                    DescribedGroupMember::default()
+                                        .with_member_metadata(encode_subscription(
+                                            &m.subscribed_topics,
+                                        ))
+                                        .with_member_assignment(encode_assignment(&m.assignment))
+                                        .with_member_id(text(m.member_id))
+                                        .with_group_instance_id(m.group_instance_id.map(text))
+                                        .with_client_id(text(m.client_id))
+                                        .with_client_host(text(""))
+                                })
+                                .collect(),
+                        ),
+                    Err((GROUP_ID_NOT_FOUND, _)) => d
+                        .with_group_state(text("Dead"))
+                        .with_protocol_type(text("")),
+                    Err((code, _)) => d.with_error_code(code),
+                }
+            })
+            .collect();
+        let response = DescribeGroupsResponse::default().with_groups(described);
+        reply.answer(move || wire::response_frame(&header, &response, version));
+    });
+    Ok(Handled::Later)
+}
+
+/// ConsumerGroupDescribe (v0–v1, KIP-848's describe): each group's state,
+/// epochs, assignor and members, with each member's subscription, current
+/// and target assignment (topics by id and name). A group the coordinator
+/// does not know is `GROUP_ID_NOT_FOUND`.
+pub(super) fn consumer_group_describe(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+    broker: NodeId,
+) -> Read<Handled> {
+    let version = header.api_version;
+    let groups = body
+        .array("group ids", |r| r.string("group id"))?
+        .unwrap_or_default();
+    body.bool("include authorized operations")?;
+    body.tagged_fields()?;
+    let names = groups.clone();
+    let lookup = IdLookup::new(context, broker);
+    let routes = context.routes.clone();
+    describe_each(context, broker, groups, move |results| {
+        let topics: Vec<String> = results
+            .iter()
+            .flatten()
+            .flat_map(|g| &g.members)
+            .flat_map(|m| m.assignment.iter().chain(&m.target))
+            .map(|tp| tp.topic().to_string())
+            .collect();
+        lookup.then(topics, move || {
+            let routes = routes.lock();
+            let by_id = |partitions: &[TopicPartition]| {
+                let mut topics: Vec<DescribedTopicPartitions> = Vec::new();
+                for tp in partitions {
+                    let p = tp.partition() as i32;
+                    match topics.last_mut() {
+                        Some(t) if *t.topic_name.0 == *tp.topic() => t.partitions.push(p),
+                        _ => topics.push(
+                            DescribedTopicPartitions::default()
+                                .with_topic_id(routes.topic_id(tp.topic()).unwrap_or_default())
+                                .with_topic_name(TopicName(text(tp.topic().to_string())))
+                                .with_partitions(vec![p]),
+                        ),
+                    }
+                }
+                DescribedAssignment::default().with_topic_partitions(topics)
+            };
+            let described = names
+                .into_iter()
+                .zip(results)
+                .map(|(group, result)| {
+                    let d = ConsumerDescribedGroup::default()
+                        .with_group_id(GroupId(text(group)))
+                        .with_authorized_operations(OPERATIONS_NOT_ASKED);
+                    match result {
+                        Ok(g) => d
+                            .with_group_state(text(state_name(g.state)))
+                            .with_group_epoch(g.group_epoch)
+                            .with_assignment_epoch(g.group_epoch)
+                            .with_assignor_name(text(g.assignor.clone()))
+                            .with_members(
+                                g.members
+                                    .iter()
+                                    .map(|m| {
+                                        let (names, regex) = match &m.subscription {
+                                            Subscription::Topics(t) => {
+                                                (t.iter().cloned().collect::<Vec<_>>(), None)
+                                            }
+                                            Subscription::Pattern(p) => {
+                                                (Vec::new(), Some(text(p.clone())))
+                                            }
+                                        };
+                                        DescribedMember::default()
+                                            .with_member_id(text(m.member_id.clone()))
+                                            .with_instance_id(m.group_instance_id.clone().map(text))
+                                            .with_member_epoch(m.member_epoch)
+                                            .with_client_id(text(m.client_id.clone()))
+                                            .with_client_host(text(""))
+                                            .with_subscribed_topic_names(
+                                                names
+                                                    .into_iter()
+                                                    .map(|n| TopicName(text(n)))
+                                                    .collect(),
+                                            )
+                                            .with_subscribed_topic_regex(regex)
+                                            .with_assignment(by_id(&m.assignment))
+                                            .with_target_assignment(by_id(&m.target))
+                                            .with_member_type(-1)
+                                    })
+                                    .collect(),
+                            ),
+                        Err((code, message)) => d
+                            .with_error_code(code)
+                            .with_error_message(Some(text(message))),
+                    }
+                })
+                .collect();
+            let response = ConsumerGroupDescribeResponse::default().with_groups(described);
+            reply.answer(move || wire::response_frame(&header, &response, version));
+        });
+    });
+    Ok(Handled::Later)
 }

@@ -24,7 +24,8 @@
 //! classic JoinGroup (0–9), SyncGroup (0–5), Heartbeat (0–4) and
 //! LeaveGroup (0–5) — the coordinator assigns partitions for classic
 //! members too, so none of them is elected to — OffsetCommit (2–9),
-//! OffsetFetch (1–9) and ListGroups (0–5), each sent to the broker whose
+//! OffsetFetch (1–9), ListGroups (0–5), DescribeGroups (0–5) and
+//! ConsumerGroupDescribe (0–1), each sent to the broker whose
 //! port it came in on (a broker that does not coordinate the group answers
 //! `NOT_COORDINATOR`).
 //! Any other API, or a version outside its range, closes the connection
@@ -241,6 +242,7 @@ impl KafkaListener {
         let context = api::Context {
             heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
             session_timeout_ms: config.group_consumer_session_timeout_ms,
+            classic_owned: Arc::default(),
             endpoint: Arc::new(Endpoint::new(transport.clone())?),
             transport,
             unanswered: std::sync::atomic::AtomicU64::new(1 << 62),

@@ -756,6 +756,8 @@ wire_struct!(MemberDescription {
     assignment: Vec<TopicPartition>,
     pending_revocation: Vec<TopicPartition>,
     target: Vec<TopicPartition>,
+    subscription: Subscription,
+    subscribed_topics: Vec<String>,
 });
 wire_struct!(GroupDescription {
     group: String,

@@ -212,6 +212,11 @@ pub struct MemberDescription {
     pub pending_revocation: Vec<TopicPartition>,
     /// What the assignor wants it to own.
     pub target: Vec<TopicPartition>,
+    /// What it subscribes to, as it said.
+    pub subscription: Subscription,
+    /// The topics that subscription takes in now (for a pattern, the
+    /// existing topics it matches).
+    pub subscribed_topics: Vec<String>,
 }
 
 /// A group as its coordinator describes it.

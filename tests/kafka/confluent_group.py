@@ -1,11 +1,11 @@
 """confluent-kafka (librdkafka) against ferrolog's Kafka listener: an
 idempotent producer writes keyed records into a 6-partition topic; two
 consumers of one group (`group.protocol` as the fourth argument: `consumer`
-for KIP-848, or `classic`) split the
-partitions between them, read every record, commit and leave; a third
-consumer of the same group resumes from those commits and reads only what
-was written after them, and commits too. Prints one JSON line; exits non-zero on any
-mismatch."""
+for KIP-848, or `classic`, with the assignor as an optional fifth) split
+the partitions between them (as the admin client's describe shows too),
+read every record, commit and leave; a third consumer of the same group
+resumes from those commits, reads only what was written after them, and
+commits too. Prints one JSON line; exits non-zero on any mismatch."""
 import json
 import sys
 import time
@@ -14,6 +14,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 bootstrap, topic, group, protocol = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+# An optional fifth argument: the classic protocol's assignor.
+assignor = {"partition.assignment.strategy": sys.argv[5]} if len(sys.argv) > 5 else {}
 DEADLINE = time.monotonic() + 90
 
 admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -35,7 +37,7 @@ def produce(prefix, count):
 def consumer(name):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                   "group.protocol": protocol, "client.id": name,
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, **assignor})
     c.subscribe([topic])
     return c
 
@@ -56,6 +58,11 @@ while time.monotonic() < DEADLINE:
         break
 assert split is not None, ("no split", len(seen), first.assignment(), second.assignment())
 assert sorted(seen.values()) == sorted(f"k{i}" for i in range(600))
+# The admin client sees both members and what each was assigned.
+described = admin.describe_consumer_groups([group])[group].result(30)
+members = {m.client_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
+           for m in described.members}
+assert members == {"first": split[0], "second": split[1]}, members
 for c in (first, second):
     c.commit(asynchronous=False)
 committed = {tp.partition: tp.offset

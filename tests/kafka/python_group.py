@@ -53,6 +53,15 @@ while time.monotonic() < DEADLINE:
         break
 assert split is not None, ("no split", len(seen), first.assignment(), second.assignment())
 assert sorted(seen.values()) == sorted(f"k{i}" for i in range(600))
+# The admin client sees both members and what each was assigned.
+admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+described = admin.describe_groups([group])[group]
+admin.close()
+assert described["group_state"] == "Stable" and described["protocol_type"] == "consumer", described
+members = {m["client_id"]: sorted(p for t in m["member_assignment"]["assigned_partitions"]
+                                  for p in t["partitions"])
+           for m in described["members"]}
+assert members == {"first": split[0], "second": split[1]}, members
 for c in (first, second):
     c.commit()
 first.close()
