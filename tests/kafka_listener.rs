@@ -779,3 +779,73 @@ fn ferrolog_and_kafka_python_read_each_others_records_and_resume_from_each_other
     );
     member.close();
 }
+
+/// The jars of Kafka's Java client (`target/kafka-java/lib`, which
+/// `.ci/run` fills with Maven) and a `java` to run them; `None` (the test
+/// says it skipped) outside CI when either is missing.
+fn java_kafka_clients() -> Option<std::path::PathBuf> {
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kafka-java/lib");
+    let has_jars = std::fs::read_dir(&lib).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("kafka-clients"))
+    });
+    let has_java = Command::new("java")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_jars && has_java {
+        return Some(lib);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no kafka-clients jars in {lib:?} or no java, and CI must run this test"
+    );
+    eprintln!("SKIPPED: Kafka's Java client is not at {lib:?} (see .ci/run)");
+    None
+}
+
+/// Kafka's Java client (kafka-clients 4.x): AdminClient creates and
+/// describes a 6-partition RF 3 topic; a KafkaProducer with its defaults
+/// (idempotent, acks=all) writes 600 keyed records, each landing in the
+/// partition ferrolog's own partitioner (murmur2) gives its key; a
+/// KafkaConsumer in a KIP-848 group reads all 600 and commits; AdminClient
+/// lists and describes the group and its committed offsets.
+#[test]
+fn java_clients_place_keys_by_murmur2_consume_in_a_kip_848_group_and_administer() {
+    let Some(lib) = java_kafka_clients() else {
+        return;
+    };
+    let (_cluster, addr) = with_listener();
+    let program =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/KafkaClients.java");
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", lib.display()))
+        .arg(program)
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut placed = 0;
+    for line in stdout.lines().filter(|l| l.starts_with("PLACED ")) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let partition: u32 = fields[2].parse().unwrap();
+        assert_eq!(
+            partition,
+            ferrolog::client::partitioner::partition_for_key(fields[1].as_bytes(), 6),
+            "{line}: not where murmur2 puts it"
+        );
+        placed += 1;
+    }
+    assert_eq!(placed, 600);
+    assert!(
+        stdout.contains("SUMMARY consumed=600 listed=true members=1 assigned=6"),
+        "{stdout}"
+    );
+}

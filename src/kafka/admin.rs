@@ -5,9 +5,12 @@
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{
-    CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse, InitProducerIdResponse,
-    ProducerId, TopicName,
+    CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse, DescribeConfigsResponse,
+    InitProducerIdResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -29,6 +32,8 @@ type TopicOutcome = (String, std::result::Result<(), (i16, String)>);
 const INVALID_CONFIG: i16 = 40;
 /// Kafka's `INVALID_REQUEST`.
 const INVALID_REQUEST: i16 = 42;
+/// Kafka's `UNKNOWN_TOPIC_OR_PARTITION`.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -130,8 +135,11 @@ fn apply_config(
             config.compression_type =
                 TopicCompression::from_name(value).ok_or_else(|| invalid("an unknown codec"))?
         }
+        "flush.messages" if value == i64::MAX.to_string() => config.flush_messages = None,
         "flush.messages" => config.flush_messages = Some(positive()?),
+        "flush.ms" if value == i64::MAX.to_string() => config.flush_ms = None,
         "flush.ms" => config.flush_ms = Some(positive()? as _),
+        "index.interval.bytes" => config.index_interval_bytes = positive()?,
         _ => return Err(invalid("not a topic setting ferrolog has")),
     }
     Ok(())
@@ -397,5 +405,202 @@ fn outcome_of(
             .iter()
             .find(|(n, _)| n == topic || n.is_empty())
             .map_or(Ok(()), |(_, r)| r.clone()),
+    }
+}
+
+/// Every topic setting ferrolog has, in Kafka's names, with its value as
+/// Kafka writes it (what [`apply_config`] reads back): unlimited retention
+/// is `-1`, no flush policy is Kafka's `Long.MAX_VALUE`.
+pub(super) fn topic_configs(config: &TopicConfig) -> Vec<(&'static str, String)> {
+    let or_unlimited = |v: Option<String>| v.unwrap_or_else(|| "-1".to_string());
+    let or_never = |v: Option<String>| v.unwrap_or_else(|| i64::MAX.to_string());
+    vec![
+        (
+            "cleanup.policy",
+            match config.cleanup_policy {
+                CleanupPolicy::Delete => "delete",
+                CleanupPolicy::Compact => "compact",
+                CleanupPolicy::CompactDelete => "compact,delete",
+            }
+            .to_string(),
+        ),
+        (
+            "compression.type",
+            config.compression_type.name().to_string(),
+        ),
+        (
+            "delete.retention.ms",
+            config.delete_retention_ms.to_string(),
+        ),
+        (
+            "flush.messages",
+            or_never(config.flush_messages.map(|n| n.to_string())),
+        ),
+        ("flush.ms", or_never(config.flush_ms.map(|n| n.to_string()))),
+        (
+            "index.interval.bytes",
+            config.index_interval_bytes.to_string(),
+        ),
+        ("max.message.bytes", config.max_message_bytes.to_string()),
+        (
+            "min.insync.replicas",
+            config.min_insync_replicas.to_string(),
+        ),
+        (
+            "retention.bytes",
+            or_unlimited(config.retention_bytes.map(|n| n.to_string())),
+        ),
+        (
+            "retention.ms",
+            or_unlimited(config.retention_ms.map(|n| n.to_string())),
+        ),
+        ("segment.bytes", config.segment_bytes.to_string()),
+        ("segment.ms", config.segment_ms.to_string()),
+        (
+            "unclean.leader.election.enable",
+            config.unclean_leader_election_enable.to_string(),
+        ),
+    ]
+}
+
+/// Kafka's resource type of a topic.
+const TOPIC_RESOURCE: i8 = 2;
+/// Kafka's config sources: a topic's own setting, and the default.
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const DEFAULT_CONFIG: i8 = 5;
+
+/// DescribeConfigs (v1–v4): each topic's settings in Kafka's names, each
+/// marked as the topic's own or the default. Other resources (brokers,
+/// loggers) are answered `INVALID_REQUEST`: ferrolog's broker settings are
+/// not Kafka's.
+pub(super) fn describe_configs(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    type Resource = (i8, String, Option<Vec<String>>);
+    let resources: Vec<Resource> = body
+        .array("resources", |r| {
+            let kind = r.i8("resource type")?;
+            let name = r.string("resource name")?;
+            let keys = r.array("configuration keys", |r| r.string("key"))?;
+            r.tagged_fields()?;
+            Ok((kind, name, keys))
+        })?
+        .unwrap_or_default();
+    body.bool("include synonyms")?;
+    if version >= 3 {
+        body.bool("include documentation")?;
+    }
+    body.tagged_fields()?;
+    let topics: Vec<String> = resources
+        .iter()
+        .filter(|(kind, _, _)| *kind == TOPIC_RESOURCE)
+        .map(|(_, name, _)| name.clone())
+        .collect();
+    let defaults = topic_configs(&TopicConfig::default());
+    let answer = move |found: std::result::Result<crate::protocol::MetadataResponse, i16>| {
+        let results = resources
+            .into_iter()
+            .map(|(kind, name, keys)| {
+                let result = DescribeConfigsResult::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(StrBytes::from_string(name.clone()));
+                if kind != TOPIC_RESOURCE {
+                    return result
+                        .with_error_code(INVALID_REQUEST)
+                        .with_error_message(Some(StrBytes::from_string(format!(
+                            "resource type {kind} is not described (topics are)"
+                        ))));
+                }
+                let topic = match &found {
+                    Ok(m) => m.topics.iter().find(|t| *t.name == *name),
+                    Err(_) => None,
+                };
+                let Some(topic) = topic else {
+                    let code = found
+                        .as_ref()
+                        .err()
+                        .copied()
+                        .unwrap_or(UNKNOWN_TOPIC_OR_PARTITION);
+                    return result.with_error_code(code);
+                };
+                let configs = topic_configs(&topic.config)
+                    .into_iter()
+                    .zip(&defaults)
+                    .filter(|((key, _), _)| {
+                        keys.as_ref()
+                            .is_none_or(|keys| keys.iter().any(|k| k == key))
+                    })
+                    .map(|((key, value), (_, default))| {
+                        DescribeConfigsResourceResult::default()
+                            .with_name(StrBytes::from_static_str(key))
+                            .with_config_source(if value == *default {
+                                DEFAULT_CONFIG
+                            } else {
+                                DYNAMIC_TOPIC_CONFIG
+                            })
+                            .with_value(Some(StrBytes::from_string(value)))
+                    })
+                    .collect();
+                result.with_configs(configs)
+            })
+            .collect();
+        let response = DescribeConfigsResponse::default().with_results(results);
+        wire::response_frame(&header, &response, version)
+    };
+    let request = Request::Metadata(crate::protocol::MetadataRequest {
+        topics: Some(topics),
+    });
+    let to = context.bootstrap.first().copied().unwrap_or(0);
+    context.endpoint.send_with(to, request, move |result| {
+        let found = match result {
+            Ok(Response::Metadata(m)) => Ok(m),
+            Ok(_) => Err(INVALID_REQUEST),
+            Err(e) => Err(e.code()),
+        };
+        reply.answer(move || answer(found));
+    });
+    Ok(Handled::Later)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every setting DescribeConfigs shows reads back (CreateTopics'
+    /// configs) to the same value, for the defaults and for a topic with
+    /// every setting of its own.
+    #[test]
+    fn described_topic_configs_read_back_to_the_same_settings() {
+        let own = TopicConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: 60_000,
+            index_interval_bytes: 1024,
+            retention_ms: None,
+            retention_bytes: Some(1 << 30),
+            flush_messages: Some(10),
+            flush_ms: None,
+            max_message_bytes: 65_536,
+            min_insync_replicas: 2,
+            unclean_leader_election_enable: true,
+            cleanup_policy: CleanupPolicy::CompactDelete,
+            delete_retention_ms: 1_000,
+            compression_type: TopicCompression::Uncompressed,
+        };
+        for config in [TopicConfig::default(), own] {
+            let mut read = TopicConfig {
+                flush_messages: Some(1),
+                flush_ms: Some(1),
+                retention_ms: Some(1),
+                ..TopicConfig::default()
+            };
+            for (key, value) in topic_configs(&config) {
+                apply_config(&mut read, key, Some(&value)).unwrap();
+            }
+            assert_eq!(read, config);
+        }
     }
 }

@@ -4,11 +4,12 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, MetadataResponse, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, DescribeClusterResponse, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -58,6 +59,8 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// What the APIs need: how to reach the brokers and what to advertise.
@@ -150,6 +153,8 @@ pub(super) fn handle(
                 classic::heartbeat_request(context, header, body, reply, broker)
             }
             Ok(ApiKey::LeaveGroup) => classic::leave_group(context, header, body, reply, broker),
+            Ok(ApiKey::DescribeCluster) => describe_cluster(context, header, body, reply),
+            Ok(ApiKey::DescribeConfigs) => admin::describe_configs(context, header, body, reply),
             Ok(ApiKey::DescribeGroups) => {
                 groups::describe_groups(context, header, body, reply, broker)
             }
@@ -383,4 +388,74 @@ fn kafka_metadata(
         response = response.with_cluster_id(Some(StrBytes::from_string(cluster_id.to_string())));
     }
     response
+}
+
+/// DescribeCluster (v0–v2): the cluster id, the controller and every live
+/// broker at its port on this listener.
+fn describe_cluster(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    body.bool("include cluster authorized operations")?;
+    if version >= 1 {
+        body.i8("endpoint type")?;
+    }
+    if version >= 2 {
+        body.bool("include fenced brokers")?;
+    }
+    body.tagged_fields()?;
+    let (host, ports, cluster_id) = (
+        context.host.clone(),
+        context.advertised.clone(),
+        context.cluster_id.clone(),
+    );
+    let request = Request::Metadata(MetadataRequest {
+        topics: Some(Vec::new()),
+    });
+    let to = context.bootstrap.first().copied().unwrap_or(0);
+    context.endpoint.send_with(to, request, move |answer| {
+        let response = match answer {
+            Ok(Response::Metadata(m)) => {
+                // The brokers and controller as Metadata shows them.
+                let shown =
+                    kafka_metadata(&m, Some(&[] as &[Asked]), &host, &ports, &cluster_id, 12);
+                let brokers = shown
+                    .brokers
+                    .into_iter()
+                    .map(|b| {
+                        DescribeClusterBroker::default()
+                            .with_broker_id(b.node_id)
+                            .with_host(b.host)
+                            .with_port(b.port)
+                            .with_rack(b.rack)
+                    })
+                    .collect();
+                DescribeClusterResponse::default()
+                    .with_endpoint_type(1)
+                    .with_cluster_id(StrBytes::from_string(cluster_id))
+                    .with_controller_id(shown.controller_id)
+                    .with_brokers(brokers)
+                    .with_cluster_authorized_operations(i32::MIN)
+            }
+            other => {
+                let code = match other {
+                    Err(e) => e.code(),
+                    Ok(_) => Error::InvalidRequest {
+                        reason: "an unexpected answer to Metadata".into(),
+                    }
+                    .code(),
+                };
+                DescribeClusterResponse::default()
+                    .with_error_code(code)
+                    .with_endpoint_type(1)
+                    .with_cluster_id(StrBytes::from_string(cluster_id))
+                    .with_controller_id(BrokerId(-1))
+            }
+        };
+        reply.answer(move || wire::response_frame(&header, &response, version));
+    });
+    Ok(Handled::Later)
 }

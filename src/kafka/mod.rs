@@ -28,6 +28,8 @@
 //! ConsumerGroupDescribe (0–1), each sent to the broker whose
 //! port it came in on (a broker that does not coordinate the group answers
 //! `NOT_COORDINATOR`).
+//! DescribeCluster (0–2) and DescribeConfigs (1–4: a topic's settings in
+//! Kafka's names, its own or the default) answer for the cluster.
 //! Any other API, or a version outside its range, closes the connection
 //! with the reason in [`KafkaListener::closed`].
 //!

@@ -1,5 +1,6 @@
 """kafka-python against ferrolog's Kafka listener: admin creates and
-describes a topic, an acks=all producer writes keyed records with headers,
+describes a topic (its partitions and, with DescribeConfigs, its own and
+default settings) and the cluster (DescribeCluster), an acks=all producer writes keyed records with headers,
 a consumer (partitions assigned, no group) reads them all back, admin grows
 the topic and deletes a partition's first records (a consumer then sees
 the new log start), a consumer outside any group's membership commits
@@ -9,7 +10,7 @@ import json
 import sys
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, NewTopic
 
 bootstrap = sys.argv[1]
 admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ferrolog-test")
@@ -17,6 +18,17 @@ admin.create_topics([NewTopic("py-orders", 6, 3, topic_configs={"retention.ms": 
 described = admin.describe_topics(["py-orders"])
 partitions = len(described[0]["partitions"])
 assert partitions == 6, described
+# The topic's own setting (DescribeConfigs: only those not at the default),
+# and the cluster (DescribeCluster).
+configs = admin.describe_configs([ConfigResource("TOPIC", "py-orders")])["topic"]["py-orders"]
+assert list(configs) == ["retention.ms"], configs
+assert configs["retention.ms"]["value"] == "3600000", configs
+assert configs["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG", configs
+every = admin.describe_configs([ConfigResource("TOPIC", "py-orders")], config_filter="all")
+assert every["topic"]["py-orders"]["cleanup.policy"]["value"] == "delete", every
+cluster = admin.describe_cluster()
+assert sorted(b["broker_id"] for b in cluster["brokers"]) == [0, 1, 2], cluster
+assert cluster["cluster_id"] and cluster["controller_id"] in (0, 1, 2), cluster
 
 producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
 sent = {}
