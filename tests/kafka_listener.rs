@@ -849,3 +849,76 @@ fn java_clients_place_keys_by_murmur2_consume_in_a_kip_848_group_and_administer(
         "{stdout}"
     );
 }
+
+/// OffsetForLeaderEpoch v2 by hand: the current leader epoch ends at the
+/// log end; a caller that knows an older leader epoch than the leader's is
+/// fenced (`FENCED_LEADER_EPOCH`, 74), one that knows a newer one is told
+/// to look again (`NOT_LEADER_OR_FOLLOWER`, 6).
+#[test]
+fn offset_for_leader_epoch_ends_the_current_epoch_at_the_log_end_and_fences_old_callers() {
+    use ferrolog::ProducerRecord;
+    use ferrolog::client::{Producer, ProducerConfig};
+    let (cluster, addr) = with_listener();
+    Admin::new(&cluster)
+        .unwrap()
+        .create_topic(NewTopic::new("epochs", 1).replication_factor(3))
+        .unwrap();
+    let metadata = cluster
+        .wait_for_metadata(Duration::from_secs(10), |m| {
+            m.topics
+                .get("epochs")
+                .is_some_and(|t| t.partitions[0].leader.is_some())
+        })
+        .unwrap();
+    let epoch = metadata.topics["epochs"].partitions[0].leader_epoch;
+    let producer: Producer<String, String> =
+        Producer::new(&cluster, ProducerConfig::default()).unwrap();
+    for i in 0..5 {
+        producer
+            .send(ProducerRecord::new("epochs", format!("v{i}")))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    // As a client does first: Metadata (v1, topics ["epochs"]), which
+    // tells the listener where the partition's leader is.
+    let mut socket = connect(addr);
+    let mut topics = 1i32.to_be_bytes().to_vec();
+    topics.extend_from_slice(&6i16.to_be_bytes());
+    topics.extend_from_slice(b"epochs");
+    socket.write_all(&frame(3, 1, 4, &topics)).unwrap();
+    answer(&mut socket).expect("metadata");
+    // topics [ "epochs" [ partition 0, current epoch, epoch ] ]
+    let ask = |current: i32, asked: i32| {
+        let mut body = Vec::new();
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&6i16.to_be_bytes());
+        body.extend_from_slice(b"epochs");
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        body.extend_from_slice(&current.to_be_bytes());
+        body.extend_from_slice(&asked.to_be_bytes());
+        let mut socket = connect(addr);
+        socket.write_all(&frame(23, 2, 5, &body)).unwrap();
+        let answer = answer(&mut socket).expect("an answer");
+        // correlation id, throttle, 1 topic, "epochs", 1 partition, then
+        // error code, partition, leader epoch, end offset.
+        let at = 4 + 4 + 4 + 2 + 6 + 4;
+        let code = i16::from_be_bytes(answer[at..at + 2].try_into().unwrap());
+        let leader_epoch = i32::from_be_bytes(answer[at + 6..at + 10].try_into().unwrap());
+        let end_offset = i64::from_be_bytes(answer[at + 10..at + 18].try_into().unwrap());
+        (code, leader_epoch, end_offset)
+    };
+    assert_eq!(ask(epoch, epoch), (0, epoch, 5));
+    assert_eq!(
+        ask(-1, epoch),
+        (0, epoch, 5),
+        "no current epoch: not checked"
+    );
+    if epoch > 0 {
+        assert_eq!(ask(epoch - 1, epoch).0, 74, "an older caller is fenced");
+    }
+    // A caller ahead of this leader is sent to look again
+    // (`NOT_LEADER_OR_FOLLOWER`).
+    assert_eq!(ask(epoch + 1, epoch).0, 6);
+}

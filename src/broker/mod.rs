@@ -744,6 +744,10 @@ impl BrokerCore {
                 let response = self.list_offsets(request);
                 self.respond(reply, Ok(Response::ListOffsets(response)));
             }
+            Request::OffsetForLeaderEpoch(request) => {
+                let response = self.offsets_for_leader_epochs(request);
+                self.respond(reply, Ok(Response::OffsetForLeaderEpoch(response)));
+            }
             Request::DeleteRecords(request) => {
                 let response = self.delete_records(request);
                 self.respond(reply, Ok(Response::DeleteRecords(response)));

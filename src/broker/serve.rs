@@ -7,11 +7,11 @@ use super::purgatory::{PendingFetch, PendingProduce};
 use super::{BrokerCore, Partition};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Acks, ClusterMetadata, DELETE_TO_HIGH_WATERMARK, DeleteRecordsRequest, FetchPartition,
-    FetchResponse, FetchedData, FetchedPartition, ListOffsetsRequest, ListOffsetsResponse,
-    ListedOffset, MetadataRequest, MetadataResponse, NodeId, OffsetAndTimestamp, OffsetSpec,
-    ProduceAck, ProducePartition, ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo,
-    Response,
+    Acks, ClusterMetadata, DELETE_TO_HIGH_WATERMARK, DeleteRecordsRequest, EpochEndOffset,
+    FetchPartition, FetchResponse, FetchedData, FetchedPartition, ListOffsetsRequest,
+    ListOffsetsResponse, ListedOffset, MetadataRequest, MetadataResponse, NodeId,
+    OffsetAndTimestamp, OffsetForLeaderEpochRequest, OffsetSpec, ProduceAck, ProducePartition,
+    ProduceRequest, ProduceResponse, ProducedPartition, ReplyTo, Response,
 };
 use crate::record::{RecordBatch, Records};
 use crate::replication::{ProducerIds, SequenceCheck, diverging_epoch};
@@ -400,6 +400,31 @@ impl BrokerCore {
             })
             .collect();
         ListOffsetsResponse { partitions }
+    }
+
+    /// Where each asked leader epoch ended, from the partitions this broker
+    /// leads (Kafka's OffsetForLeaderEpoch).
+    pub(super) fn offsets_for_leader_epochs(
+        &mut self,
+        request: OffsetForLeaderEpochRequest,
+    ) -> Vec<(TopicPartition, Result<Option<EpochEndOffset>>)> {
+        request
+            .partitions
+            .into_iter()
+            .map(|(tp, (current, epoch))| {
+                let found = leader_partition(&mut self.partitions, &self.metadata, self.id, &tp)
+                    .and_then(|partition| {
+                        partition.replicas.check_fetch_epoch(current)?;
+                        Ok(partition.log.end_offset_for_epoch(epoch).map(
+                            |(leader_epoch, end_offset)| EpochEndOffset {
+                                leader_epoch,
+                                end_offset,
+                            },
+                        ))
+                    });
+                (tp, found)
+            })
+            .collect()
     }
 
     fn lookup_offset(

@@ -61,6 +61,7 @@ pub(super) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// What the APIs need: how to reach the brokers and what to advertise.
@@ -141,6 +142,9 @@ pub(super) fn handle(
             Ok(ApiKey::DeleteTopics) => admin::delete_topics(context, header, body, reply),
             Ok(ApiKey::CreatePartitions) => admin::create_partitions(context, header, body, reply),
             Ok(ApiKey::DeleteRecords) => data::delete_records(context, header, body, reply),
+            Ok(ApiKey::OffsetForLeaderEpoch) => {
+                data::offset_for_leader_epoch(context, header, body, reply)
+            }
             Ok(ApiKey::FindCoordinator) => {
                 groups::find_coordinator(context, header, body, reply, broker)
             }

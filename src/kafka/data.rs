@@ -10,12 +10,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::OffsetForLeaderEpochResponse;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset as KafkaEpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
@@ -743,6 +747,91 @@ pub(super) fn delete_records(
         let request = |partitions| Request::DeleteRecords(DeleteRecordsRequest { partitions });
         ask(context, &g, leader, parts, request, |answer| match answer {
             Response::DeleteRecords(r) => Some(codes(r.into_iter().map(|(_, result)| result))),
+            _ => None,
+        });
+    }
+    finish_now(&g);
+    Ok(Handled::Later)
+}
+
+// ----- OffsetForLeaderEpoch ------------------------------------------------
+
+type EpochEnded = std::result::Result<Option<crate::protocol::EpochEndOffset>, i16>;
+
+/// OffsetForLeaderEpoch (v2–v4): where each asked leader epoch ended, from
+/// each partition's leader (how a consumer checks after a leader change
+/// that what it read is still in the log; an epoch older than the log's
+/// oldest is answered with epoch and offset -1, as Kafka does).
+pub(super) fn offset_for_leader_epoch(
+    context: &Context,
+    header: RequestHeader,
+    mut body: Reader,
+    reply: Reply,
+) -> Read<Handled> {
+    let version = header.api_version;
+    if version >= 3 {
+        body.i32("replica id")?;
+    }
+    let topics = body
+        .array("topics", |r| {
+            let topic = r.string("topic")?;
+            let partitions = r
+                .array("partitions", |r| {
+                    let index = r.i32("partition")?;
+                    let current = r.i32("current leader epoch")?;
+                    let epoch = r.i32("leader epoch")?;
+                    r.tagged_fields()?;
+                    Ok((index, (current, epoch)))
+                })?
+                .unwrap_or_default();
+            r.tagged_fields()?;
+            Ok((topic, partitions))
+        })?
+        .unwrap_or_default();
+    body.tagged_fields()?;
+    let Routed {
+        layout,
+        slots,
+        by_leader,
+    } = route(context, topics, |tp, _, (current, epoch): (i32, i32)| {
+        Ok((tp, ((current >= 0).then_some(current), epoch)))
+    });
+    let slots: Vec<Option<EpochEnded>> = slots;
+    let g = gather(slots, by_leader.len(), move |slots| {
+        let topics = by_topic(layout, slots, |index, result| {
+            let p = KafkaEpochEndOffset::default().with_partition(index);
+            match result {
+                Ok(Some(found)) => p
+                    .with_leader_epoch(found.leader_epoch)
+                    .with_end_offset(found.end_offset.min(i64::MAX as u64) as i64),
+                Ok(None) => p.with_leader_epoch(-1).with_end_offset(-1),
+                Err(code) => p
+                    .with_error_code(code)
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1),
+            }
+        });
+        let topics = topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(name(&topic))
+                    .with_partitions(parts)
+            })
+            .collect();
+        let response = OffsetForLeaderEpochResponse::default().with_topics(topics);
+        reply.answer(move || wire::response_frame(&header, &response, version));
+    });
+    for (leader, parts) in by_leader {
+        let request = |partitions| {
+            Request::OffsetForLeaderEpoch(crate::protocol::OffsetForLeaderEpochRequest {
+                partitions,
+            })
+        };
+        ask(context, &g, leader, parts, request, |answer| match answer {
+            Response::OffsetForLeaderEpoch(r) => {
+                Some(codes(r.into_iter().map(|(_, result)| result)))
+            }
             _ => None,
         });
     }

@@ -16,6 +16,8 @@
 //! one v2 batch passes through as its bytes), Fetch (4–12, as a consumer:
 //! long-polls `max_wait_ms` for `min_bytes`; no fetch sessions, so clients
 //! send full fetches), ListOffsets (1–7: earliest, latest, by timestamp),
+//! OffsetForLeaderEpoch (2–4: where a leader epoch ended, from each
+//! partition's leader),
 //! InitProducerId (0–4: idempotent producers; a transactional id is
 //! refused), CreateTopics (2–7, with topic configs in Kafka's names),
 //! CreatePartitions (0–3), DeleteTopics (1–5), DeleteRecords (0–2; -1

@@ -47,14 +47,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::{
     Acks, AlterPartitionReassignmentsRequest, AlterPartitionRequest, BrokerHeartbeatRequest,
     BrokerInfo, ClusterMetadata, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteRecordsRequest, DeleteTopicsRequest, Envelope, FetchPartition, FetchRequest,
-    FetchResponse, FetchSession, FetchedData, FetchedPartition, GroupDescription,
+    DeleteRecordsRequest, DeleteTopicsRequest, Envelope, EpochEndOffset, FetchPartition,
+    FetchRequest, FetchResponse, FetchSession, FetchedData, FetchedPartition, GroupDescription,
     GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing, GroupState, IsrProposal,
     ListOffsetsRequest, ListOffsetsResponse, ListedOffset, MemberDescription, Message,
     MetadataRequest, MetadataResponse, OffsetAndMetadata, OffsetAndTimestamp, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, OffsetSpec, PartitionMetadata, Peer, ProduceAck,
-    ProducePartition, ProduceRequest, ProduceResponse, ProducedPartition, Request, Response,
-    Subscription, TopicMetadata, TopicResults, UpdateMetadataRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, OffsetSpec,
+    PartitionMetadata, Peer, ProduceAck, ProducePartition, ProduceRequest, ProduceResponse,
+    ProducedPartition, Request, Response, Subscription, TopicMetadata, TopicResults,
+    UpdateMetadataRequest,
 };
 use crate::error::{Error, Result};
 use crate::record::{RecordBatch, Records};
@@ -622,6 +623,13 @@ wire_struct!(OffsetDeleteRequest {
 wire_struct!(DeleteRecordsRequest {
     partitions: Vec<(TopicPartition, u64)>,
 });
+wire_struct!(OffsetForLeaderEpochRequest {
+    partitions: Vec<(TopicPartition, (Option<i32>, i32))>,
+});
+wire_struct!(EpochEndOffset {
+    leader_epoch: i32,
+    end_offset: u64,
+});
 wire_struct!(ListOffsetsRequest {
     partitions: Vec<(TopicPartition, OffsetSpec)>,
 });
@@ -885,6 +893,7 @@ impl Wire for Request {
             Request::RegisterBroker(r) => r.put(out),
             Request::FindCoordinator(group) | Request::DescribeGroup(group) => group.put(out),
             Request::DeleteRecords(r) => r.put(out),
+            Request::OffsetForLeaderEpoch(r) => r.put(out),
             Request::OffsetDelete(r) => r.put(out),
             Request::GroupHeartbeat(r) => r.put(out),
             Request::OffsetCommit(r) => r.put(out),
@@ -916,6 +925,7 @@ impl Wire for Request {
             api::LIST_GROUPS => Request::ListGroups,
             api::CONSUMER_GROUP_DESCRIBE => Request::DescribeGroup(Wire::get(r)?),
             api::DELETE_RECORDS => Request::DeleteRecords(Wire::get(r)?),
+            api::OFFSET_FOR_LEADER_EPOCH => Request::OffsetForLeaderEpoch(Wire::get(r)?),
             api::OFFSET_DELETE => Request::OffsetDelete(Wire::get(r)?),
             other => return Err(invalid(format!("unknown request API key {other}"))),
         })
@@ -947,6 +957,7 @@ impl Wire for Response {
             Response::ListGroups(r) => r.put(out),
             Response::DescribeGroup(r) => r.put(out),
             Response::DeleteRecords(r) => r.put(out),
+            Response::OffsetForLeaderEpoch(r) => r.put(out),
             Response::OffsetDelete => {}
         }
     }
@@ -975,6 +986,7 @@ impl Wire for Response {
             api::LIST_GROUPS => Response::ListGroups(Wire::get(r)?),
             api::CONSUMER_GROUP_DESCRIBE => Response::DescribeGroup(Wire::get(r)?),
             api::DELETE_RECORDS => Response::DeleteRecords(Wire::get(r)?),
+            api::OFFSET_FOR_LEADER_EPOCH => Response::OffsetForLeaderEpoch(Wire::get(r)?),
             api::OFFSET_DELETE => Response::OffsetDelete,
             other => return Err(invalid(format!("unknown response API key {other}"))),
         })
@@ -996,6 +1008,7 @@ pub(crate) mod api {
     pub(crate) const DELETE_TOPICS: i16 = 20;
     pub(crate) const DELETE_RECORDS: i16 = 21;
     pub(crate) const INIT_PRODUCER_ID: i16 = 22;
+    pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
     pub(crate) const CREATE_PARTITIONS: i16 = 37;
     pub(crate) const ALTER_PARTITION_REASSIGNMENTS: i16 = 45;
     pub(crate) const OFFSET_DELETE: i16 = 47;
@@ -1033,6 +1046,7 @@ pub(crate) const KNOWN_NAMES: &[&str] = &[
     "ListGroups",
     "ConsumerGroupDescribe",
     "DeleteRecords",
+    "OffsetForLeaderEpoch",
     "OffsetDelete",
     // operations that time out
     "replication of an acks=all produce",

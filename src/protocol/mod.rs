@@ -113,6 +113,10 @@ pub enum Request {
     /// Delete the records before an offset (partition leaders; Kafka's
     /// DeleteRecords).
     DeleteRecords(DeleteRecordsRequest),
+    /// Where each leader epoch ended (Kafka's OffsetForLeaderEpoch): how a
+    /// consumer checks, after a leader change, that the records it read
+    /// are still in the log.
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
     /// Delete a group's offsets, or the group (the coordinator).
     OffsetDelete(OffsetDeleteRequest),
 }
@@ -143,6 +147,7 @@ impl Request {
             Request::ListGroups => api::LIST_GROUPS,
             Request::DescribeGroup(_) => api::CONSUMER_GROUP_DESCRIBE,
             Request::DeleteRecords(_) => api::DELETE_RECORDS,
+            Request::OffsetForLeaderEpoch(_) => api::OFFSET_FOR_LEADER_EPOCH,
             Request::OffsetDelete(_) => api::OFFSET_DELETE,
         }
     }
@@ -175,6 +180,7 @@ impl Request {
             Request::ListGroups => "ListGroups",
             Request::DescribeGroup(_) => "ConsumerGroupDescribe",
             Request::DeleteRecords(_) => "DeleteRecords",
+            Request::OffsetForLeaderEpoch(_) => "OffsetForLeaderEpoch",
             Request::OffsetDelete(_) => "OffsetDelete",
         }
     }
@@ -232,6 +238,11 @@ pub enum Response {
     /// Answer to [`Request::DeleteRecords`]: per partition, in order, its
     /// new log start offset (Kafka's low watermark) or why not.
     DeleteRecords(Vec<(TopicPartition, Result<u64>)>),
+    /// Answer to [`Request::OffsetForLeaderEpoch`]: per partition, in
+    /// order, the largest epoch at or below the one asked and the offset
+    /// where it ended (the log end for the current epoch); `None` when the
+    /// log has no epoch that old.
+    OffsetForLeaderEpoch(Vec<(TopicPartition, Result<Option<EpochEndOffset>>)>),
     /// Answer to [`Request::OffsetDelete`]: deleted (the tombstones are
     /// replicated).
     OffsetDelete,
@@ -262,6 +273,7 @@ impl Response {
             Response::ListGroups(_) => api::LIST_GROUPS,
             Response::DescribeGroup(_) => api::CONSUMER_GROUP_DESCRIBE,
             Response::DeleteRecords(_) => api::DELETE_RECORDS,
+            Response::OffsetForLeaderEpoch(_) => api::OFFSET_FOR_LEADER_EPOCH,
             Response::OffsetDelete => api::OFFSET_DELETE,
         }
     }
@@ -289,6 +301,7 @@ impl Response {
             Response::ListGroups(_) => "ListGroups",
             Response::DescribeGroup(_) => "ConsumerGroupDescribe",
             Response::DeleteRecords(_) => "DeleteRecords",
+            Response::OffsetForLeaderEpoch(_) => "OffsetForLeaderEpoch",
             Response::OffsetDelete => "OffsetDelete",
         }
     }
@@ -459,6 +472,24 @@ pub enum OffsetSpec {
 pub struct DeleteRecordsRequest {
     /// The partitions and the offset to delete before.
     pub partitions: Vec<(TopicPartition, u64)>,
+}
+
+/// Leader epochs to look up, to the partitions' leaders.
+#[derive(Debug, Clone)]
+pub struct OffsetForLeaderEpochRequest {
+    /// Each partition, with the leader epoch the asker knows (`None`: not
+    /// checked; an older one is [`Error::FencedLeaderEpoch`]) and the epoch
+    /// to find the end of.
+    pub partitions: Vec<(TopicPartition, (Option<i32>, i32))>,
+}
+
+/// Where a leader epoch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEndOffset {
+    /// The largest epoch at or below the one asked.
+    pub leader_epoch: i32,
+    /// The first offset after that epoch (the log end for the current one).
+    pub end_offset: u64,
 }
 
 /// Offset look-ups.
