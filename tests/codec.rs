@@ -652,6 +652,11 @@ fn request() -> impl Strategy<Value = Request> {
         prop::collection::vec((tp(), offset_spec()), 0..3)
             .prop_map(|partitions| Request::ListOffsets(ListOffsetsRequest { partitions }))
             .boxed(),
+        prop::collection::vec((tp(), (prop::option::of(any::<i32>()), any::<i32>())), 0..3)
+            .prop_map(|partitions| {
+                Request::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest { partitions })
+            })
+            .boxed(),
         prop::option::of(prop::collection::vec(name(), 0..3))
             .prop_map(|topics| Request::Metadata(MetadataRequest { topics }))
             .boxed(),
@@ -856,6 +861,20 @@ fn response() -> impl Strategy<Value = Response> {
                 },
             )
             .boxed(),
+        prop::collection::vec(
+            (
+                tp(),
+                result(prop::option::of((any::<i32>(), any::<u64>()).prop_map(
+                    |(leader_epoch, end_offset)| EpochEndOffset {
+                        leader_epoch,
+                        end_offset,
+                    },
+                ))),
+            ),
+            0..3,
+        )
+        .prop_map(Response::OffsetForLeaderEpoch)
+        .boxed(),
         Just(Response::OffsetCommit).boxed(),
         prop::collection::btree_map(tp(), offset_and_metadata(), 0..3)
             .prop_map(Response::OffsetFetch)
