@@ -425,24 +425,15 @@ pub(super) fn list_offsets(
     if version >= 2 {
         body.i8("isolation level")?;
     }
-    let topics = body
-        .array("topics", |r| {
-            let topic = r.string("topic name")?;
-            let partitions = r
-                .array("partitions", |r| {
-                    let index = r.i32("partition index")?;
-                    if version >= 4 {
-                        r.i32("current leader epoch")?;
-                    }
-                    let timestamp = r.i64("timestamp")?;
-                    r.tagged_fields()?;
-                    Ok((index, timestamp))
-                })?
-                .unwrap_or_default();
-            r.tagged_fields()?;
-            Ok((topic, partitions))
-        })?
-        .unwrap_or_default();
+    let topics = body.topics(|r| {
+        let index = r.i32("partition index")?;
+        if version >= 4 {
+            r.i32("current leader epoch")?;
+        }
+        let timestamp = r.i64("timestamp")?;
+        r.tagged_fields()?;
+        Ok((index, timestamp))
+    })?;
     body.tagged_fields()?;
     // Each part: the partition, what to find, its leader epoch.
     let Routed {
@@ -537,33 +528,24 @@ pub(super) fn fetch(
         body.i32("session id")?;
         body.i32("session epoch")?;
     }
-    let topics = body
-        .array("topics", |r| {
-            let topic = r.string("topic")?;
-            let partitions = r
-                .array("partitions", |r| {
-                    let index = r.i32("partition")?;
-                    let leader_epoch = if version >= 9 {
-                        r.i32("current leader epoch")?
-                    } else {
-                        -1
-                    };
-                    let offset = r.i64("fetch offset")?;
-                    if version >= 12 {
-                        r.i32("last fetched epoch")?;
-                    }
-                    if version >= 5 {
-                        r.i64("log start offset")?;
-                    }
-                    let max = r.i32("partition max bytes")?;
-                    r.tagged_fields()?;
-                    Ok((index, (leader_epoch, offset, max)))
-                })?
-                .unwrap_or_default();
-            r.tagged_fields()?;
-            Ok((topic, partitions))
-        })?
-        .unwrap_or_default();
+    let topics = body.topics(|r| {
+        let index = r.i32("partition")?;
+        let leader_epoch = if version >= 9 {
+            r.i32("current leader epoch")?
+        } else {
+            -1
+        };
+        let offset = r.i64("fetch offset")?;
+        if version >= 12 {
+            r.i32("last fetched epoch")?;
+        }
+        if version >= 5 {
+            r.i64("log start offset")?;
+        }
+        let max = r.i32("partition max bytes")?;
+        r.tagged_fields()?;
+        Ok((index, (leader_epoch, offset, max)))
+    })?;
     if version >= 7 {
         body.array("forgotten topics", |r| {
             r.string("topic")?;
@@ -695,21 +677,12 @@ pub(super) fn delete_records(
     reply: Reply,
 ) -> Read<Handled> {
     let version = header.api_version;
-    let topics = body
-        .array("topics", |r| {
-            let topic = r.string("topic name")?;
-            let partitions = r
-                .array("partitions", |r| {
-                    let index = r.i32("partition index")?;
-                    let offset = r.i64("offset")?;
-                    r.tagged_fields()?;
-                    Ok((index, offset))
-                })?
-                .unwrap_or_default();
-            r.tagged_fields()?;
-            Ok((topic, partitions))
-        })?
-        .unwrap_or_default();
+    let topics = body.topics(|r| {
+        let index = r.i32("partition index")?;
+        let offset = r.i64("offset")?;
+        r.tagged_fields()?;
+        Ok((index, offset))
+    })?;
     body.i32("timeout")?;
     body.tagged_fields()?;
     let Routed {
@@ -772,22 +745,13 @@ pub(super) fn offset_for_leader_epoch(
     if version >= 3 {
         body.i32("replica id")?;
     }
-    let topics = body
-        .array("topics", |r| {
-            let topic = r.string("topic")?;
-            let partitions = r
-                .array("partitions", |r| {
-                    let index = r.i32("partition")?;
-                    let current = r.i32("current leader epoch")?;
-                    let epoch = r.i32("leader epoch")?;
-                    r.tagged_fields()?;
-                    Ok((index, (current, epoch)))
-                })?
-                .unwrap_or_default();
-            r.tagged_fields()?;
-            Ok((topic, partitions))
-        })?
-        .unwrap_or_default();
+    let topics = body.topics(|r| {
+        let index = r.i32("partition")?;
+        let current = r.i32("current leader epoch")?;
+        let epoch = r.i32("leader epoch")?;
+        r.tagged_fields()?;
+        Ok((index, (current, epoch)))
+    })?;
     body.tagged_fields()?;
     let Routed {
         layout,

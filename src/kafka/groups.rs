@@ -233,25 +233,16 @@ pub(super) fn offset_commit(
     if version <= 4 {
         body.i64("retention time")?;
     }
-    let topics = body
-        .array("topics", |r| {
-            let name = r.string("topic name")?;
-            let partitions = r
-                .array("partitions", |r| {
-                    let index = r.i32("partition index")?;
-                    let offset = r.i64("committed offset")?;
-                    if version >= 6 {
-                        r.i32("committed leader epoch")?;
-                    }
-                    let metadata = r.nullable_string("committed metadata")?;
-                    r.tagged_fields()?;
-                    Ok((index, offset, metadata.unwrap_or_default()))
-                })?
-                .unwrap_or_default();
-            r.tagged_fields()?;
-            Ok((name, partitions))
-        })?
-        .unwrap_or_default();
+    let topics = body.topics(|r| {
+        let index = r.i32("partition index")?;
+        let offset = r.i64("committed offset")?;
+        if version >= 6 {
+            r.i32("committed leader epoch")?;
+        }
+        let metadata = r.nullable_string("committed metadata")?;
+        r.tagged_fields()?;
+        Ok((index, offset, metadata.unwrap_or_default()))
+    })?;
     body.tagged_fields()?;
     let mut layout: Vec<(String, Vec<CommitAnswer>)> = Vec::new();
     let mut offsets = Vec::new();
@@ -449,6 +440,32 @@ fn answered_partitions(
     }
 }
 
+/// OffsetFetch's topics and partitions as `$topic` and `$partition`:
+/// the one-group (v1–v7) and several-group (v8+) answers have types of
+/// their own with the same fields.
+macro_rules! answer_topics {
+    ($topics:expr, $topic:ident, $partition:ident) => {
+        $topics
+            .into_iter()
+            .map(|(name, parts)| {
+                let partitions = parts
+                    .into_iter()
+                    .map(|(index, offset, metadata)| {
+                        $partition::default()
+                            .with_partition_index(index)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(-1)
+                            .with_metadata(Some(text(metadata)))
+                    })
+                    .collect();
+                $topic::default()
+                    .with_name(TopicName(text(name)))
+                    .with_partitions(partitions)
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
 fn fetch_response(
     version: i16,
     asks: Vec<FetchAsk>,
@@ -468,24 +485,11 @@ fn fetch_response(
             Vec::new()
         };
         if version >= 8 {
-            let topics = topics
-                .into_iter()
-                .map(|(name, parts)| {
-                    let partitions = parts
-                        .into_iter()
-                        .map(|(index, offset, metadata)| {
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(index)
-                                .with_committed_offset(offset)
-                                .with_committed_leader_epoch(-1)
-                                .with_metadata(Some(text(metadata)))
-                        })
-                        .collect();
-                    OffsetFetchResponseTopics::default()
-                        .with_name(TopicName(text(name)))
-                        .with_partitions(partitions)
-                })
-                .collect();
+            let topics = answer_topics!(
+                topics,
+                OffsetFetchResponseTopics,
+                OffsetFetchResponsePartitions
+            );
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(GroupId(text(group)))
@@ -500,24 +504,11 @@ fn fetch_response(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let (topics, code) = single.unwrap_or_default();
-    let topics = topics
-        .into_iter()
-        .map(|(name, parts)| {
-            let partitions = parts
-                .into_iter()
-                .map(|(index, offset, metadata)| {
-                    OffsetFetchResponsePartition::default()
-                        .with_partition_index(index)
-                        .with_committed_offset(offset)
-                        .with_committed_leader_epoch(-1)
-                        .with_metadata(Some(text(metadata)))
-                })
-                .collect();
-            OffsetFetchResponseTopic::default()
-                .with_name(TopicName(text(name)))
-                .with_partitions(partitions)
-        })
-        .collect();
+    let topics = answer_topics!(
+        topics,
+        OffsetFetchResponseTopic,
+        OffsetFetchResponsePartition
+    );
     let mut response = OffsetFetchResponse::default().with_topics(topics);
     if version >= 2 {
         response = response.with_error_code(code);

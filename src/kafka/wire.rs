@@ -170,6 +170,22 @@ impl Reader {
         Ok(Some(items))
     }
 
+    /// An array of topics, each a name, an array of partitions that
+    /// `partition` reads, and tagged fields, as (name, partitions); a null
+    /// array of either reads as empty.
+    pub(super) fn topics<P>(
+        &mut self,
+        mut partition: impl FnMut(&mut Self) -> Read<P>,
+    ) -> Read<Vec<(String, Vec<P>)>> {
+        let topics = self.array("topics", |r| {
+            let name = r.string("topic name")?;
+            let partitions = r.array("partitions", &mut partition)?;
+            r.tagged_fields()?;
+            Ok((name, partitions.unwrap_or_default()))
+        })?;
+        Ok(topics.unwrap_or_default())
+    }
+
     /// Skips a flexible version's tagged fields (none of which we read).
     pub(super) fn tagged_fields(&mut self) -> Read<()> {
         if !self.flexible {
