@@ -26,8 +26,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::api::{Context, Handled};
-use super::data::{answered, finish_now, gather};
-use super::groups::encode_assignment;
+use super::groups::{ask_each, encode_assignment};
 use super::server::Reply;
 use super::wire::{self, Read, Reader, RequestHeader};
 use crate::error::Error;
@@ -98,9 +97,9 @@ impl Declared {
     }
 }
 
-/// A failure as a classic member understands it.
-fn classic_code(e: &Error) -> i16 {
-    match e.code() {
+/// A failure's code as a classic member understands it.
+fn classic(code: i16) -> i16 {
+    match code {
         FENCED_MEMBER_EPOCH => ILLEGAL_GENERATION,
         code => code,
     }
@@ -149,7 +148,7 @@ fn ask(
                     reason: format!("an unexpected answer {}", other.api_name()),
                 }
                 .code()),
-                Err(e) => Err(classic_code(&e)),
+                Err(e) => Err(classic(e.code())),
             };
             reply.answer(move || answer(result));
         });
@@ -397,13 +396,30 @@ pub(super) fn leave_group(
         vec![(body.string("member id")?, None)]
     };
     body.tagged_fields()?;
-    let layout = members.clone();
-    let client_id = header.client_id.clone();
-    let g = gather(vec![None; members.len()], members.len(), move |slots| {
-        let codes: Vec<i16> = slots.into_iter().map(|s| s.unwrap_or(0)).collect();
+    let requests = members
+        .iter()
+        .map(|(member_id, instance)| {
+            context.classic_owned.lock().forget(&group, member_id);
+            Request::GroupHeartbeat(GroupHeartbeatRequest {
+                group_instance_id: instance.clone(),
+                ..member_request(
+                    group.clone(),
+                    member_id.clone(),
+                    LEAVE_GROUP_EPOCH,
+                    header.client_id.clone(),
+                )
+            })
+        })
+        .collect();
+    let read = |r| matches!(r, Response::GroupHeartbeat(_)).then_some(());
+    ask_each(context, broker, requests, read, move |results| {
+        let codes: Vec<i16> = results
+            .into_iter()
+            .map(|r| r.err().map_or(0, |(code, _)| classic(code)))
+            .collect();
         reply.answer(move || {
             let response = if version >= 3 {
-                let members = layout
+                let members = members
                     .into_iter()
                     .zip(&codes)
                     .map(|((member_id, instance), &code)| {
@@ -420,29 +436,5 @@ pub(super) fn leave_group(
             wire::response_frame(&header, &response, version)
         });
     });
-    for (slot, (member_id, instance)) in members.into_iter().enumerate() {
-        context.classic_owned.lock().forget(&group, &member_id);
-        let request = GroupHeartbeatRequest {
-            group_instance_id: instance,
-            ..member_request(
-                group.clone(),
-                member_id,
-                LEAVE_GROUP_EPOCH,
-                client_id.clone(),
-            )
-        };
-        let g = g.clone();
-        context
-            .endpoint
-            .send_with(broker, Request::GroupHeartbeat(request), move |result| {
-                let code = match result {
-                    Ok(Response::GroupHeartbeat(_)) => 0,
-                    Ok(_) => INCONSISTENT_GROUP_PROTOCOL,
-                    Err(e) => classic_code(&e),
-                };
-                answered(&g, [(slot, code)]);
-            });
-    }
-    finish_now(&g); // no members: an empty answer
     Ok(Handled::Later)
 }

@@ -108,6 +108,41 @@ fn ask<T: Send + 'static>(
     Handled::Later
 }
 
+/// Sends each of `requests` to `broker`; once all are answered (at once
+/// when there are none) `finish` gets the answers as `read` takes them, or
+/// the failures, in the same order.
+pub(super) fn ask_each<T: Send + 'static>(
+    context: &Context,
+    broker: NodeId,
+    requests: Vec<Request>,
+    read: impl Fn(Response) -> Option<T> + Clone + Send + 'static,
+    finish: impl FnOnce(Vec<std::result::Result<T, Failure>>) + Send + 'static,
+) {
+    let slots = (0..requests.len()).map(|_| None).collect();
+    let g = gather(slots, requests.len(), move |slots| {
+        finish(
+            slots
+                .into_iter()
+                .map(|s| s.unwrap_or_else(|| Err(unexpected("none"))))
+                .collect(),
+        );
+    });
+    for (slot, request) in requests.into_iter().enumerate() {
+        let (g, read) = (g.clone(), read.clone());
+        context.endpoint.send_with(broker, request, move |result| {
+            let answer = match result {
+                Ok(response) => {
+                    let kind = response.api_name();
+                    read(response).ok_or_else(|| unexpected(kind))
+                }
+                Err(e) => Err(failure(&e)),
+            };
+            answered(&g, [(slot, answer)]);
+        });
+    }
+    finish_now(&g);
+}
+
 /// FindCoordinator (v0–v6): the broker coordinating each group, from the
 /// broker the request came to. Transaction coordinators are not served.
 pub(super) fn find_coordinator(
@@ -189,23 +224,19 @@ pub(super) fn find_coordinator(
         reply.answer(move || finish(found));
         return Ok(Handled::Later);
     }
-    let g = gather(vec![None; keys.len()], keys.len(), move |slots| {
-        let found = slots.into_iter().map(Option::unwrap_or_default).collect();
+    let requests = keys.iter().cloned().map(Request::FindCoordinator).collect();
+    let read = |r| match r {
+        Response::FindCoordinator(node) => Some(node),
+        _ => None,
+    };
+    ask_each(context, broker, requests, read, move |results| {
+        let found = keys
+            .into_iter()
+            .zip(results)
+            .map(|(key, found)| coordinator(key, found))
+            .collect();
         reply.answer(move || finish(found));
     });
-    finish_now(&g); // no keys: an empty answer
-    for (slot, key) in keys.into_iter().enumerate() {
-        let (g, coordinator) = (g.clone(), coordinator.clone());
-        let request = Request::FindCoordinator(key.clone());
-        context.endpoint.send_with(broker, request, move |result| {
-            let found = match result {
-                Ok(Response::FindCoordinator(node)) => Ok(node),
-                Ok(other) => Err(unexpected(other.api_name())),
-                Err(e) => Err(failure(&e)),
-            };
-            answered(&g, [(slot, coordinator(key, found))]);
-        });
-    }
     Ok(Handled::Later)
 }
 
@@ -357,41 +388,33 @@ pub(super) fn offset_fetch(
         body.bool("require stable")?;
     }
     body.tagged_fields()?;
-    type Fetched = std::result::Result<CommittedOffsets, Failure>;
     let layout: Vec<FetchAsk> = asks.clone();
-    let g = gather(vec![None; asks.len()], asks.len(), move |slots| {
-        let results: Vec<Fetched> = slots
-            .into_iter()
-            .map(|s| s.unwrap_or_else(|| Err(unexpected("none"))))
-            .collect();
+    let requests = asks
+        .into_iter()
+        .map(|(group, asked)| {
+            let partitions = asked.map(|topics| {
+                topics
+                    .iter()
+                    .flat_map(|(name, indexes)| {
+                        indexes.iter().filter_map(move |&i| {
+                            TopicPartition::new(name.as_str(), u32::try_from(i).ok()?).ok()
+                        })
+                    })
+                    .collect()
+            });
+            Request::OffsetFetch(OffsetFetchRequest { group, partitions })
+        })
+        .collect();
+    let read = |r| match r {
+        Response::OffsetFetch(offsets) => Some(offsets),
+        _ => None,
+    };
+    ask_each(context, broker, requests, read, move |results| {
         reply.answer(move || {
             let response = fetch_response(version, layout, results);
             wire::response_frame(&header, &response, version)
         });
     });
-    for (slot, (group, asked)) in asks.into_iter().enumerate() {
-        let partitions = asked.map(|topics| {
-            topics
-                .iter()
-                .flat_map(|(name, indexes)| {
-                    indexes.iter().filter_map(move |&i| {
-                        TopicPartition::new(name.as_str(), u32::try_from(i).ok()?).ok()
-                    })
-                })
-                .collect()
-        });
-        let request = Request::OffsetFetch(OffsetFetchRequest { group, partitions });
-        let g = g.clone();
-        context.endpoint.send_with(broker, request, move |result| {
-            let fetched = match result {
-                Ok(Response::OffsetFetch(offsets)) => Ok(offsets),
-                Ok(other) => Err(unexpected(other.api_name())),
-                Err(e) => Err(failure(&e)),
-            };
-            answered(&g, [(slot, fetched)]);
-        });
-    }
-    finish_now(&g); // no groups: an empty answer
     Ok(Handled::Later)
 }
 
@@ -824,27 +847,12 @@ fn describe_each(
     groups: Vec<String>,
     finish: impl FnOnce(Vec<std::result::Result<GroupDescription, Failure>>) + Send + 'static,
 ) {
-    let g = gather(vec![None; groups.len()], groups.len(), move |slots| {
-        finish(
-            slots
-                .into_iter()
-                .map(|s| s.unwrap_or_else(|| Err(unexpected("none"))))
-                .collect(),
-        );
-    });
-    for (slot, group) in groups.into_iter().enumerate() {
-        let g = g.clone();
-        let request = Request::DescribeGroup(group);
-        context.endpoint.send_with(broker, request, move |result| {
-            let described = match result {
-                Ok(Response::DescribeGroup(d)) => Ok(d),
-                Ok(other) => Err(unexpected(other.api_name())),
-                Err(e) => Err(failure(&e)),
-            };
-            answered(&g, [(slot, described)]);
-        });
-    }
-    finish_now(&g); // no groups: an empty answer
+    let requests = groups.into_iter().map(Request::DescribeGroup).collect();
+    let read = |r| match r {
+        Response::DescribeGroup(d) => Some(d),
+        _ => None,
+    };
+    ask_each(context, broker, requests, read, finish);
 }
 
 /// DescribeGroups (v0–v5): each group's state, assignor and members, with
