@@ -2180,7 +2180,8 @@ fn kip848(member_id: &str, member_epoch: i32) -> GroupHeartbeatRequest {
 /// a partition moving to a newcomer is not handed over until the old
 /// owner says (with the `owned` of its latest reconciled assignment) that
 /// it let go; the assignment is flagged as changed only when it changed;
-/// and a join without a subscription is refused.
+/// a current member joining again keeps its place; and a join without a
+/// subscription is refused.
 #[test]
 fn kafka_clients_keep_their_own_ids_and_say_only_what_changed() {
     let now = START;
@@ -2259,4 +2260,20 @@ fn kafka_clients_keep_their_own_ids_and_say_only_what_changed() {
     // The subscription it joined with still holds.
     let described = c.describe(GROUP).unwrap();
     assert_eq!(described.members.len(), 2);
+    // A current member joining again (epoch 0, its own id: a Kafka client
+    // after an error, a classic member's rejoin) keeps its place and its
+    // assignment; the group does not rebalance.
+    let epoch_before = described.group_epoch;
+    let b_again = c
+        .heartbeat(join("b-uuid"), &topics, now)
+        .expect("b joins again");
+    assert_eq!(b_again.member_id, "b-uuid");
+    assert_eq!(b_again.assignment, b_gets.assignment);
+    assert!(
+        b_again.assignment_changed,
+        "a join is always sent its assignment"
+    );
+    let after = c.describe(GROUP).unwrap();
+    assert_eq!(after.members.len(), 2);
+    assert_eq!(after.group_epoch, epoch_before, "no rebalance");
 }
