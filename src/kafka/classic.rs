@@ -26,10 +26,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::api::{Context, Handled};
-use super::groups::{ask_each, encode_assignment};
+use super::groups::{self, ask_each, encode_assignment};
 use super::server::Reply;
 use super::wire::{self, Read, Reader, RequestHeader};
-use crate::error::Error;
 use crate::protocol::{
     GroupHeartbeatRequest, GroupHeartbeatResponse, JOIN_GROUP_EPOCH, LEAVE_GROUP_EPOCH, NodeId,
     Request, Response, Subscription,
@@ -129,7 +128,8 @@ fn member_request(
 }
 
 /// Sends a classic member's heartbeat to `broker`; `answer` builds the
-/// frame from the coordinator's answer (or the code of its failure).
+/// frame from the coordinator's answer (or the code of its failure, as a
+/// classic member understands it).
 fn ask(
     context: &Context,
     broker: NodeId,
@@ -139,20 +139,14 @@ fn ask(
     + Send
     + 'static,
 ) -> Handled {
-    context
-        .endpoint
-        .send_with(broker, Request::GroupHeartbeat(request), move |result| {
-            let result = match result {
-                Ok(Response::GroupHeartbeat(r)) => Ok(r),
-                Ok(other) => Err(Error::InvalidRequest {
-                    reason: format!("an unexpected answer {}", other.api_name()),
-                }
-                .code()),
-                Err(e) => Err(classic(e.code())),
-            };
-            reply.answer(move || answer(result));
-        });
-    Handled::Later
+    let read = |r| match r {
+        Response::GroupHeartbeat(r) => Some(r),
+        _ => None,
+    };
+    let request = Request::GroupHeartbeat(request);
+    groups::ask(context, broker, request, read, reply, move |result| {
+        answer(result.map_err(|(code, _)| classic(code)))
+    })
 }
 
 /// What a classic member's subscription metadata (Kafka's

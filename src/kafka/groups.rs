@@ -87,7 +87,7 @@ fn text(s: impl Into<String>) -> StrBytes {
 
 /// Sends `request` to `broker`; `read` takes the answer (or the failure)
 /// and `answer` builds the frame on the listener's thread.
-fn ask<T: Send + 'static>(
+pub(super) fn ask<T: Send + 'static>(
     context: &Context,
     broker: NodeId,
     request: Request,

@@ -13,7 +13,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 bootstrap, topic, group = sys.argv[1], sys.argv[2], sys.argv[3]
-DEADLINE = time.monotonic() + 90
+DEADLINE = time.monotonic() + 180
 
 admin = KafkaAdminClient(bootstrap_servers=bootstrap)
 admin.create_topics([NewTopic(topic, 6, 3)])
