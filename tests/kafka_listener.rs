@@ -62,6 +62,26 @@ fn with_listener() -> (Cluster, SocketAddr) {
     (cluster, addr)
 }
 
+/// Creates an RF 3 topic of `partitions` and waits until each has a
+/// leader; the metadata then.
+fn create_led(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: u32,
+) -> std::sync::Arc<ferrolog::protocol::ClusterMetadata> {
+    Admin::new(cluster)
+        .unwrap()
+        .create_topic(NewTopic::new(topic, partitions).replication_factor(3))
+        .unwrap();
+    cluster
+        .wait_for_metadata(Duration::from_secs(10), |m| {
+            m.topics
+                .get(topic)
+                .is_some_and(|t| t.partitions.iter().all(|p| p.leader.is_some()))
+        })
+        .unwrap()
+}
+
 #[test]
 fn api_versions_lists_what_is_served_and_answers_an_unknown_version_in_v0() {
     let (_cluster, addr) = with_listener();
@@ -225,18 +245,7 @@ fn kcat_lists_brokers_topics_partitions_and_leaders() {
         return;
     };
     let (cluster, addr) = with_listener();
-    let admin = Admin::new(&cluster).unwrap();
-    admin
-        .create_topic(NewTopic::new("orders", 3).replication_factor(3))
-        .unwrap();
-    cluster
-        .wait_for_metadata(Duration::from_secs(10), |m| {
-            m.topics["orders"]
-                .partitions
-                .iter()
-                .all(|p| p.leader.is_some())
-        })
-        .unwrap();
+    create_led(&cluster, "orders", 3);
     let out = kcat
         .args(["-b", &addr.to_string(), "-L", "-t", "orders", "-m", "10"])
         .output()
@@ -550,18 +559,7 @@ fn kcat_consumes_as_a_group_and_the_next_member_resumes_from_its_commits() {
         return;
     };
     let (cluster, addr) = with_listener();
-    Admin::new(&cluster)
-        .unwrap()
-        .create_topic(NewTopic::new("grouped", 3).replication_factor(3))
-        .unwrap();
-    cluster
-        .wait_for_metadata(Duration::from_secs(10), |m| {
-            m.topics["grouped"]
-                .partitions
-                .iter()
-                .all(|p| p.leader.is_some())
-        })
-        .unwrap();
+    create_led(&cluster, "grouped", 3);
     let group_read = || {
         let out = Command::new("kcat")
             .args(["-b", &addr.to_string(), "-G", "kcat-group", "grouped", "-e"])
@@ -641,21 +639,9 @@ fn ferrolog_and_kafka_python_read_each_others_records_and_resume_from_each_other
         return;
     };
     let (cluster, addr) = with_listener();
-    let admin = Admin::new(&cluster).unwrap();
     for topic in ["from-ferrolog", "from-python"] {
-        admin
-            .create_topic(NewTopic::new(topic, 3).replication_factor(3))
-            .unwrap();
+        create_led(&cluster, topic, 3);
     }
-    cluster
-        .wait_for_metadata(Duration::from_secs(10), |m| {
-            ["from-ferrolog", "from-python"].iter().all(|t| {
-                m.topics
-                    .get(*t)
-                    .is_some_and(|t| t.partitions.iter().all(|p| p.leader.is_some()))
-            })
-        })
-        .unwrap();
     let producer: Producer<String, String> =
         Producer::new(&cluster, ProducerConfig::default()).unwrap();
     let send = |topic: &str, prefix: &str, n: usize| -> Vec<(u32, u64, usize)> {
@@ -859,17 +845,7 @@ fn offset_for_leader_epoch_ends_the_current_epoch_at_the_log_end_and_fences_old_
     use ferrolog::ProducerRecord;
     use ferrolog::client::{Producer, ProducerConfig};
     let (cluster, addr) = with_listener();
-    Admin::new(&cluster)
-        .unwrap()
-        .create_topic(NewTopic::new("epochs", 1).replication_factor(3))
-        .unwrap();
-    let metadata = cluster
-        .wait_for_metadata(Duration::from_secs(10), |m| {
-            m.topics
-                .get("epochs")
-                .is_some_and(|t| t.partitions[0].leader.is_some())
-        })
-        .unwrap();
+    let metadata = create_led(&cluster, "epochs", 1);
     let epoch = metadata.topics["epochs"].partitions[0].leader_epoch;
     let producer: Producer<String, String> =
         Producer::new(&cluster, ProducerConfig::default()).unwrap();
