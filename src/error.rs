@@ -299,6 +299,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A request found its connection's send queue full
+    /// (`send_buffer_max_bytes` of frames not yet written): the far end
+    /// reads slower than this process sends. Retriable once the queue
+    /// drains.
+    #[error("the send queue to node {node} is full ({limit_bytes} bytes, send_buffer_max_bytes)")]
+    SendBufferFull {
+        /// The node the request was for.
+        node: u32,
+        /// The queue's bound.
+        limit_bytes: usize,
+    },
+
     /// A key or value could not be serialized (Kafka: `SerializationException`).
     #[error("serialization failed: {reason}")]
     Serialization {
@@ -597,6 +609,7 @@ impl Error {
                 | Error::RequestTimedOut { .. }
                 | Error::BufferExhausted { .. }
                 | Error::Network { .. }
+                | Error::SendBufferFull { .. }
                 | Error::NotCoordinator { .. }
                 | Error::CoordinatorLoadInProgress { .. }
                 | Error::CoordinatorNotAvailable { .. }
@@ -660,6 +673,7 @@ impl Error {
             Error::UnexpectedAppendOffset { .. }
             | Error::DeliveryTimeout { .. }
             | Error::BufferExhausted { .. }
+            | Error::SendBufferFull { .. }
             | Error::Serialization { .. }
             | Error::RecordDeserialization { .. }
             | Error::DroppedByInterceptor

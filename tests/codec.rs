@@ -198,7 +198,7 @@ fn io_error() -> impl Strategy<Value = Arc<std::io::Error>> {
 /// Every error variant, with arbitrary fields.
 fn error() -> impl Strategy<Value = Error> {
     (
-        0u8..55,
+        0u8..56,
         (text(), text(), text()),
         (any::<u64>(), any::<u64>(), any::<u64>()),
         (any::<i32>(), any::<i32>(), any::<u32>()),
@@ -360,6 +360,10 @@ fn error() -> impl Strategy<Value = Error> {
                         session_id: u,
                         expected: u,
                         got: u,
+                    },
+                    54 => Error::SendBufferFull {
+                        node: u,
+                        limit_bytes: n,
                     },
                     _ => Error::InvalidPattern {
                         pattern: s1,

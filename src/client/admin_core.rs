@@ -512,3 +512,63 @@ impl AdminCore {
         self.outbox.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{CreateTopicsRequest, MetadataResponse, TopicResults};
+
+    fn metadata() -> Result<Response> {
+        Ok(Response::Metadata(MetadataResponse {
+            version: 1,
+            controller: Some(9),
+            brokers: vec![crate::protocol::BrokerInfo { id: 0, rack: None }],
+            topics: vec![],
+        }))
+    }
+
+    fn answer(core: &mut AdminCore, now: Millis, id: u64, response: Result<Response>) {
+        let envelope = Envelope {
+            from: Peer::Broker(0),
+            to: Peer::Client(1),
+            correlation_id: id,
+            message: Message::Response(response),
+        };
+        core.handle_message(now, envelope);
+    }
+
+    fn sent(core: &mut AdminCore) -> Vec<(u64, &'static str)> {
+        std::iter::from_fn(|| core.poll_transmit())
+            .map(|e| (e.correlation_id, e.message.api_name()))
+            .collect()
+    }
+
+    #[test]
+    fn a_controller_answer_before_the_refresh_in_flight_still_gets_a_later_refresh() {
+        let mut core = AdminCore::new(Peer::Client(1), vec![0], 30_000, 100);
+        let op = core.submit(
+            0,
+            AdminAsk::Controller(Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![],
+            })),
+            60_000,
+        );
+        core.handle_timeout(0);
+        assert_eq!(sent(&mut core), [(0, "Metadata")]);
+        answer(&mut core, 1, 0, metadata());
+        let out = sent(&mut core);
+        assert_eq!(out, [(1, "Metadata"), (2, "CreateTopics")]);
+        // The controller answers first, then the refresh that left with it.
+        answer(
+            &mut core,
+            2,
+            2,
+            Ok(Response::CreateTopics(TopicResults { topics: vec![] })),
+        );
+        answer(&mut core, 2, 1, metadata());
+        let out = sent(&mut core);
+        assert_eq!(out, [(3, "Metadata")], "a refresh after the change");
+        answer(&mut core, 3, 3, metadata());
+        assert!(std::iter::from_fn(|| core.poll_completion()).any(|(id, _)| id == op));
+    }
+}

@@ -207,7 +207,7 @@ impl GroupMember {
             retry_backoff: config.retry_backoff_ms as Millis,
         };
         let request_timeout = member.request_timeout;
-        let peer = crate::transport::new_client_peer();
+        let peer = bootstrap.transport.client_peer();
         let core = MemberCore::new(peer, member, bootstrap.nodes.clone(), clock.now_ms());
         let waiting: Waiting = Arc::default();
         let answers = waiting.clone();

@@ -109,7 +109,10 @@ impl MetadataCache {
     /// in flight now does not count: it may have left before what made the
     /// caller ask).
     pub(crate) fn want_refresh(&mut self) {
-        self.wanted_after.get_or_insert(self.sent);
+        // A refresh sent after this moment satisfies an earlier wish too;
+        // keeping an earlier mark would let the one in flight now (which
+        // may have left before the caller's cause) clear this wish.
+        self.wanted_after = Some(self.sent);
     }
 
     /// Asks for a refresh sent from now on, at once (an explicit request of

@@ -67,7 +67,7 @@ impl Bootstrap {
         if self.nodes.is_empty() {
             return Err(crate::Error::config("bootstrap", "names no broker"));
         }
-        let peer = crate::transport::new_client_peer();
+        let peer = self.transport.client_peer();
         let inbox = Arc::new(ClientInbox::default());
         self.transport.register(peer, inbox.clone())?;
         Ok((peer, inbox))

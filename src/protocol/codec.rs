@@ -1299,6 +1299,7 @@ wire_error! {
     52 => ControllerNotAvailable { reason: String },
     53 => FetchSessionIdNotFound { session_id: u32 },
     54 => InvalidFetchSessionEpoch { session_id: u32, expected: u32, got: u32 },
+    55 => SendBufferFull { node: u32, limit_bytes: usize },
 }
 
 #[cfg(test)]

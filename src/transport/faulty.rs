@@ -331,6 +331,10 @@ impl Transport for FaultyTransport {
         self.inner.deregister(peer)
     }
 
+    fn client_peer(&self) -> Peer {
+        self.inner.client_peer()
+    }
+
     fn send(&self, envelope: Envelope) {
         if matches!(envelope.message, Message::Response(_)) {
             return self.send_response(envelope);

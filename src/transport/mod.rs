@@ -29,10 +29,21 @@
 //! duplicates, delays and reorders messages, isolates a node, and splits
 //! the cluster into groups, from a seed. [`Endpoint`] is a peer of its own on
 //! a transport, for sending a request and waiting for its answer.
+//!
+//! `TcpTransport` (feature `tcp`) carries envelopes between processes as
+//! frames of the [wire codec](crate::protocol::codec), after a handshake
+//! that keeps nodes of different clusters apart.
 
 mod faulty;
+#[cfg(feature = "tcp")]
+mod tcp;
 
 pub use faulty::{FaultStats, FaultyTransport};
+#[cfg(feature = "tcp")]
+pub use tcp::{
+    ClosedConnection, MAX_CLUSTER_ID_LEN, MAX_PEERS_PER_CONNECTION, TcpTransport,
+    TcpTransportConfig,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -67,6 +78,13 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Delivers `envelope` to its receiver, or answers an undeliverable
     /// request with [`Error::Network`] to its sender.
     fn send(&self, envelope: Envelope);
+
+    /// A new client peer id for a client on this transport. The default
+    /// numbers clients within this process; a transport that crosses
+    /// processes makes them unique across processes.
+    fn client_peer(&self) -> Peer {
+        new_client_peer()
+    }
 }
 
 /// The node id a [`Error::Network`] names for `peer` (a client has none:
@@ -167,7 +185,7 @@ type OnAnswer = Box<dyn FnOnce(Result<Response>) + Send>;
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A client peer id unique in this process.
-pub(crate) fn new_client_peer() -> Peer {
+fn new_client_peer() -> Peer {
     Peer::Client(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -227,7 +245,7 @@ impl fmt::Debug for Endpoint {
 impl Endpoint {
     /// A new client peer on `transport`.
     pub fn new(transport: Arc<dyn Transport>) -> Result<Self> {
-        let peer = new_client_peer();
+        let peer = transport.client_peer();
         let waiting = Arc::new(Waiting::default());
         transport.register(peer, waiting.clone())?;
         Ok(Self {

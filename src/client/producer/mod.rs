@@ -459,7 +459,7 @@ impl<K, V> Producer<K, V> {
         if bootstrap.nodes.is_empty() {
             return Err(Error::config("bootstrap", "names no broker"));
         }
-        let peer = crate::transport::new_client_peer();
+        let peer = bootstrap.transport.client_peer();
         let seed = match peer {
             Peer::Client(id) => id as u32,
             Peer::Broker(id) => id,
