@@ -67,7 +67,11 @@ impl World {
         };
         let mut nodes = BTreeMap::new();
         let infos: Vec<BrokerInfo> = (0..BROKERS)
-            .map(|id| BrokerInfo { id, rack: None })
+            .map(|id| BrokerInfo {
+                id,
+                rack: None,
+                endpoint: None,
+            })
             .collect();
         let controller =
             ControllerCore::load(CONTROLLER_ID, &*storage, infos, T0, 200, 20).unwrap();

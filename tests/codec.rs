@@ -393,7 +393,8 @@ fn offset_spec() -> impl Strategy<Value = OffsetSpec> {
 }
 
 fn broker_info() -> impl Strategy<Value = BrokerInfo> {
-    (0u32..8, prop::option::of(name())).prop_map(|(id, rack)| BrokerInfo { id, rack })
+    (0u32..8, prop::option::of(name()), prop::option::of(name()))
+        .prop_map(|(id, rack, endpoint)| BrokerInfo { id, rack, endpoint })
 }
 
 fn partition_metadata() -> impl Strategy<Value = PartitionMetadata> {

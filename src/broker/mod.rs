@@ -39,14 +39,18 @@ use crate::error::{Error, Result};
 use crate::group::Assignor;
 use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::{
-    AlterPartitionRequest, BrokerHeartbeatRequest, CONTROLLER_ID, ClusterMetadata, Envelope,
-    IsrProposal, Message, NodeId, Peer, ReplyTo, Request, Response, UpdateMetadataRequest,
+    AlterPartitionRequest, BrokerHeartbeatRequest, BrokerInfo, CONTROLLER_ID, ClusterMetadata,
+    Envelope, IsrProposal, Message, NodeId, Peer, ReplyTo, Request, Response,
+    UpdateMetadataRequest,
 };
 use crate::replication::{ProducerStateTable, ReplicaSet, Update};
 use crate::storage::{PartitionLog, Storage};
 use crate::time::Millis;
 use crate::topic::TopicPartition;
 use purgatory::{HeldHeartbeat, PendingFetch, PendingGroup, PendingProduce, Purgatory};
+
+/// How soon a broker that is not registered yet asks the controller again.
+const REGISTRATION_RETRY_MS: Millis = 100;
 
 /// Settings of a broker, with Kafka's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,6 +377,13 @@ pub struct BrokerCore {
     /// Set by [`BrokerCore::begin_controlled_shutdown`]: every heartbeat
     /// from then on asks the controller to keep this broker fenced.
     want_shutdown: bool,
+    /// What the broker registers as with the controller, and whether the
+    /// controller accepted it: a broker of its own process registers at
+    /// start (and again if a controller does not know it); an in-process
+    /// cluster's brokers are registered for them.
+    registration: Option<(BrokerInfo, bool)>,
+    /// The controller to ask while the metadata names none.
+    controller_hint: NodeId,
     /// Requests by kind, for the metrics.
     stats: stats::BrokerStats,
     /// When the controller was last heard from (a heartbeat answered, a
@@ -437,6 +448,8 @@ impl BrokerCore {
             stopped: false,
             halted: None,
             want_shutdown: false,
+            registration: None,
+            controller_hint: CONTROLLER_ID,
             stats: stats::BrokerStats::default(),
             now,
             controller_seen: now,
@@ -493,7 +506,13 @@ impl BrokerCore {
                 return self.halt(now, reason);
             }
             self.send_heartbeat();
-            self.timers.heartbeat = now + self.config.broker_heartbeat_interval_ms as Millis;
+            let mut interval = self.config.broker_heartbeat_interval_ms as Millis;
+            if let Some((_, false)) = self.registration {
+                // Not registered yet: ask again soon (a controller that is
+                // not up yet is only a refused connection away).
+                interval = interval.min(REGISTRATION_RETRY_MS);
+            }
+            self.timers.heartbeat = now + interval;
         }
         if now >= self.timers.isr_check {
             self.check_isr(now);
@@ -832,8 +851,24 @@ impl BrokerCore {
             self.isr_change_answered(change.partition, response);
         } else if let Some(leader) = self.follower.answered(correlation_id) {
             self.apply_fetched(now, leader, response);
-        } else if let Ok(Response::BrokerHeartbeat(_)) = response {
-            self.controller_seen = now;
+        } else {
+            match response {
+                Ok(Response::BrokerHeartbeat(_)) => self.controller_seen = now,
+                Ok(Response::RegisterBroker(Ok(()))) => {
+                    self.controller_seen = now;
+                    if let Some((_, registered)) = &mut self.registration {
+                        *registered = true;
+                    }
+                    self.send_heartbeat();
+                }
+                // A controller that does not know this broker: register.
+                Err(Error::InvalidRequest { .. }) => {
+                    if let Some((_, registered)) = &mut self.registration {
+                        *registered = false;
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -901,10 +936,26 @@ impl BrokerCore {
     }
 
     fn controller(&self) -> NodeId {
-        self.metadata.controller.unwrap_or(CONTROLLER_ID)
+        self.metadata.controller.unwrap_or(self.controller_hint)
+    }
+
+    /// Makes this broker register itself with the controller as `info`
+    /// before it heartbeats (and again whenever a controller answers that
+    /// it does not know it): what a broker in a process of its own does.
+    /// `controller` is the controller to ask while the metadata names
+    /// none (the first voter of the controller quorum).
+    pub fn register_as(&mut self, info: BrokerInfo, controller: NodeId) {
+        self.registration = Some((info, false));
+        self.controller_hint = controller;
+        self.send_heartbeat();
     }
 
     fn send_heartbeat(&mut self) {
+        if let Some((info, false)) = &self.registration {
+            let request = Request::RegisterBroker(info.clone());
+            self.send_request(self.controller(), request);
+            return;
+        }
         let version = (self.metadata.controller_epoch, self.metadata.version);
         let request = Request::BrokerHeartbeat(BrokerHeartbeatRequest {
             broker: self.id,

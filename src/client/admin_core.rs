@@ -522,7 +522,11 @@ mod tests {
         Ok(Response::Metadata(MetadataResponse {
             version: 1,
             controller: Some(9),
-            brokers: vec![crate::protocol::BrokerInfo { id: 0, rack: None }],
+            brokers: vec![crate::protocol::BrokerInfo {
+                id: 0,
+                rack: None,
+                endpoint: None,
+            }],
             topics: vec![],
         }))
     }

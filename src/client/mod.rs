@@ -80,6 +80,46 @@ impl Bootstrap {
             nodes: nodes.into_iter().collect(),
         }
     }
+
+    /// The brokers of a cluster of separate processes, reached over TCP
+    /// (Kafka's `bootstrap.servers`): `servers` is a comma-separated list
+    /// of `host:port`, any one of which is enough; the client learns the
+    /// other brokers and their addresses from its metadata. Each bootstrap
+    /// gets a [`TcpTransport`](crate::transport::TcpTransport) of its own
+    /// (one thread), shared by every client built from it or its clones.
+    /// An empty list or an address that does not resolve is
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig).
+    #[cfg(feature = "tcp")]
+    pub fn servers(servers: &str) -> crate::Result<Self> {
+        use crate::transport::{BOOTSTRAP_NODE_BASE, TcpTransport, TcpTransportConfig};
+        let servers: Vec<&str> = servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if servers.is_empty() {
+            return Err(crate::Error::config("bootstrap_servers", "names no server"));
+        }
+        if servers.len() > 1024 {
+            return Err(crate::Error::config(
+                "bootstrap_servers",
+                "names more than 1,024 servers",
+            ));
+        }
+        let ids: Vec<NodeId> = (0..servers.len() as NodeId)
+            .map(|i| BOOTSTRAP_NODE_BASE + i)
+            .collect();
+        let transport = TcpTransport::start(TcpTransportConfig {
+            cluster_id: String::new(),
+            nodes: ids
+                .iter()
+                .zip(&servers)
+                .map(|(&id, s)| (id, s.to_string()))
+                .collect(),
+            ..TcpTransportConfig::default()
+        })?;
+        Ok(Self::new(Arc::new(transport), ids))
+    }
 }
 
 /// The error for a response of the wrong kind.

@@ -38,8 +38,12 @@ use crate::topic::TopicPartition;
 use crate::transport::{Endpoint, LocalTransport, Transport};
 
 mod handles;
+#[cfg(feature = "tcp")]
+mod node;
 
 pub use handles::{ConsumerGroup, Partition, Topic};
+#[cfg(feature = "tcp")]
+pub use node::{Node, NodeConfig, ProcessRole};
 
 /// A broker running in this process.
 type Broker = NodeRuntime<BrokerCore>;
@@ -179,6 +183,7 @@ impl ClusterBuilder {
             .map(|id| BrokerInfo {
                 id,
                 rack: self.racks.as_ref().map(|r| r[id as usize].clone()),
+                endpoint: None,
             })
             .collect();
         let cluster = Cluster {
@@ -430,7 +435,11 @@ impl Cluster {
                 format!("at most {MAX_BROKERS} brokers"),
             ));
         }
-        let request = Request::RegisterBroker(BrokerInfo { id, rack });
+        let request = Request::RegisterBroker(BrokerInfo {
+            id,
+            rack,
+            endpoint: None,
+        });
         match self
             .endpoint
             .call(CONTROLLER_ID, request, Duration::from_secs(30))?

@@ -97,6 +97,12 @@ enum MetadataRecord {
         isr: Vec<NodeId>,
         partition_epoch: u32,
     },
+    /// Where a registered broker is reached from other processes (written
+    /// at its registration, and again when it comes back elsewhere).
+    BrokerEndpoint {
+        id: NodeId,
+        endpoint: Option<String>,
+    },
 }
 
 /// The controller's state machine; see the [module docs](self).
@@ -132,13 +138,22 @@ impl Controller {
         for (offset, value) in store.replay()? {
             let change: MetadataRecord = postcard::from_bytes(&value)
                 .map_err(|e| Error::corrupt(format!("metadata record at offset {offset}: {e}")))?;
-            if let MetadataRecord::BrokerRegistered { id, rack } = &change
-                && !registered.iter().any(|b: &BrokerInfo| b.id == *id)
-            {
-                registered.push(BrokerInfo {
-                    id: *id,
-                    rack: rack.clone(),
-                });
+            match &change {
+                MetadataRecord::BrokerRegistered { id, rack }
+                    if !registered.iter().any(|b: &BrokerInfo| b.id == *id) =>
+                {
+                    registered.push(BrokerInfo {
+                        id: *id,
+                        rack: rack.clone(),
+                        endpoint: None,
+                    });
+                }
+                MetadataRecord::BrokerEndpoint { id, endpoint } => {
+                    if let Some(b) = registered.iter_mut().find(|b| b.id == *id) {
+                        b.endpoint = endpoint.clone();
+                    }
+                }
+                _ => {}
             }
             apply(&mut metadata, &change, offset);
             metadata.version += 1;
@@ -521,18 +536,43 @@ impl Controller {
     /// Adds a broker to the cluster (recorded, so it stays a member across
     /// controller restarts); it counts as alive for one session.
     pub(crate) fn register_broker(&mut self, info: BrokerInfo, now: Millis) -> Result<()> {
-        if self.registered.iter().any(|b| b.id == info.id) {
-            return Err(Error::InvalidRequest {
-                reason: format!("broker {} is already registered", info.id),
+        if let Some(known) = self.registered.iter().position(|b| b.id == info.id) {
+            // A broker process registers at every start: the same rack is
+            // the same broker coming back (perhaps at another address).
+            let known = &self.registered[known];
+            if known.rack != info.rack || info.endpoint.is_none() {
+                return Err(Error::InvalidRequest {
+                    reason: format!("broker {} is already registered", info.id),
+                });
+            }
+            if known.endpoint != info.endpoint {
+                self.commit(
+                    MetadataRecord::BrokerEndpoint {
+                        id: info.id,
+                        endpoint: info.endpoint.clone(),
+                    },
+                    now,
+                )?;
+                if let Some(b) = self.registered.iter_mut().find(|b| b.id == info.id) {
+                    b.endpoint = info.endpoint.clone();
+                }
+            }
+            self.last_heartbeat.insert(info.id, now);
+            self.set_live_brokers();
+            let changes = self.elections(now);
+            return self.commit_all(changes, now);
+        }
+        let mut records = vec![MetadataRecord::BrokerRegistered {
+            id: info.id,
+            rack: info.rack.clone(),
+        }];
+        if info.endpoint.is_some() {
+            records.push(MetadataRecord::BrokerEndpoint {
+                id: info.id,
+                endpoint: info.endpoint.clone(),
             });
         }
-        self.commit(
-            MetadataRecord::BrokerRegistered {
-                id: info.id,
-                rack: info.rack.clone(),
-            },
-            now,
-        )?;
+        self.commit_all(records, now)?;
         self.registered.push(info.clone());
         self.last_heartbeat.insert(info.id, now);
         self.set_live_brokers();
@@ -823,7 +863,7 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
         MetadataRecord::ProducerIdAllocated { id } => {
             metadata.next_producer_id = metadata.next_producer_id.max(id + 1);
         }
-        MetadataRecord::BrokerRegistered { .. } => {}
+        MetadataRecord::BrokerRegistered { .. } | MetadataRecord::BrokerEndpoint { .. } => {}
         MetadataRecord::AssignmentChanged {
             name,
             partition,
@@ -960,7 +1000,13 @@ mod tests {
     use crate::storage::MemoryStorage;
 
     fn brokers(n: u32) -> Vec<BrokerInfo> {
-        (0..n).map(|id| BrokerInfo { id, rack: None }).collect()
+        (0..n)
+            .map(|id| BrokerInfo {
+                id,
+                rack: None,
+                endpoint: None,
+            })
+            .collect()
     }
 
     #[test]
@@ -989,6 +1035,7 @@ mod tests {
             .map(|(id, r)| BrokerInfo {
                 id: id as NodeId,
                 rack: Some(r.to_string()),
+                endpoint: None,
             })
             .collect();
         for rf in 1..=6u16 {

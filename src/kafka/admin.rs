@@ -22,7 +22,7 @@ use crate::protocol::{
     CONTROLLER_ID, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, Request,
     Response, TopicResults,
 };
-use crate::storage::{CleanupPolicy, TopicCompression};
+use crate::storage::CleanupPolicy;
 use crate::topic::{NewTopic, TopicConfig};
 
 /// A topic and what became of it: `Err((Kafka error code, message))`.
@@ -92,57 +92,14 @@ fn apply_config(
     key: &str,
     value: Option<&str>,
 ) -> std::result::Result<(), String> {
-    let invalid = |reason: &str| format!("{key}={}: {reason}", value.unwrap_or(""));
-    let Some(value) = value else {
-        return Ok(()); // null: the default
-    };
-    let number = || value.parse::<i64>().map_err(|_| invalid("not a number"));
-    let positive =
-        || number().and_then(|n| u64::try_from(n).map_err(|_| invalid("must not be negative")));
-    match key {
-        "cleanup.policy" => {
-            config.cleanup_policy = match value {
-                "delete" => CleanupPolicy::Delete,
-                "compact" => CleanupPolicy::Compact,
-                "compact,delete" | "delete,compact" => CleanupPolicy::CompactDelete,
-                _ => return Err(invalid("one of delete, compact, compact,delete")),
-            }
-        }
-        "retention.ms" => {
-            let n = number()?;
-            config.retention_ms = (n >= 0).then_some(n as _);
-        }
-        "retention.bytes" => {
-            let n = number()?;
-            config.retention_bytes = u64::try_from(n).ok();
-        }
-        "segment.bytes" => config.segment_bytes = positive()?,
-        "segment.ms" => config.segment_ms = positive()? as _,
-        "max.message.bytes" => config.max_message_bytes = positive()? as usize,
-        "min.insync.replicas" => {
-            config.min_insync_replicas =
-                u16::try_from(positive()?).map_err(|_| invalid("too large"))?
-        }
-        "delete.retention.ms" => config.delete_retention_ms = positive()? as _,
-        "unclean.leader.election.enable" => {
-            config.unclean_leader_election_enable = match value {
-                "true" => true,
-                "false" => false,
-                _ => return Err(invalid("true or false")),
-            }
-        }
-        "compression.type" => {
-            config.compression_type =
-                TopicCompression::from_name(value).ok_or_else(|| invalid("an unknown codec"))?
-        }
-        "flush.messages" if value == i64::MAX.to_string() => config.flush_messages = None,
-        "flush.messages" => config.flush_messages = Some(positive()?),
-        "flush.ms" if value == i64::MAX.to_string() => config.flush_ms = None,
-        "flush.ms" => config.flush_ms = Some(positive()? as _),
-        "index.interval.bytes" => config.index_interval_bytes = positive()?,
-        _ => return Err(invalid("not a topic setting ferrolog has")),
+    match value {
+        // null: the default
+        None => Ok(()),
+        Some(value) => config.set(key, value).map_err(|e| match e {
+            crate::Error::InvalidConfig { reason, .. } => reason,
+            other => other.to_string(),
+        }),
     }
-    Ok(())
 }
 
 /// CreateTopics: each topic with its partition count and replication
@@ -569,6 +526,7 @@ pub(super) fn describe_configs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::TopicCompression;
 
     /// Every setting DescribeConfigs shows reads back (CreateTopics'
     /// configs) to the same value, for the defaults and for a topic with

@@ -63,7 +63,7 @@ use crate::storage::{CleanupPolicy, TopicCompression};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
 
 /// The version of the frame layout this build writes and reads.
-pub const FRAME_VERSION: u16 = 1;
+pub const FRAME_VERSION: u16 = 2;
 
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -656,6 +656,7 @@ wire_struct!(MetadataResponse {
 wire_struct!(BrokerInfo {
     id: u32,
     rack: Option<String>,
+    endpoint: Option<String>,
 });
 wire_struct!(TopicMetadata {
     name: Arc<str>,

@@ -551,6 +551,9 @@ pub struct BrokerInfo {
     pub id: NodeId,
     /// Its rack, if racks are configured.
     pub rack: Option<String>,
+    /// Where other processes reach it (`host:port` of its node's
+    /// listener); `None` for a broker reached in-process only.
+    pub endpoint: Option<String>,
 }
 
 /// A topic: its partitions and settings.

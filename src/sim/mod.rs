@@ -590,7 +590,11 @@ impl World {
         // A joined broker is in the metadata log, which the controller
         // replays.
         let infos: Vec<BrokerInfo> = (0..self.config.brokers)
-            .map(|id| BrokerInfo { id, rack: None })
+            .map(|id| BrokerInfo {
+                id,
+                rack: None,
+                endpoint: None,
+            })
             .collect();
         let peer = Peer::Broker(CONTROLLER_ID);
         let now = self.now_at(peer, self.now);
@@ -1274,7 +1278,11 @@ impl World {
                 if let Err(e) = self.start_broker(id) {
                     self.anomaly(AnomalyKind::Liveness, format!("adding broker {id}: {e}"));
                 }
-                Request::RegisterBroker(BrokerInfo { id, rack: None })
+                Request::RegisterBroker(BrokerInfo {
+                    id,
+                    rack: None,
+                    endpoint: None,
+                })
             }
             1 => {
                 let partition = self.rng.below(u64::from(self.partitions)) as u32;

@@ -183,6 +183,77 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// Sets one topic setting by its Kafka name (`cleanup.policy`,
+    /// `retention.ms` (-1: forever), `retention.bytes` (-1: no limit),
+    /// `segment.bytes`, `segment.ms`, `max.message.bytes`,
+    /// `min.insync.replicas`, `delete.retention.ms`,
+    /// `unclean.leader.election.enable`, `compression.type`,
+    /// `flush.messages`, `flush.ms` (Kafka's `Long.MAX_VALUE`: no flush
+    /// policy), `index.interval.bytes`). An unknown name or a bad value is
+    /// [`Error::InvalidConfig`]; call [`validate`](Self::validate) after the
+    /// last one.
+    ///
+    /// ```
+    /// use ferrolog::TopicConfig;
+    /// let mut config = TopicConfig::default();
+    /// config.set("cleanup.policy", "compact")?;
+    /// config.set("min.insync.replicas", "2")?;
+    /// assert_eq!(config.min_insync_replicas, 2);
+    /// assert!(config.set("colour", "blue").is_err());
+    /// # Ok::<(), ferrolog::Error>(())
+    /// ```
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let invalid =
+            |reason: &str| Error::config("topic config", format!("{key}={value}: {reason}"));
+        let number = || value.parse::<i64>().map_err(|_| invalid("not a number"));
+        let positive =
+            || number().and_then(|n| u64::try_from(n).map_err(|_| invalid("must not be negative")));
+        match key {
+            "cleanup.policy" => {
+                self.cleanup_policy = match value {
+                    "delete" => CleanupPolicy::Delete,
+                    "compact" => CleanupPolicy::Compact,
+                    "compact,delete" | "delete,compact" => CleanupPolicy::CompactDelete,
+                    _ => return Err(invalid("one of delete, compact, compact,delete")),
+                }
+            }
+            "retention.ms" => {
+                let n = number()?;
+                self.retention_ms = (n >= 0).then_some(n as _);
+            }
+            "retention.bytes" => {
+                let n = number()?;
+                self.retention_bytes = u64::try_from(n).ok();
+            }
+            "segment.bytes" => self.segment_bytes = positive()?,
+            "segment.ms" => self.segment_ms = positive()? as _,
+            "max.message.bytes" => self.max_message_bytes = positive()? as usize,
+            "min.insync.replicas" => {
+                self.min_insync_replicas =
+                    u16::try_from(positive()?).map_err(|_| invalid("too large"))?
+            }
+            "delete.retention.ms" => self.delete_retention_ms = positive()? as _,
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election_enable = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("true or false")),
+                }
+            }
+            "compression.type" => {
+                self.compression_type =
+                    TopicCompression::from_name(value).ok_or_else(|| invalid("an unknown codec"))?
+            }
+            "flush.messages" if value == i64::MAX.to_string() => self.flush_messages = None,
+            "flush.messages" => self.flush_messages = Some(positive()?),
+            "flush.ms" if value == i64::MAX.to_string() => self.flush_ms = None,
+            "flush.ms" => self.flush_ms = Some(positive()? as _),
+            "index.interval.bytes" => self.index_interval_bytes = positive()?,
+            _ => return Err(invalid("not a topic setting ferrolog has")),
+        }
+        Ok(())
+    }
+
     /// Checks every value; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
         if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {

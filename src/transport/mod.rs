@@ -41,8 +41,8 @@ mod tcp;
 pub use faulty::{FaultStats, FaultyTransport};
 #[cfg(feature = "tcp")]
 pub use tcp::{
-    ClosedConnection, MAX_CLUSTER_ID_LEN, MAX_PEERS_PER_CONNECTION, TcpTransport,
-    TcpTransportConfig,
+    BOOTSTRAP_NODE_BASE, ClosedConnection, MAX_CLUSTER_ID_LEN, MAX_PEERS_PER_CONNECTION,
+    TcpTransport, TcpTransportConfig,
 };
 
 use std::collections::{BTreeMap, HashMap};

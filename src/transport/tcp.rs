@@ -49,7 +49,7 @@ use parking_lot::{Mutex, RwLock};
 use super::{Inbox, Transport, undeliverable};
 use crate::error::{Error, Result};
 use crate::protocol::codec;
-use crate::protocol::{Envelope, Message, NodeId, Peer};
+use crate::protocol::{CONTROLLER_ID, Envelope, Message, NodeId, Peer, Request, Response};
 
 /// The first bytes of a handshake frame's body.
 const HANDSHAKE_MAGIC: &[u8; 4] = b"FRLG";
@@ -59,6 +59,11 @@ const HANDSHAKE_VERSION: u16 = 1;
 pub const MAX_CLUSTER_ID_LEN: usize = 255;
 /// Largest handshake body: magic, version, kind, node id, id length, id.
 const MAX_HANDSHAKE_LEN: usize = 4 + 2 + 1 + 4 + 1 + MAX_CLUSTER_ID_LEN;
+
+/// Node ids from here up stand for bootstrap servers (a client's
+/// `bootstrap_servers`, whose node ids it does not know yet): a request to
+/// one is served by the broker of the process that receives it.
+pub const BOOTSTRAP_NODE_BASE: NodeId = u32::MAX - 4096;
 
 /// Most peers one connection may speak for (its process's nodes and
 /// clients); a connection claiming more is closed.
@@ -77,7 +82,9 @@ const TICK: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 pub struct TcpTransportConfig {
     /// The cluster's id: both ends of every connection must carry the same
-    /// (1 to 255 bytes).
+    /// (up to 255 bytes). A process of clients only may leave it empty: it
+    /// then talks to whichever cluster it dials (as Kafka's clients, which
+    /// learn the cluster id from the brokers).
     pub cluster_id: String,
     /// This process's node id, sent in the handshake (`None` for a process
     /// of clients only).
@@ -135,13 +142,27 @@ impl Default for TcpTransportConfig {
 impl TcpTransportConfig {
     /// Checks every setting; a bad one is [`Error::InvalidConfig`].
     pub fn validate(&self) -> Result<()> {
-        if self.cluster_id.is_empty() || self.cluster_id.len() > MAX_CLUSTER_ID_LEN {
+        if self.cluster_id.len() > MAX_CLUSTER_ID_LEN {
             return Err(Error::config(
                 "cluster_id",
                 format!(
-                    "must be 1 to {MAX_CLUSTER_ID_LEN} bytes, not {}",
+                    "must be at most {MAX_CLUSTER_ID_LEN} bytes, not {}",
                     self.cluster_id.len()
                 ),
+            ));
+        }
+        if self.cluster_id.is_empty() && (self.node_id.is_some() || self.listener.is_some()) {
+            return Err(Error::config(
+                "cluster_id",
+                "a node (or a process that listens) must name its cluster",
+            ));
+        }
+        if let Some(id) = self.node_id
+            && id >= BOOTSTRAP_NODE_BASE
+        {
+            return Err(Error::config(
+                "node_id",
+                format!("{id} is in the range kept for bootstrap servers"),
             ));
         }
         let max_frame = codec::MAX_FRAME_BYTES - codec::LENGTH_PREFIX_LEN;
@@ -565,6 +586,13 @@ impl Inner {
     fn send(&self, envelope: Envelope) {
         let inbox = self.local.read().get(&envelope.to).cloned();
         if let Some(inbox) = inbox {
+            if matches!(
+                envelope.message,
+                Message::Request(Request::UpdateMetadata(_))
+                    | Message::Response(Ok(Response::Metadata(_)))
+            ) {
+                learn_addresses(&mut self.state.lock(), &envelope);
+            }
             return inbox.deliver(envelope);
         }
         let frame = codec::encode(&envelope);
@@ -919,6 +947,16 @@ impl Poller {
                         .in_flight
                         .remove(&(envelope.to, envelope.correlation_id));
                 }
+                let mut envelope = envelope;
+                if let Peer::Broker(to) = envelope.to
+                    && to >= BOOTSTRAP_NODE_BASE
+                    && let Some(own) = self.inner.config.node_id
+                {
+                    // A bootstrap server's request goes to this process's
+                    // broker.
+                    envelope.to = Peer::Broker(own);
+                }
+                learn_addresses(&mut state, &envelope);
                 if local.contains_key(&envelope.to) {
                     to_local.push(envelope);
                 } else {
@@ -1073,6 +1111,34 @@ impl Poller {
     }
 }
 
+/// Learns where brokers are from the metadata passing by: a Metadata
+/// answer (to a client) or a metadata push (to a broker) names each
+/// broker's endpoint. A node's controller (id `CONTROLLER_ID + n`) is
+/// reached at node `n`'s address unless told otherwise: a node with both
+/// roles listens for both on one port.
+fn learn_addresses(state: &mut State, envelope: &Envelope) {
+    let brokers = match &envelope.message {
+        Message::Response(Ok(Response::Metadata(m))) => &m.brokers,
+        Message::Request(Request::UpdateMetadata(u)) => &u.metadata.brokers,
+        _ => return,
+    };
+    for broker in brokers {
+        let Some(addr) = broker
+            .endpoint
+            .as_deref()
+            .and_then(|e| e.parse::<SocketAddr>().ok())
+        else {
+            continue;
+        };
+        if state.addresses.insert(broker.id, addr) != Some(addr) {
+            state.backoff.remove(&broker.id);
+        }
+        if let Some(controller) = CONTROLLER_ID.checked_add(broker.id) {
+            state.addresses.entry(controller).or_insert(addr);
+        }
+    }
+}
+
 /// Writes queued frames until the socket takes no more; the bytes written.
 fn write_out(stream: &mut Stream) -> Result<usize, Closing> {
     let mut written = 0;
@@ -1219,7 +1285,10 @@ fn check_handshake(frame: &[u8], cluster_id: &str) -> Result<Option<NodeId>, Clo
         .get(12..12 + len)
         .filter(|_| body.len() == 12 + len)
         .ok_or("a handshake whose cluster id does not fit its frame")?;
-    if theirs != cluster_id.as_bytes() {
+    // A client process that names no cluster talks to any; a node always
+    // names its own.
+    let any = cluster_id.is_empty() || (theirs.is_empty() && node.is_none());
+    if !any && theirs != cluster_id.as_bytes() {
         return Err(format!(
             "the peer belongs to cluster {:?}, not {cluster_id:?}",
             String::from_utf8_lossy(theirs)
