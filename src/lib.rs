@@ -113,7 +113,7 @@ pub use client::{
     ProducerConfig, ProducerRecord, RebalanceListener,
 };
 pub use cluster::{Cluster, ClusterBuilder, ConsumerGroup, Partition, Topic};
-#[cfg(feature = "tcp")]
+#[cfg(feature = "node")]
 pub use cluster::{Node, NodeConfig, ProcessRole};
 pub use controller::MAX_PARTITIONS_PER_TOPIC;
 pub use error::{Error, Result};

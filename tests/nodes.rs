@@ -145,6 +145,110 @@ fn three_nodes_form_a_cluster_and_a_broker_process_can_go_and_come_back() {
     }
 }
 
+/// Three voters, each broker and controller; `ports` are their listeners.
+fn voter_config(id: u32, ports: &[u16], dir: &std::path::Path) -> NodeConfig {
+    let voters: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{i}@127.0.0.1:{p}"))
+        .collect();
+    NodeConfig::from_properties(&format!(
+        "node.id={id}\nprocess.roles=broker,controller\nlisteners=127.0.0.1:{}\n\
+         controller.quorum.voters={}\nlog.dirs={}\ncluster.id=quorum-test\n\
+         broker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=300\n",
+        ports[id as usize],
+        voters.join(","),
+        dir.join(format!("node-{id}")).display()
+    ))
+    .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The node whose controller is active, as the admin's metadata says.
+fn active_controller(admin: &Admin) -> Option<u32> {
+    admin
+        .describe_cluster()
+        .ok()?
+        .controller
+        .map(|c| c - ferrolog::CONTROLLER_ID)
+}
+
+#[test]
+fn a_quorum_of_three_elects_a_controller_and_another_takes_over_when_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Option<Node>> = (0..3)
+        .map(|id| Some(Node::start(voter_config(id, &ports, dir.path())).unwrap()))
+        .collect();
+    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let bootstrap = Bootstrap::servers(&servers.join(",")).unwrap();
+    let admin = Admin::new(bootstrap.clone()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while admin.describe_cluster().map_or(0, |c| c.brokers.len()) < 3 {
+        assert!(Instant::now() < deadline, "three brokers never registered");
+        std::thread::yield_now();
+    }
+    let first = active_controller(&admin).expect("an active controller");
+    admin
+        .create_topic(NewTopic::new("before", 3).replication_factor(3))
+        .unwrap();
+    wait_for_isr(&admin, "before", 3);
+
+    // The active controller's node goes; another voter takes over with
+    // everything committed, and metadata changes go on.
+    let gone = nodes[first as usize].take().unwrap();
+    let stopped = Instant::now();
+    drop(gone);
+    let deadline = Instant::now() + WAIT;
+    let next = loop {
+        if let Some(c) = active_controller(&admin)
+            && c != first
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no new controller");
+        std::thread::yield_now();
+    };
+    eprintln!(
+        "controller {first} stopped; {next} active {:?} later",
+        stopped.elapsed()
+    );
+    let topic = admin.describe_topic("before").unwrap();
+    assert_eq!(
+        topic.partitions.len(),
+        3,
+        "the new controller knows the topic"
+    );
+    admin
+        .create_topic(
+            NewTopic::new("after", 2)
+                .replication_factor(2)
+                .config(TopicConfig::default()),
+        )
+        .unwrap();
+    wait_for_isr(&admin, "after", 2);
+
+    // The old one comes back as a standby and a broker again.
+    nodes[first as usize] = Some(Node::start(voter_config(first, &ports, dir.path())).unwrap());
+    wait_for_isr(&admin, "before", 3);
+    assert_eq!(
+        active_controller(&admin),
+        Some(next),
+        "no needless election"
+    );
+    drop(admin);
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().unwrap();
+    }
+}
+
 #[test]
 fn a_node_config_names_what_is_wrong() {
     let bad = |text: &str| match NodeConfig::from_properties(text) {
@@ -160,5 +264,5 @@ fn a_node_config_names_what_is_wrong() {
     assert!(bad(&base.replace("0@127", "x@127")).starts_with("controller.quorum.voters"));
     assert!(bad(&format!("{base}broker.session.timeout.ms=soon\n")).contains("\"soon\""));
     assert!(bad(&base.replace("node.id=0", "node.id=70000")).contains("not below"));
-    assert!(bad(&base.replace("node.id=0", "node.id=4")).contains("only voter is 0"));
+    assert!(bad(&base.replace("node.id=0", "node.id=4")).contains("is not a voter"));
 }

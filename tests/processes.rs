@@ -1,12 +1,11 @@
-//! Real OS processes on 127.0.0.1, each a `ferrolog node`, form one
-//! cluster; an acks=all idempotent producer in another process (`ferrolog
-//! produce --report`) writes while this test `kill -9`s a partition
-//! leader's process and `SIGSTOP`s another for longer than the session
-//! timeout. Every acknowledged record is read back exactly once, in order
-//! within its partition, and the paused node rejoins as a follower.
-//!
-//! The controller quorum of this version has one voter (node 0), so the
-//! processes killed and paused are the brokers of nodes 1 and 2.
+//! Real OS processes on 127.0.0.1, each a `ferrolog node` (broker and
+//! controller quorum voter), form one cluster; an acks=all idempotent
+//! producer in another process (`ferrolog produce --report`) writes while
+//! this test `kill -9`s a partition leader's process, then the active
+//! controller's process, then `SIGSTOP`s a node for longer than the
+//! session timeout and `SIGCONT`s it. Every acknowledged record is read
+//! back exactly once, in order within its partition; a new controller is
+//! active within 2 s of the kill; the paused node rejoins as a follower.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -73,20 +72,22 @@ struct Nodes {
 
 impl Nodes {
     fn properties(&self, id: usize) -> PathBuf {
-        let roles = if id == 0 {
-            "broker,controller"
-        } else {
-            "broker"
-        };
+        let voters: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{i}@127.0.0.1:{p}"))
+            .collect();
         let path = self.dir.join(format!("node-{id}.properties"));
         std::fs::write(
             &path,
             format!(
-                "node.id={id}\nprocess.roles={roles}\nlisteners=PLAINTEXT://127.0.0.1:{}\n\
-                 controller.quorum.voters=0@127.0.0.1:{}\nlog.dirs={}\ncluster.id=processes\n\
+                "node.id={id}\nprocess.roles=broker,controller\n\
+                 listeners=PLAINTEXT://127.0.0.1:{}\ncontroller.quorum.voters={}\n\
+                 log.dirs={}\ncluster.id=processes\n\
                  broker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=300\n",
                 self.ports[id],
-                self.ports[0],
+                voters.join(","),
                 self.dir.join(format!("data-{id}")).display()
             ),
         )
@@ -298,8 +299,17 @@ fn leader_of(t: &TopicMetadata, not: &[u32]) -> u32 {
         .expect("a partition led by a node that may be stopped")
 }
 
+/// The node whose controller is active, as the brokers' metadata says.
+fn active_controller(admin: &Admin) -> Option<u32> {
+    admin
+        .describe_cluster()
+        .ok()?
+        .controller
+        .map(|c| c - ferrolog::CONTROLLER_ID)
+}
+
 #[test]
-fn acknowledged_records_survive_kill_9_and_sigstop_of_broker_processes() {
+fn acknowledged_records_survive_kill_9_of_a_leader_and_the_controller_and_a_sigstop() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = Nodes {
         dir: dir.path().to_path_buf(),
@@ -329,7 +339,8 @@ fn acknowledged_records_survive_kill_9_and_sigstop_of_broker_processes() {
     producer.write(0..500);
 
     // kill -9 the process of a partition leader (not the controller's).
-    let victim = leader_of(&topic, &[0]) as usize;
+    let controller = active_controller(&admin).expect("an active controller");
+    let victim = leader_of(&topic, &[controller]) as usize;
     running[victim].as_ref().unwrap().signal(libc::SIGKILL);
     let killed_at = Instant::now();
     producer.write(500..1_500);
@@ -348,10 +359,42 @@ fn acknowledged_records_survive_kill_9_and_sigstop_of_broker_processes() {
     wait_until(&admin, "the restarted node back in sync", fully_replicated);
     producer.write(1_500..2_000);
 
-    // SIGSTOP another node past its session, then SIGCONT.
-    let paused = if victim == 1 { 2 } else { 1 };
+    // kill -9 the active controller's process: another voter takes over.
+    let controller = active_controller(&admin).expect("an active controller");
+    running[controller as usize]
+        .as_ref()
+        .unwrap()
+        .signal(libc::SIGKILL);
+    let killed_at = Instant::now();
+    let deadline = Instant::now() + WAIT;
+    let elected = loop {
+        if let Some(c) = active_controller(&admin)
+            && c != controller
+        {
+            break killed_at.elapsed();
+        }
+        assert!(Instant::now() < deadline, "no new controller");
+        std::thread::yield_now();
+    };
+    eprintln!("controller {controller} killed; a new one active {elected:?} later");
+    assert!(
+        elected < Duration::from_secs(2),
+        "a new controller within 2 s, not {elected:?}"
+    );
+    producer.write(2_000..2_500);
+    drop(running[controller as usize].take());
+    running[controller as usize] = Some(nodes.start(controller as usize));
+    wait_until(
+        &admin,
+        "the old controller's node back in sync",
+        fully_replicated,
+    );
+
+    // SIGSTOP a node past its session, then SIGCONT.
+    let controller = active_controller(&admin).expect("an active controller");
+    let paused = (0..3u32).find(|&n| n != controller).unwrap() as usize;
     running[paused].as_ref().unwrap().signal(libc::SIGSTOP);
-    producer.write(2_000..3_000);
+    producer.write(2_500..3_000);
     wait_until(&admin, "the paused node fenced", |t| {
         t.partitions.iter().all(|p| {
             p.leader.is_some_and(|l| l != paused as u32) && !p.isr.contains(&(paused as u32))

@@ -118,6 +118,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if command != "node" {
+        // A tool whose output is cut short (`| head`) ends quietly, as
+        // Unix tools do. (Not a node: its sockets must see EPIPE.)
+        // SAFETY: setting a signal's disposition before any thread runs.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match command.as_str() {
         "node" => node(&args),
         "topics" => topics(&args),

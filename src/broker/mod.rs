@@ -384,6 +384,14 @@ pub struct BrokerCore {
     registration: Option<(BrokerInfo, bool)>,
     /// The controller to ask while the metadata names none.
     controller_hint: NodeId,
+    /// The controller quorum's voters (their peer ids), to try in turn when
+    /// the controller asked does not answer or is not the active one.
+    controller_voters: Vec<NodeId>,
+    /// The voter asked instead of the metadata's controller, after a
+    /// failed heartbeat; cleared by the next metadata push.
+    controller_override: Option<NodeId>,
+    /// The correlation id of the heartbeat (or registration) in flight.
+    heartbeat_in_flight: Option<u64>,
     /// Requests by kind, for the metrics.
     stats: stats::BrokerStats,
     /// When the controller was last heard from (a heartbeat answered, a
@@ -450,6 +458,9 @@ impl BrokerCore {
             want_shutdown: false,
             registration: None,
             controller_hint: CONTROLLER_ID,
+            controller_voters: Vec::new(),
+            controller_override: None,
+            heartbeat_in_flight: None,
             stats: stats::BrokerStats::default(),
             now,
             controller_seen: now,
@@ -735,6 +746,9 @@ impl BrokerCore {
             return self.respond(reply, Err(self.shutting_down_error()));
         }
         match request {
+            // Brokers are not quorum voters; nothing answers a Raft
+            // message.
+            Request::Raft(_) => {}
             Request::Produce(request) => self.produce(now, reply, request),
             Request::Fetch(request) => {
                 // +1: the clock counts whole milliseconds, and a fetch must
@@ -777,6 +791,7 @@ impl BrokerCore {
             }
             Request::UpdateMetadata(UpdateMetadataRequest { metadata }) => {
                 self.controller_seen = now;
+                self.controller_override = None;
                 let applied = self.apply_metadata(now, metadata);
                 self.respond(reply, applied.map(Response::UpdateMetadata));
             }
@@ -852,6 +867,17 @@ impl BrokerCore {
         } else if let Some(leader) = self.follower.answered(correlation_id) {
             self.apply_fetched(now, leader, response);
         } else {
+            if self.heartbeat_in_flight == Some(correlation_id) {
+                self.heartbeat_in_flight = None;
+                if let Err(
+                    Error::Network { .. }
+                    | Error::NotController { .. }
+                    | Error::RequestTimedOut { .. },
+                ) = &response
+                {
+                    self.next_controller();
+                }
+            }
             match response {
                 Ok(Response::BrokerHeartbeat(_)) => self.controller_seen = now,
                 Ok(Response::RegisterBroker(Ok(()))) => {
@@ -936,24 +962,45 @@ impl BrokerCore {
     }
 
     fn controller(&self) -> NodeId {
-        self.metadata.controller.unwrap_or(self.controller_hint)
+        self.controller_override
+            .unwrap_or_else(|| self.metadata.controller.unwrap_or(self.controller_hint))
     }
 
     /// Makes this broker register itself with the controller as `info`
     /// before it heartbeats (and again whenever a controller answers that
     /// it does not know it): what a broker in a process of its own does.
-    /// `controller` is the controller to ask while the metadata names
-    /// none (the first voter of the controller quorum).
-    pub fn register_as(&mut self, info: BrokerInfo, controller: NodeId) {
+    /// `voters` are the controller quorum's voters (their controllers'
+    /// peer ids): the first is asked while the metadata names no
+    /// controller, and the next in turn whenever the one asked fails to
+    /// answer a heartbeat or is not the active controller.
+    pub fn register_as(&mut self, info: BrokerInfo, voters: Vec<NodeId>) {
         self.registration = Some((info, false));
-        self.controller_hint = controller;
+        if let Some(&first) = voters.first() {
+            self.controller_hint = first;
+        }
+        self.controller_voters = voters;
         self.send_heartbeat();
+    }
+
+    /// A heartbeat (or registration) failed: ask the next voter.
+    fn next_controller(&mut self) {
+        let voters = &self.controller_voters;
+        if voters.len() < 2 {
+            return;
+        }
+        let current = self.controller();
+        let next = voters
+            .iter()
+            .position(|&v| v == current)
+            .map_or(voters[0], |i| voters[(i + 1) % voters.len()]);
+        self.controller_override = Some(next);
     }
 
     fn send_heartbeat(&mut self) {
         if let Some((info, false)) = &self.registration {
             let request = Request::RegisterBroker(info.clone());
-            self.send_request(self.controller(), request);
+            let id = self.send_request(self.controller(), request);
+            self.heartbeat_in_flight = Some(id);
             return;
         }
         let version = (self.metadata.controller_epoch, self.metadata.version);
@@ -962,7 +1009,8 @@ impl BrokerCore {
             metadata_version: version,
             want_shutdown: self.want_shutdown,
         });
-        self.send_request(self.controller(), request);
+        let id = self.send_request(self.controller(), request);
+        self.heartbeat_in_flight = Some(id);
     }
 
     // ----- ISR changes -----------------------------------------------------

@@ -346,14 +346,29 @@ impl Admin {
     /// The brokers and the controller.
     pub fn describe_cluster(&self) -> Result<ClusterDescription> {
         let metadata = self.fresh_metadata()?;
-        let node = metadata.brokers.first().copied().unwrap_or_default();
-        match self.request(AdminAsk::Node(node, Request::Metadata(Default::default())))? {
-            Response::Metadata(m) => Ok(ClusterDescription {
-                brokers: m.brokers,
-                controller: m.controller,
-            }),
-            other => Err(unexpected("Metadata", &other)),
+        let mut nodes = metadata.brokers.clone();
+        if nodes.is_empty() {
+            nodes.push(NodeId::default());
         }
+        // The first broker that answers (one listed may have just died).
+        let mut last_error = None;
+        for node in nodes {
+            match self.request(AdminAsk::Node(node, Request::Metadata(Default::default()))) {
+                Ok(Response::Metadata(m)) => {
+                    return Ok(ClusterDescription {
+                        brokers: m.brokers,
+                        controller: m.controller,
+                    });
+                }
+                Ok(other) => return Err(unexpected("Metadata", &other)),
+                Err(e) if e.is_retriable() => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::Network {
+            node: u32::MAX,
+            reason: "no broker answered".into(),
+        }))
     }
 
     /// Sends an admin request to the controller, retrying retriable errors.

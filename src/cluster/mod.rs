@@ -38,12 +38,12 @@ use crate::topic::TopicPartition;
 use crate::transport::{Endpoint, LocalTransport, Transport};
 
 mod handles;
-#[cfg(feature = "tcp")]
+#[cfg(feature = "node")]
 mod node;
 
 pub use handles::{ConsumerGroup, Partition, Topic};
-#[cfg(feature = "tcp")]
-pub use node::{Node, NodeConfig, ProcessRole};
+#[cfg(feature = "node")]
+pub use node::{MAX_VOTERS, Node, NodeConfig, ProcessRole};
 
 /// A broker running in this process.
 type Broker = NodeRuntime<BrokerCore>;

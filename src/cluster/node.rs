@@ -179,29 +179,31 @@ impl NodeConfig {
         if self.cluster_id.is_empty() {
             return Err(Error::config("cluster.id", "must not be empty"));
         }
-        match self.controller_quorum_voters.as_slice() {
-            [] => return Err(Error::config("controller.quorum.voters", "names no voter")),
-            [(voter, _)] => {
-                if self.process_roles.contains(&ProcessRole::Controller) && *voter != self.node_id {
-                    return Err(Error::config(
-                        "controller.quorum.voters",
-                        format!(
-                            "node {} has the controller role but the only voter is {voter}",
-                            self.node_id
-                        ),
-                    ));
-                }
-            }
-            more => {
-                return Err(Error::config(
-                    "controller.quorum.voters",
-                    format!(
-                        "{} voters: this version runs a quorum of one voter (the replicated \
-                         Raft quorum is not built yet)",
-                        more.len()
-                    ),
-                ));
-            }
+        if self.controller_quorum_voters.is_empty() {
+            return Err(Error::config("controller.quorum.voters", "names no voter"));
+        }
+        if self.controller_quorum_voters.len() > MAX_VOTERS {
+            return Err(Error::config(
+                "controller.quorum.voters",
+                format!(
+                    "{} voters; at most {MAX_VOTERS}",
+                    self.controller_quorum_voters.len()
+                ),
+            ));
+        }
+        if self.has(ProcessRole::Controller)
+            && !self
+                .controller_quorum_voters
+                .iter()
+                .any(|(v, _)| *v == self.node_id)
+        {
+            return Err(Error::config(
+                "controller.quorum.voters",
+                format!(
+                    "node {} has the controller role but is not a voter",
+                    self.node_id
+                ),
+            ));
         }
         if let Some((voter, _)) = self
             .controller_quorum_voters
@@ -220,6 +222,9 @@ impl NodeConfig {
         self.process_roles.contains(&role)
     }
 }
+
+/// Most voters a controller quorum may have.
+pub const MAX_VOTERS: usize = 9;
 
 fn parse<T: std::str::FromStr>(value: &str, key: &'static str) -> Result<T>
 where
@@ -268,10 +273,12 @@ fn parse_voters(text: &str) -> Result<Vec<(NodeId, String)>> {
 /// A broker registers itself with the controller (with its rack and
 /// advertised address) and heartbeats; the controller publishes the
 /// metadata to every live broker, and clients anywhere find every broker
-/// from one address ([`Bootstrap::servers`]). This version's controller
-/// quorum has one voter: a broker process may crash and come back, and
-/// its partitions fail over to in-sync replicas in other processes, while
-/// the controller's process must come back for metadata changes to go on.
+/// from one address ([`Bootstrap::servers`]). The controllers of the
+/// voters named in `controller_quorum_voters` replicate the metadata log
+/// with Raft: the elected leader is the active controller, its term fences
+/// older ones, and when its process dies another voter takes over with
+/// every committed change. A broker process may crash and come back; its
+/// partitions fail over to in-sync replicas in other processes.
 ///
 /// ```no_run
 /// use ferrolog::cluster::{Node, NodeConfig};
@@ -321,13 +328,20 @@ impl Node {
             .local_addr()
             .ok_or_else(|| Error::config("listeners", "the transport does not listen"))?;
         let shared: Arc<dyn Transport> = Arc::new(transport.clone());
-        let controller_id = CONTROLLER_ID + config.controller_quorum_voters[0].0;
+        let voter_ids: Vec<NodeId> = config
+            .controller_quorum_voters
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        let voter_peers: Vec<NodeId> = voter_ids.iter().map(|v| CONTROLLER_ID + v).collect();
+        let controller_id = CONTROLLER_ID + config.node_id;
         let session = config.broker.broker_session_timeout_ms as Millis;
         let controller = if config.has(ProcessRole::Controller) {
-            let core = ControllerCore::load(
+            let core = ControllerCore::quorum(
                 controller_id,
+                config.node_id,
+                &voter_ids,
                 &*storage,
-                Vec::new(),
                 clock.now_ms(),
                 session,
                 (session / 10).clamp(1, 100),
@@ -361,7 +375,7 @@ impl Node {
                     rack: config.broker_rack.clone(),
                     endpoint: Some(endpoint),
                 },
-                controller_id,
+                voter_peers,
             );
             Some(NodeRuntime::start(
                 config.node_id,
@@ -400,7 +414,12 @@ impl Node {
         if self.broker.is_some() {
             nodes.push(self.config.node_id);
         }
-        nodes.push(CONTROLLER_ID + self.config.controller_quorum_voters[0].0);
+        nodes.extend(
+            self.config
+                .controller_quorum_voters
+                .iter()
+                .map(|(v, _)| CONTROLLER_ID + v),
+        );
         Bootstrap::new(Arc::new(self.transport.clone()), nodes)
     }
 

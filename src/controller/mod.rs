@@ -27,6 +27,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 mod node;
+#[cfg(feature = "node")]
+mod quorum;
 mod store;
 
 pub use crate::protocol::CONTROLLER_ID;
@@ -45,6 +47,9 @@ use crate::topic::{
 
 /// The internal topic holding the metadata log.
 pub(crate) const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// One tick of the controller quorum's Raft.
+pub(crate) const RAFT_TICK_MS: Millis = 100;
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS_PER_TOPIC: u32 = 100_000;
@@ -129,6 +134,19 @@ impl Controller {
         session_timeout_ms: Millis,
     ) -> Result<Self> {
         let store = LogMetadataStore::open(storage, id)?;
+        Self::from_store(Box::new(store), id, brokers, now, session_timeout_ms)
+    }
+
+    /// A controller over `store` (its committed records replayed), with
+    /// id `id`; see [`load`](Self::load). Takes a new controller epoch, by
+    /// appending to the store.
+    pub(crate) fn from_store(
+        store: Box<dyn MetadataStore>,
+        id: NodeId,
+        brokers: Vec<BrokerInfo>,
+        now: Millis,
+        session_timeout_ms: Millis,
+    ) -> Result<Self> {
         let mut metadata = ClusterMetadata {
             version: 1,
             controller: Some(id),
@@ -161,7 +179,7 @@ impl Controller {
         let epoch = metadata.controller_epoch + 1;
         metadata.brokers = registered.clone();
         let mut controller = Self {
-            store: Box::new(store),
+            store,
             metadata: Arc::new(metadata),
             last_heartbeat: registered.iter().map(|b| (b.id, now)).collect(),
             registered,
@@ -531,6 +549,22 @@ impl Controller {
     /// Flushes and closes the metadata log.
     pub(crate) fn close(self) -> Result<()> {
         self.store.close()
+    }
+
+    /// Gives the metadata log back (the controller's own state, including
+    /// records not committed yet, is dropped).
+    pub(crate) fn into_store(self) -> Box<dyn MetadataStore> {
+        self.store
+    }
+
+    /// The metadata log.
+    pub(crate) fn store(&self) -> &dyn MetadataStore {
+        &*self.store
+    }
+
+    /// The metadata log, to step its quorum.
+    pub(crate) fn store_mut(&mut self) -> &mut dyn MetadataStore {
+        &mut *self.store
     }
 
     /// Adds a broker to the cluster (recorded, so it stays a member across

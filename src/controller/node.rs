@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::Controller;
+use super::store::MetadataStore;
 use crate::error::{Error, Result};
 use crate::protocol::{
     BrokerHeartbeatRequest, BrokerInfo, ClusterMetadata, Envelope, Message, MetadataRequest,
@@ -39,11 +40,31 @@ struct Publish {
     failed: Vec<(TopicPartition, Error)>,
 }
 
+/// A metadata change made by the active controller, waiting for its
+/// records to commit before it is published and its request answered.
+#[derive(Debug)]
+struct Deferred {
+    /// The store's end offset after the change's records.
+    end: u64,
+    metadata: Arc<ClusterMetadata>,
+    answer: Option<(ReplyTo, Result<Response>)>,
+    also_to: Option<NodeId>,
+}
+
 /// The controller node; see the [module docs](self).
 pub(crate) struct ControllerCore {
     id: NodeId,
-    /// `None` once shut down or crashed.
+    /// The active controller; `None` while this node is a standby of the
+    /// quorum, and once shut down or crashed.
     controller: Option<Controller>,
+    /// A quorum voter's metadata log while it is not the active
+    /// controller's.
+    standby: Option<Box<dyn MetadataStore>>,
+    /// When the quorum ticks next (`None`: no quorum).
+    next_quorum_tick: Option<Millis>,
+    /// Changes waiting for their records to commit, oldest first.
+    deferred: VecDeque<Deferred>,
+    session_timeout_ms: Millis,
     tick_ms: Millis,
     next_tick: Millis,
     /// How long a publish waits for a broker's answer.
@@ -61,9 +82,15 @@ pub(crate) struct ControllerCore {
 
 impl std::fmt::Debug for ControllerCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let term = match (&self.controller, &self.standby) {
+            (Some(c), _) => Some(c.store().term()),
+            (None, Some(s)) => Some(s.term()),
+            (None, None) => None,
+        };
         f.debug_struct("ControllerCore")
             .field("id", &self.id)
             .field("running", &self.controller.is_some())
+            .field("quorum_term", &term)
             .finish_non_exhaustive()
     }
 }
@@ -82,10 +109,62 @@ impl ControllerCore {
         tick_ms: Millis,
     ) -> Result<Self> {
         let controller = Controller::load(storage, id, brokers, now, session_timeout_ms)?;
-        let tick_ms = tick_ms.max(1);
-        Ok(Self {
+        Ok(Self::new(
             id,
-            controller: Some(controller),
+            Some(controller),
+            None,
+            now,
+            session_timeout_ms,
+            tick_ms,
+        ))
+    }
+
+    /// A voter of a controller quorum (Raft over the wire): controller
+    /// `id` (`CONTROLLER_ID + voter`) with its metadata log in `storage`,
+    /// among the quorum `voters`. It starts as a standby; when the quorum
+    /// elects it and everything before its term is committed, it replays
+    /// the committed metadata and becomes the active controller (every
+    /// registered broker then gets a session to heartbeat in), and stops
+    /// being it when the quorum elects another.
+    #[cfg(feature = "node")]
+    pub(crate) fn quorum(
+        id: NodeId,
+        voter: NodeId,
+        voters: &[NodeId],
+        storage: &dyn Storage,
+        now: Millis,
+        session_timeout_ms: Millis,
+        tick_ms: Millis,
+    ) -> Result<Self> {
+        let store = super::quorum::RaftMetadataStore::open(storage, id, voter, voters, 0)?;
+        let mut core = Self::new(
+            id,
+            None,
+            Some(Box::new(store)),
+            now,
+            session_timeout_ms,
+            tick_ms,
+        );
+        core.next_quorum_tick = Some(now + super::RAFT_TICK_MS);
+        Ok(core)
+    }
+
+    fn new(
+        id: NodeId,
+        controller: Option<Controller>,
+        standby: Option<Box<dyn MetadataStore>>,
+        now: Millis,
+        session_timeout_ms: Millis,
+        tick_ms: Millis,
+    ) -> Self {
+        let tick_ms = tick_ms.max(1);
+        Self {
+            id,
+            controller,
+            standby,
+            next_quorum_tick: None,
+            deferred: VecDeque::new(),
+            session_timeout_ms,
             tick_ms,
             next_tick: now + tick_ms,
             publish_timeout_ms: session_timeout_ms,
@@ -95,7 +174,118 @@ impl ControllerCore {
             published: None,
             next_correlation_id: 0,
             outbox: VecDeque::new(),
-        })
+        }
+    }
+
+    /// The metadata log, active or standby.
+    fn store_mut(&mut self) -> Option<&mut dyn MetadataStore> {
+        match (&mut self.controller, &mut self.standby) {
+            (Some(c), _) => Some(c.store_mut()),
+            (None, Some(s)) => Some(&mut **s),
+            (None, None) => None,
+        }
+    }
+
+    /// After every input: leadership changes, committed changes published,
+    /// quorum messages sent.
+    fn settle(&mut self, now: Millis) {
+        // A standby whose store became active takes over.
+        if self.controller.is_none()
+            && self.standby.as_ref().is_some_and(|s| s.is_active())
+            && let Some(store) = self.standby.take()
+        {
+            match Controller::from_store(store, self.id, Vec::new(), now, self.session_timeout_ms) {
+                Ok(controller) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::info!(
+                        controller = self.id,
+                        term = controller.store().term(),
+                        "became the active controller"
+                    );
+                    self.controller = Some(controller);
+                    self.change_made(now, None, None);
+                }
+                Err(_e) => {
+                    // The store went with the failed load: this node stops
+                    // taking part, as a controller whose log fails does.
+                    #[cfg(feature = "tracing")]
+                    tracing::error!(controller = self.id, error = %_e,
+                        "could not take over as the active controller");
+                }
+            }
+        }
+        // An active controller whose quorum moved on steps down: what it
+        // had not committed is dropped, and what waited for it fails.
+        if self.next_quorum_tick.is_some()
+            && self
+                .controller
+                .as_ref()
+                .is_some_and(|c| !c.store().is_active())
+            && let Some(controller) = self.controller.take()
+        {
+            #[cfg(feature = "tracing")]
+            tracing::info!(controller = self.id, "no longer the active controller");
+            self.standby = Some(controller.into_store());
+            self.publishes.clear();
+            self.pushes.clear();
+            let not_controller = Err(Error::NotController { broker: self.id });
+            for deferred in std::mem::take(&mut self.deferred) {
+                if let Some((reply, _)) = deferred.answer {
+                    self.answer(Some((reply, not_controller.clone())));
+                }
+            }
+        }
+        // Changes whose records committed are published, in order.
+        let committed = self
+            .controller
+            .as_ref()
+            .map_or(0, |c| c.store().committed_offset());
+        while self.deferred.front().is_some_and(|d| d.end <= committed) {
+            if let Some(d) = self.deferred.pop_front() {
+                self.publish(now, d.metadata, d.answer, d.also_to);
+            }
+        }
+        // Quorum messages go out.
+        let mut messages = Vec::new();
+        if let Some(store) = self.store_mut() {
+            while let Some(message) = store.poll_message() {
+                messages.push(message);
+            }
+        }
+        for (voter, payload) in messages {
+            self.outbox.push_back(Envelope::request(
+                Peer::Broker(self.id),
+                Peer::Broker(crate::protocol::CONTROLLER_ID.saturating_add(voter)),
+                0,
+                Request::Raft(payload),
+            ));
+        }
+    }
+
+    /// The metadata changed: publish it once its records are committed
+    /// (at once with a local store), then answer.
+    fn change_made(
+        &mut self,
+        now: Millis,
+        answer: Option<(ReplyTo, Result<Response>)>,
+        also_to: Option<NodeId>,
+    ) {
+        let Some(controller) = self.controller.as_ref() else {
+            return self.answer(answer);
+        };
+        let metadata = controller.metadata();
+        let store = controller.store();
+        let end = store.end_offset();
+        if store.committed_offset() >= end && self.deferred.is_empty() {
+            self.publish(now, metadata, answer, also_to);
+        } else {
+            self.deferred.push_back(Deferred {
+                end,
+                metadata,
+                answer,
+                also_to,
+            });
+        }
     }
 
     /// The current metadata (`None` once stopped).
@@ -120,6 +310,14 @@ impl ControllerCore {
     pub(crate) fn handle_message(&mut self, now: Millis, envelope: Envelope) {
         let reply = envelope.reply_to();
         match envelope.message {
+            Message::Request(Request::Raft(payload)) => {
+                if let Some(store) = self.store_mut()
+                    && let Err(_e) = store.step(&payload, now)
+                {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(controller = self.id, error = %_e, "refused a quorum message");
+                }
+            }
             Message::Request(request) => self.handle_request(now, reply, request),
             Message::Response(response) => {
                 let id = reply.correlation_id;
@@ -133,16 +331,30 @@ impl ControllerCore {
                 }
             }
         }
+        self.settle(now);
     }
 
     /// Fences brokers whose session expired and publishes the result;
     /// answers publishes whose brokers did not answer in time.
     pub(crate) fn handle_timeout(&mut self, now: Millis) {
+        if let Some(at) = self.next_quorum_tick
+            && now >= at
+        {
+            self.next_quorum_tick = Some(now + super::RAFT_TICK_MS);
+            if let Some(store) = self.store_mut() {
+                let _ = store.tick(now);
+            }
+            self.settle(now);
+        }
         if now >= self.next_tick {
             self.next_tick = now + self.tick_ms;
-            let ticked = self.controller.as_mut().map(|c| c.tick(now));
+            let ticked = self
+                .controller
+                .as_mut()
+                .filter(|c| c.store().is_active())
+                .map(|c| c.tick(now));
             if let Some(Ok(true)) = ticked {
-                self.publish(now, None, None);
+                self.change_made(now, None, None);
             }
         }
         let overdue: Vec<u64> = self
@@ -157,13 +369,19 @@ impl ControllerCore {
                 self.publish_ended(id, publish);
             }
         }
+        self.settle(now);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub(crate) fn poll_timeout(&self) -> Option<Millis> {
-        self.controller.as_ref()?;
+        if self.controller.is_none() {
+            return self.next_quorum_tick.filter(|_| self.standby.is_some());
+        }
         let publishes = self.publishes.values().map(|p| p.deadline);
-        publishes.chain([self.next_tick]).min()
+        publishes
+            .chain([self.next_tick])
+            .chain(self.next_quorum_tick)
+            .min()
     }
 
     /// The next envelope to send.
@@ -173,12 +391,16 @@ impl ControllerCore {
 
     /// Stops and closes the metadata log. Calling it again does nothing.
     pub(crate) fn shutdown(&mut self) -> Result<()> {
-        self.controller.take().map_or(Ok(()), Controller::close)
+        let standby = self.standby.take().map_or(Ok(()), |s| s.close());
+        let active = self.controller.take().map_or(Ok(()), Controller::close);
+        active.and(standby)
     }
 
     /// Stops at once; the metadata log is dropped, not closed.
     pub(crate) fn crash(&mut self) {
         self.controller = None;
+        self.standby = None;
+        self.deferred.clear();
         self.publishes.clear();
         self.pushes.clear();
         self.outbox.clear();
@@ -189,6 +411,10 @@ impl ControllerCore {
             let stopped = Err(Error::NotController { broker: self.id });
             return self.answer(Some((reply, stopped)));
         };
+        if !controller.store().is_active() {
+            let standby = Err(Error::NotController { broker: self.id });
+            return self.answer(Some((reply, standby)));
+        }
         let before = controller.metadata();
         let mut push_to = None;
         let mut also_to = None;
@@ -261,7 +487,7 @@ impl ControllerCore {
         let after = controller.metadata();
         let answer = Some((reply, response));
         if (after.controller_epoch, after.version) != (before.controller_epoch, before.version) {
-            self.publish(now, answer, also_to);
+            self.change_made(now, answer, also_to);
         } else {
             if let Some(broker) = push_to {
                 self.push(&after, broker);
@@ -276,12 +502,10 @@ impl ControllerCore {
     fn publish(
         &mut self,
         now: Millis,
+        after: Arc<ClusterMetadata>,
         answer: Option<(ReplyTo, Result<Response>)>,
         also_to: Option<NodeId>,
     ) {
-        let Some(after) = self.metadata() else {
-            return self.answer(answer);
-        };
         let id = self.next_publish;
         self.next_publish += 1;
         let mut waiting = BTreeSet::new();

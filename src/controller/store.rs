@@ -18,16 +18,58 @@ use crate::topic::TopicPartition;
 use super::METADATA_TOPIC;
 
 /// An ordered, durable log of metadata records.
+///
+/// A local store commits what it appends at once. A replicated one (the
+/// Raft quorum) takes appends only while it is the active controller's,
+/// and commits them later, once a majority has them: records between
+/// [`committed_offset`](Self::committed_offset) and
+/// [`end_offset`](Self::end_offset) are the active controller's own, not
+/// yet safe to act on.
 pub(crate) trait MetadataStore: Send + std::fmt::Debug {
-    /// Appends `records` in order, durably, before returning; the offset of
-    /// the first.
+    /// Appends `records` in order; the offset of the first. A local store
+    /// has them durably before returning.
     fn append(&mut self, records: &[Vec<u8>], now: Millis) -> Result<u64>;
 
-    /// Every record from the start, in order, with its offset.
+    /// Every committed record from the start, in order, with its offset.
     fn replay(&self) -> Result<Vec<(u64, Bytes)>>;
 
     /// Closes the store cleanly.
     fn close(self: Box<Self>) -> Result<()>;
+
+    /// The offset after the last committed record.
+    fn committed_offset(&self) -> u64;
+
+    /// The offset after the last record appended.
+    fn end_offset(&self) -> u64;
+
+    /// Whether this store's controller may append now (it is the quorum's
+    /// leader and everything before its leadership is committed). A local
+    /// store always may.
+    fn is_active(&self) -> bool {
+        true
+    }
+
+    /// The quorum's term this store knows (0 for a local store).
+    fn term(&self) -> u64 {
+        0
+    }
+
+    /// One quorum tick (a local store has none).
+    fn tick(&mut self, _now: Millis) -> Result<()> {
+        Ok(())
+    }
+
+    /// A message from another voter.
+    fn step(&mut self, _payload: &[u8], _now: Millis) -> Result<()> {
+        Err(Error::InvalidRequest {
+            reason: "this controller is not part of a quorum".into(),
+        })
+    }
+
+    /// The next message to another voter: (voter, payload).
+    fn poll_message(&mut self) -> Option<(NodeId, Bytes)> {
+        None
+    }
 }
 
 /// The metadata log as the partition `__cluster_metadata-0` of the
@@ -93,5 +135,13 @@ impl MetadataStore for LogMetadataStore {
 
     fn close(self: Box<Self>) -> Result<()> {
         self.log.close()
+    }
+
+    fn committed_offset(&self) -> u64 {
+        self.log.log_end_offset()
+    }
+
+    fn end_offset(&self) -> u64 {
+        self.log.log_end_offset()
     }
 }

@@ -299,6 +299,20 @@ impl Wire for String {
     }
 }
 
+/// Opaque bytes: a length, then the bytes (decoded as a slice of the
+/// frame, no copy).
+impl Wire for Bytes {
+    const MIN_SIZE: usize = 4;
+    fn put(&self, out: &mut BytesMut) {
+        (self.len() as u32).put(out);
+        out.put_slice(self);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self> {
+        let len = r.count(1)?;
+        r.bytes(len)
+    }
+}
+
 fn put_str(s: &str, out: &mut BytesMut) {
     (s.len() as u32).put(out);
     out.put_slice(s.as_bytes());
@@ -896,6 +910,7 @@ impl Wire for Request {
             Request::DeleteRecords(r) => r.put(out),
             Request::OffsetForLeaderEpoch(r) => r.put(out),
             Request::OffsetDelete(r) => r.put(out),
+            Request::Raft(payload) => payload.put(out),
             Request::GroupHeartbeat(r) => r.put(out),
             Request::OffsetCommit(r) => r.put(out),
             Request::OffsetFetch(r) => r.put(out),
@@ -928,6 +943,7 @@ impl Wire for Request {
             api::DELETE_RECORDS => Request::DeleteRecords(Wire::get(r)?),
             api::OFFSET_FOR_LEADER_EPOCH => Request::OffsetForLeaderEpoch(Wire::get(r)?),
             api::OFFSET_DELETE => Request::OffsetDelete(Wire::get(r)?),
+            api::RAFT => Request::Raft(Wire::get(r)?),
             other => return Err(invalid(format!("unknown request API key {other}"))),
         })
     }
@@ -1018,6 +1034,8 @@ pub(crate) mod api {
     pub(crate) const BROKER_HEARTBEAT: i16 = 63;
     pub(crate) const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
     pub(crate) const CONSUMER_GROUP_DESCRIBE: i16 = 69;
+    /// Not Kafka's: the controller quorum's Raft messages.
+    pub(crate) const RAFT: i16 = 1000;
 }
 
 // ----- errors ----------------------------------------------------------------
@@ -1049,6 +1067,7 @@ pub(crate) const KNOWN_NAMES: &[&str] = &[
     "DeleteRecords",
     "OffsetForLeaderEpoch",
     "OffsetDelete",
+    "Raft",
     // operations that time out
     "replication of an acks=all produce",
     "replication of a group record",

@@ -30,6 +30,8 @@ pub use group::{
     OffsetDeleteRequest, OffsetFetchRequest, STATIC_LEAVE_EPOCH, Subscription,
 };
 
+use bytes::Bytes;
+
 use crate::error::{Error, Result};
 use crate::record::{RecordBatch, Records};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
@@ -119,6 +121,10 @@ pub enum Request {
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
     /// Delete a group's offsets, or the group (the coordinator).
     OffsetDelete(OffsetDeleteRequest),
+    /// A message of the controller quorum's Raft protocol, from one voter
+    /// to another (its payload is the quorum's own encoding). Never
+    /// answered: Raft's replies are messages of their own.
+    Raft(Bytes),
 }
 
 impl Request {
@@ -149,12 +155,14 @@ impl Request {
             Request::DeleteRecords(_) => api::DELETE_RECORDS,
             Request::OffsetForLeaderEpoch(_) => api::OFFSET_FOR_LEADER_EPOCH,
             Request::OffsetDelete(_) => api::OFFSET_DELETE,
+            Request::Raft(_) => api::RAFT,
         }
     }
 
     /// Whether the receiver answers it (all requests but acks=0 produces).
     pub fn expects_answer(&self) -> bool {
         !matches!(self, Request::Produce(p) if p.acks == Acks::None)
+            && !matches!(self, Request::Raft(_))
     }
 
     /// The API's name, as Kafka spells it (`"Produce"`, `"Fetch"`, …).
@@ -182,6 +190,7 @@ impl Request {
             Request::DeleteRecords(_) => "DeleteRecords",
             Request::OffsetForLeaderEpoch(_) => "OffsetForLeaderEpoch",
             Request::OffsetDelete(_) => "OffsetDelete",
+            Request::Raft(_) => "Raft",
         }
     }
 }
