@@ -274,6 +274,7 @@ fn an_undeliverable_send_fails_with_delivery_timeout_and_never_hangs() {
         .request_timeout_ms(150u64)
         .delivery_timeout_ms(600u64)
         .retry_backoff_ms(20u64)
+        .enable_idempotence(false)
         .build()
         .unwrap();
     let producer: Producer<String, String> = Producer::new(&cluster, config).unwrap();
@@ -301,7 +302,7 @@ fn an_undeliverable_send_fails_with_delivery_timeout_and_never_hangs() {
         "{elapsed:?}"
     );
     // The unanswered request might still land: sending it again could write
-    // the record twice, so the producer waited instead.
+    // the record twice, so the producer (not idempotent) waited instead.
     assert_eq!(transport.produce_requests.load(Ordering::SeqCst), 1);
 }
 
@@ -1159,6 +1160,7 @@ fn a_slow_answer_is_waited_for_not_sent_twice() {
         .linger_ms(0u64)
         .request_timeout_ms(100u64)
         .delivery_timeout_ms(10_000u64)
+        .enable_idempotence(false)
         .build()
         .unwrap();
     let producer: Producer<String, String> = Producer::new(&cluster, config).unwrap();

@@ -13,6 +13,8 @@
 //!                  [--max-messages N] [--timeout-ms MS]
 //! ferrolog groups --bootstrap-server H:P --describe --group G | --list
 //! ferrolog dump-log <segment.log>
+//! ferrolog perf-produce --bootstrap-server H:P --topic T --num-records N --record-size B
+//!                       [--acks all|1|0] [--linger-ms MS] [--batch-size B]
 //! ```
 
 use std::collections::BTreeMap;
@@ -34,7 +36,8 @@ const USAGE: &str = "usage:
   ferrolog produce --bootstrap-server H:P --topic T [--acks all|1|0] [--enable-idempotence true|false] [--linger-ms MS] [--request-timeout-ms MS] [--key-separator S] [--report]   (lines from stdin)
   ferrolog consume --bootstrap-server H:P --topic T [--group G] [--from-beginning] [--max-messages N] [--timeout-ms MS]
   ferrolog groups --bootstrap-server H:P (--describe --group G | --list)
-  ferrolog dump-log <segment.log>";
+  ferrolog dump-log <segment.log>
+  ferrolog perf-produce --bootstrap-server H:P --topic T --num-records N --record-size B [--acks all|1|0] [--linger-ms MS] [--batch-size B]";
 
 /// A command line's options: `--name value` pairs, flags, and the rest.
 struct Args {
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         "consume" => consume(&args),
         "groups" => groups(&args),
         "dump-log" => dump_log(&args),
+        "perf-produce" => perf_produce(&args),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -240,12 +244,7 @@ fn topics(args: &Args) -> Result<(), String> {
 
 fn produce(args: &Args) -> Result<(), String> {
     let topic = args.required("--topic")?.to_string();
-    let acks = match args.value("--acks").unwrap_or("all") {
-        "all" | "-1" => Acks::All,
-        "1" => Acks::Leader,
-        "0" => Acks::None,
-        other => return Err(format!("--acks {other:?} is not all, 1 or 0")),
-    };
+    let acks = acks(args)?;
     let idempotent = match args.value("--enable-idempotence").unwrap_or("true") {
         "true" => true,
         "false" => false,
@@ -300,6 +299,86 @@ fn produce(args: &Args) -> Result<(), String> {
     if failed > 0 {
         return Err(format!("{failed} of {count} records failed"));
     }
+    Ok(())
+}
+
+fn acks(args: &Args) -> Result<Acks, String> {
+    match args.value("--acks").unwrap_or("all") {
+        "all" | "-1" => Ok(Acks::All),
+        "1" => Ok(Acks::Leader),
+        "0" => Ok(Acks::None),
+        other => Err(format!("--acks {other:?} is not all, 1 or 0")),
+    }
+}
+
+/// Sends `--num-records` records of `--record-size` bytes as fast as the
+/// producer takes them (as `kafka-producer-perf-test --throughput -1`),
+/// then prints one line: records/s, MB/s and the send-to-acknowledgement
+/// latency percentiles.
+fn perf_produce(args: &Args) -> Result<(), String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+    // One name for every record (no allocation per record).
+    let topic: &'static str = Box::leak(args.required("--topic")?.to_string().into_boxed_str());
+    let records: usize = args.number("--num-records", 0)?;
+    let size: usize = args.number("--record-size", 100)?;
+    if records == 0 {
+        return Err("--num-records must be positive".into());
+    }
+    let mut config = ProducerConfig::builder()
+        .acks(acks(args)?)
+        .build()
+        .map_err(err)?;
+    config.linger_ms = args.number("--linger-ms", config.linger_ms)?;
+    config.batch_size = args.number("--batch-size", config.batch_size)?;
+    config.validate().map_err(err)?;
+    let producer = Producer::<Bytes, Bytes>::new(args.bootstrap()?, config).map_err(err)?;
+    let value = Bytes::from(vec![b'x'; size]);
+    // Microseconds from send to acknowledgement, per record, and failures.
+    struct Outcomes {
+        latencies: Vec<AtomicU32>,
+        failed: AtomicUsize,
+    }
+    let outcomes = Arc::new(Outcomes {
+        latencies: (0..records).map(|_| AtomicU32::new(0)).collect(),
+        failed: AtomicUsize::new(0),
+    });
+    let start = Instant::now();
+    for i in 0..records {
+        let sent = Instant::now();
+        let outcomes = outcomes.clone();
+        // The callback reports the outcome; the future is not needed.
+        drop(
+            producer
+                .send_with_callback(ProducerRecord::new(topic, value.clone()), move |o| {
+                    let micros = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                    outcomes.latencies[i].store(micros.max(1), Ordering::Relaxed);
+                    if o.is_err() {
+                        outcomes.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .map_err(err)?,
+        );
+    }
+    producer.flush();
+    let secs = start.elapsed().as_secs_f64();
+    let mut sorted: Vec<u32> = outcomes
+        .latencies
+        .iter()
+        .map(|l| l.load(Ordering::Relaxed))
+        .collect();
+    sorted.sort_unstable();
+    let at = |q: f64| f64::from(sorted[((sorted.len() - 1) as f64 * q) as usize]) / 1000.0;
+    println!(
+        "records={records} record_bytes={size} secs={secs:.3} records_per_s={:.0} mb_per_s={:.1} \
+         p50_ms={:.2} p99_ms={:.2} max_ms={:.2} failed={}",
+        records as f64 / secs,
+        (records * size) as f64 / secs / 1e6,
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        outcomes.failed.load(Ordering::Relaxed)
+    );
     Ok(())
 }
 

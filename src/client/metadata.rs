@@ -218,6 +218,17 @@ impl MetadataCache {
         true
     }
 
+    /// Node `node` did not answer: the next refresh asks another node
+    /// first (when there is another).
+    pub(crate) fn avoid(&mut self, node: NodeId) {
+        let candidates = self.candidates();
+        if candidates.len() > 1
+            && candidates.get(self.next_candidate % candidates.len()) == Some(&node)
+        {
+            self.next_candidate = self.next_candidate.wrapping_add(1);
+        }
+    }
+
     /// A refresh failed: the next one asks another node.
     fn failed(&mut self, e: Error) {
         self.next_candidate = self.next_candidate.wrapping_add(1);

@@ -26,7 +26,8 @@
 //! - **Failure.** A request that cannot go out (no address, the node is in
 //!   its reconnect backoff, the connection closed before the answer) is
 //!   answered at once with [`Error::Network`]; one unanswered after
-//!   `request_timeout_ms` with [`Error::RequestTimedOut`]; one that finds
+//!   `request_timeout_ms` with [`Error::RequestTimedOut`], and its
+//!   connection is closed (a peer cut off never resets it); one that finds
 //!   the connection's send queue at `send_buffer_max_bytes` with
 //!   [`Error::SendBufferFull`]. Reconnects back off exponentially, from
 //!   `reconnect_backoff_ms` to `reconnect_backoff_max_ms`, with a ±20 %
@@ -235,7 +236,8 @@ pub struct ClosedConnection {
 /// connection its requests came on. A request that cannot go out is
 /// answered at once with [`Error::Network`] (no address, the node in its
 /// reconnect backoff, the connection closed before the answer), one
-/// unanswered after `request_timeout_ms` with [`Error::RequestTimedOut`],
+/// unanswered after `request_timeout_ms` with [`Error::RequestTimedOut`]
+/// (and its connection closes, as a peer cut off never resets it),
 /// one that finds its connection's queue at `send_buffer_max_bytes` with
 /// [`Error::SendBufferFull`]. Reconnects back off exponentially with a
 /// seeded ±20 % jitter. One thread per transport polls every socket.
@@ -646,9 +648,15 @@ impl Inner {
                 },
             );
         }
+        // The poller looks at every dirty connection before it sleeps:
+        // only the first frame of a quiet spell needs to wake it, and the
+        // poller's own thread (delivering to a core) never does.
+        let first = state.dirty.is_empty();
         state.dirty.insert(token);
         drop(state);
-        let _ = self.waker.wake();
+        if first && POLLER.with(|p| !p.get()) {
+            let _ = self.waker.wake();
+        }
     }
 
     fn note_closed(&self, closed: ClosedConnection) {
@@ -723,6 +731,15 @@ struct Stream {
     dialed: Option<NodeId>,
     read: BytesMut,
     write: VecDeque<Bytes>,
+    /// The socket may have bytes to read: set by a readable event, cleared
+    /// when a read finds none (edge-triggered polling reads until then;
+    /// a connection touched only to write skips the read).
+    readable: bool,
+}
+
+thread_local! {
+    /// Whether this thread is a transport's poller.
+    static POLLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// What made the poller close a connection.
@@ -730,9 +747,14 @@ type Closing = String;
 
 impl Poller {
     fn run(mut self) {
+        POLLER.with(|p| p.set(true));
         let mut events = Events::with_capacity(256);
         while !self.inner.stop.load(Ordering::Acquire) {
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK))
+            // Frames queued while the last round delivered are sent before
+            // sleeping.
+            let busy = !self.inner.state.lock().dirty.is_empty();
+            let wait = if busy { Duration::ZERO } else { TICK };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 self.inner.note_closed(ClosedConnection {
@@ -748,6 +770,11 @@ impl Poller {
                     WAKER => {}
                     LISTENER => self.accept(&mut touched),
                     token => {
+                        if (event.is_readable() || event.is_read_closed() || event.is_error())
+                            && let Some(stream) = self.streams.get_mut(&token)
+                        {
+                            stream.readable = true;
+                        }
                         touched.insert(token);
                     }
                 }
@@ -861,6 +888,7 @@ impl Poller {
                 dialed,
                 read: BytesMut::new(),
                 write: VecDeque::from([handshake]),
+                readable: true,
             },
         );
         Ok(())
@@ -896,7 +924,11 @@ impl Poller {
                 conn.queued_bytes = conn.queued_bytes.saturating_sub(written);
             }
         }
-        let frames = read_in(stream, &self.inner.config)?;
+        let frames = if stream.readable {
+            read_in(stream, &self.inner.config)?
+        } else {
+            Vec::new()
+        };
         let mut first_handshake = false;
         let mut envelopes = Vec::with_capacity(frames.len());
         for frame in frames {
@@ -998,17 +1030,28 @@ impl Poller {
             );
         }
         let mut expired = Vec::new();
+        let mut dead = BTreeSet::new();
         {
             let mut state = self.inner.state.lock();
             state.in_flight.retain(|&key, request| {
                 let late = request.deadline <= now;
                 if late {
                     expired.push((key, request.node, request.api));
+                    dead.insert(request.token);
                 }
                 !late
             });
         }
         let timeout_ms = self.inner.config.request_timeout_ms;
+        // As Kafka's clients do: a connection that let a request time out
+        // is closed (a peer cut off by the network never resets it), and
+        // what else waited on it fails now rather than one by one.
+        for token in dead {
+            self.close(
+                token,
+                format!("a request went unanswered for request_timeout_ms ({timeout_ms} ms)"),
+            );
+        }
         for ((requester, correlation_id), node, operation) in expired {
             self.inner.deliver_local(Envelope {
                 from: Peer::Broker(node),
@@ -1220,6 +1263,7 @@ fn read_in(stream: &mut Stream, config: &TcpTransportConfig) -> Result<Vec<Bytes
                 stream.read.truncate(start);
                 match e.kind() {
                     io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected => {
+                        stream.readable = false;
                         return Ok(frames);
                     }
                     io::ErrorKind::Interrupted => {}

@@ -61,6 +61,8 @@ pub(crate) struct Completion {
 /// in the meantime are failed at once, but their partitions stay blocked
 /// until the answer comes.
 struct InFlight {
+    /// The leader asked.
+    node: NodeId,
     sent_ms: Millis,
     batches: Vec<ProducerBatch>,
     expired: Vec<(TopicPartition, u64)>,
@@ -292,18 +294,64 @@ impl ProducerCore {
             self.id_request = Some(self.send_request(controller, Request::InitProducerId));
             self.next_id_attempt = now + backoff;
         }
+        self.time_out_requests(now);
         self.expire_in_flight(now);
         self.drain(now);
+    }
+
+    /// An idempotent producer's Produce requests unanswered for
+    /// `request_timeout_ms` fail with [`Error::RequestTimedOut`]
+    /// (retriable: their batches go again, with the same sequence numbers,
+    /// after fresh metadata), as Kafka's producer gives up on a request — a
+    /// leader cut off by the network never answers. The broker drops a
+    /// batch it already has by its sequence, so a request that did land is
+    /// not written twice; an answer that comes later is ignored. A producer
+    /// without idempotence waits for the answer instead (or for the
+    /// transport to report the connection lost): sending again could
+    /// write the records twice.
+    fn time_out_requests(&mut self, now: Millis) {
+        if !self.config.idempotent() {
+            return;
+        }
+        let timeout = self.config.request_timeout_ms as Millis;
+        let late: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, r)| now.saturating_sub(r.sent_ms) >= timeout)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            if let Some(request) = self.in_flight.remove(&id) {
+                let node = request.node;
+                let timed_out = Err(Error::RequestTimedOut {
+                    operation: "Produce",
+                    timeout_ms: timeout as u64,
+                });
+                // The leader may be gone: ask where the partitions are now,
+                // someone else first.
+                self.settle(request, timed_out, now);
+                self.metadata.avoid(node);
+                self.metadata.want_refresh();
+                self.next_wake = Millis::MIN;
+            }
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has something to do.
     pub(crate) fn poll_timeout(&self) -> Option<Millis> {
         let delivery_timeout = self.config.delivery_timeout_ms as Millis;
+        let request_timeout = self.config.request_timeout_ms as Millis;
         let in_flight = self
             .in_flight
             .values()
             .flat_map(|r| &r.batches)
-            .map(|b| b.created_ms.saturating_add(delivery_timeout));
+            .map(|b| b.created_ms.saturating_add(delivery_timeout))
+            .chain(
+                self.in_flight
+                    .values()
+                    .filter(|_| self.config.idempotent())
+                    .map(|r| r.sent_ms.saturating_add(request_timeout)),
+            );
         let metadata = [
             self.metadata.due(
                 self.config.metadata_max_age_ms as Millis,
@@ -597,6 +645,7 @@ impl ProducerCore {
                 self.in_flight.insert(
                     id,
                     InFlight {
+                        node,
                         sent_ms: now,
                         batches,
                         expired: Vec::new(),
