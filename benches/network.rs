@@ -18,7 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use ferrolog::client::{Acks, Bootstrap, Producer, ProducerConfig, ProducerRecord};
 use ferrolog::{Admin, Cluster, NewTopic, TopicConfig};
-use support::{BIN, Nodes, Process, free_port, fully_replicated, wait_for_brokers, wait_until};
+use support::{BIN, Nodes, Process, create_replicated, free_port};
 
 const RECORDS: usize = 1_000_000;
 const RECORD_BYTES: usize = 100;
@@ -55,14 +55,7 @@ fn over_the_network() -> String {
     let running: Vec<Process> = (0..3).map(|id| nodes.start(id)).collect();
     let servers = nodes.servers();
     let admin = Admin::new(Bootstrap::servers(&servers).expect("bootstrap")).expect("admin");
-    wait_for_brokers(&admin, 3);
-    admin.create_topic(topic()).expect("topic");
-    wait_until(
-        &admin,
-        "network-bench",
-        "fully replicated",
-        fully_replicated,
-    );
+    create_replicated(&admin, "network-bench", PARTITIONS);
     let out = Command::new(BIN)
         .args([
             "perf-produce",

@@ -15,8 +15,8 @@ mod support;
 
 use std::process::Command;
 
+use ferrolog::Admin;
 use ferrolog::client::{AdminConfig, Bootstrap};
-use ferrolog::{Admin, NewTopic, TopicConfig};
 use support::*;
 
 /// Namespaces on a bridge; removed when dropped.
@@ -146,18 +146,7 @@ fn the_majority_serves_acks_all_through_a_partition_and_nothing_acknowledged_is_
         },
     )
     .unwrap();
-    wait_for_brokers(&admin, 3);
-    admin
-        .create_topic(
-            NewTopic::new("events", 6)
-                .replication_factor(3)
-                .config(TopicConfig {
-                    min_insync_replicas: 2,
-                    ..TopicConfig::default()
-                }),
-        )
-        .unwrap();
-    wait_until(&admin, "events", "fully replicated", fully_replicated);
+    create_replicated(&admin, "events", 6);
     let mut producer = ProducerProcess::start(&servers, "events");
     producer.write(0..500);
 

@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ferrolog::client::Bootstrap;
-use ferrolog::{Admin, NewTopic, TopicConfig, TopicMetadata};
+use ferrolog::{Admin, TopicMetadata};
 use support::*;
 
 fn leader_of(t: &TopicMetadata, not: &[u32]) -> u32 {
@@ -37,18 +37,7 @@ fn acknowledged_records_survive_kill_9_of_a_leader_and_the_controller_and_a_sigs
     let mut running: Vec<Option<Process>> = (0..3).map(|id| Some(nodes.start(id))).collect();
     let servers = nodes.servers();
     let admin = Admin::new(Bootstrap::servers(&servers).unwrap()).unwrap();
-    wait_for_brokers(&admin, 3);
-    admin
-        .create_topic(
-            NewTopic::new("events", 6)
-                .replication_factor(3)
-                .config(TopicConfig {
-                    min_insync_replicas: 2,
-                    ..TopicConfig::default()
-                }),
-        )
-        .unwrap();
-    let topic = wait_until(&admin, "events", "fully replicated", fully_replicated);
+    let topic = create_replicated(&admin, "events", 6);
 
     let mut producer = ProducerProcess::start(&servers, "events");
     producer.write(0..500);

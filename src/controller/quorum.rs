@@ -27,13 +27,12 @@ use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
 use serde::{Deserialize, Serialize};
 
-use super::store::MetadataStore;
+use super::store::{MetadataStore, open_log, read_all};
 use crate::error::{Error, Result};
 use crate::protocol::NodeId;
 use crate::record::RecordBatchBuilder;
-use crate::storage::{LogConfig, PartitionLog, Storage};
+use crate::storage::{PartitionLog, Storage};
 use crate::time::Millis;
-use crate::topic::TopicPartition;
 
 /// The partition holding a voter's Raft log.
 const RAFT_LOG_TOPIC: &str = "__cluster_metadata_raft";
@@ -231,41 +230,6 @@ impl std::fmt::Debug for RaftMetadataStore {
     }
 }
 
-fn open_log(storage: &dyn Storage, topic: &str, replica: NodeId) -> Result<Box<dyn PartitionLog>> {
-    let tp = TopicPartition::new(topic, 0)?;
-    let config = LogConfig {
-        retention_ms: None,
-        ..LogConfig::default()
-    };
-    let mut log = storage.open(&tp, replica, &config)?;
-    let end = log.log_end_offset();
-    log.set_high_watermark(end);
-    Ok(log)
-}
-
-/// Every record value of `log`, in offset order.
-fn values(log: &dyn PartitionLog) -> Result<Vec<Bytes>> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let before = offset;
-        for record in log.read(offset, 1 << 20)?.records() {
-            let record = record?;
-            if record.offset >= offset {
-                offset = record.offset + 1;
-                out.push(record.value.unwrap_or_default());
-            }
-        }
-        if offset == before {
-            return Err(Error::corrupt(format!(
-                "the Raft log ends at offset {offset} but holds records up to {}",
-                log.log_end_offset()
-            )));
-        }
-    }
-    Ok(out)
-}
-
 fn append_value(log: &mut dyn PartitionLog, value: &[u8], now: Millis) -> Result<()> {
     let mut batch = RecordBatchBuilder::with_capacity(value.len() + 64);
     batch.append(now, None, Some(value), &[]);
@@ -299,7 +263,7 @@ impl RaftMetadataStore {
             vec![],
         )));
         let mut entries = Vec::new();
-        for (i, value) in values(&*log)?.into_iter().enumerate() {
+        for (i, (_, value)) in read_all(&*log, "Raft")?.into_iter().enumerate() {
             let wire: WireEntry = postcard::from_bytes(&value)
                 .map_err(|e| Error::corrupt(format!("Raft log entry at offset {i}: {e}")))?;
             if wire.index != i as u64 + 1 {
@@ -311,7 +275,7 @@ impl RaftMetadataStore {
             entries.push(wire.into_entry()?);
         }
         let mut persisted_vote = (0, 0);
-        if let Some(last) = values(&*votes)?.last() {
+        if let Some((_, last)) = read_all(&*votes, "Raft vote")?.last() {
             let vote: Vote = postcard::from_bytes(last)
                 .map_err(|e| Error::corrupt(format!("Raft vote record: {e}")))?;
             persisted_vote = (vote.term, vote.vote);

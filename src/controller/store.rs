@@ -82,16 +82,53 @@ pub(crate) struct LogMetadataStore {
 impl LogMetadataStore {
     /// Opens (or creates) the metadata log of node `id` in `storage`.
     pub(crate) fn open(storage: &dyn Storage, id: NodeId) -> Result<Self> {
-        let tp = TopicPartition::new(METADATA_TOPIC, 0)?;
-        let config = LogConfig {
-            retention_ms: None,
-            ..LogConfig::default()
-        };
-        let mut log = storage.open(&tp, id, &config)?;
-        let end = log.log_end_offset();
-        log.set_high_watermark(end);
-        Ok(Self { log })
+        Ok(Self {
+            log: open_log(storage, METADATA_TOPIC, id)?,
+        })
     }
+}
+
+/// Opens (or creates) partition 0 of `topic` held by `replica` in
+/// `storage`, kept forever, with everything in it readable.
+pub(super) fn open_log(
+    storage: &dyn Storage,
+    topic: &str,
+    replica: NodeId,
+) -> Result<Box<dyn PartitionLog>> {
+    let tp = TopicPartition::new(topic, 0)?;
+    let config = LogConfig {
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let mut log = storage.open(&tp, replica, &config)?;
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    Ok(log)
+}
+
+/// Every record of `log` (the `what` log, for errors), in order, with its
+/// offset. A gap is refused: a metadata log that silently lost records
+/// would drop topics (brokers would then delete their logs as strays).
+pub(super) fn read_all(log: &dyn PartitionLog, what: &str) -> Result<Vec<(u64, Bytes)>> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let before = offset;
+        for record in log.read(offset, 1 << 20)?.records() {
+            let record = record?;
+            if record.offset >= offset {
+                offset = record.offset + 1;
+                out.push((record.offset, record.value.unwrap_or_default()));
+            }
+        }
+        if offset == before {
+            return Err(Error::corrupt(format!(
+                "the {what} log ends at offset {offset} but holds records up to {}",
+                log.log_end_offset()
+            )));
+        }
+    }
+    Ok(out)
 }
 
 impl MetadataStore for LogMetadataStore {
@@ -109,28 +146,7 @@ impl MetadataStore for LogMetadataStore {
     }
 
     fn replay(&self) -> Result<Vec<(u64, Bytes)>> {
-        let log = &self.log;
-        let mut out = Vec::new();
-        let mut offset = log.log_start_offset();
-        while offset < log.log_end_offset() {
-            let before = offset;
-            for record in log.read(offset, 1 << 20)?.records() {
-                let record = record?;
-                if record.offset >= offset {
-                    offset = record.offset + 1;
-                    out.push((record.offset, record.value.unwrap_or_default()));
-                }
-            }
-            if offset == before {
-                // A gap would silently drop topics; brokers would then
-                // delete their logs as strays. Refuse instead.
-                return Err(Error::corrupt(format!(
-                    "the metadata log ends at offset {offset} but holds records up to {}",
-                    log.log_end_offset()
-                )));
-            }
-        }
-        Ok(out)
+        read_all(&*self.log, "metadata")
     }
 
     fn close(self: Box<Self>) -> Result<()> {

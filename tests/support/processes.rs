@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use ferrolog::client::{AutoOffsetReset, Bootstrap, Consumer, ConsumerConfig};
-use ferrolog::{Admin, TopicMetadata, TopicPartition};
+use ferrolog::{Admin, NewTopic, TopicConfig, TopicMetadata, TopicPartition};
 
 pub const WAIT: Duration = Duration::from_secs(90);
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrolog");
@@ -269,6 +269,24 @@ pub fn fully_replicated(t: &TopicMetadata) -> bool {
     t.partitions
         .iter()
         .all(|p| p.leader.is_some() && p.isr.len() == 3)
+}
+
+/// Once three brokers are registered: creates `topic` with `partitions`,
+/// replication factor 3 and `min_insync_replicas` 2, and waits until every
+/// partition has its three replicas in sync.
+pub fn create_replicated(admin: &Admin, topic: &str, partitions: u32) -> TopicMetadata {
+    wait_for_brokers(admin, 3);
+    admin
+        .create_topic(
+            NewTopic::new(topic, partitions)
+                .replication_factor(3)
+                .config(TopicConfig {
+                    min_insync_replicas: 2,
+                    ..TopicConfig::default()
+                }),
+        )
+        .unwrap();
+    wait_until(admin, topic, "fully replicated", fully_replicated)
 }
 
 /// Waits until `n` brokers are registered and alive.
