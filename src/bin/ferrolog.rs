@@ -405,9 +405,11 @@ fn consume(args: &Args) -> Result<(), String> {
             .map_err(err)?
             .partitions
             .len() as u32;
-        consumer
-            .assign((0..partitions).map(|p| TopicPartition::new(topic.as_str(), p).unwrap()))
+        let assigned = (0..partitions)
+            .map(|p| TopicPartition::new(topic.as_str(), p))
+            .collect::<ferrolog::Result<Vec<_>>>()
             .map_err(err)?;
+        consumer.assign(assigned).map_err(err)?;
     }
     let deadline = Instant::now() + timeout;
     let mut seen = 0;
