@@ -8,7 +8,10 @@
 //! # the faults and workload of earlier runs:
 //! cargo run --release --example simulate -- --seeds 1000 --pauses 0 --clock-jumps 0 \
 //!     --controller-crashes 0 --membership-changes 0 --storage-faults 0 --commit-first-groups 0 \
-//!     --topics 1 --member-stalls 0 --graceful-stops 0 --leader-acks-producers 0
+//!     --topics 1 --member-stalls 0 --graceful-stops 0 --leader-acks-producers 0 \
+//!     --controller-quorum-per-million 0 --voter-cuts 0
+//! # every run's controller a Raft quorum of three voters:
+//! cargo run --release --example simulate -- --seeds 1000 --controller-quorum-per-million 1000000
 //! FERROLOG_SIM_SEED=13 cargo run --release --example simulate   # one seed, with its trace hash
 //! ```
 
@@ -37,6 +40,10 @@ fn main() {
             ("--member-stalls", Some(n)) => template.member_stalls = n != 0,
             ("--graceful-stops", Some(n)) => template.graceful_stops = n != 0,
             ("--leader-acks-producers", Some(n)) => template.leader_acks_producers = n as u32,
+            ("--voter-cuts", Some(n)) => template.voter_cuts = n != 0,
+            ("--controller-quorum-per-million", Some(n)) => {
+                template.controller_quorum_per_million = n as u32
+            }
             ("--plant", _) => {
                 template.planted = PlantedBug::ALL
                     .into_iter()
@@ -48,7 +55,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: simulate [--seeds N] [--from S] [--topics N] [--group-members N] [--pauses 0|1] [--clock-jumps 0|1]\n                 [--controller-crashes 0|1] [--membership-changes 0|1]\n                 [--storage-faults 0|1] [--commit-first-groups 0|1] [--member-stalls 0|1]\n                 [--graceful-stops 0|1] [--leader-acks-producers N] [--plant BUG]"
+                    "usage: simulate [--seeds N] [--from S] [--topics N] [--group-members N] [--pauses 0|1] [--clock-jumps 0|1]\n                 [--controller-crashes 0|1] [--membership-changes 0|1]\n                 [--storage-faults 0|1] [--commit-first-groups 0|1] [--member-stalls 0|1]\n                 [--graceful-stops 0|1] [--leader-acks-producers N]\n                 [--controller-quorum-per-million N] [--voter-cuts 0|1] [--plant BUG]"
                 );
                 std::process::exit(2);
             }

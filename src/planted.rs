@@ -35,18 +35,24 @@ pub enum PlantedBug {
     /// its own log has the record, before the ISR does: a failover can
     /// lose a commit the member was told had succeeded.
     CommitAnsweredBeforeReplicated,
+    /// The active controller of a quorum publishes a metadata change (and
+    /// answers what made it) once its own log has the records, before a
+    /// majority of voters does: a controller elected after it may never
+    /// have them, and undoes leaderships brokers acted on.
+    MetadataPublishedBeforeCommitted,
 }
 
 #[cfg(feature = "sim")]
 impl PlantedBug {
     /// Every bug, in order.
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::HighWatermarkFromLeaderAlone,
         PlantedBug::TruncateToHighWatermark,
         PlantedBug::StaleLeaderEpochAccepted,
         PlantedBug::DuplicateBatchAppended,
         PlantedBug::FencedCommitAccepted,
         PlantedBug::CommitAnsweredBeforeReplicated,
+        PlantedBug::MetadataPublishedBeforeCommitted,
     ];
 }
 

@@ -338,9 +338,7 @@ impl Node {
         let session = config.broker.broker_session_timeout_ms as Millis;
         let controller = if config.has(ProcessRole::Controller) {
             let core = ControllerCore::quorum(
-                controller_id,
-                config.node_id,
-                &voter_ids,
+                (config.node_id, &voter_ids, 0),
                 &*storage,
                 clock.now_ms(),
                 session,

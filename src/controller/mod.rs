@@ -27,7 +27,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 mod node;
-#[cfg(feature = "node")]
+#[cfg(feature = "quorum")]
 mod quorum;
 mod store;
 
@@ -568,13 +568,20 @@ impl Controller {
     }
 
     /// Adds a broker to the cluster (recorded, so it stays a member across
-    /// controller restarts); it counts as alive for one session.
-    pub(crate) fn register_broker(&mut self, info: BrokerInfo, now: Millis) -> Result<()> {
+    /// controller restarts); it counts as alive for one session. `itself`:
+    /// the broker asks for itself (at every start of its process).
+    pub(crate) fn register_broker(
+        &mut self,
+        info: BrokerInfo,
+        itself: bool,
+        now: Millis,
+    ) -> Result<()> {
         if let Some(known) = self.registered.iter().position(|b| b.id == info.id) {
-            // A broker process registers at every start: the same rack is
-            // the same broker coming back (perhaps at another address).
+            // A broker registers itself at every start: the same rack is
+            // the same broker coming back (perhaps at another address). An
+            // admin registering a known id again is refused.
             let known = &self.registered[known];
-            if known.rack != info.rack || info.endpoint.is_none() {
+            if known.rack != info.rack || !(itself || info.endpoint.is_some()) {
                 return Err(Error::InvalidRequest {
                     reason: format!("broker {} is already registered", info.id),
                 });

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::Controller;
 use super::store::MetadataStore;
 use crate::error::{Error, Result};
+use crate::planted::{PlantedBug, planted};
 use crate::protocol::{
     BrokerHeartbeatRequest, BrokerInfo, ClusterMetadata, Envelope, Message, MetadataRequest,
     MetadataResponse, NodeId, Peer, ReplyTo, Request, Response, TopicResults,
@@ -40,15 +41,21 @@ struct Publish {
     failed: Vec<(TopicPartition, Error)>,
 }
 
-/// A metadata change made by the active controller, waiting for its
-/// records to commit before it is published and its request answered.
+/// What the active controller said or changed while records of its were
+/// not committed yet: nothing leaves it before they are (a quorum may
+/// still drop them), so it waits for them to commit.
 #[derive(Debug)]
 struct Deferred {
-    /// The store's end offset after the change's records.
+    /// The store's end offset when the answer was made (after the
+    /// change's records, if it made one).
     end: u64,
     metadata: Arc<ClusterMetadata>,
     answer: Option<(ReplyTo, Result<Response>)>,
-    also_to: Option<NodeId>,
+    /// Publish `metadata` to every live broker and to this one, before
+    /// answering: the answer made a change.
+    publish: Option<Option<NodeId>>,
+    /// Push `metadata` to this broker alone (a heartbeat showed it behind).
+    push_to: Option<NodeId>,
 }
 
 /// The controller node; see the [module docs](self).
@@ -120,23 +127,23 @@ impl ControllerCore {
     }
 
     /// A voter of a controller quorum (Raft over the wire): controller
-    /// `id` (`CONTROLLER_ID + voter`) with its metadata log in `storage`,
-    /// among the quorum `voters`. It starts as a standby; when the quorum
+    /// `CONTROLLER_ID + voter` with its metadata log in `storage`, among
+    /// the quorum `voters`; `seed` turns which voter's election timeout is
+    /// shortest. It starts as a standby; when the quorum
     /// elects it and everything before its term is committed, it replays
     /// the committed metadata and becomes the active controller (every
     /// registered broker then gets a session to heartbeat in), and stops
     /// being it when the quorum elects another.
-    #[cfg(feature = "node")]
+    #[cfg(feature = "quorum")]
     pub(crate) fn quorum(
-        id: NodeId,
-        voter: NodeId,
-        voters: &[NodeId],
+        (voter, voters, seed): (NodeId, &[NodeId], u64),
         storage: &dyn Storage,
         now: Millis,
         session_timeout_ms: Millis,
         tick_ms: Millis,
     ) -> Result<Self> {
-        let store = super::quorum::RaftMetadataStore::open(storage, id, voter, voters, 0)?;
+        let id = crate::protocol::CONTROLLER_ID.saturating_add(voter);
+        let store = super::quorum::RaftMetadataStore::open(storage, id, voter, voters, seed)?;
         let mut core = Self::new(
             id,
             None,
@@ -172,7 +179,8 @@ impl ControllerCore {
             pushes: BTreeMap::new(),
             next_publish: 0,
             published: None,
-            next_correlation_id: 0,
+            // 0 is what quorum messages carry (they have no answer).
+            next_correlation_id: 1,
             outbox: VecDeque::new(),
         }
     }
@@ -242,7 +250,15 @@ impl ControllerCore {
             .map_or(0, |c| c.store().committed_offset());
         while self.deferred.front().is_some_and(|d| d.end <= committed) {
             if let Some(d) = self.deferred.pop_front() {
-                self.publish(now, d.metadata, d.answer, d.also_to);
+                match d.publish {
+                    Some(also_to) => self.publish(now, d.metadata, d.answer, also_to),
+                    None => {
+                        if let Some(broker) = d.push_to {
+                            self.push(&d.metadata, broker);
+                        }
+                        self.answer(d.answer);
+                    }
+                }
             }
         }
         // Quorum messages go out.
@@ -276,14 +292,52 @@ impl ControllerCore {
         let metadata = controller.metadata();
         let store = controller.store();
         let end = store.end_offset();
-        if store.committed_offset() >= end && self.deferred.is_empty() {
+        if self.deferred.is_empty()
+            && (store.committed_offset() >= end
+                || planted(PlantedBug::MetadataPublishedBeforeCommitted))
+        {
             self.publish(now, metadata, answer, also_to);
         } else {
             self.deferred.push_back(Deferred {
                 end,
                 metadata,
                 answer,
-                also_to,
+                publish: Some(also_to),
+                push_to: None,
+            });
+        }
+    }
+
+    /// An answer that changed nothing, and maybe a push of the current
+    /// metadata to one broker: sent at once, unless it was made from
+    /// records not committed yet (a quorum's active controller between a
+    /// change and its commit), which it then waits for.
+    fn answer_after_commit(
+        &mut self,
+        answer: Option<(ReplyTo, Result<Response>)>,
+        push_to: Option<NodeId>,
+    ) {
+        let Some(controller) = self.controller.as_ref() else {
+            return self.answer(answer);
+        };
+        let metadata = controller.metadata();
+        let store = controller.store();
+        let end = store.end_offset();
+        if self.deferred.is_empty()
+            && (store.committed_offset() >= end
+                || planted(PlantedBug::MetadataPublishedBeforeCommitted))
+        {
+            if let Some(broker) = push_to {
+                self.push(&metadata, broker);
+            }
+            self.answer(answer);
+        } else {
+            self.deferred.push_back(Deferred {
+                end,
+                metadata,
+                answer,
+                publish: None,
+                push_to,
             });
         }
     }
@@ -291,6 +345,15 @@ impl ControllerCore {
     /// The current metadata (`None` once stopped).
     pub(crate) fn metadata(&self) -> Option<Arc<ClusterMetadata>> {
         self.controller.as_ref().map(Controller::metadata)
+    }
+
+    /// The quorum term in which this voter is the active controller
+    /// (`None`: a standby, stopped, or not part of a quorum).
+    #[cfg(feature = "sim")]
+    pub(crate) fn active_term(&self) -> Option<u64> {
+        self.next_quorum_tick?;
+        let store = self.controller.as_ref()?.store();
+        store.is_active().then(|| store.term())
     }
 
     /// The newest metadata every live broker has (its publish ended: each
@@ -477,9 +540,12 @@ impl ControllerCore {
             Request::AlterPartitionReassignments(r) => Ok(Response::AlterPartitionReassignments(
                 controller.reassign(r.partitions, now),
             )),
-            Request::RegisterBroker(info) => Ok(Response::RegisterBroker(
-                controller.register_broker(info, now),
-            )),
+            Request::RegisterBroker(info) => {
+                let itself = reply.peer == Peer::Broker(info.id);
+                Ok(Response::RegisterBroker(
+                    controller.register_broker(info, itself, now),
+                ))
+            }
             other => Err(Error::InvalidRequest {
                 reason: format!("the controller does not serve {}", other.api_name()),
             }),
@@ -489,10 +555,7 @@ impl ControllerCore {
         if (after.controller_epoch, after.version) != (before.controller_epoch, before.version) {
             self.change_made(now, answer, also_to);
         } else {
-            if let Some(broker) = push_to {
-                self.push(&after, broker);
-            }
-            self.answer(answer);
+            self.answer_after_commit(answer, push_to);
         }
     }
 

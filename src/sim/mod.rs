@@ -17,7 +17,11 @@
 //! and the network heals. Brokers crash (their unanswered requests fail, as
 //! closed connections make them) and restart from their storage. Brokers
 //! and the controller pause and go on with stale state, their clocks jump
-//! ahead, and the controller crashes and a new one takes over.
+//! ahead, and the controller crashes and a new one takes over. In half the
+//! runs the controller is a quorum of three voters replicating the metadata
+//! log with Raft over the same simulated network (its messages are lost,
+//! duplicated, delayed and cut like any other): a voter crashes, pauses or
+//! is cut off, and the brokers follow whichever voter the quorum elects.
 //!
 //! The storage (`SimStorage`) runs the real segmented log over a simulated
 //! page cache: a process crash keeps what was written but only the last
@@ -52,6 +56,8 @@
 //!   within its leader epoch;
 //! - **out of order**: an idempotent producer's records of one partition are
 //!   not in the order it sent them;
+//! - **two active controllers**: two voters of the quorum act as the active
+//!   controller in one Raft term;
 //! - **liveness**: a send neither acknowledged nor failed by the end, a
 //!   group that does not settle after healing, a core that spins.
 //!
@@ -94,6 +100,8 @@ const ADMIN: Peer = Peer::Client(1);
 /// Producers are clients 100.., consumers 200...
 const FIRST_PRODUCER: u64 = 100;
 const FIRST_CONSUMER: u64 = 200;
+/// The voters of a controller quorum (controllers `CONTROLLER_ID + v`).
+const VOTERS: [NodeId; 3] = [0, 1, 2];
 
 /// What one simulated run does.
 #[derive(Debug, Clone)]
@@ -186,6 +194,17 @@ pub struct SimConfig {
     /// handover finished or not; it restarts like a crashed broker.
     /// (`false`: the faults of earlier runs.)
     pub graceful_stops: bool,
+    /// Chance per run (per million) that the controller is a quorum of
+    /// three voters (Raft over the simulated network; drawn apart from the
+    /// run's other choices) instead of one: brokers register and heartbeat
+    /// to the voter the quorum elects, and the controller faults (crashes,
+    /// pauses, clock jumps, cut links) hit one voter at a time. (0: one
+    /// controller, as in earlier runs; 1,000,000: always a quorum.)
+    pub controller_quorum_per_million: u32,
+    /// Whether, with a quorum, the controller faults also cut one voter off
+    /// from the other voters while brokers and clients still reach it.
+    /// (`false`: the faults of the first quorum runs.)
+    pub voter_cuts: bool,
     /// A bug to plant in the cores for this run, to prove the checker
     /// finds it (`None`: the code as it is).
     pub planted: Option<PlantedBug>,
@@ -194,7 +213,8 @@ pub struct SimConfig {
 impl SimConfig {
     /// The standard run for `seed`: 3 brokers, 2 topics of 3 partitions, 2
     /// idempotent producers and an acks=1 one of 40 records each, 1
-    /// consumer, a group of 3 members, 3 s of faults.
+    /// consumer, a group of 3 members, 3 s of faults, a controller quorum
+    /// in half the runs.
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
@@ -220,6 +240,8 @@ impl SimConfig {
             commit_first_groups: true,
             member_stalls: true,
             graceful_stops: true,
+            controller_quorum_per_million: 500_000,
+            voter_cuts: true,
             planted: None,
         }
     }
@@ -260,6 +282,9 @@ pub enum AnomalyKind {
     /// In a group whose members commit before processing, a record was
     /// processed twice (each time after its commit was acknowledged).
     ProcessedTwice,
+    /// Two voters of the controller quorum acted as the active controller
+    /// in one Raft term.
+    TwoActiveControllers,
 }
 
 /// One anomaly: what, at which event, and the details.
@@ -294,6 +319,11 @@ pub struct SimReport {
     pub trace_hash: u64,
     /// Virtual time the run took (ms).
     pub virtual_ms: Millis,
+    /// Whether the controller was a Raft quorum of three voters.
+    pub controller_quorum: bool,
+    /// How many times a voter of the quorum became the active controller
+    /// (0 without a quorum).
+    pub controller_elections: u64,
 }
 
 impl std::fmt::Display for SimReport {
@@ -308,6 +338,9 @@ impl std::fmt::Display for SimReport {
             self.anomalies.len(),
             self.trace_hash
         )?;
+        if self.controller_quorum {
+            write!(f, " quorum elections={}", self.controller_elections)?;
+        }
         for a in &self.anomalies {
             write!(f, "\n  {:?} at event {}: {}", a.kind, a.event, a.detail)?;
             for line in &a.trace {
@@ -453,6 +486,12 @@ struct World {
     next_member: u64,
     group_checks: group::GroupChecks,
     replica_checks: replicas::ReplicaChecks,
+    /// The controller is a quorum of [`VOTERS`].
+    quorum: bool,
+    /// The voters acting as the active controller, with their Raft term.
+    active_controllers: BTreeMap<Peer, u64>,
+    /// How many times a voter became the active controller.
+    elections: u64,
 }
 
 /// How many recent events an anomaly shows.
@@ -537,6 +576,9 @@ impl World {
             next_member: 0,
             group_checks: group::GroupChecks::default(),
             replica_checks: replicas::ReplicaChecks::default(),
+            quorum: false,
+            active_controllers: BTreeMap::new(),
+            elections: 0,
         };
         if world.config.clock_jumps && world.rng.chance(333_333) {
             world.jumps_left = 2;
@@ -549,7 +591,12 @@ impl World {
             world.flush_each_append = true;
             world.broker_config.log_flush_interval_messages = Some(1);
         }
-        world.start_controller()?;
+        // Drawn apart from the run's source too.
+        world.quorum = SimRng::new(world.config.seed ^ 0x0a0e_5eed)
+            .chance(world.config.controller_quorum_per_million);
+        for peer in world.controller_peers() {
+            world.start_controller(peer)?;
+        }
         for id in 0..world.config.brokers {
             world.start_broker(id)?;
         }
@@ -584,37 +631,109 @@ impl World {
         Ok(world)
     }
 
-    /// Starts the controller: it replays its metadata log and takes the
-    /// next controller epoch. What it sends first is taken by the caller.
-    fn start_controller(&mut self) -> crate::Result<()> {
-        // A joined broker is in the metadata log, which the controller
-        // replays.
-        let infos: Vec<BrokerInfo> = (0..self.config.brokers)
-            .map(|id| BrokerInfo {
-                id,
-                rack: None,
-                endpoint: None,
-            })
-            .collect();
-        let peer = Peer::Broker(CONTROLLER_ID);
+    /// Starts the controller `peer`: a lone one replays its metadata log
+    /// and takes the next controller epoch; a quorum's voter opens its Raft
+    /// log and waits for the quorum to elect it. What it sends first is
+    /// taken by the caller.
+    fn start_controller(&mut self, peer: Peer) -> crate::Result<()> {
         let now = self.now_at(peer, self.now);
         let session = self.broker_config.broker_session_timeout_ms as Millis;
-        let controller =
-            ControllerCore::load(CONTROLLER_ID, &*self.storage, infos, now, session, 20)?;
+        let controller = if self.quorum {
+            let voter = node_of(peer).saturating_sub(CONTROLLER_ID);
+            let seat = (voter, &VOTERS[..], self.config.seed);
+            ControllerCore::quorum(seat, &*self.storage, now, session, 20)?
+        } else {
+            // A joined broker is in the metadata log, which the controller
+            // replays.
+            let infos: Vec<BrokerInfo> = (0..self.config.brokers)
+                .map(|id| BrokerInfo {
+                    id,
+                    rack: None,
+                    endpoint: None,
+                })
+                .collect();
+            ControllerCore::load(CONTROLLER_ID, &*self.storage, infos, now, session, 20)?
+        };
         self.nodes
             .insert(peer, Node::Controller(Box::new(controller)));
         Ok(())
     }
 
+    /// The controllers: the lone one, or the quorum's voters.
+    fn controller_peers(&self) -> Vec<Peer> {
+        if self.quorum {
+            VOTERS
+                .iter()
+                .map(|&v| Peer::Broker(CONTROLLER_ID + v))
+                .collect()
+        } else {
+            vec![Peer::Broker(CONTROLLER_ID)]
+        }
+    }
+
+    /// The controller an admin asks (as one that tries each in turn would
+    /// end up asking): the first that acts as the active one, or the first.
+    fn admin_target(&self) -> Peer {
+        self.controller_peers()
+            .into_iter()
+            .find(|p| matches!(self.nodes.get(p), Some(Node::Controller(c)) if c.metadata().is_some()))
+            .unwrap_or(Peer::Broker(CONTROLLER_ID))
+    }
+
+    /// Notes a voter that became (or stopped being) the active controller;
+    /// two active in one Raft term is an anomaly.
+    fn check_controllers(&mut self, peer: Peer) {
+        if !self.quorum {
+            return;
+        }
+        let term = match self.nodes.get(&peer) {
+            Some(Node::Controller(c)) => c.active_term(),
+            _ => None,
+        };
+        let Some(term) = term else {
+            self.active_controllers.remove(&peer);
+            return;
+        };
+        if self.active_controllers.insert(peer, term) == Some(term) {
+            return;
+        }
+        self.elections += 1;
+        self.note(format!("active controller {peer:?} term {term}").as_bytes());
+        self.log(|| format!("{peer:?} is the active controller in term {term}"));
+        let others: Vec<Peer> = self
+            .active_controllers
+            .iter()
+            .filter(|&(&p, &t)| p != peer && t == term)
+            .map(|(&p, _)| p)
+            .collect();
+        if !others.is_empty() {
+            self.anomaly(
+                AnomalyKind::TwoActiveControllers,
+                format!("{peer:?} and {others:?} active in term {term}"),
+            );
+        }
+    }
+
     fn start_broker(&mut self, id: NodeId) -> crate::Result<()> {
         self.forget_replicas(id);
-        let broker = BrokerCore::new(
+        let mut broker = BrokerCore::new(
             id,
             self.broker_config.clone(),
             self.storage.clone(),
             built_in_assignors(),
             self.now_at(Peer::Broker(id), self.now),
         )?;
+        if self.quorum {
+            // As a node's broker does: it registers with whichever voter
+            // is the active controller.
+            let info = BrokerInfo {
+                id,
+                rack: None,
+                endpoint: None,
+            };
+            let voters = VOTERS.iter().map(|&v| CONTROLLER_ID + v).collect();
+            broker.register_as(info, voters);
+        }
         self.nodes
             .insert(Peer::Broker(id), Node::Broker(Box::new(broker)));
         self.drain(Peer::Broker(id));
@@ -744,6 +863,9 @@ impl World {
             }
             self.send(envelope);
         }
+        if let Some(Node::Controller(_)) = self.nodes.get(&peer) {
+            self.check_controllers(peer);
+        }
         if let Some(Node::Broker(broker)) = self.nodes.get(&peer)
             && let Some(reason) = broker.halted()
         {
@@ -829,7 +951,7 @@ impl World {
 
     /// Prints the controller's view of every partition when it changed.
     fn log_leadership(&mut self) {
-        let Some(Node::Controller(c)) = self.nodes.get(&Peer::Broker(CONTROLLER_ID)) else {
+        let Some(Node::Controller(c)) = self.nodes.get(&self.admin_target()) else {
             return;
         };
         let Some(metadata) = c.metadata() else {
@@ -1001,13 +1123,14 @@ impl World {
         }
     }
 
-    /// Crashes the controller: it stops without closing its metadata log.
-    fn crash_controller(&mut self) {
-        let peer = Peer::Broker(CONTROLLER_ID);
+    /// Crashes the controller `peer`: it stops without closing its
+    /// metadata log.
+    fn crash_controller(&mut self, peer: Peer) {
         if let Some(Node::Controller(mut controller)) = self.nodes.remove(&peer) {
             controller.crash();
         }
-        self.connections_closed(CONTROLLER_ID);
+        self.active_controllers.remove(&peer);
+        self.connections_closed(node_of(peer));
     }
 
     /// Node `id` is gone: it is no longer paused, and its connections close.
@@ -1034,7 +1157,7 @@ impl World {
         let brokers = self.brokers;
         let peers: Vec<Peer> = (0..brokers)
             .map(Peer::Broker)
-            .chain([Peer::Broker(CONTROLLER_ID)])
+            .chain(self.controller_peers())
             .collect();
         // A run with a group has its faults too; the optional kinds are
         // numbered after the others, so that a run without them draws as
@@ -1216,18 +1339,42 @@ impl World {
         }
     }
 
-    /// The controller crashes, or one starts after a crash.
+    /// The controller (with a quorum: one voter) crashes, or starts again
+    /// after a crash; or, with a quorum, one voter is cut off from the
+    /// other voters while brokers and clients still reach it (a deposed
+    /// active controller they may go on asking).
     fn crash_or_restart_controller(&mut self) {
-        let peer = Peer::Broker(CONTROLLER_ID);
+        let peers = self.controller_peers();
+        let peer = if self.quorum {
+            peers[self.rng.below(peers.len() as u64) as usize]
+        } else {
+            peers[0]
+        };
+        if self.quorum && self.config.voter_cuts && self.rng.chance(333_333) {
+            self.note(b"cut voter");
+            self.note(&node_of(peer).to_be_bytes());
+            self.log(|| format!("cut {peer:?} off from the other voters"));
+            for &other in peers.iter().filter(|&&p| p != peer) {
+                self.cut.insert((peer, other));
+                self.cut.insert((other, peer));
+            }
+            return;
+        }
         if self.nodes.contains_key(&peer) {
             self.note(b"crash controller");
-            self.log(|| "crash controller".into());
-            self.crash_controller();
+            if self.quorum {
+                self.note(&node_of(peer).to_be_bytes());
+            }
+            self.log(|| format!("crash controller {peer:?}"));
+            self.crash_controller(peer);
             return;
         }
         self.note(b"restart controller");
-        self.log(|| "restart controller".into());
-        match self.start_controller() {
+        if self.quorum {
+            self.note(&node_of(peer).to_be_bytes());
+        }
+        self.log(|| format!("restart controller {peer:?}"));
+        match self.start_controller(peer) {
             Ok(()) => self.drain(peer),
             Err(e) => self.anomaly(AnomalyKind::Liveness, format!("controller restart: {e}")),
         }
@@ -1278,6 +1425,9 @@ impl World {
                 if let Err(e) = self.start_broker(id) {
                     self.anomaly(AnomalyKind::Liveness, format!("adding broker {id}: {e}"));
                 }
+                if self.quorum {
+                    return; // it registers itself
+                }
                 Request::RegisterBroker(BrokerInfo {
                     id,
                     rack: None,
@@ -1312,12 +1462,8 @@ impl World {
             }
             _ => return,
         };
-        let envelope = Envelope::request(
-            ADMIN,
-            Peer::Broker(CONTROLLER_ID),
-            self.next_admin_request,
-            request,
-        );
+        let envelope =
+            Envelope::request(ADMIN, self.admin_target(), self.next_admin_request, request);
         self.next_admin_request += 1;
         self.enqueue(self.now + 1, envelope);
     }
@@ -1330,9 +1476,11 @@ impl World {
         self.paused.clear();
         self.storage.clear_faults();
         self.finish_stops(true);
-        if !self.nodes.contains_key(&Peer::Broker(CONTROLLER_ID)) {
-            self.start_controller()?;
-            self.drain(Peer::Broker(CONTROLLER_ID));
+        for peer in self.controller_peers() {
+            if !self.nodes.contains_key(&peer) {
+                self.start_controller(peer)?;
+                self.drain(peer);
+            }
         }
         let down: Vec<NodeId> = std::mem::take(&mut self.crashed).into_iter().collect();
         for id in down {
@@ -1417,13 +1565,21 @@ impl World {
     /// would find it by looking (besides its answers): a `CreatePartitions`
     /// whose answer was lost may have added them all the same.
     fn learn_partitions(&mut self) {
-        if let Some(Node::Controller(c)) = self.nodes.get(&Peer::Broker(CONTROLLER_ID))
-            && let Some(topic) = c
-                .metadata()
-                .and_then(|m| m.topics.get(self.topics.last()).cloned())
-        {
-            let total = self.topics.last_base() + topic.partitions.len() as u32;
-            self.partitions = self.partitions.max(total);
+        for peer in self.controller_peers() {
+            let Some(Node::Controller(c)) = self.nodes.get(&peer) else {
+                continue;
+            };
+            // A quorum's voter may hold changes that never commit: only
+            // what it published counts.
+            let metadata = if self.quorum {
+                c.published_metadata()
+            } else {
+                c.metadata()
+            };
+            if let Some(topic) = metadata.and_then(|m| m.topics.get(self.topics.last()).cloned()) {
+                let total = self.topics.last_base() + topic.partitions.len() as u32;
+                self.partitions = self.partitions.max(total);
+            }
         }
     }
 
@@ -1491,27 +1647,42 @@ impl World {
                     })
             })
             .collect();
-        let request = Envelope::request(
-            ADMIN,
-            Peer::Broker(CONTROLLER_ID),
-            0,
-            Request::CreateTopics(CreateTopicsRequest { topics }),
-        );
-        self.enqueue(self.now + 1, request);
+        let request = Request::CreateTopics(CreateTopicsRequest { topics });
         let limit = self.now + 10_000;
-        while self.admin_answers.is_empty() && self.now < limit {
-            let next = self.now + 10;
-            self.run_until(next);
-        }
-        match self.admin_answers.pop().map(|e| e.message) {
-            Some(Message::Response(Ok(Response::CreateTopics(r))))
-                if r.topics.iter().all(|(_, outcome)| outcome.is_ok()) =>
-            {
-                Ok(())
+        let mut correlation_id = 0;
+        loop {
+            let envelope =
+                Envelope::request(ADMIN, self.admin_target(), correlation_id, request.clone());
+            self.enqueue(self.now + 1, envelope);
+            while self.admin_answers.is_empty() && self.now < limit {
+                let next = self.now + 10;
+                self.run_until(next);
             }
-            other => Err(Error::InvalidRequest {
-                reason: format!("creating the simulated topics: {other:?}"),
-            }),
+            let answer = self.admin_answers.pop().map(|e| e.message);
+            let created = match &answer {
+                Some(Message::Response(Ok(Response::CreateTopics(r)))) => {
+                    r.topics.iter().all(|(_, outcome)| {
+                        // A retry finds what an earlier try created.
+                        outcome.is_ok()
+                            || (correlation_id > 0
+                                && matches!(outcome, Err(Error::TopicAlreadyExists { .. })))
+                    })
+                }
+                _ => false,
+            };
+            if created {
+                return Ok(());
+            }
+            // A quorum elects its first controller, and the brokers
+            // register with it, before topics can be placed: ask again.
+            if !self.quorum || self.now >= limit {
+                return Err(Error::InvalidRequest {
+                    reason: format!("creating the simulated topics: {answer:?}"),
+                });
+            }
+            let next = self.now + 100;
+            self.run_until(next);
+            correlation_id += 1;
         }
     }
 }
@@ -1586,18 +1757,29 @@ pub struct SimSummary {
     pub faults: u64,
     /// See [`SimReport::acked`].
     pub acked: u64,
+    /// Runs whose controller was a quorum.
+    pub quorum_runs: u64,
+    /// Active controllers elected over the quorum runs.
+    pub controller_elections: u64,
     /// The reports of the seeds that found an anomaly.
     pub failed: Vec<SimReport>,
 }
 
 impl std::fmt::Display for SimSummary {
-    /// The `SIM seeds=… events=… faults=… acked=… anomalies=…` line.
+    /// The `SIM seeds=… events=… faults=… acked=… anomalies=…
+    /// quorum_runs=… controller_elections=…` line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let anomalies: usize = self.failed.iter().map(|r| r.anomalies.len()).sum();
         write!(
             f,
-            "SIM seeds={} events={} faults={} acked={} anomalies={anomalies}",
-            self.seeds, self.events, self.faults, self.acked
+            "SIM seeds={} events={} faults={} acked={} anomalies={anomalies} \
+             quorum_runs={} controller_elections={}",
+            self.seeds,
+            self.events,
+            self.faults,
+            self.acked,
+            self.quorum_runs,
+            self.controller_elections
         )
     }
 }
@@ -1621,6 +1803,8 @@ pub fn run_seeds_with(template: &SimConfig, seeds: std::ops::Range<u64>) -> SimS
         summary.events += report.events;
         summary.faults += report.faults;
         summary.acked += report.acked;
+        summary.quorum_runs += u64::from(report.controller_quorum);
+        summary.controller_elections += report.controller_elections;
         if !report.anomalies.is_empty() {
             summary.failed.push(report);
         }
@@ -1648,6 +1832,8 @@ pub fn run(config: &SimConfig) -> SimReport {
                 }],
                 trace_hash: 0,
                 virtual_ms: 0,
+                controller_quorum: false,
+                controller_elections: 0,
             };
         }
     };
@@ -1857,6 +2043,8 @@ impl World {
             anomalies: self.anomalies.clone(),
             trace_hash: self.hash,
             virtual_ms: self.now - T0,
+            controller_quorum: self.quorum,
+            controller_elections: self.elections,
         }
     }
 }

@@ -96,9 +96,12 @@ pub(crate) fn node_of(peer: Peer) -> NodeId {
     }
 }
 
-/// The answer a transport gives in place of a request it could not deliver.
+/// The answer a transport gives in place of a request it could not deliver
+/// (none to a response, nor to a controller quorum's message: Raft resends
+/// what was lost on its own).
 pub fn undeliverable(envelope: &Envelope, reason: &str) -> Option<Envelope> {
-    matches!(envelope.message, Message::Request(_)).then(|| {
+    let raft = matches!(envelope.message, Message::Request(Request::Raft(_)));
+    (matches!(envelope.message, Message::Request(_)) && !raft).then(|| {
         envelope.reply(Err(Error::Network {
             node: node_of(envelope.to),
             reason: reason.to_string(),

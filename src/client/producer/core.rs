@@ -254,9 +254,17 @@ impl ProducerCore {
             self.next_wake = Millis::MIN;
         } else if self.id_request == Some(id) {
             self.id_request = None;
-            if let Ok(Response::InitProducerId(Ok(ids))) = response {
-                self.producer_id = Some(ids);
-                self.next_wake = Millis::MIN;
+            match response {
+                Ok(Response::InitProducerId(Ok(ids))) => {
+                    self.producer_id = Some(ids);
+                    self.next_wake = Millis::MIN;
+                }
+                // The controller moved (or is out of reach): fresh
+                // metadata names the active one.
+                Err(Error::NotController { .. } | Error::Network { .. }) => {
+                    self.metadata.want_refresh();
+                }
+                _ => {}
             }
         } else if let Some(request) = self.in_flight.remove(&id) {
             if self.settle(request, response, now) {
