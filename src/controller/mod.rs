@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 
 mod node;
 #[cfg(feature = "quorum")]
+// Used by `node` and `sim`; `quorum` alone only builds it.
+#[cfg_attr(not(any(feature = "node", feature = "sim")), allow(dead_code))]
 mod quorum;
 mod store;
 

@@ -135,6 +135,7 @@ impl ControllerCore {
     /// registered broker then gets a session to heartbeat in), and stops
     /// being it when the quorum elects another.
     #[cfg(feature = "quorum")]
+    #[cfg_attr(not(any(feature = "node", feature = "sim")), allow(dead_code))]
     pub(crate) fn quorum(
         (voter, voters, seed): (NodeId, &[NodeId], u64),
         storage: &dyn Storage,
