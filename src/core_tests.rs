@@ -47,6 +47,8 @@ struct World {
     delivered: u64,
     /// Offsets acknowledged to the producer, by batch.
     acknowledged: BTreeMap<u64, crate::Result<Option<u64>>>,
+    /// The leader epochs the consumer's fetches named.
+    consumer_fetch_epochs: BTreeSet<Option<i32>>,
 }
 
 impl World {
@@ -127,6 +129,7 @@ impl World {
             trace: Vec::new(),
             delivered: 0,
             acknowledged: BTreeMap::new(),
+            consumer_fetch_epochs: BTreeSet::new(),
         };
         let peers: Vec<Peer> = world.nodes.keys().copied().collect();
         for peer in peers {
@@ -166,6 +169,12 @@ impl World {
     fn step(&mut self, until: Millis) -> bool {
         if let Some(envelope) = self.queue.pop_front() {
             self.record(&envelope);
+            if let Message::Request(Request::Fetch(fetch)) = &envelope.message
+                && envelope.from == CONSUMER
+            {
+                let epochs = fetch.partitions.iter().map(|p| p.current_leader_epoch);
+                self.consumer_fetch_epochs.extend(epochs);
+            }
             let to = envelope.to;
             if to == ADMIN {
                 self.admin_answers.push(envelope);
@@ -506,6 +515,96 @@ fn three_brokers_a_controller_a_producer_and_a_consumer_run_in_one_thread_and_re
         run.delivered,
         run.virtual_ms,
         run.trace.len()
+    );
+}
+
+/// A leader paused past its session (a stopped process, a long GC pause)
+/// is deposed while it sleeps; back, it still believes it leads. A
+/// consumer names the leader epoch of its metadata in every fetch
+/// (KIP-320), so the deposed leader refuses one that knows the new epoch
+/// instead of serving what it had when it stopped.
+#[test]
+fn a_deposed_leader_back_from_a_pause_refuses_fetches_of_the_new_epoch() {
+    let mut world = World::new();
+    let tp = TopicPartition::new("orders", 0).unwrap();
+    world.create_topic(
+        NewTopic::new("orders", 1)
+            .replication_factor(3)
+            .config(TopicConfig {
+                min_insync_replicas: 2,
+                ..TopicConfig::default()
+            }),
+    );
+    world.consumer().assign(vec![tp.clone()]);
+    world.produce_acknowledged(&tp, "before");
+    let mut read = Vec::new();
+    world.consume(&mut read, 20);
+    let old_leader = world.leader(&tp).expect("a leader");
+    // Paused: set aside with all its state (envelopes to it fail meanwhile).
+    let paused = world.nodes.remove(&Peer::Broker(old_leader)).unwrap();
+    world.run_until(10_000, |w| w.leader(&tp).is_some_and(|l| l != old_leader));
+    world.produce_acknowledged(&tp, "after");
+    world.consume(&mut read, 40);
+    let Some(Node::Controller(c)) = world.nodes.get(&Peer::Broker(CONTROLLER_ID)) else {
+        unreachable!("the controller runs throughout");
+    };
+    let epoch = c.metadata().unwrap().topics["orders"].partitions[0].leader_epoch;
+    assert!(epoch > 0);
+    assert!(world.consumer_fetch_epochs.contains(&Some(epoch)));
+    assert!(
+        !world.consumer_fetch_epochs.contains(&None),
+        "every fetch names its epoch"
+    );
+    // Back, before anything reaches it: asked with the epoch a consumer
+    // knows, it refuses; asked without one (an old client), it would
+    // serve what it had, the 20 records from before.
+    world.nodes.insert(Peer::Broker(old_leader), paused);
+    let fetch = |id: u64, current_leader_epoch: Option<i32>| {
+        Envelope::request(
+            CONSUMER,
+            Peer::Broker(old_leader),
+            id,
+            Request::Fetch(crate::protocol::FetchRequest {
+                max_wait_ms: 0,
+                min_bytes: 0,
+                max_bytes: 1 << 20,
+                partitions: vec![crate::protocol::FetchPartition {
+                    partition: tp.clone(),
+                    fetch_offset: 0,
+                    max_bytes: 1 << 20,
+                    current_leader_epoch,
+                    last_fetched_epoch: None,
+                }],
+                replica: None,
+                session: None,
+                forgotten: Vec::new(),
+            }),
+        )
+    };
+    let now = world.now;
+    let Some(Node::Broker(broker)) = world.nodes.get_mut(&Peer::Broker(old_leader)) else {
+        unreachable!("just put back");
+    };
+    broker.handle_message(now, fetch(1_001, Some(epoch)));
+    broker.handle_message(now, fetch(1_002, None));
+    let mut answers = BTreeMap::new();
+    while let Some(envelope) = broker.poll_transmit() {
+        if let Message::Response(Ok(Response::Fetch(r))) = envelope.message {
+            answers.insert(envelope.correlation_id, r.partitions[0].result.clone());
+        }
+    }
+    assert!(
+        matches!(
+            answers[&1_001],
+            Err(crate::Error::NotLeaderOrFollower { .. })
+        ),
+        "{:?}",
+        answers[&1_001]
+    );
+    let stale = answers[&1_002].as_ref().expect("an old client is served");
+    assert_eq!(
+        stale.high_watermark, 20,
+        "only what it had before the pause"
     );
 }
 

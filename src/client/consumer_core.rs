@@ -678,7 +678,7 @@ impl ConsumerCore {
 
     /// Sends one fetch per leader for the partitions that need data.
     fn send_fetches(&mut self, now: Millis) {
-        let mut by_node: BTreeMap<NodeId, Vec<(TopicPartition, u64)>> = BTreeMap::new();
+        let mut by_node: BTreeMap<NodeId, Vec<(TopicPartition, u64, i32)>> = BTreeMap::new();
         let mut leaderless = Vec::new();
         for (tp, state) in &self.partitions {
             let Some(position) = state.position else {
@@ -691,11 +691,13 @@ impl ConsumerCore {
             {
                 continue;
             }
-            match self.metadata.leader(tp) {
-                Some(node) => by_node
-                    .entry(node)
-                    .or_default()
-                    .push((tp.clone(), position)),
+            match self.metadata.leader_and_epoch(tp) {
+                Some((node, epoch)) => {
+                    by_node
+                        .entry(node)
+                        .or_default()
+                        .push((tp.clone(), position, epoch));
+                }
                 None => leaderless.push(tp.clone()),
             }
         }
@@ -716,19 +718,22 @@ impl ConsumerCore {
                 replica: None,
                 session: None,
                 forgotten: Vec::new(),
+                // The leader epoch the metadata names (KIP-320): a deposed
+                // leader that does not know it yet refuses the fetch
+                // instead of serving what it had when it was cut off.
                 partitions: partitions
                     .iter()
-                    .map(|(tp, offset)| FetchPartition {
+                    .map(|(tp, offset, epoch)| FetchPartition {
                         partition: tp.clone(),
                         fetch_offset: *offset,
                         max_bytes: self.config.max_partition_fetch_bytes,
-                        current_leader_epoch: None,
+                        current_leader_epoch: Some(*epoch),
                         last_fetched_epoch: None,
                     })
                     .collect(),
             });
             let id = self.send_request(node, request);
-            for (tp, _) in &partitions {
+            for (tp, _, _) in &partitions {
                 if let Some(state) = self.partitions.get_mut(tp) {
                     state.fetch = Some(id);
                     state.retry_at = None;
@@ -738,7 +743,10 @@ impl ConsumerCore {
             self.in_flight.insert(
                 id,
                 InFlight::Fetch {
-                    partitions,
+                    partitions: partitions
+                        .into_iter()
+                        .map(|(tp, offset, _)| (tp, offset))
+                        .collect(),
                     deadline,
                     sent: now,
                 },
@@ -838,7 +846,9 @@ impl ConsumerCore {
                         _ => OffsetSpec::Latest,
                     });
                 }
-                Err(e) if e.is_retriable() => {
+                // Our metadata is older than the leader's epoch (Kafka's
+                // FENCED_LEADER_EPOCH is an invalid-metadata error too).
+                Err(e) if e.is_retriable() || matches!(e, Error::FencedLeaderEpoch { .. }) => {
                     state.retry_at = Some(now + RETRY_BACKOFF_MS);
                     self.metadata.want_refresh();
                 }

@@ -70,11 +70,17 @@ impl MetadataCache {
 
     /// The leader of `tp`, if known.
     pub(crate) fn leader(&self, tp: &TopicPartition) -> Option<NodeId> {
-        self.topics
+        self.leader_and_epoch(tp).map(|(leader, _)| leader)
+    }
+
+    /// The leader of `tp` and its leader epoch, if known.
+    pub(crate) fn leader_and_epoch(&self, tp: &TopicPartition) -> Option<(NodeId, i32)> {
+        let partition = self
+            .topics
             .get(tp.topic())?
             .partitions
-            .get(tp.partition() as usize)?
-            .leader
+            .get(tp.partition() as usize)?;
+        Some((partition.leader?, partition.leader_epoch))
     }
 
     /// Whether `tp`'s topic (or this partition of it) was deleted, by an

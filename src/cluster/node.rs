@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::broker::{BrokerConfig, BrokerCore};
 use crate::client::Bootstrap;
-use crate::controller::ControllerCore;
+use crate::controller::{ControllerCore, QuorumSeat, SNAPSHOT_AFTER_RECORDS};
 use crate::error::{Error, Result};
 use crate::group::built_in_assignors;
 use crate::protocol::{BrokerInfo, CONTROLLER_ID, NodeId, Peer};
@@ -337,8 +337,14 @@ impl Node {
         let controller_id = CONTROLLER_ID + config.node_id;
         let session = config.broker.broker_session_timeout_ms as Millis;
         let controller = if config.has(ProcessRole::Controller) {
+            let seat = QuorumSeat {
+                voter: config.node_id,
+                voters: &voter_ids,
+                seed: 0,
+                snapshot_after: SNAPSHOT_AFTER_RECORDS,
+            };
             let core = ControllerCore::quorum(
-                (config.node_id, &voter_ids, 0),
+                &seat,
                 &*storage,
                 clock.now_ms(),
                 session,

@@ -12,6 +12,12 @@
 //! The log sits behind the `MetadataStore` seam (`store.rs`), so a
 //! replicated store can replace the in-process one.
 //!
+//! Snapshots bound the log: a store that has gathered enough records since
+//! its last snapshot replaces them with [`snapshot_records`] — the same
+//! metadata as a few image records (each broker, each topic with its
+//! partitions' full state, and the counters) — so that neither the log
+//! nor a replay grows with the cluster's history, only with its size.
+//!
 //! The controller decides; it does not talk to brokers. Its node
 //! (`ControllerCore`) turns requests into its calls and publishes each new
 //! [`ClusterMetadata`] to every live broker.
@@ -24,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 mod node;
@@ -35,6 +42,10 @@ mod store;
 
 pub use crate::protocol::CONTROLLER_ID;
 pub(crate) use node::ControllerCore;
+#[cfg(any(feature = "node", feature = "sim"))]
+pub(crate) use node::QuorumSeat;
+#[cfg(feature = "node")]
+pub(crate) use store::SNAPSHOT_AFTER_RECORDS;
 use store::{LogMetadataStore, MetadataStore};
 
 use crate::error::{Error, Result};
@@ -110,6 +121,122 @@ enum MetadataRecord {
         id: NodeId,
         endpoint: Option<String>,
     },
+    /// A topic as a snapshot holds it: its id (the offset of its creation)
+    /// and every partition's whole state.
+    TopicImage {
+        name: String,
+        id: u64,
+        config: TopicConfig,
+        partitions: Vec<PartitionImage>,
+    },
+    /// The last record of a snapshot: the counters no other record carries.
+    ImageEnd {
+        version: u64,
+        controller_epoch: u32,
+        next_producer_id: i64,
+    },
+}
+
+/// A partition's state as a snapshot holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PartitionImage {
+    replicas: Vec<NodeId>,
+    reassigning_to: Option<Vec<NodeId>>,
+    leader: Option<NodeId>,
+    leader_epoch: i32,
+    isr: Vec<NodeId>,
+    partition_epoch: u32,
+}
+
+/// The metadata and registered brokers that `records` (with their
+/// offsets) give, replayed in order over `brokers`.
+fn replay(
+    records: &[(u64, Bytes)],
+    brokers: Vec<BrokerInfo>,
+) -> Result<(ClusterMetadata, Vec<BrokerInfo>)> {
+    let mut metadata = ClusterMetadata {
+        version: 1,
+        ..ClusterMetadata::default()
+    };
+    let mut registered = brokers;
+    for (offset, value) in records {
+        let change: MetadataRecord = postcard::from_bytes(value)
+            .map_err(|e| Error::corrupt(format!("metadata record at offset {offset}: {e}")))?;
+        match &change {
+            MetadataRecord::BrokerRegistered { id, rack }
+                if !registered.iter().any(|b: &BrokerInfo| b.id == *id) =>
+            {
+                registered.push(BrokerInfo {
+                    id: *id,
+                    rack: rack.clone(),
+                    endpoint: None,
+                });
+            }
+            MetadataRecord::BrokerEndpoint { id, endpoint } => {
+                if let Some(b) = registered.iter_mut().find(|b| b.id == *id) {
+                    b.endpoint = endpoint.clone();
+                }
+            }
+            _ => {}
+        }
+        apply(&mut metadata, &change, *offset);
+        if !matches!(change, MetadataRecord::ImageEnd { .. }) {
+            metadata.version += 1;
+        }
+    }
+    Ok((metadata, registered))
+}
+
+/// A snapshot of `records` (a metadata log's committed records, in order,
+/// maybe starting with an earlier snapshot's): records that, replayed, give
+/// the same metadata and registered brokers, as many as the cluster has
+/// brokers and topics, plus one.
+pub(crate) fn snapshot_records(records: &[(u64, Bytes)]) -> Result<Vec<Vec<u8>>> {
+    let (metadata, registered) = replay(records, Vec::new())?;
+    let mut image = Vec::with_capacity(registered.len() * 2 + metadata.topics.len() + 1);
+    for broker in registered {
+        image.push(MetadataRecord::BrokerRegistered {
+            id: broker.id,
+            rack: broker.rack,
+        });
+        if broker.endpoint.is_some() {
+            image.push(MetadataRecord::BrokerEndpoint {
+                id: broker.id,
+                endpoint: broker.endpoint,
+            });
+        }
+    }
+    for topic in metadata.topics.values() {
+        image.push(MetadataRecord::TopicImage {
+            name: topic.name.to_string(),
+            id: topic.id,
+            config: topic.config.clone(),
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|p| PartitionImage {
+                    replicas: p.replicas.clone(),
+                    reassigning_to: p.reassigning_to.clone(),
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    isr: p.isr.clone(),
+                    partition_epoch: p.partition_epoch,
+                })
+                .collect(),
+        });
+    }
+    image.push(MetadataRecord::ImageEnd {
+        version: metadata.version,
+        controller_epoch: metadata.controller_epoch,
+        next_producer_id: metadata.next_producer_id,
+    });
+    image.iter().map(encode_record).collect()
+}
+
+fn encode_record(record: &MetadataRecord) -> Result<Vec<u8>> {
+    postcard::to_allocvec(record).map_err(|e| Error::Serialization {
+        reason: format!("metadata record: {e}"),
+    })
 }
 
 /// The controller's state machine; see the [module docs](self).
@@ -149,35 +276,8 @@ impl Controller {
         now: Millis,
         session_timeout_ms: Millis,
     ) -> Result<Self> {
-        let mut metadata = ClusterMetadata {
-            version: 1,
-            controller: Some(id),
-            ..ClusterMetadata::default()
-        };
-        let mut registered = brokers;
-        for (offset, value) in store.replay()? {
-            let change: MetadataRecord = postcard::from_bytes(&value)
-                .map_err(|e| Error::corrupt(format!("metadata record at offset {offset}: {e}")))?;
-            match &change {
-                MetadataRecord::BrokerRegistered { id, rack }
-                    if !registered.iter().any(|b: &BrokerInfo| b.id == *id) =>
-                {
-                    registered.push(BrokerInfo {
-                        id: *id,
-                        rack: rack.clone(),
-                        endpoint: None,
-                    });
-                }
-                MetadataRecord::BrokerEndpoint { id, endpoint } => {
-                    if let Some(b) = registered.iter_mut().find(|b| b.id == *id) {
-                        b.endpoint = endpoint.clone();
-                    }
-                }
-                _ => {}
-            }
-            apply(&mut metadata, &change, offset);
-            metadata.version += 1;
-        }
+        let (mut metadata, registered) = replay(&store.replay()?, brokers)?;
+        metadata.controller = Some(id);
         let epoch = metadata.controller_epoch + 1;
         metadata.brokers = registered.clone();
         let mut controller = Self {
@@ -765,11 +865,7 @@ impl Controller {
         }
         let values = changes
             .iter()
-            .map(|change| {
-                postcard::to_allocvec(change).map_err(|e| Error::Serialization {
-                    reason: format!("metadata record: {e}"),
-                })
-            })
+            .map(encode_record)
             .collect::<Result<Vec<_>>>()?;
         let base = self.store.append(&values, now)?;
         let metadata = Arc::make_mut(&mut self.metadata);
@@ -907,6 +1003,43 @@ fn apply(metadata: &mut ClusterMetadata, change: &MetadataRecord, offset: u64) {
             metadata.next_producer_id = metadata.next_producer_id.max(id + 1);
         }
         MetadataRecord::BrokerRegistered { .. } | MetadataRecord::BrokerEndpoint { .. } => {}
+        MetadataRecord::TopicImage {
+            name,
+            id,
+            config,
+            partitions,
+        } => {
+            let name: Arc<str> = name.as_str().into();
+            let partitions = partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PartitionMetadata {
+                    partition: i as u32,
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    reassigning_to: p.reassigning_to.clone(),
+                })
+                .collect();
+            let topic = TopicMetadata {
+                name: name.clone(),
+                id: *id,
+                partitions,
+                config: config.clone(),
+            };
+            metadata.topics.insert(name, Arc::new(topic));
+        }
+        MetadataRecord::ImageEnd {
+            version,
+            controller_epoch,
+            next_producer_id,
+        } => {
+            metadata.version = *version;
+            metadata.controller_epoch = *controller_epoch;
+            metadata.next_producer_id = *next_producer_id;
+        }
         MetadataRecord::AssignmentChanged {
             name,
             partition,
@@ -1101,6 +1234,168 @@ mod tests {
                 leaders[replicas[0] as usize] += 1;
             }
             assert!(leaders.iter().all(|&l| l == 5), "{leaders:?}");
+        }
+    }
+
+    #[test]
+    fn snapshots_bound_the_metadata_log_and_a_reload_gives_the_same_metadata() {
+        let storage = MemoryStorage::new();
+        let store = LogMetadataStore::open(&storage, 0)
+            .unwrap()
+            .snapshot_after(10);
+        let mut c = Controller::from_store(Box::new(store), 0, brokers(3), 0, 1_000).unwrap();
+        let mut now = 0;
+        for round in 0..40 {
+            now += 10;
+            let name = format!("t{round}");
+            let topic = NewTopic::new(name.as_str(), 2).replication_factor(3);
+            assert!(c.create_topics(vec![topic], now)[0].1.is_ok());
+            c.allocate_producer_id(now).unwrap();
+            // Broker 1 misses its session (leaders move, ISRs shrink),
+            // then comes back (it leads again where preferred).
+            for b in [0, 2] {
+                c.heartbeat(b, false, now).unwrap();
+            }
+            now += 2_000;
+            for b in [0, 2] {
+                c.heartbeat(b, false, now).unwrap();
+            }
+            c.tick(now).unwrap();
+            c.heartbeat(1, false, now).unwrap();
+            if round % 3 == 0 {
+                assert!(c.delete_topics(vec![name], now)[0].1.is_ok());
+            }
+        }
+        let endpoint = BrokerInfo {
+            id: 3,
+            rack: Some("r".into()),
+            endpoint: Some("h:1".into()),
+        };
+        c.register_broker(endpoint, true, now).unwrap();
+        let before = c.metadata();
+        let written = c.store().committed_offset();
+        assert!(written > 300, "{written} records written");
+        c.close().unwrap();
+        // The log holds the last snapshot and what followed it, not the
+        // history: about one record per broker and topic, plus fewer than
+        // ten changes.
+        let log = store::open_log(&storage, METADATA_TOPIC, 0).unwrap();
+        let kept = store::read_all(&*log, "metadata").unwrap().len();
+        assert!(log.log_start_offset() > 0);
+        assert!(
+            kept <= 4 + 2 + 27 + 1 + 10,
+            "{kept} records kept of {written}"
+        );
+        log.close().unwrap();
+        // (The embedded cluster names its first brokers at every load.)
+        let reloaded = Controller::load(&storage, 0, brokers(3), now, 1_000).unwrap();
+        let after = reloaded.metadata();
+        assert_eq!(after.topics, before.topics);
+        assert_eq!(after.brokers, before.brokers);
+        assert_eq!(after.next_producer_id, before.next_producer_id);
+        assert_eq!(after.controller_epoch, before.controller_epoch + 1);
+    }
+
+    fn any_record() -> impl proptest::strategy::Strategy<Value = MetadataRecord> {
+        use proptest::prelude::*;
+        let name = || prop::sample::select(vec!["a", "b", "c"]).prop_map(String::from);
+        let nodes = || prop::collection::vec(0u32..4, 1..4);
+        prop_oneof![
+            (name(), prop::collection::vec(nodes(), 1..3)).prop_map(|(name, assignments)| {
+                MetadataRecord::TopicCreated {
+                    name,
+                    config: TopicConfig::default(),
+                    assignments,
+                }
+            }),
+            (name(), prop::collection::vec(nodes(), 1..3)).prop_map(|(name, assignments)| {
+                MetadataRecord::PartitionsCreated { name, assignments }
+            }),
+            name().prop_map(|name| MetadataRecord::TopicDeleted { name }),
+            (
+                name(),
+                0u32..3,
+                proptest::option::of(0u32..4),
+                0i32..9,
+                nodes(),
+                0u32..9
+            )
+                .prop_map(
+                    |(name, partition, leader, leader_epoch, isr, partition_epoch)| {
+                        MetadataRecord::PartitionChanged {
+                            name,
+                            partition,
+                            leader,
+                            leader_epoch,
+                            isr,
+                            partition_epoch,
+                        }
+                    }
+                ),
+            (0u32..9).prop_map(|epoch| MetadataRecord::ControllerElected { epoch }),
+            (0i64..99).prop_map(|id| MetadataRecord::ProducerIdAllocated { id }),
+            (0u32..4, proptest::option::of("[a-z]{1,3}"))
+                .prop_map(|(id, rack)| MetadataRecord::BrokerRegistered { id, rack }),
+            (0u32..4, proptest::option::of("h:[0-9]{1,4}"))
+                .prop_map(|(id, endpoint)| MetadataRecord::BrokerEndpoint { id, endpoint }),
+            (
+                name(),
+                0u32..3,
+                nodes(),
+                proptest::option::of(nodes()),
+                proptest::option::of(0u32..4),
+                (0i32..9, nodes(), 0u32..9)
+            )
+                .prop_map(
+                    |(name, partition, replicas, reassigning_to, leader, (epoch, isr, pe))| {
+                        MetadataRecord::AssignmentChanged {
+                            name,
+                            partition,
+                            replicas,
+                            reassigning_to,
+                            leader,
+                            leader_epoch: epoch,
+                            isr,
+                            partition_epoch: pe,
+                        }
+                    }
+                ),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A snapshot of any history, followed by more records, replays to
+        /// the metadata and brokers the whole history and those records
+        /// give; and a snapshot of a snapshot is the snapshot.
+        #[test]
+        fn a_snapshot_replays_as_the_history_it_replaces(
+            history in proptest::collection::vec(any_record(), 0..40),
+            more in proptest::collection::vec(any_record(), 0..20),
+        ) {
+            let encode = |records: &[MetadataRecord], from: u64| -> Vec<(u64, Bytes)> {
+                records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (from + i as u64, Bytes::from(encode_record(r).unwrap())))
+                    .collect()
+            };
+            let old = encode(&history, 0);
+            let later = encode(&more, history.len() as u64);
+            let whole: Vec<_> = old.iter().chain(&later).cloned().collect();
+            let image: Vec<(u64, Bytes)> = snapshot_records(&old)
+                .unwrap()
+                .into_iter()
+                .map(|r| (0, Bytes::from(r)))
+                .collect();
+            let from_image: Vec<_> = image.iter().chain(&later).cloned().collect();
+            let expected = replay(&whole, Vec::new()).unwrap();
+            proptest::prop_assert_eq!(replay(&from_image, Vec::new()).unwrap(), expected);
+            let again: Vec<(u64, Bytes)> = snapshot_records(&image)
+                .unwrap()
+                .into_iter()
+                .map(|r| (0, Bytes::from(r)))
+                .collect();
+            proptest::prop_assert_eq!(again, image);
         }
     }
 

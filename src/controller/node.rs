@@ -58,6 +58,21 @@ struct Deferred {
     push_to: Option<NodeId>,
 }
 
+/// One voter's place in a controller quorum.
+#[cfg(feature = "quorum")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuorumSeat<'a> {
+    /// This voter.
+    pub(crate) voter: NodeId,
+    /// Every voter of the quorum.
+    pub(crate) voters: &'a [NodeId],
+    /// Turns which voter's election timeout is shortest.
+    pub(crate) seed: u64,
+    /// Committed records after which a voter snapshots (see
+    /// [`SNAPSHOT_AFTER_RECORDS`](super::store::SNAPSHOT_AFTER_RECORDS)).
+    pub(crate) snapshot_after: u64,
+}
+
 /// The controller node; see the [module docs](self).
 pub(crate) struct ControllerCore {
     id: NodeId,
@@ -127,9 +142,8 @@ impl ControllerCore {
     }
 
     /// A voter of a controller quorum (Raft over the wire): controller
-    /// `CONTROLLER_ID + voter` with its metadata log in `storage`, among
-    /// the quorum `voters`; `seed` turns which voter's election timeout is
-    /// shortest. It starts as a standby; when the quorum
+    /// `CONTROLLER_ID + seat.voter` with its metadata log in `storage`.
+    /// It starts as a standby; when the quorum
     /// elects it and everything before its term is committed, it replays
     /// the committed metadata and becomes the active controller (every
     /// registered broker then gets a session to heartbeat in), and stops
@@ -137,14 +151,21 @@ impl ControllerCore {
     #[cfg(feature = "quorum")]
     #[cfg_attr(not(any(feature = "node", feature = "sim")), allow(dead_code))]
     pub(crate) fn quorum(
-        (voter, voters, seed): (NodeId, &[NodeId], u64),
+        seat: &QuorumSeat<'_>,
         storage: &dyn Storage,
         now: Millis,
         session_timeout_ms: Millis,
         tick_ms: Millis,
     ) -> Result<Self> {
-        let id = crate::protocol::CONTROLLER_ID.saturating_add(voter);
-        let store = super::quorum::RaftMetadataStore::open(storage, id, voter, voters, seed)?;
+        let id = crate::protocol::CONTROLLER_ID.saturating_add(seat.voter);
+        let store = super::quorum::RaftMetadataStore::open(
+            storage,
+            id,
+            seat.voter,
+            seat.voters,
+            seat.seed,
+        )?
+        .snapshot_after(seat.snapshot_after);
         let mut core = Self::new(
             id,
             None,

@@ -11,6 +11,14 @@
 //! leaves. The committed records, in order, are what a new active
 //! controller replays.
 //!
+//! Snapshots bound all of it: once [`SNAPSHOT_AFTER_RECORDS`] committed
+//! records follow a voter's last snapshot, the voter snapshots on its own
+//! (the image of [`snapshot_records`](super::snapshot_records), taken at
+//! its applied index), stores it in a third partition log, and drops the
+//! Raft entries it covers from memory and disk. A voter too far behind
+//! for the leader's log gets the leader's snapshot in a Raft
+//! `MsgSnapshot`, and continues from there.
+//!
 //! Determinism: raft-rs draws each election timeout from a thread RNG in
 //! `[min_election_tick, max_election_tick)`; this store sets
 //! `max = min + 1`, with `min` spread per voter from a seed, so the draw
@@ -22,12 +30,13 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use raft::eraftpb::Snapshot;
 use raft::eraftpb::{self, ConfState, Entry, EntryType, HardState, MessageType};
 use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole};
+use raft::{Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole};
 use serde::{Deserialize, Serialize};
 
-use super::store::{MetadataStore, open_log, read_all};
+use super::store::{MetadataStore, SNAPSHOT_AFTER_RECORDS, open_log, read_all};
 use crate::error::{Error, Result};
 use crate::protocol::NodeId;
 use crate::record::RecordBatchBuilder;
@@ -38,6 +47,8 @@ use crate::time::Millis;
 const RAFT_LOG_TOPIC: &str = "__cluster_metadata_raft";
 /// The partition holding a voter's term and vote.
 const RAFT_STATE_TOPIC: &str = "__cluster_metadata_vote";
+/// The partition holding a voter's latest snapshot.
+const RAFT_SNAPSHOT_TOPIC: &str = "__cluster_metadata_snapshot";
 
 /// Raft's timing, in ticks of [`RAFT_TICK_MS`].
 const HEARTBEAT_TICKS: usize = 2;
@@ -46,8 +57,8 @@ const ELECTION_TICKS: usize = 6;
 /// too); bigger ones are refused, not decoded.
 const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;
 
-/// A Raft message as it travels (raft-rs's `eraftpb::Message` without the
-/// snapshot, which this store never sends).
+/// A Raft message as it travels (raft-rs's `eraftpb::Message`, the fields
+/// voters use).
 #[derive(Debug, Serialize, Deserialize)]
 struct WireMessage {
     msg_type: i32,
@@ -64,6 +75,134 @@ struct WireMessage {
     reject_hint: u64,
     context: Vec<u8>,
     priority: i64,
+    snapshot: Option<WireSnapshot>,
+}
+
+/// A snapshot as it travels and as it is stored: where it ends in the Raft
+/// log, and its [`SnapshotData`] encoded.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireSnapshot {
+    index: u64,
+    term: u64,
+    data: Vec<u8>,
+}
+
+/// What a snapshot holds: the image of the committed metadata records up
+/// to its index, and how many records that image replaces (the offset of
+/// the first record after it).
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotData {
+    records_offset: u64,
+    image: Vec<Vec<u8>>,
+}
+
+impl WireSnapshot {
+    fn from_snapshot(snapshot: &Snapshot) -> Self {
+        Self {
+            index: snapshot.get_metadata().index,
+            term: snapshot.get_metadata().term,
+            data: snapshot.data.to_vec(),
+        }
+    }
+
+    /// The snapshot for the quorum of `voters`, and what it holds.
+    fn into_snapshot(self, conf_state: &ConfState) -> Result<(Snapshot, SnapshotData)> {
+        let data: SnapshotData = postcard::from_bytes(&self.data)
+            .map_err(|e| Error::corrupt(format!("Raft snapshot at index {}: {e}", self.index)))?;
+        let mut snapshot = Snapshot {
+            data: Bytes::from(self.data),
+            ..Snapshot::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = self.index;
+        metadata.term = self.term;
+        metadata.set_conf_state(conf_state.clone());
+        Ok((snapshot, data))
+    }
+}
+
+/// A voter's Raft log in memory — raft-rs's `MemStorage` — with its latest
+/// snapshot's data, which `MemStorage` does not keep (its snapshots are
+/// metadata only).
+struct SnapshottedStorage {
+    entries: MemStorage,
+    snapshot: Snapshot,
+}
+
+impl SnapshottedStorage {
+    /// Drops the entries `snapshot` covers (keeping later ones, and the
+    /// commit index) and keeps it as the latest.
+    fn compact(&mut self, snapshot: Snapshot) -> raft::Result<()> {
+        let index = snapshot.get_metadata().index;
+        let last = raft::Storage::last_index(&self.entries)?;
+        let later = if last > index {
+            raft::Storage::entries(
+                &self.entries,
+                index + 1,
+                last + 1,
+                None::<u64>,
+                GetEntriesContext::empty(false),
+            )?
+        } else {
+            Vec::new()
+        };
+        let mut core = self.entries.wl();
+        let hard_state = core.hard_state().clone();
+        core.apply_snapshot(snapshot.clone())?;
+        core.append(&later)?;
+        if hard_state.commit > index {
+            core.set_hardstate(hard_state);
+        }
+        drop(core);
+        self.snapshot = snapshot;
+        Ok(())
+    }
+
+    /// Replaces the whole log with `snapshot` (the leader's, for a voter
+    /// too far behind: what it held after the snapshot's index is not the
+    /// leader's).
+    fn install(&mut self, snapshot: Snapshot) -> raft::Result<()> {
+        self.entries.wl().apply_snapshot(snapshot.clone())?;
+        self.snapshot = snapshot;
+        Ok(())
+    }
+}
+
+impl raft::Storage for SnapshottedStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.entries.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.entries.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.entries.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.entries.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.entries.last_index()
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.snapshot.get_metadata().index < request_index.max(1) {
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.snapshot.clone())
+    }
 }
 
 /// A Raft log entry as it travels and as it is stored.
@@ -111,6 +250,7 @@ fn message_type(value: i32) -> Option<MessageType> {
         4 => MessageType::MsgAppendResponse,
         5 => MessageType::MsgRequestVote,
         6 => MessageType::MsgRequestVoteResponse,
+        7 => MessageType::MsgSnapshot,
         8 => MessageType::MsgHeartbeat,
         9 => MessageType::MsgHeartbeatResponse,
         14 => MessageType::MsgTimeoutNow,
@@ -137,11 +277,13 @@ fn encode_message(m: &eraftpb::Message) -> Option<Bytes> {
         reject_hint: m.reject_hint,
         context: m.context.to_vec(),
         priority: m.priority,
+        snapshot: (m.msg_type == MessageType::MsgSnapshot)
+            .then(|| WireSnapshot::from_snapshot(m.get_snapshot())),
     };
     postcard::to_allocvec(&wire).ok().map(Bytes::from)
 }
 
-fn decode_message(payload: &[u8]) -> Result<eraftpb::Message> {
+fn decode_message(payload: &[u8], conf_state: &ConfState) -> Result<eraftpb::Message> {
     if payload.len() > MAX_RAFT_MESSAGE_BYTES {
         return Err(Error::InvalidRequest {
             reason: format!("a Raft message of {} bytes", payload.len()),
@@ -161,6 +303,22 @@ fn decode_message(payload: &[u8]) -> Result<eraftpb::Message> {
         .map_err(|e| Error::InvalidRequest {
             reason: e.to_string(),
         })?;
+    let snapshot = match (msg_type, wire.snapshot) {
+        (MessageType::MsgSnapshot, Some(snapshot)) => Some(
+            snapshot
+                .into_snapshot(conf_state)
+                .map_err(|e| Error::InvalidRequest {
+                    reason: e.to_string(),
+                })?
+                .0,
+        ),
+        (MessageType::MsgSnapshot, None) => {
+            return Err(Error::InvalidRequest {
+                reason: "a Raft snapshot message without its snapshot".into(),
+            });
+        }
+        _ => None,
+    };
     Ok(eraftpb::Message {
         msg_type,
         to: wire.to,
@@ -176,6 +334,7 @@ fn decode_message(payload: &[u8]) -> Result<eraftpb::Message> {
         reject_hint: wire.reject_hint,
         context: Bytes::from(wire.context),
         priority: wire.priority,
+        snapshot: snapshot.into(),
         ..eraftpb::Message::default()
     })
 }
@@ -201,15 +360,25 @@ fn voter_of(raft_id: u64) -> Option<NodeId> {
 /// The metadata log replicated by Raft; see the [module docs](self).
 pub(crate) struct RaftMetadataStore {
     voter: NodeId,
-    raw: RawNode<MemStorage>,
-    /// The durable Raft log: the entry of index `i` at offset `i − 1`.
+    raw: RawNode<SnapshottedStorage>,
+    /// The durable Raft log: the entry of index `i` at offset `i − 1`,
+    /// from the one after the latest snapshot.
     log: Box<dyn PartitionLog>,
     /// The durable terms and votes, the last one current.
     votes: Box<dyn PartitionLog>,
+    /// The durable latest snapshot.
+    snapshots: Box<dyn PartitionLog>,
+    conf_state: ConfState,
     persisted_vote: (u64, u64),
-    /// Every committed metadata record, in order, with its offset (the
-    /// count of records before it).
+    /// The latest snapshot's image of the committed records before
+    /// `snapshot_offset`.
+    image: Vec<Bytes>,
+    snapshot_offset: u64,
+    /// The committed metadata records after the snapshot, in order, with
+    /// their offsets (the count of records before each).
     committed: Vec<(u64, Bytes)>,
+    /// Snapshot once this many records follow the last snapshot.
+    snapshot_after: u64,
     /// Records this leader proposed that are not committed yet.
     proposed: u64,
     /// The index of the first entry of this node's current leadership:
@@ -225,6 +394,7 @@ impl std::fmt::Debug for RaftMetadataStore {
             .field("voter", &self.voter)
             .field("term", &self.raw.raft.term)
             .field("role", &self.raw.raft.state)
+            .field("snapshot_offset", &self.snapshot_offset)
             .field("committed", &self.committed.len())
             .finish_non_exhaustive()
     }
@@ -237,6 +407,21 @@ fn append_value(log: &mut dyn PartitionLog, value: &[u8], now: Millis) -> Result
     let end = log.log_end_offset();
     log.set_high_watermark(end);
     Ok(())
+}
+
+/// Appends `value` as the log's one current record, flushed; the ones
+/// before it go.
+fn replace_value(log: &mut dyn PartitionLog, value: &[u8], now: Millis) -> Result<()> {
+    append_value(log, value, now)?;
+    log.flush()?;
+    let last = log.log_end_offset() - 1;
+    log.delete_records_before(last)?;
+    log.maintain()?;
+    Ok(())
+}
+
+fn raft_error(what: &str, e: raft::Error) -> Error {
+    Error::corrupt(format!("Raft {what}: {e}"))
 }
 
 impl RaftMetadataStore {
@@ -258,17 +443,43 @@ impl RaftMetadataStore {
         }
         let log = open_log(storage, RAFT_LOG_TOPIC, replica)?;
         let votes = open_log(storage, RAFT_STATE_TOPIC, replica)?;
-        let store = MemStorage::new_with_conf_state(ConfState::from((
+        let snapshots = open_log(storage, RAFT_SNAPSHOT_TOPIC, replica)?;
+        let conf_state = ConfState::from((
             voters.iter().map(|&v| raft_id(v)).collect::<Vec<_>>(),
             vec![],
-        )));
+        ));
+        let mut raft_storage = SnapshottedStorage {
+            entries: MemStorage::new_with_conf_state(conf_state.clone()),
+            snapshot: Snapshot::default(),
+        };
+        let (mut image, mut snapshot_offset) = (Vec::new(), 0);
+        if let Some((_, value)) = read_all(&*snapshots, "Raft snapshot")?.pop() {
+            let stored: WireSnapshot = postcard::from_bytes(&value)
+                .map_err(|e| Error::corrupt(format!("Raft snapshot record: {e}")))?;
+            let (snapshot, data) = stored.into_snapshot(&conf_state)?;
+            image = data.image.into_iter().map(Bytes::from).collect();
+            snapshot_offset = data.records_offset;
+            raft_storage
+                .compact(snapshot)
+                .map_err(|e| raft_error("snapshot", e))?;
+        }
+        let snapshot_index = raft_storage.snapshot.get_metadata().index;
         let mut entries = Vec::new();
-        for (i, (_, value)) in read_all(&*log, "Raft")?.into_iter().enumerate() {
+        for (offset, value) in read_all(&*log, "Raft")? {
             let wire: WireEntry = postcard::from_bytes(&value)
-                .map_err(|e| Error::corrupt(format!("Raft log entry at offset {i}: {e}")))?;
-            if wire.index != i as u64 + 1 {
+                .map_err(|e| Error::corrupt(format!("Raft log entry at offset {offset}: {e}")))?;
+            if wire.index != offset + 1 {
                 return Err(Error::corrupt(format!(
-                    "Raft log entry at offset {i} has index {}",
+                    "Raft log entry at offset {offset} has index {}",
+                    wire.index
+                )));
+            }
+            if wire.index <= snapshot_index {
+                continue; // the snapshot has it (a crash kept it)
+            }
+            if entries.is_empty() && wire.index != snapshot_index + 1 {
+                return Err(Error::corrupt(format!(
+                    "the Raft log resumes at index {} after a snapshot at {snapshot_index}",
                     wire.index
                 )));
             }
@@ -281,12 +492,15 @@ impl RaftMetadataStore {
             persisted_vote = (vote.term, vote.vote);
         }
         {
-            let mut core = store.wl();
+            let mut core = raft_storage.entries.wl();
             core.append(&entries)
                 .map_err(|e| Error::corrupt(format!("Raft log: {e}")))?;
             core.set_hardstate(HardState {
-                term: persisted_vote.0,
+                term: persisted_vote
+                    .0
+                    .max(raft_storage.snapshot.get_metadata().term),
                 vote: persisted_vote.1,
+                commit: snapshot_index,
                 ..HardState::default()
             });
         }
@@ -311,19 +525,31 @@ impl RaftMetadataStore {
             .validate()
             .map_err(|e| Error::config("controller_quorum_voters", e.to_string()))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&config, store, &logger)
+        let raw = RawNode::new(&config, raft_storage, &logger)
             .map_err(|e| Error::config("controller_quorum_voters", e.to_string()))?;
         Ok(Self {
             voter,
             raw,
             log,
             votes,
+            snapshots,
+            conf_state,
             persisted_vote,
+            image,
+            snapshot_offset,
             committed: Vec::new(),
+            snapshot_after: SNAPSHOT_AFTER_RECORDS,
             proposed: 0,
             leading_from: None,
             outbox: VecDeque::new(),
         })
+    }
+
+    /// Snapshots once `records` committed records follow the last
+    /// snapshot (instead of [`SNAPSHOT_AFTER_RECORDS`]).
+    pub(crate) fn snapshot_after(mut self, records: u64) -> Self {
+        self.snapshot_after = records.max(1);
+        self
     }
 
     /// Runs what Raft has ready: persists entries and the vote, queues
@@ -331,20 +557,18 @@ impl RaftMetadataStore {
     fn process_ready(&mut self, now: Millis) -> Result<()> {
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
-            self.queue(ready.take_messages());
-            if !ready.snapshot().data.is_empty() || ready.snapshot().get_metadata().index > 0 {
-                return Err(Error::corrupt(
-                    "a Raft snapshot arrived; this quorum never sends one",
-                ));
+            let mut sent_snapshots = self.queue(ready.take_messages());
+            if !ready.snapshot().is_empty() {
+                let snapshot = ready.snapshot().clone();
+                self.install_snapshot(snapshot, now)?;
             }
             self.apply(ready.take_committed_entries())?;
             let entries = ready.take_entries();
             if !entries.is_empty() {
                 self.persist_entries(&entries, now)?;
                 self.raw
-                    .raft
-                    .raft_log
-                    .store
+                    .mut_store()
+                    .entries
                     .wl()
                     .append(&entries)
                     .map_err(|e| Error::corrupt(format!("Raft log: {e}")))?;
@@ -352,27 +576,108 @@ impl RaftMetadataStore {
             if let Some(hs) = ready.hs() {
                 let hs = hs.clone();
                 self.persist_vote(&hs, now)?;
-                self.raw.raft.raft_log.store.wl().set_hardstate(hs);
+                self.raw.mut_store().entries.wl().set_hardstate(hs);
             }
-            self.queue(ready.take_persisted_messages());
+            sent_snapshots.extend(self.queue(ready.take_persisted_messages()));
             let mut light = self.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
-                self.raw.raft.raft_log.store.wl().mut_hard_state().commit = commit;
+                self.raw.mut_store().entries.wl().mut_hard_state().commit = commit;
             }
-            self.queue(light.take_messages());
+            sent_snapshots.extend(self.queue(light.take_messages()));
             self.apply(light.take_committed_entries())?;
             self.raw.advance_apply();
+            // A snapshot sent counts as delivered: the voter is probed
+            // again, and one lost on the way is sent again.
+            for to in sent_snapshots {
+                self.raw.report_snapshot(to, SnapshotStatus::Finish);
+            }
         }
         self.track_leadership();
-        Ok(())
+        self.maybe_snapshot(now)
     }
 
-    fn queue(&mut self, messages: Vec<eraftpb::Message>) {
+    /// Queues `messages`; the voters sent a snapshot (their Raft ids).
+    fn queue(&mut self, messages: Vec<eraftpb::Message>) -> Vec<u64> {
+        let mut snapshots = Vec::new();
         for m in messages {
             if let (Some(to), Some(payload)) = (voter_of(m.to), encode_message(&m)) {
+                if m.msg_type == MessageType::MsgSnapshot {
+                    snapshots.push(m.to);
+                }
                 self.outbox.push_back((to, payload));
             }
         }
+        snapshots
+    }
+
+    /// Every committed record, from the snapshot's image on.
+    fn committed_records(&self) -> Vec<(u64, Bytes)> {
+        let image = self.image.iter().map(|r| (self.snapshot_offset, r.clone()));
+        image.chain(self.committed.iter().cloned()).collect()
+    }
+
+    /// Snapshots at the applied index once enough records follow the last
+    /// snapshot: stored first, then the entries it covers go.
+    fn maybe_snapshot(&mut self, now: Millis) -> Result<()> {
+        if (self.committed.len() as u64) < self.snapshot_after {
+            return Ok(());
+        }
+        let index = self.raw.raft.raft_log.applied;
+        let term = self
+            .raw
+            .raft
+            .raft_log
+            .term(index)
+            .map_err(|e| raft_error("snapshot", e))?;
+        let image = super::snapshot_records(&self.committed_records())?;
+        let data = SnapshotData {
+            records_offset: self.committed_offset(),
+            image,
+        };
+        let data = postcard::to_allocvec(&data).map_err(|e| Error::Serialization {
+            reason: format!("Raft snapshot: {e}"),
+        })?;
+        let wire = WireSnapshot { index, term, data };
+        self.persist_snapshot(&wire, now)?;
+        let (snapshot, data) = wire.into_snapshot(&self.conf_state)?;
+        self.raw
+            .mut_store()
+            .compact(snapshot)
+            .map_err(|e| raft_error("snapshot", e))?;
+        // Entry `i` is at offset `i − 1`: the ones up to `index` go.
+        self.log.delete_records_before(index)?;
+        self.log.maintain()?;
+        self.image = data.image.into_iter().map(Bytes::from).collect();
+        self.snapshot_offset = data.records_offset;
+        self.committed.clear();
+        Ok(())
+    }
+
+    /// The leader's snapshot arrived (this voter was too far behind):
+    /// stored first, then it replaces this voter's log and records.
+    fn install_snapshot(&mut self, snapshot: Snapshot, now: Millis) -> Result<()> {
+        let wire = WireSnapshot::from_snapshot(&snapshot);
+        let index = wire.index;
+        let (snapshot, data) = wire.into_snapshot(&self.conf_state)?;
+        self.persist_snapshot(&WireSnapshot::from_snapshot(&snapshot), now)?;
+        self.raw
+            .mut_store()
+            .install(snapshot)
+            .map_err(|e| raft_error("snapshot", e))?;
+        self.log.truncate_fully_and_start_at(index)?;
+        self.log.flush()?;
+        self.image = data.image.into_iter().map(Bytes::from).collect();
+        self.snapshot_offset = data.records_offset;
+        self.committed.clear();
+        self.proposed = 0;
+        Ok(())
+    }
+
+    fn persist_snapshot(&mut self, snapshot: &WireSnapshot, now: Millis) -> Result<()> {
+        let value = postcard::to_allocvec(snapshot).map_err(|e| Error::Serialization {
+            reason: format!("Raft snapshot: {e}"),
+        })?;
+        replace_value(&mut *self.snapshots, &value, now)
     }
 
     fn persist_entries(&mut self, entries: &[Entry], now: Millis) -> Result<()> {
@@ -406,8 +711,7 @@ impl RaftMetadataStore {
         .map_err(|e| Error::Serialization {
             reason: format!("Raft vote: {e}"),
         })?;
-        append_value(&mut *self.votes, &value, now)?;
-        self.votes.flush()?;
+        replace_value(&mut *self.votes, &value, now)?;
         self.persisted_vote = (hs.term, hs.vote);
         Ok(())
     }
@@ -422,7 +726,7 @@ impl RaftMetadataStore {
                 Error::corrupt(format!("Raft entry {} does not decode: {e}", entry.index))
             })?;
             for record in records {
-                let offset = self.committed.len() as u64;
+                let offset = self.committed_offset();
                 self.committed.push((offset, Bytes::from(record)));
                 if self.leading_from.is_some() {
                     self.proposed = self.proposed.saturating_sub(1);
@@ -466,21 +770,27 @@ impl MetadataStore for RaftMetadataStore {
     }
 
     fn replay(&self) -> Result<Vec<(u64, Bytes)>> {
-        Ok(self.committed.clone())
+        Ok(self.committed_records())
     }
 
     fn close(self: Box<Self>) -> Result<()> {
-        let Self { log, votes, .. } = *self;
+        let Self {
+            log,
+            votes,
+            snapshots,
+            ..
+        } = *self;
         log.close()?;
-        votes.close()
+        votes.close()?;
+        snapshots.close()
     }
 
     fn committed_offset(&self) -> u64 {
-        self.committed.len() as u64
+        self.snapshot_offset + self.committed.len() as u64
     }
 
     fn end_offset(&self) -> u64 {
-        self.committed.len() as u64 + self.proposed
+        self.committed_offset() + self.proposed
     }
 
     fn is_active(&self) -> bool {
@@ -499,7 +809,7 @@ impl MetadataStore for RaftMetadataStore {
     }
 
     fn step(&mut self, payload: &[u8], now: Millis) -> Result<()> {
-        let message = decode_message(payload)?;
+        let message = decode_message(payload, &self.conf_state)?;
         if message.to != raft_id(self.voter) {
             return Err(Error::InvalidRequest {
                 reason: format!(
@@ -535,10 +845,15 @@ mod tests {
 
     impl Quorum {
         fn new(storages: &[MemoryStorage]) -> Self {
+            Self::snapshotting_after(storages, SNAPSHOT_AFTER_RECORDS)
+        }
+
+        fn snapshotting_after(storages: &[MemoryStorage], records: u64) -> Self {
             let voters = (0..3)
                 .map(|v| {
                     RaftMetadataStore::open(&storages[v], 100 + v as u32, v as u32, &[0, 1, 2], 0)
                         .unwrap()
+                        .snapshot_after(records)
                 })
                 .collect();
             Self {
@@ -648,6 +963,106 @@ mod tests {
         assert_eq!(q2.voters[leader].committed_offset(), 1, "x survived");
     }
 
+    /// A metadata record (snapshots replay what they hold).
+    fn record(id: i64) -> Vec<u8> {
+        super::super::encode_record(&super::super::MetadataRecord::ProducerIdAllocated { id })
+            .unwrap()
+    }
+
+    /// The next producer id voter `v`'s committed records give.
+    fn next_producer_id(q: &Quorum, v: usize) -> i64 {
+        let records = q.voters[v].replay().unwrap();
+        super::super::replay(&records, Vec::new())
+            .unwrap()
+            .0
+            .next_producer_id
+    }
+
+    #[test]
+    fn snapshots_bound_the_raft_log_and_a_voter_far_behind_catches_up_from_one() {
+        let storages: Vec<MemoryStorage> = (0..3).map(|_| MemoryStorage::new()).collect();
+        let mut q = Quorum::snapshotting_after(&storages, 5);
+        q.run(30);
+        let leader = q.active()[0];
+        let behind = (leader + 1) % 3;
+        let other = 3 - leader - behind;
+        q.down[behind] = true;
+        for id in 0..40 {
+            let now = q.now;
+            q.voters[leader].append(&[record(id)], now).unwrap();
+            q.run(1);
+        }
+        q.run(3);
+        for v in [leader, other] {
+            let voter = &q.voters[v];
+            assert_eq!(voter.committed_offset(), 40, "voter {v}");
+            assert!(voter.snapshot_offset >= 35, "voter {v}: {voter:?}");
+            assert!(voter.committed.len() < 5, "voter {v}: {voter:?}");
+            // The durable log starts after the snapshot: a few entries.
+            let (start, end) = (voter.log.log_start_offset(), voter.log.log_end_offset());
+            assert!(start >= 35 && end - start < 6, "voter {v}: {start}..{end}");
+            assert_eq!(
+                voter.snapshots.log_end_offset() - voter.snapshots.log_start_offset(),
+                1
+            );
+            assert_eq!(next_producer_id(&q, v), 40);
+        }
+        // The voter that was down needs entries the others no longer
+        // have: it gets the leader's snapshot, then what follows.
+        q.down[behind] = false;
+        q.run(10);
+        assert_eq!(q.voters[behind].committed_offset(), 40);
+        assert!(
+            q.voters[behind].snapshot_offset > 0,
+            "{:?}",
+            q.voters[behind]
+        );
+        assert_eq!(next_producer_id(&q, behind), 40);
+        let now = q.now;
+        q.voters[leader].append(&[record(40)], now).unwrap();
+        q.run(2);
+        assert_eq!(next_producer_id(&q, behind), 41);
+        // Every voter restarts over its storage: snapshot, entries after
+        // it and vote come back, and a new leader has all 41 records.
+        drop(q);
+        let mut q = Quorum::snapshotting_after(&storages, 5);
+        q.run(40);
+        let leader = q.active()[0];
+        assert_eq!(q.voters[leader].committed_offset(), 41);
+        assert_eq!(next_producer_id(&q, leader), 41);
+    }
+
+    #[test]
+    fn snapshot_messages_travel_and_malformed_ones_are_refused() {
+        let conf_state = ConfState::from((vec![1, 2, 3], vec![]));
+        let data = postcard::to_allocvec(&SnapshotData {
+            records_offset: 7,
+            image: vec![record(6)],
+        })
+        .unwrap();
+        let (snapshot, _) = WireSnapshot {
+            index: 12,
+            term: 3,
+            data,
+        }
+        .into_snapshot(&conf_state)
+        .unwrap();
+        let m = eraftpb::Message {
+            msg_type: MessageType::MsgSnapshot,
+            to: raft_id(1),
+            from: raft_id(0),
+            term: 3,
+            snapshot: Some(snapshot.clone()).into(),
+            ..eraftpb::Message::default()
+        };
+        let decoded = decode_message(&encode_message(&m).unwrap(), &conf_state).unwrap();
+        assert_eq!(decoded.get_snapshot(), &snapshot);
+        // A snapshot whose data is not a snapshot's is refused.
+        let mut bad = m.clone();
+        bad.mut_snapshot().data = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]);
+        assert!(decode_message(&encode_message(&bad).unwrap(), &conf_state).is_err());
+    }
+
     #[test]
     fn undecodable_or_misaddressed_raft_messages_are_refused() {
         let storage = MemoryStorage::new();
@@ -661,7 +1076,7 @@ mod tests {
         };
         let payload = encode_message(&m).unwrap();
         assert!(voter.step(&payload, 0).is_err(), "for another voter");
-        m.msg_type = MessageType::MsgSnapshot;
-        assert!(encode_message(&m).is_none(), "snapshots never travel");
+        m.msg_type = MessageType::MsgPropose;
+        assert!(encode_message(&m).is_none(), "proposals never travel");
     }
 }

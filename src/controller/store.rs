@@ -72,19 +72,73 @@ pub(crate) trait MetadataStore: Send + std::fmt::Debug {
     }
 }
 
+/// How many records a metadata log gathers after its last snapshot before
+/// it takes the next one.
+pub(crate) const SNAPSHOT_AFTER_RECORDS: u64 = 1_000;
+
+/// Largest batch a metadata log takes (a Raft snapshot is one record).
+const MAX_METADATA_BATCH_BYTES: usize = 64 << 20;
+
+/// Most records in one batch of a snapshot.
+const SNAPSHOT_BATCH_RECORDS: usize = 500;
+
 /// The metadata log as the partition `__cluster_metadata-0` of the
-/// controller's node in a [`Storage`], flushed on every append.
+/// controller's node in a [`Storage`], flushed on every append. Once
+/// [`SNAPSHOT_AFTER_RECORDS`] records follow its last snapshot it appends a
+/// new one and deletes everything before it.
 #[derive(Debug)]
 pub(crate) struct LogMetadataStore {
     log: Box<dyn PartitionLog>,
+    /// Where the records after the last snapshot begin (since this store
+    /// opened, its log start).
+    after_snapshot: u64,
+    snapshot_after: u64,
 }
 
 impl LogMetadataStore {
     /// Opens (or creates) the metadata log of node `id` in `storage`.
     pub(crate) fn open(storage: &dyn Storage, id: NodeId) -> Result<Self> {
+        let log = open_log(storage, METADATA_TOPIC, id)?;
         Ok(Self {
-            log: open_log(storage, METADATA_TOPIC, id)?,
+            after_snapshot: log.log_start_offset(),
+            log,
+            snapshot_after: SNAPSHOT_AFTER_RECORDS,
         })
+    }
+
+    /// Snapshots after `records` records instead (for tests).
+    #[cfg(test)]
+    pub(crate) fn snapshot_after(mut self, records: u64) -> Self {
+        self.snapshot_after = records.max(1);
+        self
+    }
+
+    /// Appends a snapshot of the whole log, then deletes what it replaces.
+    /// A crash between the two leaves both, which replay to the same
+    /// metadata (the snapshot restates what the records before it made).
+    fn snapshot(&mut self, now: Millis) -> Result<()> {
+        let image = super::snapshot_records(&read_all(&*self.log, "metadata")?)?;
+        let start = self.log.log_end_offset();
+        for chunk in image.chunks(SNAPSHOT_BATCH_RECORDS) {
+            self.append_batch(chunk, now)?;
+        }
+        self.log.flush()?;
+        self.log.delete_records_before(start)?;
+        self.log.maintain()?;
+        self.after_snapshot = self.log.log_end_offset();
+        Ok(())
+    }
+
+    fn append_batch(&mut self, records: &[Vec<u8>], now: Millis) -> Result<u64> {
+        let mut batch =
+            RecordBatchBuilder::with_capacity(records.iter().map(|r| r.len() + 16).sum());
+        for record in records {
+            batch.append(now, None, Some(record), &[]);
+        }
+        let base = self.log.append(batch.build(), 0)?.base_offset;
+        let end = self.log.log_end_offset();
+        self.log.set_high_watermark(end);
+        Ok(base)
     }
 }
 
@@ -98,6 +152,8 @@ pub(super) fn open_log(
     let tp = TopicPartition::new(topic, 0)?;
     let config = LogConfig {
         retention_ms: None,
+        // A snapshot is one record, as big as the cluster's metadata.
+        max_message_bytes: MAX_METADATA_BATCH_BYTES,
         ..LogConfig::default()
     };
     let mut log = storage.open(&tp, replica, &config)?;
@@ -133,15 +189,11 @@ pub(super) fn read_all(log: &dyn PartitionLog, what: &str) -> Result<Vec<(u64, B
 
 impl MetadataStore for LogMetadataStore {
     fn append(&mut self, records: &[Vec<u8>], now: Millis) -> Result<u64> {
-        let mut batch =
-            RecordBatchBuilder::with_capacity(records.iter().map(|r| r.len() + 16).sum());
-        for record in records {
-            batch.append(now, None, Some(record), &[]);
-        }
-        let base = self.log.append(batch.build(), 0)?.base_offset;
+        let base = self.append_batch(records, now)?;
         self.log.flush()?;
-        let end = self.log.log_end_offset();
-        self.log.set_high_watermark(end);
+        if self.log.log_end_offset() - self.after_snapshot >= self.snapshot_after {
+            self.snapshot(now)?;
+        }
         Ok(base)
     }
 

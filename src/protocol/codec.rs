@@ -63,7 +63,7 @@ use crate::storage::{CleanupPolicy, TopicCompression};
 use crate::topic::{NewTopic, TopicConfig, TopicPartition};
 
 /// The version of the frame layout this build writes and reads.
-pub const FRAME_VERSION: u16 = 2;
+pub const FRAME_VERSION: u16 = 3;
 
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_LEN: usize = 4;

@@ -84,7 +84,7 @@ use crate::client::member_core::MemberCore;
 use crate::client::{
     Acks, AutoOffsetReset, ConsumerConfig, ConsumerCore, ProducerConfig, ProducerCore,
 };
-use crate::controller::ControllerCore;
+use crate::controller::{ControllerCore, QuorumSeat};
 use crate::error::Error;
 use crate::group::built_in_assignors;
 use crate::protocol::{
@@ -102,6 +102,9 @@ const FIRST_PRODUCER: u64 = 100;
 const FIRST_CONSUMER: u64 = 200;
 /// The voters of a controller quorum (controllers `CONTROLLER_ID + v`).
 const VOTERS: [NodeId; 3] = [0, 1, 2];
+/// A quorum's voters snapshot this often (in committed metadata records),
+/// so that runs take snapshots and send them to voters far behind.
+const QUORUM_SNAPSHOT_AFTER: u64 = 20;
 
 /// What one simulated run does.
 #[derive(Debug, Clone)]
@@ -640,8 +643,13 @@ impl World {
         let session = self.broker_config.broker_session_timeout_ms as Millis;
         let controller = if self.quorum {
             let voter = node_of(peer).saturating_sub(CONTROLLER_ID);
-            let seat = (voter, &VOTERS[..], self.config.seed);
-            ControllerCore::quorum(seat, &*self.storage, now, session, 20)?
+            let seat = QuorumSeat {
+                voter,
+                voters: &VOTERS,
+                seed: self.config.seed,
+                snapshot_after: QUORUM_SNAPSHOT_AFTER,
+            };
+            ControllerCore::quorum(&seat, &*self.storage, now, session, 20)?
         } else {
             // A joined broker is in the metadata log, which the controller
             // replays.
