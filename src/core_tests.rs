@@ -49,6 +49,8 @@ struct World {
     acknowledged: BTreeMap<u64, crate::Result<Option<u64>>>,
     /// The leader epochs the consumer's fetches named.
     consumer_fetch_epochs: BTreeSet<Option<i32>>,
+    /// Metadata pushes delivered: whole, and as deltas.
+    pushes: (u64, u64),
 }
 
 impl World {
@@ -130,6 +132,7 @@ impl World {
             delivered: 0,
             acknowledged: BTreeMap::new(),
             consumer_fetch_epochs: BTreeSet::new(),
+            pushes: (0, 0),
         };
         let peers: Vec<Peer> = world.nodes.keys().copied().collect();
         for peer in peers {
@@ -174,6 +177,12 @@ impl World {
             {
                 let epochs = fetch.partitions.iter().map(|p| p.current_leader_epoch);
                 self.consumer_fetch_epochs.extend(epochs);
+            }
+            if let Message::Request(Request::UpdateMetadata(push)) = &envelope.message {
+                match push.delta_from {
+                    None => self.pushes.0 += 1,
+                    Some(_) => self.pushes.1 += 1,
+                }
             }
             let to = envelope.to;
             if to == ADMIN {
@@ -450,6 +459,10 @@ struct Run {
     read: Vec<(u64, String)>,
     leaders: (NodeId, NodeId),
     virtual_ms: Millis,
+    /// Metadata pushes: whole, and as deltas.
+    pushes: (u64, u64),
+    /// Whether every live broker holds the controller's metadata at the end.
+    brokers_agree: bool,
 }
 
 /// The scenario.
@@ -479,12 +492,22 @@ fn scenario() -> Run {
     let new_leader = world.leader(&tp).expect("a new leader");
     world.produce_acknowledged(&tp, "after");
     world.consume(&mut read, 40);
+    let Some(Node::Controller(c)) = world.nodes.get(&Peer::Broker(CONTROLLER_ID)) else {
+        unreachable!("the controller runs throughout");
+    };
+    let metadata = c.metadata().expect("running");
+    let brokers_agree = (0..BROKERS).filter(|&b| b != old_leader).all(|b| {
+        matches!(world.nodes.get(&Peer::Broker(b)),
+            Some(Node::Broker(broker)) if **broker.metadata() == *metadata)
+    });
     Run {
         trace: world.trace,
         delivered: world.delivered,
         read,
         leaders: (old_leader, new_leader),
         virtual_ms: world.now - T0,
+        pushes: world.pushes,
+        brokers_agree,
     }
 }
 
@@ -502,6 +525,12 @@ fn three_brokers_a_controller_a_producer_and_a_consumer_run_in_one_thread_and_re
     assert_eq!(values, expected);
     let offsets: Vec<u64> = read.iter().map(|(o, _)| *o).collect();
     assert_eq!(offsets, (0..40).collect::<Vec<u64>>());
+    // After its first push to a broker, the controller sends what changed
+    // (a delta from what it sent before); the brokers hold exactly its
+    // metadata all the same.
+    let (whole, deltas) = run.pushes;
+    assert!(deltas > whole, "{deltas} deltas, {whole} whole pushes");
+    assert!(run.brokers_agree);
     // The same inputs give the same outputs, byte for byte.
     let again = scenario();
     assert_eq!(run.delivered, again.delivered);
@@ -509,11 +538,13 @@ fn three_brokers_a_controller_a_producer_and_a_consumer_run_in_one_thread_and_re
     assert!(run.trace == again.trace, "the two traces differ");
     println!(
         "one-thread run: leader {} crashed, {} took over; {} envelopes delivered over {} ms of \
-         virtual time; trace of {} bytes, identical twice",
+         virtual time; {} metadata pushes as deltas, {} whole; trace of {} bytes, identical twice",
         run.leaders.0,
         run.leaders.1,
         run.delivered,
         run.virtual_ms,
+        run.pushes.1,
+        run.pushes.0,
         run.trace.len()
     );
 }

@@ -393,6 +393,24 @@ pub enum Error {
         current: i16,
     },
 
+    /// A metadata delta from a version the broker does not hold (it missed
+    /// a push, or pushes crossed): the controller sends the whole metadata
+    /// instead.
+    #[error(
+        "a metadata delta from version {base_version} (controller epoch {base_epoch}); \
+         this broker holds version {held_version} (controller epoch {held_epoch})"
+    )]
+    MetadataDeltaBaseMismatch {
+        /// The controller epoch of the delta's base.
+        base_epoch: u32,
+        /// The version of the delta's base.
+        base_version: u64,
+        /// The controller epoch of the metadata the broker holds.
+        held_epoch: u32,
+        /// The version of the metadata the broker holds.
+        held_version: u64,
+    },
+
     /// An ISR change was made against an older version of the partition's
     /// leader and ISR (Kafka: `INVALID_UPDATE_VERSION`); the leader must look
     /// at the newer metadata first.
@@ -682,7 +700,8 @@ impl Error {
             | Error::NotAssigned
             | Error::PartitionNotAssigned { .. }
             | Error::InvalidAssignment { .. }
-            | Error::ControllerNotAvailable { .. } => -1,
+            | Error::ControllerNotAvailable { .. }
+            | Error::MetadataDeltaBaseMismatch { .. } => -1,
         }
     }
 

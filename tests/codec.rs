@@ -198,7 +198,7 @@ fn io_error() -> impl Strategy<Value = Arc<std::io::Error>> {
 /// Every error variant, with arbitrary fields.
 fn error() -> impl Strategy<Value = Error> {
     (
-        0u8..56,
+        0u8..57,
         (text(), text(), text()),
         (any::<u64>(), any::<u64>(), any::<u64>()),
         (any::<i32>(), any::<i32>(), any::<u32>()),
@@ -364,6 +364,12 @@ fn error() -> impl Strategy<Value = Error> {
                     54 => Error::SendBufferFull {
                         node: u,
                         limit_bytes: n,
+                    },
+                    55 => Error::MetadataDeltaBaseMismatch {
+                        base_epoch: u,
+                        base_version: a,
+                        held_epoch: u / 2,
+                        held_version: b,
                     },
                     _ => Error::InvalidPattern {
                         pattern: s1,
@@ -674,10 +680,16 @@ fn request() -> impl Strategy<Value = Request> {
         prop::collection::vec((name(), any::<u32>()), 0..3)
             .prop_map(|topics| Request::CreatePartitions(CreatePartitionsRequest { topics }))
             .boxed(),
-        cluster_metadata()
-            .prop_map(|m| {
+        (
+            cluster_metadata(),
+            prop::option::of((any::<u32>(), any::<u64>())),
+            prop::collection::vec(name(), 0..3),
+        )
+            .prop_map(|(m, delta_from, deleted)| {
                 Request::UpdateMetadata(UpdateMetadataRequest {
                     metadata: Arc::new(m),
+                    delta_from,
+                    deleted_topics: deleted.into_iter().map(Arc::from).collect(),
                 })
             })
             .boxed(),
@@ -967,6 +979,60 @@ proptest! {
         let at = LENGTH_PREFIX_LEN + 2 + 5 + 9 + 8;
         prop_assert_eq!(frame[at], 2);
         prop_assert_eq!(i16::from_be_bytes([frame[at + 1], frame[at + 2]]), error.code());
+    }
+}
+
+proptest! {
+    /// A metadata delta from `base` — some topics kept (the same `Arc`),
+    /// some changed, some deleted, some new — carries only what changed,
+    /// crosses the wire, and gives exactly the new metadata when applied to
+    /// `base`; a broker holding anything else refuses it.
+    #[test]
+    fn a_metadata_delta_applied_to_its_base_gives_the_new_metadata(
+        base in cluster_metadata(),
+        changes in prop::collection::vec((0u8..3, topic_metadata()), 0..4),
+        brokers in prop::collection::vec(broker_info(), 0..3),
+        bump in 1u64..5,
+    ) {
+        let mut new = base.clone();
+        new.version = base.version.wrapping_add(bump);
+        new.brokers = brokers;
+        let names: Vec<_> = base.topics.keys().cloned().collect();
+        for (i, (kind, topic)) in changes.into_iter().enumerate() {
+            match (kind, names.get(i)) {
+                (0, Some(name)) => {
+                    new.topics.remove(name);
+                }
+                (1, Some(name)) => {
+                    let changed = TopicMetadata { name: name.clone(), ..topic };
+                    new.topics.insert(name.clone(), Arc::new(changed));
+                }
+                _ => {
+                    new.topics.insert(topic.name.clone(), Arc::new(topic));
+                }
+            }
+        }
+        let delta = UpdateMetadataRequest::delta(&base, &new);
+        let kept = new
+            .topics
+            .iter()
+            .filter(|(n, t)| base.topics.get(*n).is_some_and(|b| Arc::ptr_eq(b, t)))
+            .count();
+        prop_assert_eq!(delta.metadata.topics.len(), new.topics.len() - kept);
+        let envelope = Envelope::request(Peer::Broker(9), Peer::Broker(1), 5,
+            Request::UpdateMetadata(delta));
+        let decoded = codec::decode(codec::encode(&envelope)).unwrap();
+        let Message::Request(Request::UpdateMetadata(delta)) = decoded.message else {
+            panic!("not a push: {decoded:?}");
+        };
+        prop_assert_eq!(&*delta.apply_to(&base).unwrap(), &new);
+        let mut other = base.clone();
+        other.version = base.version.wrapping_add(1);
+        let refused = delta.apply_to(&other);
+        prop_assert!(
+            matches!(refused, Err(Error::MetadataDeltaBaseMismatch { .. })),
+            "{:?}", refused
+        );
     }
 }
 

@@ -713,9 +713,9 @@ fn a_new_controller_takes_over_and_an_older_controllers_metadata_is_ignored() {
         version: u64::MAX,
         ..Default::default()
     };
-    let request = Request::UpdateMetadata(ferrolog::protocol::UpdateMetadataRequest {
-        metadata: std::sync::Arc::new(stale),
-    });
+    let request = Request::UpdateMetadata(ferrolog::protocol::UpdateMetadataRequest::full(
+        std::sync::Arc::new(stale),
+    ));
     let endpoint = Endpoint::new(setup.cluster.transport()).unwrap();
     assert!(endpoint.call(0, request, WAIT).is_ok());
     let ask = Request::Metadata(ferrolog::protocol::MetadataRequest::default());

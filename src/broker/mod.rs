@@ -41,7 +41,6 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::{
     AlterPartitionRequest, BrokerHeartbeatRequest, BrokerInfo, CONTROLLER_ID, ClusterMetadata,
     Envelope, IsrProposal, Message, NodeId, Peer, ReplyTo, Request, Response,
-    UpdateMetadataRequest,
 };
 use crate::replication::{ProducerStateTable, ReplicaSet, Update};
 use crate::storage::{PartitionLog, Storage};
@@ -474,6 +473,12 @@ impl BrokerCore {
         self.id
     }
 
+    /// The cluster metadata this broker holds.
+    #[cfg(test)]
+    pub(crate) fn metadata(&self) -> &Arc<ClusterMetadata> {
+        &self.metadata
+    }
+
     /// Handles one envelope addressed to this broker: a request (answered
     /// now or parked) or the answer to one of its own requests.
     pub fn handle_message(&mut self, now: Millis, envelope: Envelope) {
@@ -789,10 +794,19 @@ impl BrokerCore {
                 let response = self.describe(request);
                 self.respond(reply, Ok(Response::Metadata(response)));
             }
-            Request::UpdateMetadata(UpdateMetadataRequest { metadata }) => {
+            Request::UpdateMetadata(update) => {
                 self.controller_seen = now;
                 self.controller_override = None;
-                let applied = self.apply_metadata(now, metadata);
+                let pushed = &update.metadata;
+                let held = (self.metadata.controller_epoch, self.metadata.version);
+                // An older push (crossed by a newer one) changes nothing.
+                let applied = if (pushed.controller_epoch, pushed.version) <= held {
+                    Ok(Vec::new())
+                } else {
+                    update
+                        .apply_to(&self.metadata)
+                        .and_then(|metadata| self.apply_metadata(now, metadata))
+                };
                 self.respond(reply, applied.map(Response::UpdateMetadata));
             }
             Request::CreateTopics(_)

@@ -418,7 +418,7 @@ impl Cluster {
             .as_ref()
             .and_then(|controller| controller.with_core(|core| core.metadata()));
         if let Some(metadata) = metadata {
-            let request = Request::UpdateMetadata(UpdateMetadataRequest { metadata });
+            let request = Request::UpdateMetadata(UpdateMetadataRequest::full(metadata));
             let _ = self.endpoint.call(id, request, Duration::from_secs(30));
         }
         Ok(())

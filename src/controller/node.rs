@@ -73,6 +73,16 @@ pub(crate) struct QuorumSeat<'a> {
     pub(crate) snapshot_after: u64,
 }
 
+/// A push of a publish, waiting for its broker's answer.
+#[derive(Debug, Clone, Copy)]
+struct PushSent {
+    publish: u64,
+    broker: NodeId,
+    /// Sent as a delta (a broker that does not hold its base refuses it,
+    /// and gets the whole metadata instead).
+    delta: bool,
+}
+
 /// The controller node; see the [module docs](self).
 pub(crate) struct ControllerCore {
     id: NodeId,
@@ -93,7 +103,10 @@ pub(crate) struct ControllerCore {
     publish_timeout_ms: Millis,
     publishes: BTreeMap<u64, Publish>,
     /// Push correlation id → the publish it belongs to.
-    pushes: BTreeMap<u64, u64>,
+    pushes: BTreeMap<u64, PushSent>,
+    /// The metadata last pushed to each broker: the next push to it is a
+    /// delta from that one (forgotten when a push fails or is refused).
+    sent: BTreeMap<NodeId, Arc<ClusterMetadata>>,
     next_publish: u64,
     /// The newest metadata whose publish ended (every live broker answered
     /// its push, or the publish timed out), and the publish's id.
@@ -199,6 +212,7 @@ impl ControllerCore {
             publish_timeout_ms: session_timeout_ms,
             publishes: BTreeMap::new(),
             pushes: BTreeMap::new(),
+            sent: BTreeMap::new(),
             next_publish: 0,
             published: None,
             // 0 is what quorum messages carry (they have no answer).
@@ -258,6 +272,7 @@ impl ControllerCore {
             self.standby = Some(controller.into_store());
             self.publishes.clear();
             self.pushes.clear();
+            self.sent.clear();
             let not_controller = Err(Error::NotController { broker: self.id });
             for deferred in std::mem::take(&mut self.deferred) {
                 if let Some((reply, _)) = deferred.answer {
@@ -276,7 +291,7 @@ impl ControllerCore {
                     Some(also_to) => self.publish(now, d.metadata, d.answer, also_to),
                     None => {
                         if let Some(broker) = d.push_to {
-                            self.push(&d.metadata, broker);
+                            self.push(&d.metadata, broker, false);
                         }
                         self.answer(d.answer);
                     }
@@ -350,7 +365,7 @@ impl ControllerCore {
                 || planted(PlantedBug::MetadataPublishedBeforeCommitted))
         {
             if let Some(broker) = push_to {
-                self.push(&metadata, broker);
+                self.push(&metadata, broker, false);
             }
             self.answer(answer);
         } else {
@@ -406,13 +421,43 @@ impl ControllerCore {
             Message::Request(request) => self.handle_request(now, reply, request),
             Message::Response(response) => {
                 let id = reply.correlation_id;
-                if let Some(publish) = self.pushes.remove(&id) {
-                    if let Ok(Response::UpdateMetadata(failed)) = response
-                        && let Some(p) = self.publishes.get_mut(&publish)
-                    {
-                        p.failed.extend(failed);
+                if let Some(push) = self.pushes.remove(&id) {
+                    let failed = match response {
+                        Ok(Response::UpdateMetadata(failed)) => {
+                            if let Some(p) = self.publishes.get_mut(&push.publish) {
+                                p.failed.extend(failed);
+                            }
+                            false
+                        }
+                        Ok(_) => false,
+                        Err(_) => true,
+                    };
+                    if failed {
+                        // The broker may not hold what it was sent.
+                        self.sent.remove(&push.broker);
                     }
-                    self.push_answered(publish, id);
+                    if failed
+                        && push.delta
+                        && let Some(metadata) = self
+                            .publishes
+                            .get(&push.publish)
+                            .map(|p| p.metadata.clone())
+                    {
+                        // A delta refused (or lost): the publish waits for
+                        // the whole metadata to reach that broker instead.
+                        let (again, _) = self.push(&metadata, push.broker, false);
+                        if let Some(p) = self.publishes.get_mut(&push.publish) {
+                            p.waiting.insert(again);
+                        }
+                        self.pushes.insert(
+                            again,
+                            PushSent {
+                                delta: false,
+                                ..push
+                            },
+                        );
+                    }
+                    self.push_answered(push.publish, id);
                 }
             }
         }
@@ -450,7 +495,7 @@ impl ControllerCore {
             .collect();
         for id in overdue {
             if let Some(publish) = self.publishes.remove(&id) {
-                self.pushes.retain(|_, p| *p != id);
+                self.pushes.retain(|_, p| p.publish != id);
                 self.publish_ended(id, publish);
             }
         }
@@ -488,6 +533,7 @@ impl ControllerCore {
         self.deferred.clear();
         self.publishes.clear();
         self.pushes.clear();
+        self.sent.clear();
         self.outbox.clear();
     }
 
@@ -597,9 +643,16 @@ impl ControllerCore {
         let live = after.brokers.iter().map(|b| b.id);
         let targets: BTreeSet<NodeId> = live.chain(also_to).collect();
         for broker in targets {
-            let correlation_id = self.push(&after, broker);
+            let (correlation_id, delta) = self.push(&after, broker, true);
             waiting.insert(correlation_id);
-            self.pushes.insert(correlation_id, id);
+            self.pushes.insert(
+                correlation_id,
+                PushSent {
+                    publish: id,
+                    broker,
+                    delta,
+                },
+            );
         }
         if waiting.is_empty() {
             self.published(id, after);
@@ -619,20 +672,35 @@ impl ControllerCore {
         }
     }
 
-    /// Sends `metadata` to `broker`; returns the push's correlation id.
-    fn push(&mut self, metadata: &Arc<ClusterMetadata>, broker: NodeId) -> u64 {
+    /// Sends `metadata` to `broker` — as a delta from what it was sent
+    /// last, if `delta` allows and it was sent something of this controller
+    /// epoch — and returns the push's correlation id and whether it went
+    /// as a delta.
+    fn push(
+        &mut self,
+        metadata: &Arc<ClusterMetadata>,
+        broker: NodeId,
+        delta: bool,
+    ) -> (u64, bool) {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
-        let request = Request::UpdateMetadata(UpdateMetadataRequest {
-            metadata: metadata.clone(),
-        });
+        let base = self
+            .sent
+            .get(&broker)
+            .filter(|base| delta && base.controller_epoch == metadata.controller_epoch);
+        let update = match base {
+            Some(base) => UpdateMetadataRequest::delta(base, metadata),
+            None => UpdateMetadataRequest::full(metadata.clone()),
+        };
+        let as_delta = update.delta_from.is_some();
+        self.sent.insert(broker, metadata.clone());
         self.outbox.push_back(Envelope::request(
             Peer::Broker(self.id),
             Peer::Broker(broker),
             correlation_id,
-            request,
+            Request::UpdateMetadata(update),
         ));
-        correlation_id
+        (correlation_id, as_delta)
     }
 
     /// A broker answered a push (however): the last answer of a publish

@@ -727,6 +727,8 @@ wire_struct!(IsrProposal {
 });
 wire_struct!(UpdateMetadataRequest {
     metadata: Arc<ClusterMetadata>,
+    delta_from: Option<(u32, u64)>,
+    deleted_topics: Vec<Arc<str>>,
 });
 wire_struct!(GroupHeartbeatRequest {
     group: String,
@@ -1320,6 +1322,7 @@ wire_error! {
     53 => FetchSessionIdNotFound { session_id: u32 },
     54 => InvalidFetchSessionEpoch { session_id: u32, expected: u32, got: u32 },
     55 => SendBufferFull { node: u32, limit_bytes: usize },
+    56 => MetadataDeltaBaseMismatch { base_epoch: u32, base_version: u64, held_epoch: u32, held_version: u64 },
 }
 
 #[cfg(test)]

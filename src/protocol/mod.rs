@@ -680,11 +680,98 @@ pub struct AlterPartitionRequest {
     pub proposal: IsrProposal,
 }
 
-/// The controller's push of the current metadata to a broker.
+/// The controller's push of the current metadata to a broker: the whole
+/// of it, or a delta from a version the broker was sent before.
 #[derive(Debug, Clone)]
 pub struct UpdateMetadataRequest {
-    /// The metadata.
+    /// The metadata. In a delta, `topics` holds only the topics created or
+    /// changed since the base version (each whole); the brokers and the
+    /// counters are always whole.
     pub metadata: Arc<ClusterMetadata>,
+    /// `Some(base)`: a delta from the metadata of version `base`
+    /// (controller epoch, version), which a broker holding another version
+    /// refuses with [`Error::MetadataDeltaBaseMismatch`].
+    pub delta_from: Option<(u32, u64)>,
+    /// In a delta, the topics deleted since the base version.
+    pub deleted_topics: Vec<Arc<str>>,
+}
+
+impl UpdateMetadataRequest {
+    /// A push of the whole of `metadata`.
+    pub fn full(metadata: Arc<ClusterMetadata>) -> Self {
+        Self {
+            metadata,
+            delta_from: None,
+            deleted_topics: Vec::new(),
+        }
+    }
+
+    /// A push of `metadata` as a delta from `base`, the metadata the
+    /// receiver was sent last: the topics whose metadata changed (a topic
+    /// unchanged is the same `Arc` in both) and those deleted.
+    pub fn delta(base: &ClusterMetadata, metadata: &ClusterMetadata) -> Self {
+        let topics = metadata
+            .topics
+            .iter()
+            .filter(|(name, topic)| {
+                base.topics
+                    .get(*name)
+                    .is_none_or(|b| !Arc::ptr_eq(b, topic))
+            })
+            .map(|(name, topic)| (name.clone(), topic.clone()))
+            .collect();
+        let deleted_topics = base
+            .topics
+            .keys()
+            .filter(|name| !metadata.topics.contains_key(*name))
+            .cloned()
+            .collect();
+        Self {
+            metadata: Arc::new(ClusterMetadata {
+                controller_epoch: metadata.controller_epoch,
+                version: metadata.version,
+                controller: metadata.controller,
+                brokers: metadata.brokers.clone(),
+                topics,
+                next_producer_id: metadata.next_producer_id,
+            }),
+            delta_from: Some((base.controller_epoch, base.version)),
+            deleted_topics,
+        }
+    }
+
+    /// The whole metadata this push gives a broker that holds `held`:
+    /// the push itself if whole; a delta applied to `held` if `held` is
+    /// its base.
+    pub fn apply_to(&self, held: &ClusterMetadata) -> Result<Arc<ClusterMetadata>> {
+        let Some(base) = self.delta_from else {
+            return Ok(self.metadata.clone());
+        };
+        let version = (held.controller_epoch, held.version);
+        if version != base {
+            return Err(Error::MetadataDeltaBaseMismatch {
+                base_epoch: base.0,
+                base_version: base.1,
+                held_epoch: version.0,
+                held_version: version.1,
+            });
+        }
+        let mut topics = held.topics.clone();
+        for name in &self.deleted_topics {
+            topics.remove(name);
+        }
+        for (name, topic) in &self.metadata.topics {
+            topics.insert(name.clone(), topic.clone());
+        }
+        Ok(Arc::new(ClusterMetadata {
+            controller_epoch: self.metadata.controller_epoch,
+            version: self.metadata.version,
+            controller: self.metadata.controller,
+            brokers: self.metadata.brokers.clone(),
+            topics,
+            next_producer_id: self.metadata.next_producer_id,
+        }))
+    }
 }
 
 /// A change of the in-sync replica set for the controller to decide on.
