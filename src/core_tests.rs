@@ -465,11 +465,12 @@ struct Run {
     brokers_agree: bool,
 }
 
-/// The scenario.
-fn scenario() -> Run {
+/// A world with topic `orders` (one partition, RF 3, min ISR 2) created
+/// through the controller, as an admin would, and assigned to the
+/// consumer.
+fn orders_world() -> (World, TopicPartition) {
     let mut world = World::new();
     let tp = TopicPartition::new("orders", 0).unwrap();
-    // Create a replicated topic through the controller, as an admin would.
     let topic = NewTopic::new("orders", 1)
         .replication_factor(3)
         .config(TopicConfig {
@@ -478,6 +479,12 @@ fn scenario() -> Run {
         });
     world.create_topic(topic);
     world.consumer().assign(vec![tp.clone()]);
+    (world, tp)
+}
+
+/// The scenario.
+fn scenario() -> Run {
+    let (mut world, tp) = orders_world();
 
     // Replicated produce: acknowledged only once the ISR has it.
     world.produce_acknowledged(&tp, "before");
@@ -556,17 +563,7 @@ fn three_brokers_a_controller_a_producer_and_a_consumer_run_in_one_thread_and_re
 /// instead of serving what it had when it stopped.
 #[test]
 fn a_deposed_leader_back_from_a_pause_refuses_fetches_of_the_new_epoch() {
-    let mut world = World::new();
-    let tp = TopicPartition::new("orders", 0).unwrap();
-    world.create_topic(
-        NewTopic::new("orders", 1)
-            .replication_factor(3)
-            .config(TopicConfig {
-                min_insync_replicas: 2,
-                ..TopicConfig::default()
-            }),
-    );
-    world.consumer().assign(vec![tp.clone()]);
+    let (mut world, tp) = orders_world();
     world.produce_acknowledged(&tp, "before");
     let mut read = Vec::new();
     world.consume(&mut read, 20);

@@ -287,15 +287,7 @@ impl ControllerCore {
             .map_or(0, |c| c.store().committed_offset());
         while self.deferred.front().is_some_and(|d| d.end <= committed) {
             if let Some(d) = self.deferred.pop_front() {
-                match d.publish {
-                    Some(also_to) => self.publish(now, d.metadata, d.answer, also_to),
-                    None => {
-                        if let Some(broker) = d.push_to {
-                            self.push(&d.metadata, broker, false);
-                        }
-                        self.answer(d.answer);
-                    }
-                }
+                self.release(now, d);
             }
         }
         // Quorum messages go out.
@@ -323,59 +315,52 @@ impl ControllerCore {
         answer: Option<(ReplyTo, Result<Response>)>,
         also_to: Option<NodeId>,
     ) {
-        let Some(controller) = self.controller.as_ref() else {
-            return self.answer(answer);
-        };
-        let metadata = controller.metadata();
-        let store = controller.store();
-        let end = store.end_offset();
-        if self.deferred.is_empty()
-            && (store.committed_offset() >= end
-                || planted(PlantedBug::MetadataPublishedBeforeCommitted))
-        {
-            self.publish(now, metadata, answer, also_to);
-        } else {
-            self.deferred.push_back(Deferred {
-                end,
-                metadata,
-                answer,
-                publish: Some(also_to),
-                push_to: None,
-            });
-        }
+        self.after_commit(now, answer, Some(also_to), None);
     }
 
-    /// An answer that changed nothing, and maybe a push of the current
-    /// metadata to one broker: sent at once, unless it was made from
-    /// records not committed yet (a quorum's active controller between a
-    /// change and its commit), which it then waits for.
-    fn answer_after_commit(
+    /// An answer (and a publish, if `publish` says to whom besides the live
+    /// brokers; or a push of the current metadata to `push_to`) made from
+    /// the current metadata: sent at once, unless records of it are not
+    /// committed yet (a quorum's active controller between a change and its
+    /// commit), which it then waits for.
+    fn after_commit(
         &mut self,
+        now: Millis,
         answer: Option<(ReplyTo, Result<Response>)>,
+        publish: Option<Option<NodeId>>,
         push_to: Option<NodeId>,
     ) {
         let Some(controller) = self.controller.as_ref() else {
             return self.answer(answer);
         };
-        let metadata = controller.metadata();
         let store = controller.store();
-        let end = store.end_offset();
+        let deferred = Deferred {
+            end: store.end_offset(),
+            metadata: controller.metadata(),
+            answer,
+            publish,
+            push_to,
+        };
         if self.deferred.is_empty()
-            && (store.committed_offset() >= end
+            && (store.committed_offset() >= deferred.end
                 || planted(PlantedBug::MetadataPublishedBeforeCommitted))
         {
-            if let Some(broker) = push_to {
-                self.push(&metadata, broker, false);
-            }
-            self.answer(answer);
+            self.release(now, deferred);
         } else {
-            self.deferred.push_back(Deferred {
-                end,
-                metadata,
-                answer,
-                publish: None,
-                push_to,
-            });
+            self.deferred.push_back(deferred);
+        }
+    }
+
+    /// Sends what waited for its records to commit.
+    fn release(&mut self, now: Millis, deferred: Deferred) {
+        match deferred.publish {
+            Some(also_to) => self.publish(now, deferred.metadata, deferred.answer, also_to),
+            None => {
+                if let Some(broker) = deferred.push_to {
+                    self.push(&deferred.metadata, broker, false);
+                }
+                self.answer(deferred.answer);
+            }
         }
     }
 
@@ -623,7 +608,7 @@ impl ControllerCore {
         if (after.controller_epoch, after.version) != (before.controller_epoch, before.version) {
             self.change_made(now, answer, also_to);
         } else {
-            self.answer_after_commit(answer, push_to);
+            self.after_commit(now, answer, None, push_to);
         }
     }
 

@@ -105,10 +105,15 @@ impl WireSnapshot {
         }
     }
 
+    /// What the snapshot holds.
+    fn contents(&self) -> Result<SnapshotData> {
+        postcard::from_bytes(&self.data)
+            .map_err(|e| Error::corrupt(format!("Raft snapshot at index {}: {e}", self.index)))
+    }
+
     /// The snapshot for the quorum of `voters`, and what it holds.
     fn into_snapshot(self, conf_state: &ConfState) -> Result<(Snapshot, SnapshotData)> {
-        let data: SnapshotData = postcard::from_bytes(&self.data)
-            .map_err(|e| Error::corrupt(format!("Raft snapshot at index {}: {e}", self.index)))?;
+        let data = self.contents()?;
         let mut snapshot = Snapshot {
             data: Bytes::from(self.data),
             ..Snapshot::default()
@@ -647,9 +652,7 @@ impl RaftMetadataStore {
         // Entry `i` is at offset `i − 1`: the ones up to `index` go.
         self.log.delete_records_before(index)?;
         self.log.maintain()?;
-        self.image = data.image.into_iter().map(Bytes::from).collect();
-        self.snapshot_offset = data.records_offset;
-        self.committed.clear();
+        self.adopt(data);
         Ok(())
     }
 
@@ -657,20 +660,24 @@ impl RaftMetadataStore {
     /// stored first, then it replaces this voter's log and records.
     fn install_snapshot(&mut self, snapshot: Snapshot, now: Millis) -> Result<()> {
         let wire = WireSnapshot::from_snapshot(&snapshot);
-        let index = wire.index;
-        let (snapshot, data) = wire.into_snapshot(&self.conf_state)?;
-        self.persist_snapshot(&WireSnapshot::from_snapshot(&snapshot), now)?;
+        let data = wire.contents()?;
+        self.persist_snapshot(&wire, now)?;
         self.raw
             .mut_store()
             .install(snapshot)
             .map_err(|e| raft_error("snapshot", e))?;
-        self.log.truncate_fully_and_start_at(index)?;
+        self.log.truncate_fully_and_start_at(wire.index)?;
         self.log.flush()?;
+        self.adopt(data);
+        self.proposed = 0;
+        Ok(())
+    }
+
+    /// The committed records are a snapshot's now.
+    fn adopt(&mut self, data: SnapshotData) {
         self.image = data.image.into_iter().map(Bytes::from).collect();
         self.snapshot_offset = data.records_offset;
         self.committed.clear();
-        self.proposed = 0;
-        Ok(())
     }
 
     fn persist_snapshot(&mut self, snapshot: &WireSnapshot, now: Millis) -> Result<()> {
