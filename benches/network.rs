@@ -18,7 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use ferrolog::client::{Acks, Bootstrap, Producer, ProducerConfig, ProducerRecord};
 use ferrolog::{Admin, Cluster, NewTopic, TopicConfig};
-use support::{BIN, Nodes, Process, create_replicated, free_port};
+use support::{BIN, Nodes, Process, create_replicated};
 
 const RECORDS: usize = 1_000_000;
 const RECORD_BYTES: usize = 100;
@@ -45,13 +45,7 @@ fn field(line: &str, name: &str) -> f64 {
 
 fn over_the_network() -> String {
     let dir = tempfile::tempdir().expect("dir");
-    let nodes = Nodes {
-        dir: dir.path().to_path_buf(),
-        addrs: (0..3)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect(),
-        namespaces: vec![None; 3],
-    };
+    let nodes = Nodes::on_loopback(dir.path(), 3);
     let running: Vec<Process> = (0..3).map(|id| nodes.start(id)).collect();
     let servers = nodes.servers();
     let admin = Admin::new(Bootstrap::servers(&servers).expect("bootstrap")).expect("admin");

@@ -9,7 +9,7 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use support::{BIN, Nodes, free_port};
+use support::{BIN, Nodes};
 
 fn ferrolog(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
@@ -40,11 +40,7 @@ fn ok(args: &[&str], stdin: Option<&str>) -> String {
 #[test]
 fn topics_produce_consume_groups_and_dump_log_against_a_node() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = Nodes {
-        dir: dir.path().to_path_buf(),
-        addrs: vec![format!("127.0.0.1:{}", free_port())],
-        namespaces: vec![None],
-    };
+    let nodes = Nodes::on_loopback(dir.path(), 1);
     let node = nodes.start(0);
     let server = nodes.servers();
     let bs = ["--bootstrap-server", server.as_str()];

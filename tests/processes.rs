@@ -27,13 +27,7 @@ fn leader_of(t: &TopicMetadata, not: &[u32]) -> u32 {
 #[test]
 fn acknowledged_records_survive_kill_9_of_a_leader_and_the_controller_and_a_sigstop() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = Nodes {
-        dir: dir.path().to_path_buf(),
-        addrs: (0..3)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect(),
-        namespaces: vec![None; 3],
-    };
+    let nodes = Nodes::on_loopback(dir.path(), 3);
     let mut running: Vec<Option<Process>> = (0..3).map(|id| Some(nodes.start(id))).collect();
     let servers = nodes.servers();
     let admin = Admin::new(Bootstrap::servers(&servers).unwrap()).unwrap();

@@ -70,6 +70,17 @@ pub struct Nodes {
 }
 
 impl Nodes {
+    /// `count` nodes on free ports of 127.0.0.1, with files under `dir`.
+    pub fn on_loopback(dir: &std::path::Path, count: usize) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            addrs: (0..count)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+            namespaces: vec![None; count],
+        }
+    }
+
     fn properties(&self, id: usize) -> PathBuf {
         let voters: Vec<String> = self
             .addrs
